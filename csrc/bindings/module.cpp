@@ -1,0 +1,140 @@
+// The only C++ that knows Python. The Python layer has already checked the arrays
+// and passes raw addresses, element counts and dtype/op codes; this file turns them
+// into Buffers, releases the GIL around everything that may wait, and maps the
+// core's exceptions onto Python's.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "collex/common/errors.h"
+#include "collex/common/waiting.h"
+#include "collex/core/communicator.h"
+
+namespace py = pybind11;
+using namespace collex;
+
+namespace {
+
+Buffer make_buffer(std::uintptr_t address, std::size_t count, int dtype_code) {
+  Buffer b;
+  if (!dtype_from_int(dtype_code, &b.dtype)) throw InvalidArgument("collex: unknown dtype code");
+  b.data = reinterpret_cast<void*>(address);
+  b.count = count;
+  return b;
+}
+
+ReduceOp make_op(int code) {
+  ReduceOp op;
+  if (!reduce_op_from_int(code, &op)) throw InvalidArgument("collex: unknown op code");
+  return op;
+}
+
+Algo make_algo(const std::string& name) {
+  Algo a;
+  if (!algo_from_string(name, &a)) throw InvalidArgument("collex: unknown algo '" + name + "'");
+  return a;
+}
+
+using Guard = py::call_guard<py::gil_scoped_release>;
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "collex C++ core (internal; use the collex package)";
+
+  // Exception classes live for the whole process (raw references, never released:
+  // a static py::object would be destroyed after the interpreter is gone).
+  static PyObject* collex_error = PyErr_NewException("collex.CollexError", PyExc_RuntimeError, nullptr);
+  static PyObject* timeout_error = PyErr_NewException("collex.CollectiveTimeout", collex_error, nullptr);
+  static PyObject* mismatch_error = PyErr_NewException("collex.CollectiveMismatch", collex_error, nullptr);
+  static PyObject* broken_error = PyErr_NewException("collex.CommunicatorBroken", collex_error, nullptr);
+  m.attr("CollexError") = py::handle(collex_error);
+  m.attr("CollectiveTimeout") = py::handle(timeout_error);
+  m.attr("CollectiveMismatch") = py::handle(mismatch_error);
+  m.attr("CommunicatorBroken") = py::handle(broken_error);
+  // Translators run most recent first, so derived types are tried before the base.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Interrupted&) {
+      if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+    } catch (const InvalidArgument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const CollectiveTimeout& e) {
+      PyErr_SetString(timeout_error, e.what());
+    } catch (const CollectiveMismatch& e) {
+      PyErr_SetString(mismatch_error, e.what());
+    } catch (const CommunicatorBroken& e) {
+      PyErr_SetString(broken_error, e.what());
+    } catch (const CollexError& e) {
+      PyErr_SetString(collex_error, e.what());
+    }
+  });
+
+  // Long waits on the main thread poll this so that Ctrl-C ends them.
+  set_interrupt_check([] {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+  });
+
+  py::class_<Work, std::shared_ptr<Work>>(m, "Work")
+      .def("wait", &Work::wait, Guard())
+      .def("done", &Work::done);
+
+  py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
+      .def(py::init<long, double>(), py::arg("fortran_handle"), py::arg("timeout"), Guard())
+      .def("split", &Communicator::split, Guard())
+      .def_property_readonly("rank", &Communicator::rank)
+      .def_property_readonly("size", &Communicator::size)
+      .def_property_readonly("local_rank", &Communicator::local_rank)
+      .def_property_readonly("local_size", &Communicator::local_size)
+      .def_property_readonly("broken", &Communicator::broken)
+      .def_property_readonly("broken_reason", &Communicator::broken_reason)
+      .def_property_readonly("max_user_tag", &Communicator::max_user_tag)
+      .def_property_readonly("timeout", [](const Communicator& c) { return c.config().timeout_s; })
+      .def("shutdown", &Communicator::shutdown, Guard())
+      .def(
+          "allreduce",
+          [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op,
+             const std::string& algo, bool async) {
+            return c.allreduce(make_buffer(in, n, dtype), make_buffer(out, n, dtype), make_op(op), make_algo(algo), async);
+          },
+          Guard())
+      .def(
+          "broadcast",
+          [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int root, const std::string& algo,
+             bool async) { return c.broadcast(make_buffer(buf, n, dtype), root, make_algo(algo), async); },
+          Guard())
+      .def(
+          "reduce",
+          [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op, int root,
+             bool async) { return c.reduce(make_buffer(in, n, dtype), make_buffer(out, n, dtype), make_op(op), root, async); },
+          Guard())
+      .def(
+          "allgather",
+          [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, bool async) {
+            return c.allgather(make_buffer(in, n, dtype), make_buffer(out, n * static_cast<std::size_t>(c.size()), dtype), async);
+          },
+          Guard())
+      .def(
+          "reduce_scatter",
+          [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op, bool async) {
+            return c.reduce_scatter(make_buffer(in, n, dtype), make_buffer(out, n / static_cast<std::size_t>(c.size()), dtype),
+                                    make_op(op), async);
+          },
+          Guard())
+      .def("barrier", &Communicator::barrier, Guard())
+      .def(
+          "send",
+          [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int dst, int tag, bool async) {
+            return c.send(make_buffer(buf, n, dtype), dst, tag, async);
+          },
+          Guard())
+      .def(
+          "recv",
+          [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int src, int tag, bool async) {
+            return c.recv(make_buffer(buf, n, dtype), src, tag, async);
+          },
+          Guard());
+}

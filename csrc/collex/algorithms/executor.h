@@ -1,0 +1,52 @@
+// Runs one rank's schedule on a transport: posts receives ahead into a small
+// window (staging slots for receives that reduce, the destination itself for
+// receives that copy), reduces with the kernels, and waits with a deadline.
+// It knows neither the collective nor the transport's kind.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "collex/algorithms/schedule.h"
+#include "collex/common/dtype.h"
+#include "collex/common/reduce_op.h"
+#include "collex/transport/transport.h"
+
+namespace collex {
+
+// What a failure message says about the operation being run.
+struct OpLabel {
+  int rank = 0;
+  const char* collective = "";
+  std::uint64_t seq = 0;
+  const char* algo = "";
+  DType dtype = DType::kUInt8;
+  std::size_t bytes = 0;
+
+  std::string describe() const;  // "[rank 1] allreduce seq=42 float32 4194304 B algo=ring"
+};
+
+// Staging memory reused across operations (allocation is costly for big slots).
+// After a failure the executor leaves it to any receive still in flight.
+struct Staging {
+  std::vector<char> bytes;
+};
+
+struct ExecArgs {
+  void* data = nullptr;  // the working buffer the schedule's offsets index
+  DType dtype = DType::kUInt8;
+  ReduceOp op = ReduceOp::kSum;
+  double divisor = 1.0;         // for kDivide steps
+  std::uint32_t tag_base = 0;   // a step's tag is tag_base + its channel
+  double timeout_s = 300.0;     // per wait: how long with no progress before giving up
+};
+
+// Throws CollectiveTimeout (a peer never came), CollectiveMismatch (a peer sent
+// more than expected), CollexError (transport failure), Interrupted (Ctrl-C).
+// On any throw the pending transfers have been abandoned.
+void execute(const Schedule& schedule, Transport& transport, const ExecArgs& args,
+             const OpLabel& label, Staging& staging);
+
+}  // namespace collex

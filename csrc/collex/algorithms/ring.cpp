@@ -1,0 +1,79 @@
+#include "collex/algorithms/ring.h"
+
+namespace collex::ring {
+namespace {
+
+int mod(int a, int p) { return ((a % p) + p) % p; }
+
+// Rank r sends block send_block(s) in round s and receives block recv_block(s),
+// and recv_block(s) == send_block(s + 1): a received chunk is forwarded next round.
+// That shared shape is both halves of the ring; `reduce` chooses the receive kind.
+void ring_pass(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk,
+               int first_block, bool reduce, int first_round) {
+  const int right = mod(rank + 1, size);
+  const int left = mod(rank - 1, size);
+  const int rounds = size - 1;
+  auto send_block = [&](int round) { return mod(first_block - round, size); };
+
+  const Range first = block_range(count, size, send_block(0));
+  for (std::size_t c = 0; c < chunk_count(first.count, chunk); ++c) {
+    Range piece = chunk_of(first, chunk, c);
+    s.send(right, piece.offset, piece.count, first_round);
+  }
+  for (int round = 0; round < rounds; ++round) {
+    const Range in = block_range(count, size, send_block(round + 1));
+    for (std::size_t c = 0; c < chunk_count(in.count, chunk); ++c) {
+      Range piece = chunk_of(in, chunk, c);
+      if (reduce) {
+        s.recv_reduce(left, piece.offset, piece.count, first_round + round);
+      } else {
+        s.recv_copy(left, piece.offset, piece.count, first_round + round);
+      }
+      if (round + 1 < rounds) s.send(right, piece.offset, piece.count, first_round + round + 1);
+    }
+  }
+}
+
+}  // namespace
+
+void reduce_scatter(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk,
+                    bool divide_own_block) {
+  if (size > 1) {
+    // Round 0 sends block r - 1; the last round receives (and completes) block r.
+    ring_pass(s, rank, size, count, chunk, rank - 1, /*reduce=*/true, s.rounds);
+    s.rounds += size - 1;
+  }
+  if (divide_own_block) {
+    Range own = block_range(count, size, rank);
+    if (own.count > 0) s.divide(own.offset, own.count, s.rounds);
+  }
+}
+
+void allgather(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk,
+               int first_round) {
+  if (size == 1) return;
+  // Round 0 sends the rank's own block r; the last round receives block r + 1.
+  ring_pass(s, rank, size, count, chunk, rank, /*reduce=*/false, first_round);
+  s.rounds = first_round + size - 1;
+}
+
+void allreduce(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk, bool average) {
+  reduce_scatter(s, rank, size, count, chunk, average);
+  allgather(s, rank, size, count, chunk, s.rounds);
+}
+
+void broadcast(Schedule& s, int rank, int size, int root, std::size_t count, std::size_t chunk) {
+  if (size == 1) return;
+  const int position = mod(rank - root, size);
+  const int next = mod(rank + 1, size);
+  const int prev = mod(rank - 1, size);
+  const Range all{0, count};
+  for (std::size_t c = 0; c < chunk_count(count, chunk); ++c) {
+    Range piece = chunk_of(all, chunk, c);
+    if (position > 0) s.recv_copy(prev, piece.offset, piece.count, position - 1);
+    if (position < size - 1) s.send(next, piece.offset, piece.count, position);
+  }
+  s.rounds = size - 1;
+}
+
+}  // namespace collex::ring

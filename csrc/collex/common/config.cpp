@@ -1,0 +1,67 @@
+#include "collex/common/config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+
+#include "collex/common/errors.h"
+
+namespace collex {
+namespace {
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? v : nullptr;
+}
+
+[[noreturn]] void bad(const char* name, const char* value, const char* expected) {
+  throw InvalidArgument(std::string("collex: environment variable ") + name + "=" + value +
+                        ": expected " + expected);
+}
+
+double parse_positive_double(const char* name, const char* v) {
+  char* end = nullptr;
+  errno = 0;
+  double d = std::strtod(v, &end);
+  if (errno != 0 || end == v || *end != '\0' || !(d > 0)) bad(name, v, "a positive number");
+  return d;
+}
+
+long long parse_int(const char* name, const char* v, long long lo) {
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v, &end, 10);
+  // Accept K/M/G suffixes for byte counts.
+  if (end != v && (*end == 'K' || *end == 'k')) x <<= 10, ++end;
+  else if (end != v && (*end == 'M' || *end == 'm')) x <<= 20, ++end;
+  else if (end != v && (*end == 'G' || *end == 'g')) x <<= 30, ++end;
+  if (errno != 0 || end == v || *end != '\0' || x < lo) bad(name, v, "an integer");
+  return x;
+}
+
+}  // namespace
+
+Config Config::from_env(double timeout_s) {
+  Config c;
+  // An explicit timeout (init(timeout=)) wins; otherwise COLLEX_TIMEOUT, else 300 s.
+  c.timeout_s = timeout_s > 0 ? timeout_s : 300.0;
+  if (const char* v = env("COLLEX_ALGO")) {
+    std::string s(v);
+    if (s != "auto" && s != "ring" && s != "tree") bad("COLLEX_ALGO", v, "auto, ring or tree");
+    c.algo = s;
+  }
+  if (const char* v = env("COLLEX_TRANSPORT")) {
+    std::string s(v);
+    if (s != "auto" && s != "mpi") bad("COLLEX_TRANSPORT", v, "auto or mpi");
+    c.transport = s;
+  }
+  if (const char* v = env("COLLEX_CHUNK_BYTES")) {
+    c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
+  }
+  if (const char* v = env("COLLEX_TIMEOUT"); v != nullptr && !(timeout_s > 0)) c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);
+  if (const char* v = env("COLLEX_CHECK")) c.check = parse_int("COLLEX_CHECK", v, 0) != 0;
+  if (const char* v = env("COLLEX_DEBUG")) c.debug = static_cast<int>(parse_int("COLLEX_DEBUG", v, 0));
+  return c;
+}
+
+}  // namespace collex

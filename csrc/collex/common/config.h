@@ -1,0 +1,23 @@
+// Settings read from COLLEX_* environment variables, once per communicator.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace collex {
+
+struct Config {
+  std::string algo = "auto";            // COLLEX_ALGO: auto|ring|tree
+  std::string transport = "auto";       // COLLEX_TRANSPORT: auto|mpi
+  std::size_t chunk_bytes = 512 * 1024;  // COLLEX_CHUNK_BYTES: pipelining granularity
+  double timeout_s = 300.0;              // COLLEX_TIMEOUT (init(timeout=) when not set)
+  bool check = false;                    // COLLEX_CHECK: compare call fingerprints
+  int debug = 0;                         // COLLEX_DEBUG: 0 quiet, 1 ops, 2 steps
+
+  // Reads the environment. `timeout_s` > 0 is an explicit timeout that wins over
+  // COLLEX_TIMEOUT; pass 0 when the caller gave none.
+  // Throws InvalidArgument naming the variable when a value cannot be parsed.
+  static Config from_env(double timeout_s);
+};
+
+}  // namespace collex

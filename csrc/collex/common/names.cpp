@@ -1,0 +1,43 @@
+#include "collex/common/dtype.h"
+#include "collex/common/reduce_op.h"
+
+namespace collex {
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+    case DType::kInt8: return "int8";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+  }
+  return "?";
+}
+
+bool dtype_from_int(int code, DType* out) {
+  if (code < 0 || code >= kNumDTypes) return false;
+  *out = static_cast<DType>(code);
+  return true;
+}
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kProd: return "prod";
+    case ReduceOp::kMin: return "min";
+    case ReduceOp::kMax: return "max";
+    case ReduceOp::kAvg: return "avg";
+  }
+  return "?";
+}
+
+bool reduce_op_from_int(int code, ReduceOp* out) {
+  if (code < 0 || code > static_cast<int>(ReduceOp::kAvg)) return false;
+  *out = static_cast<ReduceOp>(code);
+  return true;
+}
+
+}  // namespace collex

@@ -1,0 +1,440 @@
+#include "collex/core/communicator.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "collex/algorithms/barrier.h"
+#include "collex/algorithms/ring.h"
+#include "collex/algorithms/tree.h"
+#include "collex/common/errors.h"
+#include "collex/transport/mpi/mpi_transport.h"
+
+namespace collex {
+
+struct MpiHandles {
+  MPI_Comm comm = MPI_COMM_NULL;   // collex's private duplicate
+  MPI_Comm local = MPI_COMM_NULL;  // the ranks sharing this node
+
+  void release() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;  // MPI already reclaimed everything
+    if (local != MPI_COMM_NULL) MPI_Comm_free(&local);
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+  }
+};
+
+struct Communicator::Call {
+  Collective kind = Collective::kAllreduce;
+  Buffer in{};
+  Buffer out{};
+  ReduceOp op = ReduceOp::kSum;
+  Algo algo = Algo::kAuto;
+  int root = 0;  // root, or the peer of send/recv
+  int tag = 0;   // send/recv only
+  std::uint64_t seq = 0;
+};
+
+namespace {
+
+// The channel block of a collective's tags: schedules use channels 0-3; the
+// fingerprint check uses channel 7 of the same operation.
+constexpr int kChannelBits = 3;
+constexpr int kCheckChannel = 7;
+// Point-to-point messages are cut at this many bytes (MPI counts are ints).
+constexpr std::size_t kP2pPieceBytes = std::size_t{1} << 28;
+
+int bit_width_of(std::uint32_t max_tag) {
+  int bits = 0;
+  while (bits < 31 && (std::uint64_t{1} << (bits + 1)) - 1 <= max_tag) ++bits;
+  return bits;
+}
+
+std::string rank_prefix(int rank, Collective c) {
+  return "[rank " + std::to_string(rank) + "] collex." + collective_name(c) + ": ";
+}
+
+}  // namespace
+
+Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::make_unique<MpiHandles>()) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) throw CollexError("collex: MPI is not initialised (import mpi4py.MPI first)");
+  config_ = Config::from_env(timeout_s);
+  algo_from_string(config_.algo, &forced_algo_);
+
+  MPI_Comm user = MPI_Comm_f2c(static_cast<MPI_Fint>(fortran_handle));
+  if (user == MPI_COMM_NULL) throw InvalidArgument("collex.Communicator: comm is MPI.COMM_NULL");
+  if (MPI_Comm_dup(user, &mpi_->comm) != MPI_SUCCESS) throw CollexError("collex: MPI_Comm_dup failed");
+  MPI_Comm_set_errhandler(mpi_->comm, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(mpi_->comm, &rank_);
+  MPI_Comm_size(mpi_->comm, &size_);
+  MPI_Comm_split_type(mpi_->comm, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &mpi_->local);
+  MPI_Comm_rank(mpi_->local, &local_rank_);
+  MPI_Comm_size(mpi_->local, &local_size_);
+
+  auto mpi = std::make_unique<MpiTransport>(mpi_->comm);
+  // Tags: the lower half of the tag space carries collectives (sequence number and
+  // channel), the upper half point-to-point messages (the user's tag).
+  const int bits = bit_width_of(mpi->max_tag());
+  p2p_tag_base_ = std::uint32_t{1} << (bits - 1);
+  seq_mask_ = (std::uint32_t{1} << (bits - 1 - kChannelBits)) - 1;
+  transport_ = std::move(mpi);
+}
+
+Communicator::~Communicator() { shutdown(); }
+
+void Communicator::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  engine_.stop();
+  transport_.reset();
+  mpi_->release();
+}
+
+int Communicator::max_user_tag() const { return static_cast<int>(p2p_tag_base_ - 1); }
+
+bool Communicator::broken() const { return broken_.load(); }
+
+std::string Communicator::broken_reason() const {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  return broken_reason_;
+}
+
+void Communicator::mark_broken(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    if (!broken_.load()) broken_reason_ = reason;
+  }
+  broken_.store(true);
+  // A receive the transport could not cancel may still land in the staging slots:
+  // leave that memory to it rather than free it under its feet.
+  new std::vector<char>(std::move(staging_.bytes));  // NOLINT: deliberate leak
+}
+
+std::uint32_t Communicator::collective_tag(std::uint64_t seq, int channel_block) const {
+  return (static_cast<std::uint32_t>(seq & seq_mask_) << kChannelBits) | static_cast<std::uint32_t>(channel_block);
+}
+
+std::shared_ptr<Communicator> Communicator::split(int color, int key) {
+  std::shared_ptr<Communicator> result;
+  engine_.submit(
+      [&] {
+        if (broken()) throw CommunicatorBroken(rank_prefix(rank_, Collective::kBarrier) + "communicator is broken: " + broken_reason());
+        MPI_Comm part = MPI_COMM_NULL;
+        MPI_Comm_split(mpi_->comm, color < 0 ? MPI_UNDEFINED : color, key, &part);
+        if (part == MPI_COMM_NULL) return;
+        try {
+          result = std::make_shared<Communicator>(static_cast<long>(MPI_Comm_c2f(part)), config_.timeout_s);
+        } catch (...) {
+          MPI_Comm_free(&part);
+          throw;
+        }
+        MPI_Comm_free(&part);
+      },
+      /*async=*/false);
+  return result;
+}
+
+std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
+  if (broken()) {
+    throw CommunicatorBroken(rank_prefix(rank_, call.kind) + "communicator is broken by an earlier failure: " +
+                             broken_reason());
+  }
+  // Collectives are numbered alike on every rank; point-to-point messages, which
+  // only two ranks see, are labelled with the current number but do not advance it.
+  const bool p2p = call.kind == Collective::kSend || call.kind == Collective::kRecv;
+  call.seq = p2p ? next_seq_ : next_seq_++;
+  if (config_.debug >= 1) {
+    std::fprintf(stderr, "collex[%d] %s seq=%llu %s count=%zu%s\n", rank_, collective_name(call.kind),
+                 static_cast<unsigned long long>(call.seq), dtype_name(call.in.dtype), call.in.count,
+                 async ? " async" : "");
+  }
+  return engine_.submit([this, call] { run(call); }, async);
+}
+
+void Communicator::run(const Call& call) {
+  if (broken()) {
+    throw CommunicatorBroken(rank_prefix(rank_, call.kind) + "communicator is broken by an earlier failure: " +
+                             broken_reason());
+  }
+  // A mismatch found by the fingerprint check is raised on every rank alike and
+  // leaves the communicator usable; any failure on the wire breaks it.
+  if (config_.check && size_ > 1 && call.kind != Collective::kSend && call.kind != Collective::kRecv) {
+    try {
+      check_fingerprints(call);
+    } catch (const CollectiveMismatch&) {
+      throw;
+    } catch (const std::exception& e) {
+      mark_broken(e.what());
+      throw;
+    }
+  }
+  try {
+    run_collective(call);
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (const std::exception& e) {
+    mark_broken(e.what());
+    throw;
+  }
+}
+
+namespace {
+
+struct Fingerprint {
+  std::uint64_t seq, kind, count, dtype, op, root;
+  bool operator==(const Fingerprint& o) const {
+    return seq == o.seq && kind == o.kind && count == o.count && dtype == o.dtype && op == o.op && root == o.root;
+  }
+};
+
+std::string describe(const Fingerprint& f) {
+  std::ostringstream o;
+  const auto kind = static_cast<Collective>(f.kind);
+  o << collective_name(kind) << " seq=" << f.seq << " count=" << f.count << " dtype="
+    << dtype_name(static_cast<DType>(f.dtype));
+  if (kind == Collective::kAllreduce || kind == Collective::kReduce || kind == Collective::kReduceScatter) {
+    o << " op=" << reduce_op_name(static_cast<ReduceOp>(f.op));
+  }
+  if (kind == Collective::kBroadcast || kind == Collective::kReduce) o << " root=" << f.root;
+  return o.str();
+}
+
+}  // namespace
+
+void Communicator::check_fingerprints(const Call& call) {
+  std::vector<Fingerprint> all(static_cast<std::size_t>(size_));
+  all[static_cast<std::size_t>(rank_)] = {call.seq, static_cast<std::uint64_t>(call.kind), call.in.count,
+                                          static_cast<std::uint64_t>(call.in.dtype),
+                                          static_cast<std::uint64_t>(call.op), static_cast<std::uint64_t>(call.root)};
+  Schedule s;
+  const std::size_t n = sizeof(Fingerprint) * all.size();
+  ring::allgather(s, rank_, size_, n, n, 0);
+  ExecArgs a;
+  a.data = all.data();
+  a.dtype = DType::kUInt8;
+  a.tag_base = collective_tag(call.seq, kCheckChannel);  // the ring uses channel 0 only
+  a.timeout_s = config_.timeout_s;
+  OpLabel label{rank_, collective_name(call.kind), call.seq, "check", DType::kUInt8, n};
+  execute(s, *transport_, a, label, staging_);
+  bool same = true;
+  for (const auto& f : all) same = same && f == all[0];
+  if (same) return;
+  std::ostringstream o;
+  o << rank_prefix(rank_, call.kind) << "ranks issued different collectives:";
+  for (int r = 0; r < size_; ++r) o << "\n  rank " << r << ": " << describe(all[static_cast<std::size_t>(r)]);
+  throw CollectiveMismatch(o.str());
+}
+
+void Communicator::run_collective(const Call& c) {
+  const std::size_t esize = dtype_size(c.in.dtype);
+  const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / esize);
+  const bool average = c.op == ReduceOp::kAvg;
+  Schedule s;
+  Algo algo = Algo::kAuto;
+  void* data = nullptr;
+  std::uint32_t tag_base = collective_tag(c.seq, 0);
+
+  switch (c.kind) {
+    case Collective::kAllreduce: {
+      if (c.out.data != c.in.data && c.in.count > 0) std::memcpy(c.out.data, c.in.data, c.in.bytes());
+      data = c.out.data;
+      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_);
+      if (algo == Algo::kTree) {
+        tree::allreduce(s, rank_, size_, c.in.count, chunk, average);
+      } else {
+        ring::allreduce(s, rank_, size_, c.in.count, chunk, average);
+      }
+      break;
+    }
+    case Collective::kBroadcast: {
+      data = c.in.data;
+      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_);
+      if (algo == Algo::kTree) {
+        tree::broadcast(s, rank_, size_, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk);
+      } else {
+        ring::broadcast(s, rank_, size_, c.root, c.in.count, chunk);
+      }
+      break;
+    }
+    case Collective::kReduce: {
+      algo = Algo::kTree;
+      const tree::Links links = tree::links(rank_, size_, tree::Layout::kRotated, c.root);
+      if (rank_ == c.root) {
+        if (c.out.data != c.in.data && c.in.count > 0) std::memcpy(c.out.data, c.in.data, c.in.bytes());
+        data = c.out.data;
+      } else if (links.num_children == 0) {
+        data = c.in.data;  // a leaf only sends its input
+      } else {
+        // Interior ranks accumulate their children's values; the input stays untouched.
+        scratch_.resize(c.in.bytes());
+        if (c.in.count > 0) std::memcpy(scratch_.data(), c.in.data, c.in.bytes());
+        data = scratch_.data();
+      }
+      tree::reduce(s, rank_, size_, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk, average);
+      break;
+    }
+    case Collective::kAllgather: {
+      algo = Algo::kRing;
+      char* own = c.out.bytes_at(static_cast<std::size_t>(rank_) * c.in.count);
+      if (own != c.in.data && c.in.count > 0) std::memmove(own, c.in.data, c.in.bytes());
+      data = c.out.data;
+      ring::allgather(s, rank_, size_, c.out.count, chunk);
+      break;
+    }
+    case Collective::kReduceScatter: {
+      algo = Algo::kRing;
+      scratch_.resize(c.in.bytes());
+      if (c.in.count > 0) std::memcpy(scratch_.data(), c.in.data, c.in.bytes());
+      data = scratch_.data();
+      ring::reduce_scatter(s, rank_, size_, c.in.count, chunk, average);
+      break;
+    }
+    case Collective::kBarrier: {
+      static char nothing = 0;
+      data = &nothing;
+      barrier::dissemination(s, rank_, size_);
+      break;
+    }
+    case Collective::kSend:
+    case Collective::kRecv: {
+      // Cut by bytes, not elements, so that both ends agree whatever their dtypes.
+      data = c.in.data;
+      const Range all{0, c.in.bytes()};
+      const std::size_t pieces = std::max<std::size_t>(1, chunk_count(all.count, kP2pPieceBytes));
+      for (std::size_t k = 0; k < pieces; ++k) {
+        Range piece = all.count == 0 ? all : chunk_of(all, kP2pPieceBytes, k);
+        if (c.kind == Collective::kSend) {
+          s.send(c.root, piece.offset, piece.count, 0);
+        } else {
+          s.recv_copy(c.root, piece.offset, piece.count, 0);
+        }
+      }
+      s.rounds = 1;
+      tag_base = p2p_tag_base_ + static_cast<std::uint32_t>(c.tag);
+      break;
+    }
+  }
+
+  const bool bytewise = c.kind == Collective::kSend || c.kind == Collective::kRecv || c.kind == Collective::kBarrier;
+  ExecArgs a;
+  a.data = data;
+  a.dtype = bytewise ? DType::kUInt8 : c.in.dtype;
+  a.op = c.op;
+  a.divisor = static_cast<double>(size_);
+  a.tag_base = tag_base;
+  a.timeout_s = config_.timeout_s;
+  OpLabel label{rank_, collective_name(c.kind), c.seq, algo == Algo::kAuto ? "p2p" : algo_name(algo), c.in.dtype,
+                c.in.bytes()};
+  if (c.kind == Collective::kBarrier) label.algo = "dissemination";
+  execute(s, *transport_, a, label, staging_);
+
+  if (c.kind == Collective::kReduceScatter && c.out.count > 0) {
+    std::memcpy(c.out.data, scratch_.data() + static_cast<std::size_t>(rank_) * c.out.bytes(), c.out.bytes());
+  }
+}
+
+// ---- entry points: check what the core itself relies on, then queue ----
+
+namespace {
+
+void require(bool ok, int rank, Collective c, const std::string& what) {
+  if (!ok) throw InvalidArgument(rank_prefix(rank, c) + what);
+}
+
+}  // namespace
+
+std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async) {
+  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce, "out must match x in size and dtype");
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kAllreduce, "op='avg' needs a floating-point dtype");
+  Call c;
+  c.kind = Collective::kAllreduce;
+  c.in = in;
+  c.out = out;
+  c.op = op;
+  c.algo = algo;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::broadcast(Buffer buf, int root, Algo algo, bool async) {
+  require(root >= 0 && root < size_, rank_, Collective::kBroadcast, "root out of range");
+  Call c;
+  c.kind = Collective::kBroadcast;
+  c.in = c.out = buf;
+  c.root = root;
+  c.algo = algo;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async) {
+  require(root >= 0 && root < size_, rank_, Collective::kReduce, "root out of range");
+  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kReduce, "out must match x in size and dtype");
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduce, "op='avg' needs a floating-point dtype");
+  Call c;
+  c.kind = Collective::kReduce;
+  c.in = in;
+  c.out = out;
+  c.op = op;
+  c.root = root;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::allgather(Buffer in, Buffer out, bool async) {
+  require(out.count == in.count * static_cast<std::size_t>(size_) && in.dtype == out.dtype, rank_,
+          Collective::kAllgather, "out must hold size * x.size elements of x's dtype");
+  Call c;
+  c.kind = Collective::kAllgather;
+  c.in = in;
+  c.out = out;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async) {
+  require(out.count * static_cast<std::size_t>(size_) == in.count && in.dtype == out.dtype, rank_,
+          Collective::kReduceScatter, "x must hold size * out.size elements of out's dtype");
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduceScatter, "op='avg' needs a floating-point dtype");
+  Call c;
+  c.kind = Collective::kReduceScatter;
+  c.in = in;
+  c.out = out;
+  c.op = op;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::barrier(bool async) {
+  Call c;
+  c.kind = Collective::kBarrier;
+  c.in.dtype = c.out.dtype = DType::kUInt8;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::send(Buffer buf, int dst, int tag, bool async) {
+  require(dst >= 0 && dst < size_ && dst != rank_, rank_, Collective::kSend, "dst out of range or this rank");
+  require(tag >= 0 && tag <= max_user_tag(), rank_, Collective::kSend, "tag out of range");
+  Call c;
+  c.kind = Collective::kSend;
+  c.in = c.out = buf;
+  c.root = dst;
+  c.tag = tag;
+  return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::recv(Buffer buf, int src, int tag, bool async) {
+  require(src >= 0 && src < size_ && src != rank_, rank_, Collective::kRecv, "src out of range or this rank");
+  require(tag >= 0 && tag <= max_user_tag(), rank_, Collective::kRecv, "tag out of range");
+  Call c;
+  c.kind = Collective::kRecv;
+  c.in = c.out = buf;
+  c.root = src;
+  c.tag = tag;
+  return submit(c, async);
+}
+
+}  // namespace collex

@@ -1,0 +1,94 @@
+// A group of ranks and everything collex keeps for it: a private duplicate of the
+// user's MPI communicator, the transport, the engine, the tuner, the sequence
+// number that tags its operations, and whether a failure has broken it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "collex/algorithms/executor.h"
+#include "collex/common/buffer.h"
+#include "collex/common/config.h"
+#include "collex/common/reduce_op.h"
+#include "collex/core/engine.h"
+#include "collex/core/tuner.h"
+
+namespace collex {
+
+class Transport;
+struct MpiHandles;  // the MPI objects, kept out of this header
+
+class Communicator : public std::enable_shared_from_this<Communicator> {
+ public:
+  // `fortran_handle` is MPI_Comm_c2f of the user's communicator (mpi4py's
+  // comm.py2f()), which names a communicator portably across MPI libraries.
+  // Collective over that communicator: it is duplicated.
+  Communicator(long fortran_handle, double timeout_s);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  // Collective: ranks passing the same color form a new communicator, ordered by key.
+  std::shared_ptr<Communicator> split(int color, int key);
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  const Config& config() const { return config_; }
+  bool broken() const;
+  std::string broken_reason() const;
+
+  // Each returns a handle when `async`, else null after the operation completed.
+  // In place when in.data == out.data. Arguments are checked by the Python layer;
+  // violations found here raise InvalidArgument.
+  std::shared_ptr<Work> allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async);
+  std::shared_ptr<Work> broadcast(Buffer buf, int root, Algo algo, bool async);
+  std::shared_ptr<Work> reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async);
+  std::shared_ptr<Work> allgather(Buffer in, Buffer out, bool async);
+  std::shared_ptr<Work> reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async);
+  std::shared_ptr<Work> barrier(bool async);
+  std::shared_ptr<Work> send(Buffer buf, int dst, int tag, bool async);
+  std::shared_ptr<Work> recv(Buffer buf, int src, int tag, bool async);
+
+  // The largest user tag send/recv accept.
+  int max_user_tag() const;
+
+  // Finishes queued operations and releases the MPI objects. Idempotent.
+  void shutdown();
+
+ private:
+  struct Call;  // one operation's description, for schedules, tags and messages
+
+  std::shared_ptr<Work> submit(Call call, bool async);
+  void run(const Call& call);
+  void run_collective(const Call& call);
+  void check_fingerprints(const Call& call);
+  void mark_broken(const std::string& reason);
+  std::uint32_t collective_tag(std::uint64_t seq, int channel_block) const;
+
+  std::unique_ptr<MpiHandles> mpi_;
+  std::unique_ptr<Transport> transport_;
+  Engine engine_;
+  Tuner tuner_;
+  Config config_;
+  Algo forced_algo_ = Algo::kAuto;
+  int rank_ = 0;
+  int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  std::uint64_t next_seq_ = 0;  // advanced at issue time, by the issuing thread
+  std::uint32_t seq_mask_ = 0;
+  std::uint32_t p2p_tag_base_ = 0;
+  Staging staging_;
+  std::vector<char> scratch_;
+  mutable std::mutex state_mutex_;
+  std::atomic<bool> broken_{false};
+  std::string broken_reason_;
+  bool shut_down_ = false;
+};
+
+}  // namespace collex

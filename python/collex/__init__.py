@@ -1,0 +1,70 @@
+"""collex: fast collective communication for NumPy training loops over MPI.
+
+    import collex as cx
+    cx.init()
+    x = np.ones(1 << 20, np.float32)
+    cx.allreduce(x)             # in place: every rank now holds the sum
+    cx.finalize()
+
+Launch with ``mpirun -n 4 python -m mpi4py script.py`` (``-m mpi4py`` makes an
+uncaught exception abort the whole job instead of leaving the others waiting).
+"""
+
+from __future__ import annotations
+
+# mpi4py initialises MPI (with MPI_THREAD_MULTIPLE) and loads libmpi before the
+# extension module needs it.
+from mpi4py import MPI as _MPI  # noqa: F401  (import for its side effect)
+
+from . import _core
+from ._comm import Communicator, Work
+from ._runtime import (
+    allgather,
+    allreduce,
+    barrier,
+    broadcast,
+    finalize,
+    init,
+    is_initialized,
+    local_rank,
+    local_size,
+    rank,
+    recv,
+    reduce,
+    reduce_scatter,
+    send,
+    size,
+    world,
+)
+
+CollexError = _core.CollexError
+CollectiveTimeout = _core.CollectiveTimeout
+CollectiveMismatch = _core.CollectiveMismatch
+CommunicatorBroken = _core.CommunicatorBroken
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CollectiveMismatch",
+    "CollectiveTimeout",
+    "CollexError",
+    "CommunicatorBroken",
+    "Communicator",
+    "Work",
+    "allgather",
+    "allreduce",
+    "barrier",
+    "broadcast",
+    "finalize",
+    "init",
+    "is_initialized",
+    "local_rank",
+    "local_size",
+    "rank",
+    "recv",
+    "reduce",
+    "reduce_scatter",
+    "send",
+    "size",
+    "world",
+]

@@ -1,0 +1,216 @@
+"""Communicator: the Python face of a group of ranks. Checks arguments, adapts
+arrays and hands (address, count, dtype code) to the C++ core."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core
+from ._arrays import Arg, check_out, check_rank_arg, where
+from ._dtypes import ALGOS, AVG, FLOATING, OPS
+
+CollexError = _core.CollexError
+
+# Every live Communicator, so that finalize() can shut them all down.
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+class Work:
+    """Handle of an asynchronous operation (``async_op=True``).
+
+    ``wait()`` blocks until the operation finished and returns its result array
+    (the same array the synchronous call would have returned); ``done()`` tells
+    without blocking. The handle keeps the arrays alive until it is released.
+    """
+
+    __slots__ = ("_handle", "_result", "_keep")
+
+    def __init__(self, handle: Any, result: Any, keep: tuple = ()):
+        self._handle = handle
+        self._result = result
+        self._keep = keep
+
+    def wait(self) -> Any:
+        self._handle.wait()
+        return self._result
+
+    def done(self) -> bool:
+        return bool(self._handle.done())
+
+    def __repr__(self) -> str:
+        return f"<collex.Work {'done' if self.done() else 'pending'}>"
+
+
+def _op_code(op: Any, name: str, rank: int, x: Arg) -> int:
+    code = OPS.get(op) if isinstance(op, str) else None
+    if code is None:
+        raise ValueError(f"{where(name, rank)}: op={op!r}: expected one of {', '.join(map(repr, OPS))}")
+    if code == AVG and x.code not in FLOATING:
+        raise ValueError(
+            f"{where(name, rank)}: op='avg' needs a floating-point dtype, got {x.array.dtype}; "
+            "use op='sum' and divide"
+        )
+    return code
+
+
+def _algo(algo: Any, name: str, rank: int) -> str:
+    if algo not in ALGOS:
+        raise ValueError(f"{where(name, rank)}: algo={algo!r}: expected one of {', '.join(map(repr, ALGOS))}")
+    return algo
+
+
+class Communicator:
+    """A group of ranks on which collectives run.
+
+    ``Communicator(mpi_comm)`` wraps any mpi4py communicator (COMM_WORLD when
+    None). It is collective over ``mpi_comm`` and duplicates it, so collex's
+    traffic never mixes with the caller's own MPI messages. Every rank must issue
+    the collectives of a communicator in the same order.
+    """
+
+    def __init__(self, mpi_comm: Any = None, timeout: Optional[float] = None):
+        from mpi4py import MPI
+
+        if mpi_comm is None:
+            mpi_comm = MPI.COMM_WORLD
+        if not isinstance(mpi_comm, MPI.Comm):
+            raise TypeError(f"collex.Communicator: expected an mpi4py communicator, got {type(mpi_comm).__name__}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"collex.Communicator: timeout={timeout!r}: expected a positive number of seconds")
+        self._init_core(_core.Communicator(mpi_comm.py2f(), float(timeout or 0)))
+
+    @classmethod
+    def _wrap(cls, core: Any) -> Communicator:
+        self = cls.__new__(cls)
+        self._init_core(core)
+        return self
+
+    def _init_core(self, core: Any) -> None:
+        self._c = core
+        self.rank: int = core.rank
+        self.size: int = core.size
+        self.local_rank: int = core.local_rank
+        self.local_size: int = core.local_size
+        _live.add(self)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds any wait may pass without progress before CollectiveTimeout."""
+        return float(self._c.timeout)
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._c.broken)
+
+    def __repr__(self) -> str:
+        return f"<collex.Communicator rank {self.rank} of {self.size}{' (broken)' if self.broken else ''}>"
+
+    def split(self, color: Optional[int], key: int = 0) -> Optional[Communicator]:
+        """Ranks passing the same color form a new communicator, ordered by key.
+        color=None (or negative) leaves this rank out; it gets None."""
+        core = self._c.split(-1 if color is None else int(color), int(key))
+        return None if core is None else Communicator._wrap(core)
+
+    def shutdown(self) -> None:
+        """Finishes queued operations and releases this communicator's resources."""
+        self._c.shutdown()
+
+    def _finish(self, handle: Any, result: Any, keep: tuple, async_op: bool) -> Any:
+        return Work(handle, result, keep) if async_op else result
+
+    # ---- collectives ----
+
+    def allreduce(self, x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False) -> Any:
+        """Reduces x over all ranks; every rank gets the result (bitwise identical).
+
+        op: sum, prod, min, max, avg. In place (into x, returned) when out is None.
+        algo: auto, ring (bandwidth-optimal) or tree (latency-optimal)."""
+        name = "allreduce"
+        a = Arg(x, "x", name, self.rank, writable=out is None)
+        code = _op_code(op, name, self.rank, a)
+        algo = _algo(algo, name, self.rank)
+        o = a if out is None else check_out(out, a.array.shape, a.array.dtype, a, name, self.rank)
+        h = self._c.allreduce(a.address, o.address, a.count, a.code, code, algo, async_op)
+        return self._finish(h, o.array, (a.array, o.array), async_op)
+
+    def broadcast(self, x: Any, root: int = 0, algo: str = "auto", async_op: bool = False) -> Any:
+        """Copies root's x into x on every rank (in place); returns x."""
+        name = "broadcast"
+        root = check_rank_arg(root, "root", self.size, name, self.rank)
+        a = Arg(x, "x", name, self.rank, writable=self.rank != root)
+        algo = _algo(algo, name, self.rank)
+        h = self._c.broadcast(a.address, a.count, a.code, root, algo, async_op)
+        return self._finish(h, a.array, (a.array,), async_op)
+
+    def reduce(self, x: Any, op: str = "sum", root: int = 0, out: Any = None, async_op: bool = False) -> Any:
+        """Reduces x over all ranks into root's out (x when out is None).
+        Other ranks' arrays are left untouched. Returns out (or x)."""
+        name = "reduce"
+        root = check_rank_arg(root, "root", self.size, name, self.rank)
+        a = Arg(x, "x", name, self.rank, writable=out is None and self.rank == root)
+        code = _op_code(op, name, self.rank, a)
+        o = a if out is None else check_out(out, a.array.shape, a.array.dtype, a, name, self.rank)
+        h = self._c.reduce(a.address, o.address, a.count, a.code, code, root, async_op)
+        return self._finish(h, o.array, (a.array, o.array), async_op)
+
+    def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
+        """Gathers every rank's x; the result has shape (size, *x.shape)."""
+        name = "allgather"
+        a = Arg(x, "x", name, self.rank, writable=False)
+        shape = (self.size, *a.array.shape)
+        if out is None:
+            o = Arg(np.empty(shape, a.array.dtype), "out", name, self.rank, writable=True)
+        else:
+            o = check_out(out, shape, a.array.dtype, a, name, self.rank)
+        h = self._c.allgather(a.address, o.address, a.count, a.code, async_op)
+        return self._finish(h, o.array, (a.array, o.array), async_op)
+
+    def reduce_scatter(self, x: Any, op: str = "sum", out: Any = None, async_op: bool = False) -> Any:
+        """Reduces x over all ranks and gives each rank its block of the result:
+        x.shape[0] must divide by size; the result has shape
+        (x.shape[0] // size, *x.shape[1:]). x is left untouched."""
+        name = "reduce_scatter"
+        a = Arg(x, "x", name, self.rank, writable=False)
+        code = _op_code(op, name, self.rank, a)
+        shape = a.array.shape
+        if len(shape) == 0 or shape[0] % self.size:
+            raise ValueError(
+                f"{where(name, self.rank)}: x: expected x.shape[0] divisible by the communicator size "
+                f"{self.size}, got shape={shape}"
+            )
+        oshape = (shape[0] // self.size, *shape[1:])
+        if out is None:
+            o = Arg(np.empty(oshape, a.array.dtype), "out", name, self.rank, writable=True)
+        else:
+            o = check_out(out, oshape, a.array.dtype, a, name, self.rank)
+        h = self._c.reduce_scatter(a.address, o.address, a.count, a.code, code, async_op)
+        return self._finish(h, o.array, (a.array, o.array), async_op)
+
+    def barrier(self, async_op: bool = False) -> Optional[Work]:
+        """Returns once every rank has entered the barrier."""
+        h = self._c.barrier(async_op)
+        return Work(h, None) if async_op else None
+
+    # ---- point to point ----
+
+    def _p2p(self, x: Any, peer: int, tag: int, name: str, peer_name: str, receive: bool, async_op: bool) -> Any:
+        peer = check_rank_arg(peer, peer_name, self.size, name, self.rank)
+        if peer == self.rank:
+            raise ValueError(f"{where(name, self.rank)}: {peer_name}={peer} is this rank")
+        if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or not 0 <= tag <= self._c.max_user_tag:
+            raise ValueError(f"{where(name, self.rank)}: tag={tag!r}: expected an int in [0, {self._c.max_user_tag}]")
+        a = Arg(x, "x", name, self.rank, writable=receive)
+        fn = self._c.recv if receive else self._c.send
+        h = fn(a.address, a.count, a.code, peer, int(tag), async_op)
+        return self._finish(h, a.array, (a.array,), async_op)
+
+    def send(self, x: Any, dst: int, tag: int = 0) -> None:
+        """Sends x to rank dst; returns when x may be reused."""
+        self._p2p(x, dst, tag, "send", "dst", receive=False, async_op=False)
+
+    def recv(self, x: Any, src: int, tag: int = 0) -> Any:
+        """Receives into x from rank src (same byte count as the sender's); returns x."""
+        return self._p2p(x, src, tag, "recv", "src", receive=True, async_op=False)

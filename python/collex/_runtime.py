@@ -1,0 +1,108 @@
+"""Process-wide state: init/finalize, the world communicator, and the module-level
+collectives that run on it."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any, Optional
+
+from . import _comm, _core
+
+_world: Optional[_comm.Communicator] = None
+_finalized = False
+_atexit_registered = False
+
+
+def init(comm: Any = None, timeout: Optional[float] = None) -> _comm.Communicator:
+    """Initialises collex on ``comm`` (an mpi4py communicator; COMM_WORLD if None).
+
+    Idempotent: a second call returns the existing world communicator. ``timeout``
+    is how many seconds any wait may pass without progress before the operation
+    raises CollectiveTimeout (default: COLLEX_TIMEOUT, else 300).
+    """
+    global _world, _finalized, _atexit_registered
+    if _world is not None:
+        return _world
+    _world = _comm.Communicator(comm, timeout)
+    _finalized = False
+    if not _atexit_registered:
+        # Runs before mpi4py finalises MPI (atexit handlers run last-in first-out).
+        atexit.register(finalize)
+        _atexit_registered = True
+    return _world
+
+
+def finalize() -> None:
+    """Finishes queued operations and releases every communicator. Idempotent;
+    also runs at interpreter exit."""
+    global _world, _finalized
+    for c in list(_comm._live):
+        c.shutdown()
+    _world = None
+    _finalized = True
+
+
+def is_initialized() -> bool:
+    return _world is not None
+
+
+def world() -> _comm.Communicator:
+    """The communicator init() made."""
+    if _world is None:
+        when = "after collex.finalize()" if _finalized else "before collex.init()"
+        raise _core.CollexError(f"collex: used {when}; call collex.init() first")
+    return _world
+
+
+def rank() -> int:
+    return world().rank
+
+
+def size() -> int:
+    return world().size
+
+
+def local_rank() -> int:
+    """This rank's index among the ranks on its node."""
+    return world().local_rank
+
+
+def local_size() -> int:
+    """How many ranks share this rank's node."""
+    return world().local_size
+
+
+def allreduce(x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False) -> Any:
+    return world().allreduce(x, op=op, out=out, algo=algo, async_op=async_op)
+
+
+def broadcast(x: Any, root: int = 0, algo: str = "auto", async_op: bool = False) -> Any:
+    return world().broadcast(x, root=root, algo=algo, async_op=async_op)
+
+
+def reduce(x: Any, op: str = "sum", root: int = 0, out: Any = None, async_op: bool = False) -> Any:
+    return world().reduce(x, op=op, root=root, out=out, async_op=async_op)
+
+
+def allgather(x: Any, out: Any = None, async_op: bool = False) -> Any:
+    return world().allgather(x, out=out, async_op=async_op)
+
+
+def reduce_scatter(x: Any, op: str = "sum", out: Any = None, async_op: bool = False) -> Any:
+    return world().reduce_scatter(x, op=op, out=out, async_op=async_op)
+
+
+def barrier(async_op: bool = False) -> Any:
+    return world().barrier(async_op=async_op)
+
+
+def send(x: Any, dst: int, tag: int = 0) -> None:
+    world().send(x, dst, tag)
+
+
+def recv(x: Any, src: int, tag: int = 0) -> Any:
+    return world().recv(x, src, tag)
+
+
+for _f in (allreduce, broadcast, reduce, allgather, reduce_scatter, barrier, send, recv):
+    _f.__doc__ = getattr(_comm.Communicator, _f.__name__).__doc__ + "\n\nRuns on the world communicator."
