@@ -23,15 +23,16 @@ std::thread::id& interrupt_thread() {
 }  // namespace
 
 void Backoff::pause() {
-  ++polls_;
-  if (polls_ < 64) return;  // spin: the peer is probably a few hundred ns away
-  if (polls_ < 256) {
-    sched_yield();  // let an oversubscribed peer run on this core
+  if (polls_++ < 64) return;  // spin: the peer is probably a few hundred ns away
+  const auto now = Clock::now();
+  if (polls_ == 65) started_ = now;
+  const auto waited = now - started_;
+  if (waited < std::chrono::milliseconds(1)) {
+    sched_yield();
     return;
   }
-  // Sleep, growing to 200 us, so that idle waiters leave the cores to the workers.
-  long ns = 1000L * static_cast<long>(polls_ < 1024 ? 20 : 200);
-  timespec ts{0, ns};
+  const long us = waited < std::chrono::milliseconds(50) ? 20 : 500;
+  timespec ts{0, us * 1000L};
   nanosleep(&ts, nullptr);
 }
 

@@ -25,12 +25,14 @@ class Deadline {
 
 class Backoff {
  public:
-  // One pause between polls. Cheap while the wait is young.
+  // One pause between polls: a spin while the wait is a few microseconds old,
+  // a yield (so an oversubscribed peer can run on this core) until it is a
+  // millisecond old, then sleeps growing from 20 us to 500 us for long waits.
   void pause();
-  void reset() { polls_ = 0; }
 
  private:
   unsigned polls_ = 0;
+  Clock::time_point started_{};
 };
 
 // A hook the bindings install so that long waits on the Python main thread notice

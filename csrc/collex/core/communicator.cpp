@@ -151,11 +151,6 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   // only two ranks see, are labelled with the current number but do not advance it.
   const bool p2p = call.kind == Collective::kSend || call.kind == Collective::kRecv;
   call.seq = p2p ? next_seq_ : next_seq_++;
-  if (config_.debug >= 1) {
-    std::fprintf(stderr, "collex[%d] %s seq=%llu %s count=%zu%s\n", rank_, collective_name(call.kind),
-                 static_cast<unsigned long long>(call.seq), dtype_name(call.in.dtype), call.in.count,
-                 async ? " async" : "");
-  }
   return engine_.submit([this, call] { run(call); }, async);
 }
 
@@ -334,6 +329,7 @@ void Communicator::run_collective(const Call& c) {
   OpLabel label{rank_, collective_name(c.kind), c.seq, algo == Algo::kAuto ? "p2p" : algo_name(algo), c.in.dtype,
                 c.in.bytes()};
   if (c.kind == Collective::kBarrier) label.algo = "dissemination";
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
   execute(s, *transport_, a, label, staging_);
 
   if (c.kind == Collective::kReduceScatter && c.out.count > 0) {

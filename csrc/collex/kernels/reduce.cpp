@@ -47,14 +47,14 @@ template <typename T>
 struct ProdOp {
   static T apply(T a, T b) { return static_cast<T>(a * b); }
 };
-// min and max propagate NaN, as numpy.minimum/maximum do; compare in the signed
-// storage type for integers.
+// min and max propagate NaN, as numpy.minimum/maximum do. Integers are computed
+// unsigned (see AccOf), so compare them in their own (possibly signed) type.
 template <typename Traits>
 struct MinOp {
   using Acc = typename Traits::Acc;
   using S = typename Traits::Storage;
   static Acc apply(Acc a, Acc b) {
-    if constexpr (std::is_integral_v<S>) {
+    if constexpr (std::is_integral_v<Acc>) {
       return static_cast<S>(a) <= static_cast<S>(b) ? a : b;
     } else {
       if (a != a) return a;
@@ -68,7 +68,7 @@ struct MaxOp {
   using Acc = typename Traits::Acc;
   using S = typename Traits::Storage;
   static Acc apply(Acc a, Acc b) {
-    if constexpr (std::is_integral_v<S>) {
+    if constexpr (std::is_integral_v<Acc>) {
       return static_cast<S>(a) >= static_cast<S>(b) ? a : b;
     } else {
       if (a != a) return a;

@@ -1,0 +1,220 @@
+"""Every collective x algorithm x dtype x op x edge size against NumPy, in place
+and out of place, plus async handles and point-to-point.
+
+usage: collectives.py edge|large
+  edge:  sizes 0, 1, p-1, p+1 and one spanning many chunks (run with a small
+         COLLEX_CHUNK_BYTES so that "many chunks" stays cheap)
+  large: megabyte-sized buffers with the default chunking
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import reduce as fold
+
+import ml_dtypes
+import numpy as np
+from _harness import Cases, identical_on_all_ranks
+
+import collex as cx
+
+DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64]
+OPS = ["sum", "prod", "min", "max", "avg"]
+UFUNC = {"sum": np.add, "prod": np.multiply, "min": np.minimum, "max": np.maximum}
+RTOL = {np.float16: 2e-3, ml_dtypes.bfloat16: 1e-2, np.float32: 1e-6, np.float64: 1e-12}
+
+cx.init()
+rank, size = cx.rank(), cx.size()
+mode = sys.argv[1] if len(sys.argv) > 1 else "edge"
+cases = Cases(f"collectives[{mode}]")
+
+if mode == "edge":
+    SIZES = sorted({0, 1, max(size - 1, 0), size + 1, 2500})
+    DTYPES_HERE, OPS_HERE = DTYPES, OPS
+else:
+    SIZES = [(1 << 20) + 3]
+    DTYPES_HERE, OPS_HERE = [np.float32, ml_dtypes.bfloat16, np.int32], ["sum", "max", "avg"]
+
+
+def is_float(dt) -> bool:
+    return np.dtype(dt).kind == "f" or np.dtype(dt) == np.dtype(ml_dtypes.bfloat16)
+
+
+def ops_for(dt):
+    return [op for op in OPS_HERE if op != "avg" or is_float(dt)]
+
+
+def data(n: int, dt, r: int, op: str, salt: int, shape=None) -> np.ndarray:
+    """Rank r's input: small integers, so that every dtype holds sums and products exactly."""
+    rng = np.random.default_rng([salt, r, n])
+    if op == "prod":
+        vals = rng.choice([1, 2] if np.dtype(dt).kind == "u" else [1, 2, -1], size=n)
+    else:
+        vals = rng.integers(0 if np.dtype(dt).kind == "u" else -3, 4, size=n)
+    a = vals.astype(np.float64).astype(dt)
+    return a.reshape(shape) if shape is not None else a
+
+
+def reference(inputs: list, dt, op: str) -> np.ndarray:
+    if op == "avg":
+        total = np.add.reduce(np.stack([x.astype(np.float64) for x in inputs]), axis=0)
+        return (total / len(inputs)).astype(dt)
+    return fold(lambda a, b: UFUNC[op](a, b).astype(dt), inputs)
+
+
+def same(got: np.ndarray, want: np.ndarray, dt, op: str) -> bool:
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    if op == "avg":
+        return np.allclose(got.astype(np.float64), want.astype(np.float64), rtol=RTOL[dt], atol=RTOL[dt])
+    return np.array_equal(got, want)
+
+
+def mismatch(got, want) -> str:
+    g, w = np.asarray(got).ravel(), np.asarray(want).ravel()
+    if g.shape != w.shape:
+        return f"shape {np.asarray(got).shape} != {np.asarray(want).shape}"
+    bad = np.flatnonzero(g != w)
+    i = int(bad[0]) if bad.size else 0
+    return f"{bad.size} elements differ, first at {i}: got {g[i] if g.size else None} want {w[i] if w.size else None}"
+
+
+salt = 0
+for dt in DTYPES_HERE:
+    name = np.dtype(dt).name
+    for n in SIZES:
+        # ---- allreduce ----
+        for op in ops_for(dt):
+            for algo in ("ring", "tree"):
+                for inplace in (True, False):
+                    salt += 1
+                    inputs = [data(n, dt, r, op, salt) for r in range(size)]
+                    want = reference(inputs, dt, op)
+                    x = inputs[rank].copy()
+                    label = f"allreduce {algo} {name} {op} n={n} {'inplace' if inplace else 'out'}"
+                    if inplace:
+                        got = cx.allreduce(x, op=op, algo=algo)
+                        ok = got is x
+                    else:
+                        out = np.full_like(x, 7)
+                        got = cx.allreduce(x, op=op, out=out, algo=algo)
+                        ok = got is out and np.array_equal(x, inputs[rank])
+                    cases.check(label, ok and same(got, want, dt, op), mismatch(got, want))
+                    cases.check(label + " identical", identical_on_all_ranks(got))
+        # ---- broadcast ----
+        for algo in ("ring", "tree"):
+            for root in sorted({0, size - 1}):
+                salt += 1
+                src = data(n, dt, root, "sum", salt)
+                x = src.copy() if rank == root else np.zeros_like(src)
+                got = cx.broadcast(x, root=root, algo=algo)
+                cases.check(f"broadcast {algo} {name} n={n} root={root}", got is x and np.array_equal(x, src),
+                            mismatch(x, src))
+        # ---- reduce ----
+        for op in ops_for(dt):
+            for root in sorted({0, size - 1}):
+                for inplace in (True, False):
+                    salt += 1
+                    inputs = [data(n, dt, r, op, salt) for r in range(size)]
+                    want = reference(inputs, dt, op)
+                    x = inputs[rank].copy()
+                    out = None if inplace else np.full_like(x, 7)
+                    got = cx.reduce(x, op=op, root=root, out=out)
+                    label = f"reduce {name} {op} n={n} root={root} {'inplace' if inplace else 'out'}"
+                    if rank == root:
+                        cases.check(label, same(got, want, dt, op), mismatch(got, want))
+                    else:
+                        untouched = np.array_equal(x, inputs[rank]) and (out is None or (out == 7).all())
+                        cases.check(label + " untouched", untouched)
+        # ---- allgather ----
+        for with_out in (False, True):
+            salt += 1
+            inputs = [data(n, dt, r, "sum", salt) for r in range(size)]
+            want = np.stack(inputs)
+            out = np.zeros((size, n), dt) if with_out else None
+            got = cx.allgather(inputs[rank].copy(), out=out)
+            cases.check(f"allgather {name} n={n} out={with_out}",
+                        (out is None or got is out) and np.array_equal(got, want), mismatch(got, want))
+        # ---- reduce_scatter ----
+        for op in ops_for(dt):
+            salt += 1
+            m = n * size
+            inputs = [data(m, dt, r, op, salt) for r in range(size)]
+            want = reference(inputs, dt, op)[rank * n:(rank + 1) * n]
+            x = inputs[rank].copy()
+            got = cx.reduce_scatter(x, op=op)
+            cases.check(f"reduce_scatter {name} {op} n={n}",
+                        same(got, want, dt, op) and np.array_equal(x, inputs[rank]), mismatch(got, want))
+
+# ---- shapes: results keep the caller's shape ----
+x = np.full((2, 3), rank + 1, np.float32)
+g = cx.allgather(x)
+cases.check("allgather 2-d shape", g.shape == (size, 2, 3) and (g[:, 0, 0] == np.arange(1, size + 1)).all())
+x = np.ones((2 * size, 3), np.int32)
+r = cx.reduce_scatter(x)
+cases.check("reduce_scatter 2-d shape", r.shape == (2, 3) and (r == size).all())
+s = cx.allreduce(np.float64(0) + np.ones(()))
+cases.check("allreduce 0-d", s.shape == () and s == size)
+
+# ---- floats with rounding: float32 accumulation, bitwise identical everywhere ----
+for dt in (np.float16, ml_dtypes.bfloat16, np.float32):
+    for algo in ("ring", "tree"):
+        rng = np.random.default_rng([99, rank])
+        x = rng.standard_normal(3001).astype(dt)
+        everyone = [np.random.default_rng([99, r]).standard_normal(3001).astype(dt) for r in range(size)]
+        want = np.sum([e.astype(np.float64) for e in everyone], axis=0)
+        got = cx.allreduce(x, algo=algo)
+        err = np.abs(got.astype(np.float64) - want).max() if got.size else 0.0
+        tol = {np.float16: 0.02, ml_dtypes.bfloat16: 0.15, np.float32: 1e-5}[dt] * size
+        cases.check(f"random {np.dtype(dt).name} {algo} accuracy", err <= tol, f"max error {err} > {tol}")
+        cases.check(f"random {np.dtype(dt).name} {algo} identical", identical_on_all_ranks(got))
+        again = cx.allreduce(rng.standard_normal(0).astype(dt) if False else
+                             np.random.default_rng([99, rank]).standard_normal(3001).astype(dt), algo=algo)
+        cases.check(f"random {np.dtype(dt).name} {algo} deterministic", np.array_equal(again, got))
+
+
+# ---- async handles, in order with synchronous calls ----
+def async_mix():
+    xs = [np.full(1000 * (k + 1), rank + k, np.float64) for k in range(4)]
+    works = [cx.allreduce(x, async_op=True) for x in xs]
+    b = np.full(10, rank, np.int32)
+    wb = cx.broadcast(b, root=size - 1, async_op=True)
+    sync = cx.allreduce(np.ones(5, np.int64))  # queued behind the async ones
+    assert (sync == size).all(), sync
+    for k, w in enumerate(works):
+        res = w.wait()
+        assert res is xs[k] and w.done()
+        assert (res == sum(r + k for r in range(size))).all(), (k, res[:3])
+    assert (wb.wait() == size - 1).all()
+    g = cx.allgather(np.array([rank]), async_op=True).wait()
+    assert (g.ravel() == np.arange(size)).all()
+    rs = cx.reduce_scatter(np.ones(size, np.float32), async_op=True).wait()
+    assert rs.shape == (1,) and rs[0] == size
+    red = cx.reduce(np.ones(3), root=0, async_op=True).wait()
+    assert rank != 0 or (red == size).all()
+    cx.barrier(async_op=True).wait()
+
+
+cases.run("async mix", async_mix)
+cases.run("barrier", lambda: [cx.barrier() for _ in range(5)])
+
+
+# ---- point to point: a ring exchange ----
+def ring_exchange():
+    if size == 1:
+        return
+    right, left = (rank + 1) % size, (rank - 1) % size
+    mine = np.arange(5000, dtype=np.float32) + rank
+    got = np.zeros_like(mine)
+    if rank % 2 == 0:
+        cx.send(mine, right, tag=3)
+        cx.recv(got, left, tag=3)
+    else:
+        cx.recv(got, left, tag=3)
+        cx.send(mine, right, tag=3)
+    assert (got == np.arange(5000, dtype=np.float32) + left).all()
+
+
+cases.run("send/recv ring", ring_exchange)
+
+cases.finish()

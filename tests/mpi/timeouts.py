@@ -1,0 +1,83 @@
+"""A peer that never arrives: after the timeout the waiting ranks raise
+CollectiveTimeout naming the operation and the rank they waited for; the
+communicator is then broken and says so on every later call.
+
+usage: timeouts.py SCENARIO   (run on 2 ranks or more; the last rank stays away)
+  small     an 8-element allreduce
+  large     an 8 MiB allreduce (the MPI library's rendezvous path)
+  reduce    a reduce rooted at rank 0
+  barrier   a barrier
+  async     the allreduce is asynchronous; the error comes out of wait()
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from _harness import Cases
+from mpi4py import MPI
+
+import collex as cx
+
+TIMEOUT = 1.5
+cx.init(timeout=TIMEOUT)
+rank, size = cx.rank(), cx.size()
+scenario = sys.argv[1]
+cases = Cases(f"timeouts[{scenario}]")
+absent = size - 1
+
+ops = {
+    "small": lambda: cx.allreduce(np.ones(8, np.float32)),
+    "large": lambda: cx.allreduce(np.ones(1 << 21, np.float32)),
+    "reduce": lambda: cx.reduce(np.ones(8), root=0),
+    "barrier": lambda: cx.barrier(),
+    "async": lambda: cx.allreduce(np.ones(8), async_op=True).wait(),
+}
+name = {"small": "allreduce", "large": "allreduce", "reduce": "reduce", "barrier": "barrier",
+        "async": "allreduce"}[scenario]
+
+# In a reduce, a rank whose subtree lacks the absent rank sends its part and is
+# done; only the ranks that wait (directly or through a child) time out.
+may_finish = scenario == "reduce" and rank != 0
+
+if rank != absent:
+    start = time.monotonic()
+    try:
+        ops[scenario]()
+        finished = True
+    except cx.CollectiveTimeout as e:
+        finished = False
+    except cx.CollectiveTimeout as e:
+        took = time.monotonic() - start
+        msg = str(e)
+        # Who is waited for depends on the schedule: the absent rank, or a rank
+        # that is itself stuck waiting for it.
+        cases.check("message", all(n in msg for n in (f"[rank {rank}]", name, "seq=0", "after 1.5 s", "rank ")), msg)
+        cases.check("took about the timeout", TIMEOUT <= took < TIMEOUT + 20, f"{took:.1f} s")
+    except Exception as e:  # noqa: BLE001
+        finished = False
+        cases.check("raised CollectiveTimeout", False, f"{type(e).__name__}: {e}")
+    if finished:
+        cases.check("raised CollectiveTimeout", may_finish, "returned normally")
+        MPI.COMM_WORLD.Barrier()
+        cases.finish()
+    cases.check("broken", cx.world().broken)
+    try:
+        cx.allreduce(np.ones(2))
+    except cx.CommunicatorBroken as e:
+        cases.check("later call says broken", "broken" in str(e) and "allreduce" in str(e), str(e))
+    else:
+        cases.check("later call says broken", False, "no CommunicatorBroken")
+    # Other ways in are refused alike.
+    try:
+        cx.broadcast(np.ones(2), async_op=True)
+    except cx.CommunicatorBroken:
+        cases.check("async call refused", True)
+    else:
+        cases.check("async call refused", False, "no CommunicatorBroken")
+
+# Keep the absent rank away until the others have given up, then meet through MPI.
+MPI.COMM_WORLD.Barrier()
+cases.finish()

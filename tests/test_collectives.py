@@ -1,0 +1,32 @@
+"""Every collective against NumPy under real mpirun jobs of 1 to 5 ranks (the
+machine may have fewer cores than ranks: oversubscribed waits must still finish)."""
+
+import pytest
+from conftest import run_mpi
+
+# A small chunk makes the edge matrix's largest size span many pipelined chunks.
+SMALL_CHUNKS = {"COLLEX_CHUNK_BYTES": "256"}
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5])
+def test_edge_sizes_every_dtype_op_algorithm(ranks):
+    proc = run_mpi(ranks, "collectives.py", "edge", env=SMALL_CHUNKS)
+    assert " 0 failed" in proc.stdout
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 5])
+def test_megabyte_buffers_default_chunking(ranks):
+    proc = run_mpi(ranks, "collectives.py", "large", timeout=300)
+    assert " 0 failed" in proc.stdout
+
+
+def test_forced_algorithm_from_environment():
+    proc = run_mpi(3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_ALGO": "tree", "COLLEX_DEBUG": "1"})
+    # Explicit algo= wins over the environment; auto follows it.
+    assert "algo=tree" in proc.stderr and "algo=ring" in proc.stderr
+
+
+def test_bad_algorithm_in_environment_is_refused():
+    proc = run_mpi(1, "lifecycle.py", env={"COLLEX_ALGO": "bogus"}, expect_rc=None)
+    assert proc.returncode != 0
+    assert "COLLEX_ALGO=bogus" in proc.stderr
