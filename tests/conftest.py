@@ -27,8 +27,9 @@ def mpirun_path() -> str:
     return found
 
 
-def run_mpi(n: int, script: str, *args: str, timeout: float = 240, env: dict | None = None,
-            expect_rc: int | None = 0) -> subprocess.CompletedProcess:
+def run_mpi(
+    n: int, script: str, *args: str, timeout: float = 240, env: dict | None = None, expect_rc: int | None = 0
+) -> subprocess.CompletedProcess:
     """Runs `mpirun -n n python tests/mpi/script args...`; fails the test on a
     non-zero exit (unless expect_rc says otherwise) or on timeout, showing the output."""
     full_env = dict(os.environ)

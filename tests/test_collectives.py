@@ -21,7 +21,9 @@ def test_megabyte_buffers_default_chunking(ranks):
 
 
 def test_forced_algorithm_from_environment():
-    proc = run_mpi(3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_ALGO": "tree", "COLLEX_DEBUG": "1"})
+    proc = run_mpi(
+        3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_ALGO": "tree", "COLLEX_DEBUG": "1"}
+    )
     # Explicit algo= wins over the environment; auto follows it.
     assert "algo=tree" in proc.stderr and "algo=ring" in proc.stderr
 

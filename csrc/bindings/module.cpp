@@ -78,9 +78,7 @@ PYBIND11_MODULE(_core, m) {
     return PyErr_CheckSignals() != 0;
   });
 
-  py::class_<Work, std::shared_ptr<Work>>(m, "Work")
-      .def("wait", &Work::wait, Guard())
-      .def("done", &Work::done);
+  py::class_<Work, std::shared_ptr<Work>>(m, "Work").def("wait", &Work::wait, Guard()).def("done", &Work::done);
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
       .def(py::init<long, double>(), py::arg("fortran_handle"), py::arg("timeout"), Guard())
@@ -98,7 +96,8 @@ PYBIND11_MODULE(_core, m) {
           "allreduce",
           [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op,
              const std::string& algo, bool async) {
-            return c.allreduce(make_buffer(in, n, dtype), make_buffer(out, n, dtype), make_op(op), make_algo(algo), async);
+            return c.allreduce(make_buffer(in, n, dtype), make_buffer(out, n, dtype), make_op(op), make_algo(algo),
+                               async);
           },
           Guard())
       .def(
@@ -109,19 +108,23 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "reduce",
           [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op, int root,
-             bool async) { return c.reduce(make_buffer(in, n, dtype), make_buffer(out, n, dtype), make_op(op), root, async); },
+             bool async) {
+            return c.reduce(make_buffer(in, n, dtype), make_buffer(out, n, dtype), make_op(op), root, async);
+          },
           Guard())
       .def(
           "allgather",
           [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, bool async) {
-            return c.allgather(make_buffer(in, n, dtype), make_buffer(out, n * static_cast<std::size_t>(c.size()), dtype), async);
+            return c.allgather(make_buffer(in, n, dtype),
+                               make_buffer(out, n * static_cast<std::size_t>(c.size()), dtype), async);
           },
           Guard())
       .def(
           "reduce_scatter",
           [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op, bool async) {
-            return c.reduce_scatter(make_buffer(in, n, dtype), make_buffer(out, n / static_cast<std::size_t>(c.size()), dtype),
-                                    make_op(op), async);
+            return c.reduce_scatter(make_buffer(in, n, dtype),
+                                    make_buffer(out, n / static_cast<std::size_t>(c.size()), dtype), make_op(op),
+                                    async);
           },
           Guard())
       .def("barrier", &Communicator::barrier, Guard())

@@ -81,5 +81,7 @@ def check_rank_arg(value: Any, name: str, size: int, op: str, rank: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where(op, rank)}: {name}: expected an int, got {type(value).__name__}")
     if not 0 <= value < size:
-        raise ValueError(f"{where(op, rank)}: {name}={value} is out of range for a communicator of size {size}")
+        raise ValueError(
+            f"{where(op, rank)}: {name}={value} is out of range for a communicator of size {size}"
+        )
     return int(value)

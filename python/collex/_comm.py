@@ -4,7 +4,7 @@ arrays and hands (address, count, dtype code) to the C++ core."""
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -71,15 +71,19 @@ class Communicator:
     the collectives of a communicator in the same order.
     """
 
-    def __init__(self, mpi_comm: Any = None, timeout: Optional[float] = None):
+    def __init__(self, mpi_comm: Any = None, timeout: float | None = None):
         from mpi4py import MPI
 
         if mpi_comm is None:
             mpi_comm = MPI.COMM_WORLD
         if not isinstance(mpi_comm, MPI.Comm):
-            raise TypeError(f"collex.Communicator: expected an mpi4py communicator, got {type(mpi_comm).__name__}")
+            raise TypeError(
+                f"collex.Communicator: expected an mpi4py communicator, got {type(mpi_comm).__name__}"
+            )
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"collex.Communicator: timeout={timeout!r}: expected a positive number of seconds")
+            raise ValueError(
+                f"collex.Communicator: timeout={timeout!r}: expected a positive number of seconds"
+            )
         self._init_core(_core.Communicator(mpi_comm.py2f(), float(timeout or 0)))
 
     @classmethod
@@ -108,7 +112,7 @@ class Communicator:
     def __repr__(self) -> str:
         return f"<collex.Communicator rank {self.rank} of {self.size}{' (broken)' if self.broken else ''}>"
 
-    def split(self, color: Optional[int], key: int = 0) -> Optional[Communicator]:
+    def split(self, color: int | None, key: int = 0) -> Communicator | None:
         """Ranks passing the same color form a new communicator, ordered by key.
         color=None (or negative) leaves this rank out; it gets None."""
         core = self._c.split(-1 if color is None else int(color), int(key))
@@ -123,7 +127,9 @@ class Communicator:
 
     # ---- collectives ----
 
-    def allreduce(self, x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False) -> Any:
+    def allreduce(
+        self, x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False
+    ) -> Any:
         """Reduces x over all ranks; every rank gets the result (bitwise identical).
 
         op: sum, prod, min, max, avg. In place (into x, returned) when out is None.
@@ -189,19 +195,27 @@ class Communicator:
         h = self._c.reduce_scatter(a.address, o.address, a.count, a.code, code, async_op)
         return self._finish(h, o.array, (a.array, o.array), async_op)
 
-    def barrier(self, async_op: bool = False) -> Optional[Work]:
+    def barrier(self, async_op: bool = False) -> Work | None:
         """Returns once every rank has entered the barrier."""
         h = self._c.barrier(async_op)
         return Work(h, None) if async_op else None
 
     # ---- point to point ----
 
-    def _p2p(self, x: Any, peer: int, tag: int, name: str, peer_name: str, receive: bool, async_op: bool) -> Any:
+    def _p2p(
+        self, x: Any, peer: int, tag: int, name: str, peer_name: str, receive: bool, async_op: bool
+    ) -> Any:
         peer = check_rank_arg(peer, peer_name, self.size, name, self.rank)
         if peer == self.rank:
             raise ValueError(f"{where(name, self.rank)}: {peer_name}={peer} is this rank")
-        if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or not 0 <= tag <= self._c.max_user_tag:
-            raise ValueError(f"{where(name, self.rank)}: tag={tag!r}: expected an int in [0, {self._c.max_user_tag}]")
+        if (
+            isinstance(tag, bool)
+            or not isinstance(tag, (int, np.integer))
+            or not 0 <= tag <= self._c.max_user_tag
+        ):
+            raise ValueError(
+                f"{where(name, self.rank)}: tag={tag!r}: expected an int in [0, {self._c.max_user_tag}]"
+            )
         a = Arg(x, "x", name, self.rank, writable=receive)
         fn = self._c.recv if receive else self._c.send
         h = fn(a.address, a.count, a.code, peer, int(tag), async_op)

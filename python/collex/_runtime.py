@@ -4,16 +4,16 @@ collectives that run on it."""
 from __future__ import annotations
 
 import atexit
-from typing import Any, Optional
+from typing import Any
 
 from . import _comm, _core
 
-_world: Optional[_comm.Communicator] = None
+_world: _comm.Communicator | None = None
 _finalized = False
 _atexit_registered = False
 
 
-def init(comm: Any = None, timeout: Optional[float] = None) -> _comm.Communicator:
+def init(comm: Any = None, timeout: float | None = None) -> _comm.Communicator:
     """Initialises collex on ``comm`` (an mpi4py communicator; COMM_WORLD if None).
 
     Idempotent: a second call returns the existing world communicator. ``timeout``

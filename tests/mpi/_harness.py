@@ -6,10 +6,9 @@ from __future__ import annotations
 import sys
 import traceback
 
+import collex as cx
 import numpy as np
 from mpi4py import MPI
-
-import collex as cx
 
 
 class Cases:
@@ -41,7 +40,9 @@ class Cases:
         total_failed = comm.allreduce(len(self.failed))
         total_passed = comm.allreduce(self.passed)
         if comm.rank == 0:
-            print(f"{self.name}: {total_passed} passed, {total_failed} failed on {comm.size} ranks", flush=True)
+            print(
+                f"{self.name}: {total_passed} passed, {total_failed} failed on {comm.size} ranks", flush=True
+            )
         cx.finalize()
         sys.exit(1 if total_failed else 0)
 

@@ -4,10 +4,9 @@ Every rank passes the same bad arguments."""
 
 from __future__ import annotations
 
+import collex as cx
 import numpy as np
 from _harness import Cases
-
-import collex as cx
 
 cx.init()
 rank, size = cx.rank(), cx.size()
@@ -33,46 +32,82 @@ ro.setflags(write=False)
 strided = np.ones((4, 4))[:, ::2]
 where = f"[rank {rank}]"
 
-expect("non-contiguous", ValueError, ["collex.allreduce", where, "x:", "C-contiguous", "strides=(32, 16)"],
-       lambda: cx.allreduce(strided))
+expect(
+    "non-contiguous",
+    ValueError,
+    ["collex.allreduce", where, "x:", "C-contiguous", "strides=(32, 16)"],
+    lambda: cx.allreduce(strided),
+)
 expect("read-only in place", ValueError, ["read-only", "x:"], lambda: cx.allreduce(ro))
 expect("read-only out", ValueError, ["read-only", "out:"], lambda: cx.allreduce(x, out=ro))
-expect("complex dtype", TypeError, ["unsupported dtype complex64", "bfloat16"],
-       lambda: cx.allreduce(np.ones(4, np.complex64)))
+expect(
+    "complex dtype",
+    TypeError,
+    ["unsupported dtype complex64", "bfloat16"],
+    lambda: cx.allreduce(np.ones(4, np.complex64)),
+)
 expect("bool dtype", TypeError, "unsupported dtype bool", lambda: cx.broadcast(np.ones(4, bool)))
 expect("list", TypeError, ["buffer protocol", "list"], lambda: cx.allreduce([1.0, 2.0]))
 expect("unknown op", ValueError, ["op='xor'", "collex.allreduce"], lambda: cx.allreduce(x, op="xor"))
 expect("op not a string", ValueError, "op=", lambda: cx.allreduce(x, op=None))
 expect("avg of ints", ValueError, ["avg", "int32"], lambda: cx.allreduce(np.ones(4, np.int32), op="avg"))
 expect("reduce avg of ints", ValueError, "avg", lambda: cx.reduce(np.ones(4, np.int64), op="avg"))
-expect("out wrong shape", ValueError, ["out:", "shape=(8,)", "shape=(9,)"],
-       lambda: cx.allreduce(x, out=np.ones(9, np.float32)))
+expect(
+    "out wrong shape",
+    ValueError,
+    ["out:", "shape=(8,)", "shape=(9,)"],
+    lambda: cx.allreduce(x, out=np.ones(9, np.float32)),
+)
 expect("out wrong dtype", ValueError, ["out:", "float64"], lambda: cx.allreduce(x, out=np.ones(8)))
 base = np.ones(8)
 expect("out overlaps x", ValueError, "overlaps", lambda: cx.allreduce(base[:6], out=base[2:8]))
-expect("out non-contiguous", ValueError, ["out:", "C-contiguous"],
-       lambda: cx.allreduce(np.ones(2), out=np.ones(4)[::2]))
-expect("broadcast root too big", ValueError, ["collex.broadcast", f"root={size}", "out of range"],
-       lambda: cx.broadcast(x, root=size))
+expect(
+    "out non-contiguous",
+    ValueError,
+    ["out:", "C-contiguous"],
+    lambda: cx.allreduce(np.ones(2), out=np.ones(4)[::2]),
+)
+expect(
+    "broadcast root too big",
+    ValueError,
+    ["collex.broadcast", f"root={size}", "out of range"],
+    lambda: cx.broadcast(x, root=size),
+)
 expect("broadcast root negative", ValueError, "root=-1", lambda: cx.broadcast(x, root=-1))
 expect("reduce root type", TypeError, ["root", "str"], lambda: cx.reduce(x, root="0"))
 expect("reduce root bool", TypeError, ["root", "bool"], lambda: cx.reduce(x, root=True))
 expect("unknown algo", ValueError, ["algo='butterfly'", "ring"], lambda: cx.allreduce(x, algo="butterfly"))
 expect("broadcast unknown algo", ValueError, "algo=", lambda: cx.broadcast(x, algo="direct2"))
 if size > 1:
-    expect("reduce_scatter indivisible", ValueError, ["collex.reduce_scatter", "divisible", f"shape=({size + 1},)"],
-           lambda: cx.reduce_scatter(np.ones(size + 1)))
+    expect(
+        "reduce_scatter indivisible",
+        ValueError,
+        ["collex.reduce_scatter", "divisible", f"shape=({size + 1},)"],
+        lambda: cx.reduce_scatter(np.ones(size + 1)),
+    )
 expect("reduce_scatter 0-d", ValueError, "divisible", lambda: cx.reduce_scatter(np.ones(())))
-expect("reduce_scatter out shape", ValueError, "out:",
-       lambda: cx.reduce_scatter(np.ones(2 * size), out=np.ones(3)))
-expect("allgather out shape", ValueError, ["collex.allgather", f"shape=({size}, 8)"],
-       lambda: cx.allgather(x, out=np.ones((size + 1, 8), np.float32)))
+expect(
+    "reduce_scatter out shape",
+    ValueError,
+    "out:",
+    lambda: cx.reduce_scatter(np.ones(2 * size), out=np.ones(3)),
+)
+expect(
+    "allgather out shape",
+    ValueError,
+    ["collex.allgather", f"shape=({size}, 8)"],
+    lambda: cx.allgather(x, out=np.ones((size + 1, 8), np.float32)),
+)
 expect("send to self", ValueError, ["collex.send", "dst", "this rank"], lambda: cx.send(x, rank))
 if size > 1:
     expect("send bad tag", ValueError, "tag=-1", lambda: cx.send(x, (rank + 1) % size, tag=-1))
 expect("recv bad src", ValueError, ["collex.recv", "src"], lambda: cx.recv(x, size + 3))
-expect("cuda array", TypeError, "CUDA",
-       lambda: cx.allreduce(type("FakeCupy", (), {"__cuda_array_interface__": {}})()))
+expect(
+    "cuda array",
+    TypeError,
+    "CUDA",
+    lambda: cx.allreduce(type("FakeCupy", (), {"__cuda_array_interface__": {}})()),
+)
 expect("Communicator of a non-comm", TypeError, "mpi4py communicator", lambda: cx.Communicator(42))
 expect("Communicator bad timeout", ValueError, "timeout", lambda: cx.Communicator(None, timeout=-1))
 

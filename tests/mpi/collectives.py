@@ -12,11 +12,10 @@ from __future__ import annotations
 import sys
 from functools import reduce as fold
 
+import collex as cx
 import ml_dtypes
 import numpy as np
 from _harness import Cases, identical_on_all_ranks
-
-import collex as cx
 
 DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64]
 OPS = ["sum", "prod", "min", "max", "avg"]
@@ -76,7 +75,8 @@ def mismatch(got, want) -> str:
         return f"shape {np.asarray(got).shape} != {np.asarray(want).shape}"
     bad = np.flatnonzero(g != w)
     i = int(bad[0]) if bad.size else 0
-    return f"{bad.size} elements differ, first at {i}: got {g[i] if g.size else None} want {w[i] if w.size else None}"
+    first = (g[i], w[i]) if g.size else (None, None)
+    return f"{bad.size} elements differ, first at {i}: got {first[0]} want {first[1]}"
 
 
 salt = 0
@@ -108,8 +108,11 @@ for dt in DTYPES_HERE:
                 src = data(n, dt, root, "sum", salt)
                 x = src.copy() if rank == root else np.zeros_like(src)
                 got = cx.broadcast(x, root=root, algo=algo)
-                cases.check(f"broadcast {algo} {name} n={n} root={root}", got is x and np.array_equal(x, src),
-                            mismatch(x, src))
+                cases.check(
+                    f"broadcast {algo} {name} n={n} root={root}",
+                    got is x and np.array_equal(x, src),
+                    mismatch(x, src),
+                )
         # ---- reduce ----
         for op in ops_for(dt):
             for root in sorted({0, size - 1}):
@@ -133,18 +136,24 @@ for dt in DTYPES_HERE:
             want = np.stack(inputs)
             out = np.zeros((size, n), dt) if with_out else None
             got = cx.allgather(inputs[rank].copy(), out=out)
-            cases.check(f"allgather {name} n={n} out={with_out}",
-                        (out is None or got is out) and np.array_equal(got, want), mismatch(got, want))
+            cases.check(
+                f"allgather {name} n={n} out={with_out}",
+                (out is None or got is out) and np.array_equal(got, want),
+                mismatch(got, want),
+            )
         # ---- reduce_scatter ----
         for op in ops_for(dt):
             salt += 1
             m = n * size
             inputs = [data(m, dt, r, op, salt) for r in range(size)]
-            want = reference(inputs, dt, op)[rank * n:(rank + 1) * n]
+            want = reference(inputs, dt, op)[rank * n : (rank + 1) * n]
             x = inputs[rank].copy()
             got = cx.reduce_scatter(x, op=op)
-            cases.check(f"reduce_scatter {name} {op} n={n}",
-                        same(got, want, dt, op) and np.array_equal(x, inputs[rank]), mismatch(got, want))
+            cases.check(
+                f"reduce_scatter {name} {op} n={n}",
+                same(got, want, dt, op) and np.array_equal(x, inputs[rank]),
+                mismatch(got, want),
+            )
 
 # ---- shapes: results keep the caller's shape ----
 x = np.full((2, 3), rank + 1, np.float32)
@@ -168,8 +177,12 @@ for dt in (np.float16, ml_dtypes.bfloat16, np.float32):
         tol = {np.float16: 0.02, ml_dtypes.bfloat16: 0.15, np.float32: 1e-5}[dt] * size
         cases.check(f"random {np.dtype(dt).name} {algo} accuracy", err <= tol, f"max error {err} > {tol}")
         cases.check(f"random {np.dtype(dt).name} {algo} identical", identical_on_all_ranks(got))
-        again = cx.allreduce(rng.standard_normal(0).astype(dt) if False else
-                             np.random.default_rng([99, rank]).standard_normal(3001).astype(dt), algo=algo)
+        again = cx.allreduce(
+            rng.standard_normal(0).astype(dt)
+            if False
+            else np.random.default_rng([99, rank]).standard_normal(3001).astype(dt),
+            algo=algo,
+        )
         cases.check(f"random {np.dtype(dt).name} {algo} deterministic", np.array_equal(again, got))
 
 

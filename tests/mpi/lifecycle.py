@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import collex as cx
 import numpy as np
 from _harness import Cases
 from mpi4py import MPI
-
-import collex as cx
 
 cases = Cases("lifecycle")
 rank, size = MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size
@@ -21,7 +20,10 @@ def raises(fn, exc, needle):
     raise AssertionError(f"no {exc.__name__}")
 
 
-cases.run("allreduce before init", lambda: raises(lambda: cx.allreduce(np.ones(2)), cx.CollexError, "before collex.init()"))
+cases.run(
+    "allreduce before init",
+    lambda: raises(lambda: cx.allreduce(np.ones(2)), cx.CollexError, "before collex.init()"),
+)
 cases.run("rank before init", lambda: raises(cx.rank, cx.CollexError, "collex.init()"))
 cases.check("not initialised", not cx.is_initialized())
 

@@ -3,10 +3,9 @@ CollectiveMismatch describing every rank's call, and the communicator stays usab
 
 from __future__ import annotations
 
+import collex as cx
 import numpy as np
 from _harness import Cases
-
-import collex as cx
 
 cx.init()
 rank, size = cx.rank(), cx.size()

@@ -15,11 +15,10 @@ from __future__ import annotations
 import sys
 import time
 
+import collex as cx
 import numpy as np
 from _harness import Cases
 from mpi4py import MPI
-
-import collex as cx
 
 TIMEOUT = 1.5
 cx.init(timeout=TIMEOUT)
@@ -35,8 +34,13 @@ ops = {
     "barrier": lambda: cx.barrier(),
     "async": lambda: cx.allreduce(np.ones(8), async_op=True).wait(),
 }
-name = {"small": "allreduce", "large": "allreduce", "reduce": "reduce", "barrier": "barrier",
-        "async": "allreduce"}[scenario]
+name = {
+    "small": "allreduce",
+    "large": "allreduce",
+    "reduce": "reduce",
+    "barrier": "barrier",
+    "async": "allreduce",
+}[scenario]
 
 # In a reduce, a rank whose subtree lacks the absent rank sends its part and is
 # done; only the ranks that wait (directly or through a child) time out.
@@ -49,12 +53,13 @@ if rank != absent:
         finished = True
     except cx.CollectiveTimeout as e:
         finished = False
-    except cx.CollectiveTimeout as e:
         took = time.monotonic() - start
         msg = str(e)
         # Who is waited for depends on the schedule: the absent rank, or a rank
         # that is itself stuck waiting for it.
-        cases.check("message", all(n in msg for n in (f"[rank {rank}]", name, "seq=0", "after 1.5 s", "rank ")), msg)
+        cases.check(
+            "message", all(n in msg for n in (f"[rank {rank}]", name, "seq=0", "after 1.5 s", "rank ")), msg
+        )
         cases.check("took about the timeout", TIMEOUT <= took < TIMEOUT + 20, f"{took:.1f} s")
     except Exception as e:  # noqa: BLE001
         finished = False

@@ -13,8 +13,8 @@ namespace collex {
 
 std::string OpLabel::describe() const {
   std::ostringstream o;
-  o << "[rank " << rank << "] " << collective << " seq=" << seq << " " << dtype_name(dtype) << " "
-    << bytes << " B algo=" << algo;
+  o << "[rank " << rank << "] " << collective << " seq=" << seq << " " << dtype_name(dtype) << " " << bytes
+    << " B algo=" << algo;
   return o.str();
 }
 
@@ -201,8 +201,8 @@ class Run {
 
 }  // namespace
 
-void execute(const Schedule& schedule, Transport& transport, const ExecArgs& args,
-             const OpLabel& label, Staging& staging) {
+void execute(const Schedule& schedule, Transport& transport, const ExecArgs& args, const OpLabel& label,
+             Staging& staging) {
   if (schedule.steps.empty()) return;
   Run(schedule, transport, args, label, staging).go();
 }

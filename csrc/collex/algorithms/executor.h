@@ -38,15 +38,15 @@ struct ExecArgs {
   void* data = nullptr;  // the working buffer the schedule's offsets index
   DType dtype = DType::kUInt8;
   ReduceOp op = ReduceOp::kSum;
-  double divisor = 1.0;         // for kDivide steps
-  std::uint32_t tag_base = 0;   // a step's tag is tag_base + its channel
-  double timeout_s = 300.0;     // per wait: how long with no progress before giving up
+  double divisor = 1.0;        // for kDivide steps
+  std::uint32_t tag_base = 0;  // a step's tag is tag_base + its channel
+  double timeout_s = 300.0;    // per wait: how long with no progress before giving up
 };
 
 // Throws CollectiveTimeout (a peer never came), CollectiveMismatch (a peer sent
 // more than expected), CollexError (transport failure), Interrupted (Ctrl-C).
 // On any throw the pending transfers have been abandoned.
-void execute(const Schedule& schedule, Transport& transport, const ExecArgs& args,
-             const OpLabel& label, Staging& staging);
+void execute(const Schedule& schedule, Transport& transport, const ExecArgs& args, const OpLabel& label,
+             Staging& staging);
 
 }  // namespace collex

@@ -8,8 +8,8 @@ int mod(int a, int p) { return ((a % p) + p) % p; }
 // Rank r sends block send_block(s) in round s and receives block recv_block(s),
 // and recv_block(s) == send_block(s + 1): a received chunk is forwarded next round.
 // That shared shape is both halves of the ring; `reduce` chooses the receive kind.
-void ring_pass(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk,
-               int first_block, bool reduce, int first_round) {
+void ring_pass(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk, int first_block, bool reduce,
+               int first_round) {
   const int right = mod(rank + 1, size);
   const int left = mod(rank - 1, size);
   const int rounds = size - 1;
@@ -36,8 +36,7 @@ void ring_pass(Schedule& s, int rank, int size, std::size_t count, std::size_t c
 
 }  // namespace
 
-void reduce_scatter(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk,
-                    bool divide_own_block) {
+void reduce_scatter(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk, bool divide_own_block) {
   if (size > 1) {
     // Round 0 sends block r - 1; the last round receives (and completes) block r.
     ring_pass(s, rank, size, count, chunk, rank - 1, /*reduce=*/true, s.rounds);
@@ -49,8 +48,7 @@ void reduce_scatter(Schedule& s, int rank, int size, std::size_t count, std::siz
   }
 }
 
-void allgather(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk,
-               int first_round) {
+void allgather(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk, int first_round) {
   if (size == 1) return;
   // Round 0 sends the rank's own block r; the last round receives block r + 1.
   ring_pass(s, rank, size, count, chunk, rank, /*reduce=*/false, first_round);

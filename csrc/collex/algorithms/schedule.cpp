@@ -5,16 +5,19 @@
 namespace collex {
 
 void Schedule::send(int peer, std::size_t offset, std::size_t count, int round, int channel) {
-  steps.push_back({StepKind::kSend, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer, offset, count});
+  steps.push_back(
+      {StepKind::kSend, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer, offset, count});
 }
 
 void Schedule::recv_reduce(int peer, std::size_t offset, std::size_t count, int round, int channel) {
-  steps.push_back({StepKind::kRecvReduce, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer, offset, count});
+  steps.push_back({StepKind::kRecvReduce, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer,
+                   offset, count});
   max_recv_count = std::max(max_recv_count, count);
 }
 
 void Schedule::recv_copy(int peer, std::size_t offset, std::size_t count, int round, int channel) {
-  steps.push_back({StepKind::kRecvCopy, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer, offset, count});
+  steps.push_back({StepKind::kRecvCopy, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer,
+                   offset, count});
 }
 
 void Schedule::divide(std::size_t offset, std::size_t count, int round) {
@@ -29,9 +32,7 @@ Range block_range(std::size_t count, int parts, int b) {
   return {i * base + std::min(i, extra), base + (i < extra ? 1 : 0)};
 }
 
-std::size_t chunk_count(std::size_t count, std::size_t chunk) {
-  return count == 0 ? 0 : (count + chunk - 1) / chunk;
-}
+std::size_t chunk_count(std::size_t count, std::size_t chunk) { return count == 0 ? 0 : (count + chunk - 1) / chunk; }
 
 Range chunk_of(Range r, std::size_t chunk, std::size_t c) {
   const std::size_t begin = c * chunk;

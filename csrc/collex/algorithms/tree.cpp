@@ -14,8 +14,7 @@ int rank_of(int position, int size, Layout layout, int root) {
 }
 
 // One chunk's worth of each phase, so that all-reduce can interleave them.
-void reduce_chunk(Schedule& s, const Links& l, Range piece, bool is_root, bool average,
-                  int round_up, int channel) {
+void reduce_chunk(Schedule& s, const Links& l, Range piece, bool is_root, bool average, int round_up, int channel) {
   for (int k = 0; k < l.num_children; ++k) {
     s.recv_reduce(l.children[k], piece.offset, piece.count, round_up, channel);
   }
@@ -26,8 +25,7 @@ void reduce_chunk(Schedule& s, const Links& l, Range piece, bool is_root, bool a
   }
 }
 
-void broadcast_chunk(Schedule& s, const Links& l, Range piece, bool is_root, int round_down,
-                     int channel) {
+void broadcast_chunk(Schedule& s, const Links& l, Range piece, bool is_root, int round_down, int channel) {
   if (!is_root) s.recv_copy(l.parent, piece.offset, piece.count, round_down, channel);
   for (int k = 0; k < l.num_children; ++k) {
     s.send(l.children[k], piece.offset, piece.count, round_down, channel);
@@ -54,8 +52,8 @@ int depth(int size) {
   return d;
 }
 
-void reduce(Schedule& s, int rank, int size, Layout layout, int root, Range range,
-            std::size_t chunk, bool average, int channel) {
+void reduce(Schedule& s, int rank, int size, Layout layout, int root, Range range, std::size_t chunk, bool average,
+            int channel) {
   const Links l = links(rank, size, layout, root);
   const bool is_root = rank == root_rank(size, layout, root);
   const int round = depth(size) - 1;
@@ -65,8 +63,7 @@ void reduce(Schedule& s, int rank, int size, Layout layout, int root, Range rang
   s.rounds = std::max(s.rounds, depth(size));
 }
 
-void broadcast(Schedule& s, int rank, int size, Layout layout, int root, Range range,
-               std::size_t chunk, int channel) {
+void broadcast(Schedule& s, int rank, int size, Layout layout, int root, Range range, std::size_t chunk, int channel) {
   const Links l = links(rank, size, layout, root);
   const bool is_root = rank == root_rank(size, layout, root);
   for (std::size_t c = 0; c < chunk_count(range.count, chunk); ++c) {

@@ -13,7 +13,7 @@
 namespace collex::tree {
 
 struct Links {
-  int parent = -1;           // -1 at the root
+  int parent = -1;  // -1 at the root
   int children[2] = {-1, -1};
   int num_children = 0;
 };
@@ -34,12 +34,12 @@ int depth(int size);
 
 // Reduce [range] to the root, chunk by chunk; children are reduced in in order.
 // With `average` the root divides the final value by size.
-void reduce(Schedule& s, int rank, int size, Layout layout, int root, Range range,
-            std::size_t chunk, bool average, int channel = 0);
+void reduce(Schedule& s, int rank, int size, Layout layout, int root, Range range, std::size_t chunk, bool average,
+            int channel = 0);
 
 // Broadcast [range] from the root, chunk by chunk.
-void broadcast(Schedule& s, int rank, int size, Layout layout, int root, Range range,
-               std::size_t chunk, int channel = 0);
+void broadcast(Schedule& s, int rank, int size, Layout layout, int root, Range range, std::size_t chunk,
+               int channel = 0);
 
 // Double binary tree all-reduce: the first half of the buffer reduces up and comes
 // back down the rotated tree, the second half the mirrored tree; reduction and

@@ -22,9 +22,7 @@ struct Buffer {
   void* stream = nullptr;  // cudaStream_t for CUDA buffers; unused on the CPU
 
   std::size_t bytes() const { return count * dtype_size(dtype); }
-  char* bytes_at(std::size_t element) const {
-    return static_cast<char*>(data) + element * dtype_size(dtype);
-  }
+  char* bytes_at(std::size_t element) const { return static_cast<char*>(data) + element * dtype_size(dtype); }
 };
 
 }  // namespace collex

@@ -15,8 +15,7 @@ const char* env(const char* name) {
 }
 
 [[noreturn]] void bad(const char* name, const char* value, const char* expected) {
-  throw InvalidArgument(std::string("collex: environment variable ") + name + "=" + value +
-                        ": expected " + expected);
+  throw InvalidArgument(std::string("collex: environment variable ") + name + "=" + value + ": expected " + expected);
 }
 
 double parse_positive_double(const char* name, const char* v) {
@@ -32,9 +31,12 @@ long long parse_int(const char* name, const char* v, long long lo) {
   errno = 0;
   long long x = std::strtoll(v, &end, 10);
   // Accept K/M/G suffixes for byte counts.
-  if (end != v && (*end == 'K' || *end == 'k')) x <<= 10, ++end;
-  else if (end != v && (*end == 'M' || *end == 'm')) x <<= 20, ++end;
-  else if (end != v && (*end == 'G' || *end == 'g')) x <<= 30, ++end;
+  if (end != v && (*end == 'K' || *end == 'k'))
+    x <<= 10, ++end;
+  else if (end != v && (*end == 'M' || *end == 'm'))
+    x <<= 20, ++end;
+  else if (end != v && (*end == 'G' || *end == 'g'))
+    x <<= 30, ++end;
   if (errno != 0 || end == v || *end != '\0' || x < lo) bad(name, v, "an integer");
   return x;
 }
@@ -58,7 +60,8 @@ Config Config::from_env(double timeout_s) {
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {
     c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
   }
-  if (const char* v = env("COLLEX_TIMEOUT"); v != nullptr && !(timeout_s > 0)) c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);
+  if (const char* v = env("COLLEX_TIMEOUT"); v != nullptr && !(timeout_s > 0))
+    c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);
   if (const char* v = env("COLLEX_CHECK")) c.check = parse_int("COLLEX_CHECK", v, 0) != 0;
   if (const char* v = env("COLLEX_DEBUG")) c.debug = static_cast<int>(parse_int("COLLEX_DEBUG", v, 0));
   return c;

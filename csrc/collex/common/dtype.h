@@ -24,24 +24,19 @@ constexpr int kNumDTypes = 8;
 constexpr std::size_t dtype_size(DType t) {
   switch (t) {
     case DType::kFloat16:
-    case DType::kBFloat16:
-      return 2;
+    case DType::kBFloat16: return 2;
     case DType::kFloat32:
-    case DType::kInt32:
-      return 4;
+    case DType::kInt32: return 4;
     case DType::kFloat64:
-    case DType::kInt64:
-      return 8;
+    case DType::kInt64: return 8;
     case DType::kInt8:
-    case DType::kUInt8:
-      return 1;
+    case DType::kUInt8: return 1;
   }
   return 0;
 }
 
 constexpr bool dtype_is_float(DType t) {
-  return t == DType::kFloat16 || t == DType::kBFloat16 || t == DType::kFloat32 ||
-         t == DType::kFloat64;
+  return t == DType::kFloat16 || t == DType::kBFloat16 || t == DType::kFloat32 || t == DType::kFloat64;
 }
 
 const char* dtype_name(DType t);

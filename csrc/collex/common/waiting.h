@@ -13,8 +13,7 @@ class Deadline {
  public:
   explicit Deadline(double seconds)
       : seconds_(seconds),
-        at_(Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(seconds))) {}
+        at_(Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds))) {}
   bool expired() const { return Clock::now() >= at_; }
   double seconds() const { return seconds_; }
 

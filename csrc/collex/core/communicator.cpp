@@ -126,7 +126,9 @@ std::shared_ptr<Communicator> Communicator::split(int color, int key) {
   std::shared_ptr<Communicator> result;
   engine_.submit(
       [&] {
-        if (broken()) throw CommunicatorBroken(rank_prefix(rank_, Collective::kBarrier) + "communicator is broken: " + broken_reason());
+        if (broken())
+          throw CommunicatorBroken(rank_prefix(rank_, Collective::kBarrier) +
+                                   "communicator is broken: " + broken_reason());
         MPI_Comm part = MPI_COMM_NULL;
         MPI_Comm_split(mpi_->comm, color < 0 ? MPI_UNDEFINED : color, key, &part);
         if (part == MPI_COMM_NULL) return;
@@ -144,8 +146,8 @@ std::shared_ptr<Communicator> Communicator::split(int color, int key) {
 
 std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   if (broken()) {
-    throw CommunicatorBroken(rank_prefix(rank_, call.kind) + "communicator is broken by an earlier failure: " +
-                             broken_reason());
+    throw CommunicatorBroken(rank_prefix(rank_, call.kind) +
+                             "communicator is broken by an earlier failure: " + broken_reason());
   }
   // Collectives are numbered alike on every rank; point-to-point messages, which
   // only two ranks see, are labelled with the current number but do not advance it.
@@ -156,8 +158,8 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
 
 void Communicator::run(const Call& call) {
   if (broken()) {
-    throw CommunicatorBroken(rank_prefix(rank_, call.kind) + "communicator is broken by an earlier failure: " +
-                             broken_reason());
+    throw CommunicatorBroken(rank_prefix(rank_, call.kind) +
+                             "communicator is broken by an earlier failure: " + broken_reason());
   }
   // A mismatch found by the fingerprint check is raised on every rank alike and
   // leaves the communicator usable; any failure on the wire breaks it.
@@ -193,8 +195,8 @@ struct Fingerprint {
 std::string describe(const Fingerprint& f) {
   std::ostringstream o;
   const auto kind = static_cast<Collective>(f.kind);
-  o << collective_name(kind) << " seq=" << f.seq << " count=" << f.count << " dtype="
-    << dtype_name(static_cast<DType>(f.dtype));
+  o << collective_name(kind) << " seq=" << f.seq << " count=" << f.count
+    << " dtype=" << dtype_name(static_cast<DType>(f.dtype));
   if (kind == Collective::kAllreduce || kind == Collective::kReduce || kind == Collective::kReduceScatter) {
     o << " op=" << reduce_op_name(static_cast<ReduceOp>(f.op));
   }
@@ -206,9 +208,12 @@ std::string describe(const Fingerprint& f) {
 
 void Communicator::check_fingerprints(const Call& call) {
   std::vector<Fingerprint> all(static_cast<std::size_t>(size_));
-  all[static_cast<std::size_t>(rank_)] = {call.seq, static_cast<std::uint64_t>(call.kind), call.in.count,
+  all[static_cast<std::size_t>(rank_)] = {call.seq,
+                                          static_cast<std::uint64_t>(call.kind),
+                                          call.in.count,
                                           static_cast<std::uint64_t>(call.in.dtype),
-                                          static_cast<std::uint64_t>(call.op), static_cast<std::uint64_t>(call.root)};
+                                          static_cast<std::uint64_t>(call.op),
+                                          static_cast<std::uint64_t>(call.root)};
   Schedule s;
   const std::size_t n = sizeof(Fingerprint) * all.size();
   ring::allgather(s, rank_, size_, n, n, 0);
@@ -326,7 +331,7 @@ void Communicator::run_collective(const Call& c) {
   a.divisor = static_cast<double>(size_);
   a.tag_base = tag_base;
   a.timeout_s = config_.timeout_s;
-  OpLabel label{rank_, collective_name(c.kind), c.seq, algo == Algo::kAuto ? "p2p" : algo_name(algo), c.in.dtype,
+  OpLabel label{rank_,       collective_name(c.kind), c.seq, algo == Algo::kAuto ? "p2p" : algo_name(algo), c.in.dtype,
                 c.in.bytes()};
   if (c.kind == Collective::kBarrier) label.algo = "dissemination";
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
@@ -348,8 +353,10 @@ void require(bool ok, int rank, Collective c, const std::string& what) {
 }  // namespace
 
 std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async) {
-  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce, "out must match x in size and dtype");
-  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kAllreduce, "op='avg' needs a floating-point dtype");
+  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce,
+          "out must match x in size and dtype");
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kAllreduce,
+          "op='avg' needs a floating-point dtype");
   Call c;
   c.kind = Collective::kAllreduce;
   c.in = in;
@@ -371,8 +378,10 @@ std::shared_ptr<Work> Communicator::broadcast(Buffer buf, int root, Algo algo, b
 
 std::shared_ptr<Work> Communicator::reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async) {
   require(root >= 0 && root < size_, rank_, Collective::kReduce, "root out of range");
-  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kReduce, "out must match x in size and dtype");
-  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduce, "op='avg' needs a floating-point dtype");
+  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kReduce,
+          "out must match x in size and dtype");
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduce,
+          "op='avg' needs a floating-point dtype");
   Call c;
   c.kind = Collective::kReduce;
   c.in = in;
@@ -395,7 +404,8 @@ std::shared_ptr<Work> Communicator::allgather(Buffer in, Buffer out, bool async)
 std::shared_ptr<Work> Communicator::reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async) {
   require(out.count * static_cast<std::size_t>(size_) == in.count && in.dtype == out.dtype, rank_,
           Collective::kReduceScatter, "x must hold size * out.size elements of out's dtype");
-  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduceScatter, "op='avg' needs a floating-point dtype");
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduceScatter,
+          "op='avg' needs a floating-point dtype");
   Call c;
   c.kind = Collective::kReduceScatter;
   c.in = in;

@@ -26,10 +26,14 @@ const char* collective_name(Collective c) {
 }
 
 bool algo_from_string(const std::string& s, Algo* out) {
-  if (s == "auto") *out = Algo::kAuto;
-  else if (s == "ring") *out = Algo::kRing;
-  else if (s == "tree") *out = Algo::kTree;
-  else return false;
+  if (s == "auto")
+    *out = Algo::kAuto;
+  else if (s == "ring")
+    *out = Algo::kRing;
+  else if (s == "tree")
+    *out = Algo::kTree;
+  else
+    return false;
   return true;
 }
 
@@ -43,10 +47,8 @@ Algo Tuner::choose(Collective c, std::size_t bytes, int ranks, Algo requested, A
     case Collective::kAllreduce:
       // With two ranks both algorithms exchange the same halves; the ring pipelines better.
       return (ranks > 2 && bytes < allreduce_tree_below) ? Algo::kTree : Algo::kRing;
-    case Collective::kBroadcast:
-      return bytes < broadcast_tree_below ? Algo::kTree : Algo::kRing;
-    default:
-      return Algo::kRing;
+    case Collective::kBroadcast: return bytes < broadcast_tree_below ? Algo::kTree : Algo::kRing;
+    default: return Algo::kRing;
   }
 }
 

@@ -51,7 +51,7 @@ COLLEX_HD std::uint16_t float_to_fp16(float f) {
   std::uint32_t u = float_bits(f);
   std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
   std::uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to inf
   if (abs < 0x38800000u) {
     // Result is subnormal or zero: scale so the float's rounding does the work.

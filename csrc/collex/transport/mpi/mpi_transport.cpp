@@ -13,8 +13,7 @@ namespace {
 // far below that, so this is an internal invariant rather than a user error.
 int checked_int(std::size_t bytes) {
   if (bytes > static_cast<std::size_t>(INT_MAX)) {
-    throw CollexError("collex: internal error: MPI message of " + std::to_string(bytes) +
-                      " bytes exceeds INT_MAX");
+    throw CollexError("collex: internal error: MPI message of " + std::to_string(bytes) + " bytes exceeds INT_MAX");
   }
   return static_cast<int>(bytes);
 }
@@ -61,7 +60,8 @@ void MpiTransport::release(std::uint64_t handle) {
 Request MpiTransport::isend(int peer, const void* data, std::size_t bytes, std::uint32_t tag) {
   MPI_Request r;
   int rc = MPI_Isend(data, checked_int(bytes), MPI_BYTE, peer, static_cast<int>(tag), comm_, &r);
-  if (rc != MPI_SUCCESS) throw CollexError("collex: MPI_Isend to rank " + std::to_string(peer) + " failed: " + mpi_error_string(rc));
+  if (rc != MPI_SUCCESS)
+    throw CollexError("collex: MPI_Isend to rank " + std::to_string(peer) + " failed: " + mpi_error_string(rc));
   Request req{park(r), peer, true};
   is_recv_[req.handle] = false;
   return req;
@@ -70,7 +70,8 @@ Request MpiTransport::isend(int peer, const void* data, std::size_t bytes, std::
 Request MpiTransport::irecv(int peer, void* data, std::size_t bytes, std::uint32_t tag) {
   MPI_Request r;
   int rc = MPI_Irecv(data, checked_int(bytes), MPI_BYTE, peer, static_cast<int>(tag), comm_, &r);
-  if (rc != MPI_SUCCESS) throw CollexError("collex: MPI_Irecv from rank " + std::to_string(peer) + " failed: " + mpi_error_string(rc));
+  if (rc != MPI_SUCCESS)
+    throw CollexError("collex: MPI_Irecv from rank " + std::to_string(peer) + " failed: " + mpi_error_string(rc));
   Request req{park(r), peer, true};
   is_recv_[req.handle] = true;
   return req;
