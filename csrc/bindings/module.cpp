@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include "collex/algorithms/barrier.h"
+#include "collex/algorithms/ring.h"
+#include "collex/algorithms/tree.h"
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
@@ -37,6 +40,38 @@ Algo make_algo(const std::string& name) {
 }
 
 using Guard = py::call_guard<py::gil_scoped_release>;
+
+// One rank's schedule as tuples (kind, channel, round, peer, offset, count), for
+// tests that check the algorithms without any transport.
+py::list schedule_steps(const std::string& name, int rank, int size, std::size_t count, std::size_t chunk, int root,
+                        bool average) {
+  Schedule s;
+  if (name == "ring_allreduce") {
+    ring::allreduce(s, rank, size, count, chunk, average);
+  } else if (name == "ring_reduce_scatter") {
+    ring::reduce_scatter(s, rank, size, count, chunk, average);
+  } else if (name == "ring_allgather") {
+    ring::allgather(s, rank, size, count, chunk);
+  } else if (name == "ring_broadcast") {
+    ring::broadcast(s, rank, size, root, count, chunk);
+  } else if (name == "tree_allreduce") {
+    tree::allreduce(s, rank, size, count, chunk, average);
+  } else if (name == "tree_reduce") {
+    tree::reduce(s, rank, size, tree::Layout::kRotated, root, {0, count}, chunk, average);
+  } else if (name == "tree_broadcast") {
+    tree::broadcast(s, rank, size, tree::Layout::kRotated, root, {0, count}, chunk);
+  } else if (name == "barrier") {
+    barrier::dissemination(s, rank, size);
+  } else {
+    throw InvalidArgument("unknown schedule " + name);
+  }
+  static const char* kinds[] = {"send", "recv_reduce", "recv_copy", "divide"};
+  py::list out;
+  for (const Step& st : s.steps) {
+    out.append(py::make_tuple(kinds[static_cast<int>(st.kind)], st.channel, st.round, st.peer, st.offset, st.count));
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -77,6 +112,9 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_acquire gil;
     return PyErr_CheckSignals() != 0;
   });
+
+  m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
+        py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);
 
   py::class_<Work, std::shared_ptr<Work>>(m, "Work").def("wait", &Work::wait, Guard()).def("done", &Work::done);
 
