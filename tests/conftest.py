@@ -28,14 +28,22 @@ def mpirun_path() -> str:
 
 
 def run_mpi(
-    n: int, script: str, *args: str, timeout: float = 240, env: dict | None = None, expect_rc: int | None = 0
+    n: int,
+    script: str,
+    *args: str,
+    timeout: float = 240,
+    env: dict | None = None,
+    expect_rc: int | None = 0,
+    module: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Runs `mpirun -n n python tests/mpi/script args...`; fails the test on a
-    non-zero exit (unless expect_rc says otherwise) or on timeout, showing the output."""
+    """Runs `mpirun -n n python tests/mpi/script args...` (with module=True, script
+    and args go to python as they are, e.g. "-m", "collex.bench"); fails the test
+    on an exit code other than expect_rc (None: any) or on timeout, showing the output."""
     full_env = dict(os.environ)
     full_env.setdefault("COLLEX_TIMEOUT", "60")
     full_env.update(env or {})
-    cmd = [mpirun_path(), "-n", str(n), sys.executable, str(SCRIPTS / script), *args]
+    target = [script] if module else [str(SCRIPTS / script)]
+    cmd = [mpirun_path(), "-n", str(n), sys.executable, *target, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     except subprocess.TimeoutExpired as e:

@@ -13,6 +13,7 @@
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
+#include "collex/kernels/stream.h"
 
 namespace py = pybind11;
 using namespace collex;
@@ -115,6 +116,19 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
         py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);
+
+  m.def(
+      "_stream",
+      [](std::size_t bytes, int repeats) {
+        kernels::StreamBandwidth bw;
+        {
+          py::gil_scoped_release release;
+          bw = kernels::measure_stream(bytes, repeats);
+        }
+        return py::make_tuple(bw.copy, bw.add);
+      },
+      py::arg("bytes"), py::arg("repeats") = 5,
+      "Memory bandwidth (copy, add) in bytes read+written per second at this working-set size.");
 
   py::class_<Work, std::shared_ptr<Work>>(m, "Work").def("wait", &Work::wait, Guard()).def("done", &Work::done);
 

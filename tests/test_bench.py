@@ -1,0 +1,111 @@
+"""The bench suite: its arithmetic alone, its correctness check catching a planted
+wrong result, and a tiny sweep under mpirun writing valid JSON and CSV.
+No timing is asserted anywhere."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from collex.bench import data, model
+from conftest import run_mpi
+
+
+def test_sizes_parse_and_sweep():
+    assert [model.parse_size(s) for s in ("8", "1K", "64M", "2G", "3kb")] == [
+        8,
+        1024,
+        64 << 20,
+        2 << 30,
+        3072,
+    ]
+    with pytest.raises(ValueError, match="size"):
+        model.parse_size("lots")
+    assert model.sweep(8, 1024, 4) == [8, 32, 128, 512, 1024]
+    assert model.sweep(8, 8, 2) == [8]
+    with pytest.raises(ValueError):
+        model.sweep(16, 8, 2)
+    assert model.format_size(64 << 20) == "64M" and model.format_size(1000) == "1000"
+
+
+def test_counts_split_evenly_where_blocks_are_needed():
+    assert model.count_for("allreduce", 8, 4, 3) == 2
+    assert model.count_for("allgather", 40, 4, 3) == 9  # 10 elements, cut to a multiple of 3
+    assert model.count_for("reduce_scatter", 4, 4, 5) == 5  # at least one element per rank
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 4, 8])
+def test_bus_bandwidth_factors_match_nccl_tests(ranks):
+    p = ranks
+    assert model.bus_factor("allreduce", p) == pytest.approx(2 * (p - 1) / p)
+    assert model.bus_factor("allgather", p) == pytest.approx((p - 1) / p)
+    assert model.bus_factor("reduce_scatter", p) == pytest.approx((p - 1) / p)
+    assert model.bus_factor("broadcast", p) == model.bus_factor("reduce", p) == 1
+    # 1 GB all-reduced in one second on 4 ranks: algbw 1 GB/s, busbw 1.5 GB/s.
+    assert model.busbw("allreduce", 10**9, 1.0, 4) == pytest.approx(1.5)
+    assert model.algbw(10**9, 0.5) == pytest.approx(2.0)
+
+
+def test_memory_traffic_model():
+    s = 1 << 20
+    # Two ranks: reduce half of both inputs (read S, write S/2), fetch the other half (S/2 + S/2).
+    assert model.memory_traffic("allreduce", s, 2) == pytest.approx(2.5 * s)
+    assert model.memory_traffic("reduce", s, 4) == pytest.approx(s * 11 / 4)
+    assert model.memory_traffic("broadcast", s, 5) == 2 * s
+    assert model.memory_traffic("allgather", s, 3) == 2 * s
+    assert model.memory_traffic("reduce_scatter", s, 4) == pytest.approx(1.25 * s)
+    assert model.memory_traffic("allreduce", s, 1) == 2 * s
+    assert model.limit_seconds("allreduce", s, 2, 2.5 * s) == pytest.approx(1.0)
+
+
+def test_expected_results_and_wrong_counts():
+    dt = np.dtype(np.float32)
+    want = data.expected("allreduce", 6, dt, 3, 0, "sum", 0)
+    got = sum(data.rank_input("allreduce", 6, dt, r, "sum") for r in range(3))
+    assert data.count_wrong(got, want, "sum") == 0
+    got[2] += 1
+    assert data.count_wrong(got, want, "sum") == 1
+    rs = data.expected("reduce_scatter", 6, dt, 3, 1, "max", 0)
+    assert rs.shape == (2,)
+    ag = data.expected("allgather", 6, dt, 3, 2, "sum", 0)
+    assert ag.tolist() == [0, 1, 1, 2, 2, 3]
+    assert data.count_wrong(np.ones(3), np.ones(4), "sum") == 4
+
+
+def test_tiny_sweep_writes_valid_json_and_csv(tmp_path):
+    js, cs = tmp_path / "out.json", tmp_path / "out.csv"
+    proc = run_mpi_module(2, ["-b", "8", "-e", "4K", "-f", "8", "-d", "float32,bfloat16", "-o", "sum,max",
+                              "-a", "ring,tree", "-i", "both", "-w", "1", "-R", "2", "-n", "2",
+                              "--json", str(js), "--csv", str(cs)])  # fmt: skip
+    doc = json.loads(js.read_text())
+    rows = doc["rows"]
+    assert doc["meta"]["ranks"] == 2 and "mpi4py" in doc["meta"]["peers"]
+    colls = {r["collective"] for r in rows}
+    assert colls == {"allreduce", "broadcast", "reduce", "allgather", "reduce_scatter"}
+    for r in rows:
+        assert r["collex"]["wrong"] == 0, r
+        assert r["collex"]["time_us"] > 0 and r["limit"]["time_us"] > 0
+        mpi = r["peers"]["mpi4py"]
+        # MPI has no bfloat16 reductions: shown as n/a, never as a number.
+        if r["dtype"] == "bfloat16" and r["collective"] in ("allreduce", "reduce", "reduce_scatter"):
+            assert mpi is None and r["speedup"]["mpi4py"] is None
+        else:
+            assert mpi["wrong"] == 0 and r["speedup"]["mpi4py"] > 0
+    with open(cs) as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    # One table on rank 0 only: each header printed once.
+    assert proc.stdout.count("# allreduce  float32  op=sum  algo=ring  out-of-place") == 1
+
+
+def test_planted_wrong_result_is_reported(tmp_path):
+    js = tmp_path / "out.json"
+    args = ["-b", "64", "-e", "64", "-c", "allreduce,allgather", "-w", "1", "-R", "1", "-n", "1"]
+    args += ["--peers", "", "--no-limit", "--plant-wrong", "--json", str(js)]
+    proc = run_mpi_module(2, args, expect_rc=1)
+    rows = json.loads(js.read_text())["rows"]
+    assert all(r["collex"]["wrong"] == 1 for r in rows), rows
+    assert "wrong elements" in proc.stderr
+
+
+def run_mpi_module(n, args, expect_rc=0):
+    return run_mpi(n, "-m", "collex.bench", *args, timeout=180, expect_rc=expect_rc, module=True)
