@@ -3,6 +3,7 @@
 // into Buffers, releases the GIL around everything that may wait, and maps the
 // core's exceptions onto Python's.
 #include <pybind11/functional.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -41,6 +42,39 @@ Algo make_algo(const std::string& name) {
 }
 
 using Guard = py::call_guard<py::gil_scoped_release>;
+
+// ml_dtypes registers bfloat16 at run time; its NumPy type number is set once
+// from Python (collex/_dtypes.py).
+int bfloat16_type_num = -1;
+
+// The fast path of the Python layer's array checks: (address, element count,
+// dtype code) for a C-contiguous NumPy array of a supported dtype in native byte
+// order (and writeable when asked), else None, and the Python layer then runs its
+// full checks, which produce the error message. One call instead of several
+// attribute look-ups keeps small collectives cheap.
+py::object inspect_array(py::handle obj, bool writable) {
+  if (!py::isinstance<py::array>(obj)) return py::none();
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  const int flags = a.flags();
+  if (!(flags & py::array::c_style)) return py::none();
+  if (writable && !a.writeable()) return py::none();
+  py::dtype dt = a.dtype();
+  if (dt.byteorder() == '>') return py::none();
+  int code = -1;
+  const char kind = dt.kind();
+  const auto size = dt.itemsize();
+  if (kind == 'f') {
+    code = size == 2 ? 0 : size == 4 ? 2 : size == 8 ? 3 : -1;
+  } else if (kind == 'i') {
+    code = size == 1 ? 4 : size == 4 ? 6 : size == 8 ? 7 : -1;
+  } else if (kind == 'u') {
+    code = size == 1 ? 5 : -1;
+  } else if (dt.num() == bfloat16_type_num) {
+    code = 1;
+  }
+  if (code < 0) return py::none();
+  return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.size(), code);
+}
 
 // One rank's schedule as tuples (kind, channel, round, peer, offset, count), for
 // tests that check the algorithms without any transport.
@@ -113,6 +147,9 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_acquire gil;
     return PyErr_CheckSignals() != 0;
   });
+
+  m.def("inspect_array", &inspect_array, py::arg("array"), py::arg("writable"));
+  m.def("set_bfloat16_type_num", [](int num) { bfloat16_type_num = num; });
 
   m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
         py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);

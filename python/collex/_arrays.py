@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ._core import inspect_array
 from ._dtypes import CODES, NAMES
 
 
@@ -46,6 +47,11 @@ class Arg:
     __slots__ = ("array", "address", "count", "code")
 
     def __init__(self, x: Any, arg: str, op: str, rank: int, writable: bool):
+        fast = inspect_array(x, writable)
+        if fast is not None:  # the common case, checked in one call
+            self.array = x
+            self.address, self.count, self.code = fast
+            return
         a = as_ndarray(x, arg, op, rank)
         code = CODES.get(a.dtype)
         if code is None:
@@ -66,13 +72,16 @@ class Arg:
 def check_out(out: Any, shape: tuple, dtype: np.dtype, x: Arg, op: str, rank: int) -> Arg:
     """Checks a caller's `out` against the shape and dtype the operation produces."""
     o = Arg(out, "out", op, rank, writable=True)
-    if o.array.shape != tuple(shape) or o.array.dtype != dtype:
+    a = o.array
+    if a.shape != shape or a.dtype != dtype:
         raise ValueError(
             f"{where(op, rank)}: out: expected shape={tuple(shape)} dtype={dtype}, "
-            f"got shape={o.array.shape} dtype={o.array.dtype}"
+            f"got shape={a.shape} dtype={a.dtype}"
         )
+    # Both are contiguous, so they overlap exactly when their byte ranges do.
+    o_end, x_end = o.address + a.nbytes, x.address + x.array.nbytes
     same = o.address == x.address and o.count == x.count
-    if not same and o.count and x.count and np.may_share_memory(o.array, x.array):
+    if not same and o.address < x_end and x.address < o_end:
         raise ValueError(f"{where(op, rank)}: out: overlaps x without being x; pass out=None for in place")
     return o
 

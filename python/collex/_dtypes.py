@@ -5,6 +5,8 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from . import _core
+
 # Order matters: the index is the core's DType code.
 SUPPORTED = (
     np.dtype(np.float16),
@@ -17,6 +19,7 @@ SUPPORTED = (
     np.dtype(np.int64),
 )
 CODES = {dt: code for code, dt in enumerate(SUPPORTED)}
+_core.set_bfloat16_type_num(SUPPORTED[1].num)
 FLOATING = frozenset(CODES[dt] for dt in SUPPORTED[:4])
 NAMES = ", ".join(str(dt) for dt in SUPPORTED)
 

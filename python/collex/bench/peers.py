@@ -177,9 +177,12 @@ class GlooPeer:
 
             return copy_then_reduce_root, (lambda: out)
         if r.coll == "allgather":
-            to = self._t(out)
-            return (lambda: dist.all_gather_into_tensor(to, tx)), (lambda: out)
+            to = self._t(out.reshape(-1))  # gloo wants the flat (size * count) output
+            # Newer torch renames all_gather_into_tensor (same arguments).
+            gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+            return (lambda: gather(to, tx)), (lambda: out)
         if r.coll == "reduce_scatter":
             op, to = self._op(r.op), self._t(out)
-            return (lambda: dist.reduce_scatter_tensor(to, tx, op=op)), (lambda: out)
+            scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+            return (lambda: scatter(to, tx, op=op)), (lambda: out)
         raise NotSupported(r.coll)
