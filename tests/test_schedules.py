@@ -24,18 +24,27 @@ def simulate(
     average: bool = False,
     buffers: list[np.ndarray] | None = None,
     reduce=np.add,
+    inputs: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Runs every rank's schedule on buffers[r] (a working buffer per rank)."""
+    """Runs every rank's schedule on buffers[r] (a working buffer per rank); steps
+    marked from_input read inputs[r] (the working buffer itself when None, i.e. in place)."""
+    inputs = inputs if inputs is not None else buffers
     steps = [_core._schedule(name, r, size, count, chunk, root, average) for r in range(size)]
+    if size == 1:
+        # Alone there is nothing to exchange: the communicator copies input to output.
+        assert steps == [[]], steps
+        buffers[0][...] = inputs[0]
+        return buffers
     pc = [0] * size
     queues: dict[tuple[int, int, int], list[np.ndarray]] = {}  # (src, dst, channel) -> messages
     while True:
         progressed = False
         for r in range(size):
             while pc[r] < len(steps[r]):
-                kind, channel, _round, peer, off, n = steps[r][pc[r]]
+                kind, channel, _round, peer, off, n, from_input = steps[r][pc[r]]
+                src = inputs[r] if from_input else buffers[r]
                 if kind == "send":
-                    queues.setdefault((r, peer, channel), []).append(buffers[r][off : off + n].copy())
+                    queues.setdefault((r, peer, channel), []).append(src[off : off + n].copy())
                 elif kind in ("recv_reduce", "recv_copy"):
                     q = queues.get((peer, r, channel))
                     if not q:
@@ -43,7 +52,7 @@ def simulate(
                     msg = q.pop(0)
                     assert msg.size == n, f"{name}: rank {r} wanted {n} elements from {peer}, got {msg.size}"
                     if kind == "recv_reduce":
-                        buffers[r][off : off + n] = reduce(buffers[r][off : off + n], msg)
+                        buffers[r][off : off + n] = reduce(src[off : off + n], msg)
                     else:
                         buffers[r][off : off + n] = msg
                 else:  # divide
@@ -73,9 +82,23 @@ def test_allreduce(algo, size):
             for average in (False, True):
                 ins = inputs(size, count)
                 want = sum(ins) / (size if average else 1)
-                out = simulate(algo, size, count, chunk, average=average, buffers=[x.copy() for x in ins])
-                for r in range(size):
-                    np.testing.assert_allclose(out[r], want, err_msg=f"rank {r} count={count} chunk={chunk}")
+                # In place, and out of place into buffers that start as NaN: a
+                # schedule that left an element unwritten would show it.
+                for out_of_place in (False, True):
+                    bufs = [np.full(count, np.nan) if out_of_place else x.copy() for x in ins]
+                    out = simulate(
+                        algo,
+                        size,
+                        count,
+                        chunk,
+                        average=average,
+                        buffers=bufs,
+                        inputs=[x.copy() for x in ins] if out_of_place else None,
+                    )
+                    for r in range(size):
+                        np.testing.assert_allclose(
+                            out[r], want, err_msg=f"rank {r} count={count} chunk={chunk}"
+                        )
 
 
 @pytest.mark.parametrize("size", RANKS)
@@ -83,7 +106,8 @@ def test_reduce_scatter_and_allgather(size):
     for n in (0, 1, 3, 50):
         for chunk in CHUNKS:
             ins = inputs(size, n * size)
-            out = simulate("ring_reduce_scatter", size, n * size, chunk, buffers=[x.copy() for x in ins])
+            bufs = [np.full(n * size, np.nan) for _ in range(size)]
+            out = simulate("ring_reduce_scatter", size, n * size, chunk, buffers=bufs, inputs=ins)
             total = sum(ins)
             for r in range(size):
                 np.testing.assert_allclose(out[r][r * n : (r + 1) * n], total[r * n : (r + 1) * n])
@@ -113,7 +137,8 @@ def test_reduce_every_root(size):
     for root in range(size):
         for count, chunk in ((1, 1), (37, 5)):
             ins = inputs(size, count)
-            out = simulate("tree_reduce", size, count, chunk, root=root, buffers=[x.copy() for x in ins])
+            bufs = [np.full(count, np.nan) for _ in range(size)]
+            out = simulate("tree_reduce", size, count, chunk, root=root, buffers=bufs, inputs=ins)
             np.testing.assert_allclose(out[root], sum(ins))
 
 
@@ -124,8 +149,9 @@ def test_reduction_order_is_fixed():
         for size in (3, 5):
             orders = []
             for _ in range(2):
-                bufs = [np.array([str(r)] * 4, dtype=object) for r in range(size)]
-                out = simulate(algo, size, 4, 1, buffers=bufs, reduce=lambda a, b: a + b)
+                ins = [np.array([str(r)] * 4, dtype=object) for r in range(size)]
+                bufs = [np.array([""] * 4, dtype=object) for _ in range(size)]
+                out = simulate(algo, size, 4, 1, buffers=bufs, inputs=ins, reduce=lambda a, b: a + b)
                 assert all(sorted(v) == [str(r) for r in range(size)] for v in out[0])
                 assert all((o == out[0]).all() for o in out), f"{algo}: ranks disagree"
                 orders.append(list(out[0]))
@@ -137,7 +163,7 @@ def test_barrier_hears_from_everyone(size):
     # Track whom each rank has (transitively) heard from: a barrier must reach all.
     steps = [_core._schedule("barrier", r, size, 0, 1) for r in range(size)]
     for r in range(size):
-        assert all(n == 0 for *_, n in steps[r])
+        assert all(st[5] == 0 for st in steps[r])
     # Each round is a send then a receive; propagate the sets along the sends.
     heard = [set([r]) for r in range(size)]
     rounds = max((len(s) for s in steps), default=0) // 2

@@ -76,7 +76,7 @@ py::object inspect_array(py::handle obj, bool writable) {
   return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.size(), code);
 }
 
-// One rank's schedule as tuples (kind, channel, round, peer, offset, count), for
+// One rank's schedule as tuples (kind, channel, round, peer, offset, count, from_input), for
 // tests that check the algorithms without any transport.
 py::list schedule_steps(const std::string& name, int rank, int size, std::size_t count, std::size_t chunk, int root,
                         bool average) {
@@ -103,7 +103,8 @@ py::list schedule_steps(const std::string& name, int rank, int size, std::size_t
   static const char* kinds[] = {"send", "recv_reduce", "recv_copy", "divide"};
   py::list out;
   for (const Step& st : s.steps) {
-    out.append(py::make_tuple(kinds[static_cast<int>(st.kind)], st.channel, st.round, st.peer, st.offset, st.count));
+    out.append(py::make_tuple(kinds[static_cast<int>(st.kind)], st.channel, st.round, st.peer, st.offset, st.count,
+                              st.from_input));
   }
   return out;
 }

@@ -8,11 +8,15 @@ usage: timeouts.py SCENARIO   (run on 2 ranks or more; the last rank stays away)
   reduce    a reduce rooted at rank 0
   barrier   a barrier
   async     the allreduce is asynchronous; the error comes out of wait()
+  interrupt no timeout in sight: SIGINT (Ctrl-C) ends the wait with KeyboardInterrupt
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 
 import collex as cx
@@ -20,12 +24,28 @@ import numpy as np
 from _harness import Cases
 from mpi4py import MPI
 
-TIMEOUT = 1.5
-cx.init(timeout=TIMEOUT)
-rank, size = cx.rank(), cx.size()
 scenario = sys.argv[1]
+TIMEOUT = 1.5
+cx.init(timeout=600 if scenario == "interrupt" else TIMEOUT)
+rank, size = cx.rank(), cx.size()
 cases = Cases(f"timeouts[{scenario}]")
 absent = size - 1
+
+if scenario == "interrupt":
+    if rank != absent:
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        try:
+            cx.allreduce(np.ones(8))
+        except KeyboardInterrupt:
+            cases.check(
+                "interrupted promptly", time.monotonic() - start < 10, f"{time.monotonic() - start:.1f} s"
+            )
+        else:
+            cases.check("interrupted", False, "allreduce returned")
+        cases.check("broken after an interrupted collective", cx.world().broken)
+    MPI.COMM_WORLD.Barrier()
+    cases.finish()
 
 ops = {
     "small": lambda: cx.allreduce(np.ones(8, np.float32)),

@@ -33,7 +33,13 @@ bool overlaps(std::size_t a_off, std::size_t a_n, std::size_t b_off, std::size_t
 class Run {
  public:
   Run(const Schedule& s, Transport& t, const ExecArgs& a, const OpLabel& label, Staging& staging)
-      : s_(s), t_(t), a_(a), label_(label), esize_(dtype_size(a.dtype)), data_(static_cast<char*>(a.data)) {
+      : s_(s),
+        t_(t),
+        a_(a),
+        label_(label),
+        esize_(dtype_size(a.dtype)),
+        data_(static_cast<char*>(a.data)),
+        input_(a.input != nullptr ? static_cast<const char*>(a.input) : data_) {
     slot_bytes_ = s.max_recv_count * esize_;
     const std::size_t need = slot_bytes_ * kWindow;
     if (staging.bytes.size() < need) staging.bytes.resize(need);
@@ -64,13 +70,14 @@ class Run {
   };
 
   char* at(std::size_t element) const { return data_ + element * esize_; }
+  const char* source(const Step& st) const { return (st.from_input ? input_ : data_) + st.offset * esize_; }
   std::uint32_t tag(const Step& st) const { return a_.tag_base + st.channel; }
 
   void step(std::size_t i) {
     const Step& st = s_.steps[i];
     switch (st.kind) {
       case StepKind::kSend:
-        sends_.push_back({i, t_.isend(st.peer, at(st.offset), st.count * esize_, tag(st))});
+        sends_.push_back({i, t_.isend(st.peer, source(st), st.count * esize_, tag(st))});
         if (sends_.size() >= 2 * kWindow) reap_sends();
         break;
       case StepKind::kRecvReduce:
@@ -81,7 +88,7 @@ class Run {
         wait(r.req, st);
         if (st.kind == StepKind::kRecvReduce) {
           wait_sends_touching(st.offset, st.count);
-          kernels::reduce_into(at(st.offset), slots_ + r.slot * slot_bytes_, st.count, a_.dtype, a_.op);
+          kernels::reduce(at(st.offset), source(st), slots_ + r.slot * slot_bytes_, st.count, a_.dtype, a_.op);
           free_slots_.push_back(r.slot);
         }
         post_ahead(i + 1);
@@ -191,6 +198,7 @@ class Run {
   const OpLabel& label_;
   std::size_t esize_;
   char* data_;
+  const char* input_;
   char* slots_ = nullptr;
   std::size_t slot_bytes_ = 0;
   std::deque<std::size_t> free_slots_;

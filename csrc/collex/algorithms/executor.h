@@ -35,7 +35,8 @@ struct Staging {
 };
 
 struct ExecArgs {
-  void* data = nullptr;  // the working buffer the schedule's offsets index
+  void* data = nullptr;         // the working buffer the schedule's offsets index
+  const void* input = nullptr;  // read by from_input steps, at the same offsets (null: data)
   DType dtype = DType::kUInt8;
   ReduceOp op = ReduceOp::kSum;
   double divisor = 1.0;        // for kDivide steps

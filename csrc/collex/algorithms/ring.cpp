@@ -8,6 +8,8 @@ int mod(int a, int p) { return ((a % p) + p) % p; }
 // Rank r sends block send_block(s) in round s and receives block recv_block(s),
 // and recv_block(s) == send_block(s + 1): a received chunk is forwarded next round.
 // That shared shape is both halves of the ring; `reduce` chooses the receive kind.
+// When reducing, round 0 sends input and every receive is its block's first
+// touch (input OP message), so the working buffer needs no copy of the input.
 void ring_pass(Schedule& s, int rank, int size, std::size_t count, std::size_t chunk, int first_block, bool reduce,
                int first_round) {
   const int right = mod(rank + 1, size);
@@ -18,14 +20,14 @@ void ring_pass(Schedule& s, int rank, int size, std::size_t count, std::size_t c
   const Range first = block_range(count, size, send_block(0));
   for (std::size_t c = 0; c < chunk_count(first.count, chunk); ++c) {
     Range piece = chunk_of(first, chunk, c);
-    s.send(right, piece.offset, piece.count, first_round);
+    s.send(right, piece.offset, piece.count, first_round, 0, /*from_input=*/reduce);
   }
   for (int round = 0; round < rounds; ++round) {
     const Range in = block_range(count, size, send_block(round + 1));
     for (std::size_t c = 0; c < chunk_count(in.count, chunk); ++c) {
       Range piece = chunk_of(in, chunk, c);
       if (reduce) {
-        s.recv_reduce(left, piece.offset, piece.count, first_round + round);
+        s.recv_reduce(left, piece.offset, piece.count, first_round + round, 0, /*from_input=*/true);
       } else {
         s.recv_copy(left, piece.offset, piece.count, first_round + round);
       }
@@ -42,7 +44,7 @@ void reduce_scatter(Schedule& s, int rank, int size, std::size_t count, std::siz
     ring_pass(s, rank, size, count, chunk, rank - 1, /*reduce=*/true, s.rounds);
     s.rounds += size - 1;
   }
-  if (divide_own_block) {
+  if (divide_own_block && size > 1) {  // an average over one rank is the value itself
     Range own = block_range(count, size, rank);
     if (own.count > 0) s.divide(own.offset, own.count, s.rounds);
   }

@@ -4,24 +4,30 @@
 
 namespace collex {
 
-void Schedule::send(int peer, std::size_t offset, std::size_t count, int round, int channel) {
-  steps.push_back(
-      {StepKind::kSend, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer, offset, count});
+namespace {
+
+Step make_step(StepKind kind, int peer, std::size_t offset, std::size_t count, int round, int channel,
+               bool from_input) {
+  return {kind, static_cast<std::uint8_t>(channel), from_input, static_cast<std::uint16_t>(round), peer, offset, count};
 }
 
-void Schedule::recv_reduce(int peer, std::size_t offset, std::size_t count, int round, int channel) {
-  steps.push_back({StepKind::kRecvReduce, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer,
-                   offset, count});
+}  // namespace
+
+void Schedule::send(int peer, std::size_t offset, std::size_t count, int round, int channel, bool from_input) {
+  steps.push_back(make_step(StepKind::kSend, peer, offset, count, round, channel, from_input));
+}
+
+void Schedule::recv_reduce(int peer, std::size_t offset, std::size_t count, int round, int channel, bool from_input) {
+  steps.push_back(make_step(StepKind::kRecvReduce, peer, offset, count, round, channel, from_input));
   max_recv_count = std::max(max_recv_count, count);
 }
 
 void Schedule::recv_copy(int peer, std::size_t offset, std::size_t count, int round, int channel) {
-  steps.push_back({StepKind::kRecvCopy, static_cast<std::uint8_t>(channel), static_cast<std::uint16_t>(round), peer,
-                   offset, count});
+  steps.push_back(make_step(StepKind::kRecvCopy, peer, offset, count, round, channel, false));
 }
 
 void Schedule::divide(std::size_t offset, std::size_t count, int round) {
-  steps.push_back({StepKind::kDivide, 0, static_cast<std::uint16_t>(round), -1, offset, count});
+  steps.push_back(make_step(StepKind::kDivide, -1, offset, count, round, 0, false));
 }
 
 Range block_range(std::size_t count, int parts, int b) {

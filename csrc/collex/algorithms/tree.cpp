@@ -13,13 +13,15 @@ int rank_of(int position, int size, Layout layout, int root) {
   return layout == Layout::kRotated ? (position + root) % size : size - 1 - position;
 }
 
-// One chunk's worth of each phase, so that all-reduce can interleave them.
+// One chunk's worth of each phase, so that all-reduce can interleave them. The
+// first child's contribution meets the rank's input (its first touch of the
+// chunk); a leaf sends its input as it is.
 void reduce_chunk(Schedule& s, const Links& l, Range piece, bool is_root, bool average, int round_up, int channel) {
   for (int k = 0; k < l.num_children; ++k) {
-    s.recv_reduce(l.children[k], piece.offset, piece.count, round_up, channel);
+    s.recv_reduce(l.children[k], piece.offset, piece.count, round_up, channel, /*from_input=*/k == 0);
   }
   if (!is_root) {
-    s.send(l.parent, piece.offset, piece.count, round_up, channel);
+    s.send(l.parent, piece.offset, piece.count, round_up, channel, /*from_input=*/l.num_children == 0);
   } else if (average) {
     s.divide(piece.offset, piece.count, round_up);
   }

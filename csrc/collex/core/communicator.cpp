@@ -241,11 +241,19 @@ void Communicator::run_collective(const Call& c) {
   Algo algo = Algo::kAuto;
   void* data = nullptr;
   std::uint32_t tag_base = collective_tag(c.seq, 0);
+  const void* input = nullptr;  // schedules read first touches from here (null: data)
+
+  // Alone, every collective's result is its input.
+  if (size_ == 1 && c.kind != Collective::kBarrier && c.kind != Collective::kBroadcast) {
+    const std::size_t bytes = c.kind == Collective::kReduceScatter ? c.out.bytes() : c.in.bytes();
+    if (c.out.data != c.in.data && bytes > 0) std::memmove(c.out.data, c.in.data, bytes);
+    return;
+  }
 
   switch (c.kind) {
     case Collective::kAllreduce: {
-      if (c.out.data != c.in.data && c.in.count > 0) std::memcpy(c.out.data, c.in.data, c.in.bytes());
       data = c.out.data;
+      input = c.in.data;
       algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_);
       if (algo == Algo::kTree) {
         tree::allreduce(s, rank_, size_, c.in.count, chunk, average);
@@ -267,15 +275,14 @@ void Communicator::run_collective(const Call& c) {
     case Collective::kReduce: {
       algo = Algo::kTree;
       const tree::Links links = tree::links(rank_, size_, tree::Layout::kRotated, c.root);
+      input = c.in.data;
       if (rank_ == c.root) {
-        if (c.out.data != c.in.data && c.in.count > 0) std::memcpy(c.out.data, c.in.data, c.in.bytes());
         data = c.out.data;
       } else if (links.num_children == 0) {
         data = c.in.data;  // a leaf only sends its input
       } else {
         // Interior ranks accumulate their children's values; the input stays untouched.
         scratch_.resize(c.in.bytes());
-        if (c.in.count > 0) std::memcpy(scratch_.data(), c.in.data, c.in.bytes());
         data = scratch_.data();
       }
       tree::reduce(s, rank_, size_, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk, average);
@@ -291,9 +298,10 @@ void Communicator::run_collective(const Call& c) {
     }
     case Collective::kReduceScatter: {
       algo = Algo::kRing;
+      // Partial blocks pass through a scratch buffer; the input stays untouched.
       scratch_.resize(c.in.bytes());
-      if (c.in.count > 0) std::memcpy(scratch_.data(), c.in.data, c.in.bytes());
       data = scratch_.data();
+      input = c.in.data;
       ring::reduce_scatter(s, rank_, size_, c.in.count, chunk, average);
       break;
     }
@@ -326,6 +334,7 @@ void Communicator::run_collective(const Call& c) {
   const bool bytewise = c.kind == Collective::kSend || c.kind == Collective::kRecv || c.kind == Collective::kBarrier;
   ExecArgs a;
   a.data = data;
+  a.input = input;
   a.dtype = bytewise ? DType::kUInt8 : c.in.dtype;
   a.op = c.op;
   a.divisor = static_cast<double>(size_);

@@ -78,17 +78,19 @@ struct MaxOp {
   }
 };
 
+// dst may alias a (accumulate in place) but never b, so only b is __restrict.
 template <typename Traits, typename Op>
-void reduce_loop(void* dst_v, const void* src_v, std::size_t n) {
+void reduce_loop(void* dst_v, const void* a_v, const void* b_v, std::size_t n) {
   using S = typename Traits::Storage;
-  S* __restrict dst = static_cast<S*>(dst_v);
-  const S* __restrict src = static_cast<const S*>(src_v);
+  S* dst = static_cast<S*>(dst_v);
+  const S* a = static_cast<const S*>(a_v);
+  const S* __restrict b = static_cast<const S*>(b_v);
   for (std::size_t i = 0; i < n; ++i) {
-    dst[i] = Traits::store(Op::apply(Traits::load(dst[i]), Traits::load(src[i])));
+    dst[i] = Traits::store(Op::apply(Traits::load(a[i]), Traits::load(b[i])));
   }
 }
 
-using ReduceFn = void (*)(void*, const void*, std::size_t);
+using ReduceFn = void (*)(void*, const void*, const void*, std::size_t);
 
 template <typename Traits>
 ReduceFn pick(ReduceOp op) {
@@ -127,9 +129,9 @@ void divide_loop(void* dst_v, std::size_t n, double divisor) {
 
 }  // namespace
 
-void reduce_into(void* dst, const void* src, std::size_t n, DType dtype, ReduceOp op) {
+void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op) {
   if (n == 0) return;
-  pick(dtype, op)(dst, src, n);
+  pick(dtype, op)(dst, a, b, n);
 }
 
 void divide(void* dst, std::size_t n, DType dtype, double divisor) {

@@ -10,9 +10,15 @@
 
 namespace collex::kernels {
 
-// dst[i] = dst[i] OP src[i] for i < n. fp16/bf16 are computed in float32 and
-// rounded once. Integer sum and prod wrap around, as NumPy's do. avg reduces as sum.
-void reduce_into(void* dst, const void* src, std::size_t n, DType dtype, ReduceOp op);
+// dst[i] = a[i] OP b[i] for i < n (dst may be a). fp16/bf16 are computed in
+// float32 and rounded once. Integer sum and prod wrap around, as NumPy's do.
+// avg reduces as sum.
+void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op);
+
+// dst[i] = dst[i] OP src[i].
+inline void reduce_into(void* dst, const void* src, std::size_t n, DType dtype, ReduceOp op) {
+  reduce(dst, dst, src, n, dtype, op);
+}
 
 // dst[i] = dst[i] / divisor, computed in the dtype's accumulation type (float32 for
 // fp16/bf16). Used once on the final sum to make an average. Floats only.
