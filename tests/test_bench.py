@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from collex.bench import data, model
+from collex.bench import data, model, summarize
 from conftest import run_mpi
 
 
@@ -109,3 +109,15 @@ def test_planted_wrong_result_is_reported(tmp_path):
 
 def run_mpi_module(n, args, expect_rc=0):
     return run_mpi(n, "-m", "collex.bench", *args, timeout=180, expect_rc=expect_rc, module=True)
+
+
+def test_summary_takes_medians_over_runs():
+    def doc(t, speedup, wrong=0):
+        row = {"collective": "allreduce", "dtype": "float32", "op": "sum", "algo": "auto", "inplace": False,
+               "bytes": 1024, "collex": {"time_us": t, "busbw": 1024 / t / 1e3, "wrong": wrong},
+               "speedup": {"mpi4py": speedup}, "limit": {"fraction": 0.5}}  # fmt: skip
+        return {"meta": {"peers": ["mpi4py"], "ranks": 2}, "rows": [row]}
+
+    table = summarize.summarize([doc(10.0, 1.0), doc(30.0, 3.0), doc(20.0, 2.0, wrong=1)])
+    last = table.splitlines()[-1]
+    assert last.startswith("| allreduce | 1K | 20.0 |") and "| 2.00 |" in last and last.endswith("| 50 | 1 |")

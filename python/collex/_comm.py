@@ -3,6 +3,7 @@ arrays and hands (address, count, dtype code) to the C++ core."""
 
 from __future__ import annotations
 
+import atexit
 import weakref
 from typing import Any
 
@@ -16,6 +17,17 @@ CollexError = _core.CollexError
 
 # Every live Communicator, so that finalize() can shut them all down.
 _live: weakref.WeakSet = weakref.WeakSet()
+
+
+def shutdown_all() -> None:
+    """Finishes queued operations on every communicator and releases them."""
+    for c in list(_live):
+        c.shutdown()
+
+
+# Registered after mpi4py's own exit hook (collex imports mpi4py first), so it runs
+# before MPI is finalised: atexit handlers run last-in first-out.
+atexit.register(shutdown_all)
 
 
 class Work:

@@ -3,14 +3,12 @@ collectives that run on it."""
 
 from __future__ import annotations
 
-import atexit
 from typing import Any
 
 from . import _comm, _core
 
 _world: _comm.Communicator | None = None
 _finalized = False
-_atexit_registered = False
 
 
 def init(comm: Any = None, timeout: float | None = None) -> _comm.Communicator:
@@ -20,15 +18,11 @@ def init(comm: Any = None, timeout: float | None = None) -> _comm.Communicator:
     is how many seconds any wait may pass without progress before the operation
     raises CollectiveTimeout (default: COLLEX_TIMEOUT, else 300).
     """
-    global _world, _finalized, _atexit_registered
+    global _world, _finalized
     if _world is not None:
         return _world
     _world = _comm.Communicator(comm, timeout)
     _finalized = False
-    if not _atexit_registered:
-        # Runs before mpi4py finalises MPI (atexit handlers run last-in first-out).
-        atexit.register(finalize)
-        _atexit_registered = True
     return _world
 
 
@@ -36,8 +30,7 @@ def finalize() -> None:
     """Finishes queued operations and releases every communicator. Idempotent;
     also runs at interpreter exit."""
     global _world, _finalized
-    for c in list(_comm._live):
-        c.shutdown()
+    _comm.shutdown_all()
     _world = None
     _finalized = True
 

@@ -181,7 +181,7 @@ class Run {
     }
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.1f", a_.timeout_s);
-    o << " after " << secs << " s (waiting for rank " << st.peer << ")";
+    o << " after " << secs << " s";
     throw CollectiveTimeout(o.str());
   }
 

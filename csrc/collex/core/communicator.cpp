@@ -126,9 +126,10 @@ std::shared_ptr<Communicator> Communicator::split(int color, int key) {
   std::shared_ptr<Communicator> result;
   engine_.submit(
       [&] {
-        if (broken())
-          throw CommunicatorBroken(rank_prefix(rank_, Collective::kBarrier) +
-                                   "communicator is broken: " + broken_reason());
+        if (broken()) {
+          throw CommunicatorBroken("[rank " + std::to_string(rank_) +
+                                   "] collex.split: communicator is broken by an earlier failure: " + broken_reason());
+        }
         MPI_Comm part = MPI_COMM_NULL;
         MPI_Comm_split(mpi_->comm, color < 0 ? MPI_UNDEFINED : color, key, &part);
         if (part == MPI_COMM_NULL) return;
