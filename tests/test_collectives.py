@@ -1,6 +1,8 @@
 """Every collective against NumPy under real mpirun jobs of 1 to 5 ranks (the
 machine may have fewer cores than ranks: oversubscribed waits must still finish)."""
 
+import os
+
 import pytest
 from conftest import run_mpi
 
@@ -8,16 +10,29 @@ from conftest import run_mpi
 SMALL_CHUNKS = {"COLLEX_CHUNK_BYTES": "256"}
 
 
+# "auto" puts ranks of one node on shared memory (direct algorithms); "mpi" forces
+# every collective onto MPI messages (ring and tree).
+@pytest.mark.parametrize("transport", ["auto", "mpi"])
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5])
-def test_edge_sizes_every_dtype_op_algorithm(ranks):
-    proc = run_mpi(ranks, "collectives.py", "edge", env=SMALL_CHUNKS)
+def test_edge_sizes_every_dtype_op_algorithm(ranks, transport):
+    if ranks == 1 and transport == "mpi":
+        pytest.skip("one rank exchanges nothing: the transport plays no part")
+    proc = run_mpi(ranks, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_TRANSPORT": transport})
     assert " 0 failed" in proc.stdout
 
 
-@pytest.mark.parametrize("ranks", [2, 3, 5])
-def test_megabyte_buffers_default_chunking(ranks):
-    proc = run_mpi(ranks, "collectives.py", "large", timeout=300)
+@pytest.mark.parametrize(("ranks", "transport"), [(2, "auto"), (3, "auto"), (5, "auto"), (3, "mpi")])
+def test_megabyte_buffers_default_chunking(ranks, transport):
+    proc = run_mpi(ranks, "collectives.py", "large", timeout=300, env={"COLLEX_TRANSPORT": transport})
     assert " 0 failed" in proc.stdout
+
+
+def test_shared_memory_is_used_and_leaves_nothing_behind():
+    proc = run_mpi(
+        3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_TRANSPORT": "shm", "COLLEX_DEBUG": "1"}
+    )
+    assert "algo=direct" in proc.stderr
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("collex-")]
 
 
 def test_forced_algorithm_from_environment():

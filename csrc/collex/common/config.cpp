@@ -49,12 +49,12 @@ Config Config::from_env(double timeout_s) {
   c.timeout_s = timeout_s > 0 ? timeout_s : 300.0;
   if (const char* v = env("COLLEX_ALGO")) {
     std::string s(v);
-    if (s != "auto" && s != "ring" && s != "tree") bad("COLLEX_ALGO", v, "auto, ring or tree");
+    if (s != "auto" && s != "ring" && s != "tree" && s != "direct") bad("COLLEX_ALGO", v, "auto, ring, tree or direct");
     c.algo = s;
   }
   if (const char* v = env("COLLEX_TRANSPORT")) {
     std::string s(v);
-    if (s != "auto" && s != "mpi") bad("COLLEX_TRANSPORT", v, "auto or mpi");
+    if (s != "auto" && s != "mpi" && s != "shm") bad("COLLEX_TRANSPORT", v, "auto, mpi or shm");
     c.transport = s;
   }
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {

@@ -7,8 +7,8 @@
 namespace collex {
 
 struct Config {
-  std::string algo = "auto";             // COLLEX_ALGO: auto|ring|tree
-  std::string transport = "auto";        // COLLEX_TRANSPORT: auto|mpi
+  std::string algo = "auto";             // COLLEX_ALGO: auto|ring|tree|direct
+  std::string transport = "auto";        // COLLEX_TRANSPORT: auto|mpi|shm
   std::size_t chunk_bytes = 512 * 1024;  // COLLEX_CHUNK_BYTES: pipelining granularity
   double timeout_s = 300.0;              // COLLEX_TIMEOUT (init(timeout=) when not set)
   bool check = false;                    // COLLEX_CHECK: compare call fingerprints

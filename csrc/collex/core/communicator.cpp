@@ -7,10 +7,12 @@
 #include <sstream>
 
 #include "collex/algorithms/barrier.h"
+#include "collex/algorithms/direct.h"
 #include "collex/algorithms/ring.h"
 #include "collex/algorithms/tree.h"
 #include "collex/common/errors.h"
 #include "collex/transport/mpi/mpi_transport.h"
+#include "collex/transport/shm/shm_window.h"
 
 namespace collex {
 
@@ -46,6 +48,9 @@ constexpr int kChannelBits = 3;
 constexpr int kCheckChannel = 7;
 // Point-to-point messages are cut at this many bytes (MPI counts are ints).
 constexpr std::size_t kP2pPieceBytes = std::size_t{1} << 28;
+// Each rank's staging slot in the node's shared segment (two per rank). Below this
+// size a direct operation stages its data; above it reads peers' buffers.
+constexpr std::size_t kSlotBytes = 64 * 1024;
 
 int bit_width_of(std::uint32_t max_tag) {
   int bits = 0;
@@ -83,7 +88,20 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   p2p_tag_base_ = std::uint32_t{1} << (bits - 1);
   seq_mask_ = (std::uint32_t{1} << (bits - 1 - kChannelBits)) - 1;
   transport_ = std::move(mpi);
+
+  // Ranks that all share this node get a shared-memory window (collective over
+  // the node: every rank of it takes the same branch).
+  if (config_.transport != "mpi" && size_ > 1 && local_size_ == size_) {
+    window_ = ShmWindow::create(mpi_->local, kSlotBytes);
+  }
+  if (config_.transport == "shm" && size_ > 1 && !window_) {
+    throw CollexError("collex: COLLEX_TRANSPORT=shm, but " +
+                      std::string(local_size_ == size_ ? "the shared-memory segment could not be made"
+                                                       : "the ranks are not all on one node"));
+  }
 }
+
+const char* Communicator::window_name() const { return window_ ? window_->name() : ""; }
 
 Communicator::~Communicator() { shutdown(); }
 
@@ -94,6 +112,7 @@ void Communicator::shutdown() {
     shut_down_ = true;
   }
   engine_.stop();
+  window_.reset();
   transport_.reset();
   mpi_->release();
 }
@@ -234,6 +253,36 @@ void Communicator::check_fingerprints(const Call& call) {
   throw CollectiveMismatch(o.str());
 }
 
+bool Communicator::direct_ok(const Call& c) const {
+  if (!window_ || c.kind == Collective::kSend || c.kind == Collective::kRecv) return false;
+  return direct::supported(*window_, c.in.bytes());
+}
+
+void Communicator::run_direct(const Call& c) {
+  direct::Op o;
+  o.in = c.in.data;
+  o.out = c.out.data;
+  o.count = c.kind == Collective::kReduceScatter ? c.out.count : c.in.count;
+  o.dtype = c.in.dtype;
+  o.op = c.op;
+  o.root = c.root;
+  o.epoch = ++window_epoch_;
+  o.timeout_s = config_.timeout_s;
+  o.scratch = &pieces_;
+  OpLabel label{rank_, collective_name(c.kind), c.seq, "direct", c.in.dtype, c.in.bytes()};
+  o.label = label.describe();
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.c_str());
+  switch (c.kind) {
+    case Collective::kAllreduce: return direct::allreduce(*window_, o);
+    case Collective::kBroadcast: return direct::broadcast(*window_, o);
+    case Collective::kReduce: return direct::reduce(*window_, o);
+    case Collective::kAllgather: return direct::allgather(*window_, o);
+    case Collective::kReduceScatter: return direct::reduce_scatter(*window_, o);
+    case Collective::kBarrier: return direct::barrier(*window_, o);
+    default: break;
+  }
+}
+
 void Communicator::run_collective(const Call& c) {
   const std::size_t esize = dtype_size(c.in.dtype);
   const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / esize);
@@ -251,11 +300,17 @@ void Communicator::run_collective(const Call& c) {
     return;
   }
 
+  if (c.kind != Collective::kSend && c.kind != Collective::kRecv &&
+      tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c)) == Algo::kDirect) {
+    run_direct(c);
+    return;
+  }
+
   switch (c.kind) {
     case Collective::kAllreduce: {
       data = c.out.data;
       input = c.in.data;
-      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_);
+      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, false);
       if (algo == Algo::kTree) {
         tree::allreduce(s, rank_, size_, c.in.count, chunk, average);
       } else {
@@ -265,7 +320,7 @@ void Communicator::run_collective(const Call& c) {
     }
     case Collective::kBroadcast: {
       data = c.in.data;
-      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_);
+      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, false);
       if (algo == Algo::kTree) {
         tree::broadcast(s, rank_, size_, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk);
       } else {

@@ -19,6 +19,7 @@
 namespace collex {
 
 class Transport;
+class Window;
 struct MpiHandles;  // the MPI objects, kept out of this header
 
 class Communicator : public std::enable_shared_from_this<Communicator> {
@@ -57,6 +58,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // The largest user tag send/recv accept.
   int max_user_tag() const;
 
+  // The name of the window the direct algorithms use ("shm"), or "" when there is none.
+  const char* window_name() const;
+
   // Finishes queued operations and releases the MPI objects. Idempotent.
   void shutdown();
 
@@ -66,12 +70,17 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::shared_ptr<Work> submit(Call call, bool async);
   void run(const Call& call);
   void run_collective(const Call& call);
+  bool direct_ok(const Call& call) const;
+  void run_direct(const Call& call);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
   std::uint32_t collective_tag(std::uint64_t seq, int channel_block) const;
 
   std::unique_ptr<MpiHandles> mpi_;
   std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Window> window_;  // when every rank shares this node
+  std::uint64_t window_epoch_ = 0;  // direct operations so far, alike on every rank
+  std::vector<char> pieces_;        // direct algorithms' read buffers
   Engine engine_;
   Tuner tuner_;
   Config config_;

@@ -7,6 +7,7 @@ const char* algo_name(Algo a) {
     case Algo::kAuto: return "auto";
     case Algo::kRing: return "ring";
     case Algo::kTree: return "tree";
+    case Algo::kDirect: return "direct";
   }
   return "?";
 }
@@ -26,28 +27,34 @@ const char* collective_name(Collective c) {
 }
 
 bool algo_from_string(const std::string& s, Algo* out) {
-  if (s == "auto")
-    *out = Algo::kAuto;
-  else if (s == "ring")
-    *out = Algo::kRing;
-  else if (s == "tree")
-    *out = Algo::kTree;
-  else
-    return false;
-  return true;
+  for (Algo a : {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect}) {
+    if (s == algo_name(a)) {
+      *out = a;
+      return true;
+    }
+  }
+  return false;
 }
 
-Algo Tuner::choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced) const {
-  // reduce only has a tree; allgather and reduce_scatter only a ring.
-  if (c == Collective::kReduce) return Algo::kTree;
-  if (c == Collective::kAllgather || c == Collective::kReduceScatter) return Algo::kRing;
-  if (requested != Algo::kAuto) return requested;
-  if (forced != Algo::kAuto) return forced;
+Algo Tuner::choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced, bool direct_ok) const {
+  auto runnable = [&](Algo a) {
+    if (a == Algo::kDirect) return direct_ok;
+    // Over messages, reduce only has a tree; all-gather and reduce-scatter only a ring.
+    if (c == Collective::kReduce) return a == Algo::kTree;
+    if (c == Collective::kAllgather || c == Collective::kReduceScatter) return a == Algo::kRing;
+    return a != Algo::kAuto;
+  };
+  if (runnable(requested)) return requested;
+  if (runnable(forced)) return forced;
+  // Ranks sharing a node read each other directly: one copy instead of a message
+  // pipeline, and a single synchronisation for small messages.
+  if (direct_ok) return Algo::kDirect;
   switch (c) {
     case Collective::kAllreduce:
       // With two ranks both algorithms exchange the same halves; the ring pipelines better.
       return (ranks > 2 && bytes < allreduce_tree_below) ? Algo::kTree : Algo::kRing;
     case Collective::kBroadcast: return bytes < broadcast_tree_below ? Algo::kTree : Algo::kRing;
+    case Collective::kReduce: return Algo::kTree;
     default: return Algo::kRing;
   }
 }

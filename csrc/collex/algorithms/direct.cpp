@@ -1,0 +1,229 @@
+#include "collex/algorithms/direct.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "collex/algorithms/schedule.h"
+#include "collex/kernels/reduce.h"
+
+namespace collex::direct {
+namespace {
+
+// Markers: operation e passes 4e + 1 (inputs published or staged), 4e + 2 (own
+// block reduced) and 4e + 3 (done reading peers). Markers only grow.
+constexpr std::uint64_t marker(std::uint64_t epoch, int step) { return epoch * 4 + static_cast<std::uint64_t>(step); }
+
+// Pieces read from a peer at a time: big enough that the system call is cheap
+// beside the copy, small enough to stay in the core's cache until reduced.
+constexpr std::size_t kPieceBytes = 256 * 1024;
+
+struct Ctx {
+  Window& w;
+  const Op& o;
+  int me, p;
+  std::size_t es;
+
+  std::string at(int step, int steps) const {
+    return o.label + " step " + std::to_string(step) + "/" + std::to_string(steps);
+  }
+  char* out(std::size_t element) const { return static_cast<char*>(o.out) + element * es; }
+  const char* in(std::size_t element) const { return static_cast<const char*>(o.in) + element * es; }
+  // Arrives at marker step (1-3) of this operation and waits for every rank;
+  // `steps` is how many waits the operation has, for the error message.
+  void sync(int step, int steps) {
+    w.arrive(marker(o.epoch, step));
+    w.wait_all(marker(o.epoch, step), o.timeout_s, at(step == 3 ? steps : step, steps));
+  }
+};
+
+// dst = src[0] OP src[1] OP ... OP src[p-1], left to right. dst may be src[0] or
+// src[1] but no later source (it is written before those are read).
+void combine(void* dst, const char* const* src, int p, std::size_t n, DType dtype, ReduceOp op) {
+  if (p == 1) {
+    if (dst != src[0]) std::memmove(dst, src[0], n * dtype_size(dtype));
+    return;
+  }
+  kernels::reduce(dst, src[0], src[1], n, dtype, op);
+  for (int r = 2; r < p; ++r) kernels::reduce(dst, dst, src[r], n, dtype, op);
+}
+
+void divide_if_average(const Ctx& c, void* data, std::size_t n) {
+  if (c.o.op == ReduceOp::kAvg && c.p > 1) kernels::divide(data, n, c.o.dtype, static_cast<double>(c.p));
+}
+
+// Copies `bytes` of `src` into this rank's slot for this operation and waits until
+// every rank has staged; returns each rank's slot. Before writing, waits until
+// every rank has finished the operation that last used the same slot (two back).
+std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int steps) {
+  const int parity = static_cast<int>(c.o.epoch & 1);
+  if (c.o.epoch >= 2) c.w.wait_all(marker(c.o.epoch - 2, 3), c.o.timeout_s, c.at(1, steps));
+  if (bytes > 0) std::memcpy(c.w.slot(c.me, parity), src, bytes);
+  c.sync(1, steps);
+  std::vector<const char*> slots(static_cast<std::size_t>(c.p));
+  for (int r = 0; r < c.p; ++r) slots[static_cast<std::size_t>(r)] = c.w.slot(r, parity);
+  return slots;
+}
+
+void done_reading(Ctx& c) { c.w.arrive(marker(c.o.epoch, 3)); }
+
+// Reduces elements [first, first + n) of every rank's input (read from the peers
+// in pieces) into dst, in rank order.
+void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
+  const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
+  std::vector<char>& buf = *c.o.scratch;
+  const std::size_t need = 3 * piece * c.es;
+  if (buf.size() < need) buf.resize(need);
+  char* tmp[3] = {buf.data(), buf.data() + piece * c.es, buf.data() + 2 * piece * c.es};
+  for (std::size_t done = 0; done < n; done += piece) {
+    const std::size_t k = std::min(piece, n - done);
+    const std::size_t off = first + done;
+    char* to = dst + done * c.es;
+    // Own input, saved first if the result overwrites it before it is combined.
+    const char* own = c.in(off);
+    if (static_cast<const void*>(to) == static_cast<const void*>(own) && c.me >= 2) {
+      std::memcpy(tmp[2], own, k * c.es);
+      own = tmp[2];
+    }
+    auto fetch = [&](int r, char* into) -> const char* {
+      if (r == c.me) return own;
+      c.w.read(r, c.w.peer_input(r) + off * c.es, into, k * c.es);
+      return into;
+    };
+    if (c.p == 1) {
+      if (to != own) std::memmove(to, own, k * c.es);
+      continue;
+    }
+    const char* a = fetch(0, tmp[0]);
+    const char* b = fetch(1, tmp[1]);
+    kernels::reduce(to, a, b, k, c.o.dtype, c.o.op);
+    for (int r = 2; r < c.p; ++r) kernels::reduce(to, to, fetch(r, tmp[0]), k, c.o.dtype, c.o.op);
+  }
+}
+
+bool staged(const Window& w, std::size_t bytes) { return bytes <= w.slot_bytes(); }
+
+}  // namespace
+
+bool supported(const Window& w, std::size_t staged_bytes) { return staged(w, staged_bytes) || w.can_read_peers(); }
+
+void allreduce(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  const std::size_t bytes = o.count * c.es;
+  if (staged(w, bytes)) {
+    auto slots = stage(c, o.in, bytes, 1);
+    combine(o.out, slots.data(), c.p, o.count, o.dtype, o.op);
+    divide_if_average(c, o.out, o.count);
+    done_reading(c);
+    return;
+  }
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), reinterpret_cast<std::uintptr_t>(o.out));
+  c.sync(1, 3);
+  const Range mine = block_range(o.count, c.p, c.me);
+  reduce_from_inputs(c, mine.offset, mine.count, c.out(mine.offset));
+  divide_if_average(c, c.out(mine.offset), mine.count);
+  c.sync(2, 3);  // every block reduced; peers no longer read our input
+  for (int r = 0; r < c.p; ++r) {
+    const Range b = block_range(o.count, c.p, r);
+    if (r != c.me && b.count > 0) w.read(r, w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es);
+  }
+  c.sync(3, 3);  // nobody reads our result any more: the caller may reuse it
+}
+
+void broadcast(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  const std::size_t bytes = o.count * c.es;
+  if (staged(w, bytes)) {
+    auto slots = stage(c, c.me == o.root ? o.in : nullptr, c.me == o.root ? bytes : 0, 1);
+    if (c.me != o.root && bytes > 0) std::memcpy(o.out, slots[static_cast<std::size_t>(o.root)], bytes);
+    done_reading(c);
+    return;
+  }
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
+  c.sync(1, 2);
+  if (c.me != o.root) w.read(o.root, w.peer_input(o.root), o.out, bytes);
+  c.sync(3, 2);
+}
+
+void reduce(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  const std::size_t bytes = o.count * c.es;
+  if (staged(w, bytes)) {
+    auto slots = stage(c, o.in, bytes, 1);
+    if (c.me == o.root) {
+      combine(o.out, slots.data(), c.p, o.count, o.dtype, o.op);
+      divide_if_average(c, o.out, o.count);
+    }
+    done_reading(c);
+    return;
+  }
+  // Reduce-scatter into the root's result or a scratch block, then the root gathers.
+  const Range mine = block_range(o.count, c.p, c.me);
+  std::vector<char> block;
+  char* dst = c.out(mine.offset);
+  if (c.me != o.root) {
+    block.resize(mine.count * c.es);
+    dst = block.data();
+  }
+  // Published so that peer_result(r) + offset * es addresses rank r's block.
+  const std::uintptr_t result = reinterpret_cast<std::uintptr_t>(dst) - mine.offset * c.es;
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), result);
+  c.sync(1, 3);
+  reduce_from_inputs(c, mine.offset, mine.count, dst);
+  divide_if_average(c, dst, mine.count);
+  c.sync(2, 3);
+  if (c.me == o.root) {
+    for (int r = 0; r < c.p; ++r) {
+      const Range b = block_range(o.count, c.p, r);
+      if (r != c.me && b.count > 0) w.read(r, w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es);
+    }
+  }
+  c.sync(3, 3);
+}
+
+void allgather(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  const std::size_t bytes = o.count * c.es;
+  if (staged(w, bytes)) {
+    auto slots = stage(c, o.in, bytes, 1);
+    for (int r = 0; r < c.p; ++r) {
+      if (bytes > 0)
+        std::memcpy(c.out(static_cast<std::size_t>(r) * o.count), slots[static_cast<std::size_t>(r)], bytes);
+    }
+    done_reading(c);
+    return;
+  }
+  char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
+  if (own != o.in) std::memmove(own, o.in, bytes);
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
+  c.sync(1, 2);
+  for (int r = 0; r < c.p; ++r) {
+    if (r != c.me) w.read(r, w.peer_input(r), c.out(static_cast<std::size_t>(r) * o.count), bytes);
+  }
+  c.sync(3, 2);
+}
+
+void reduce_scatter(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  const std::size_t total = o.count * static_cast<std::size_t>(c.p);
+  const std::size_t offset = static_cast<std::size_t>(c.me) * o.count;
+  if (staged(w, total * c.es)) {
+    auto slots = stage(c, o.in, total * c.es, 1);
+    for (auto& s : slots) s += offset * c.es;
+    combine(o.out, slots.data(), c.p, o.count, o.dtype, o.op);
+    divide_if_average(c, o.out, o.count);
+    done_reading(c);
+    return;
+  }
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
+  c.sync(1, 2);
+  reduce_from_inputs(c, offset, o.count, static_cast<char*>(o.out));
+  divide_if_average(c, o.out, o.count);
+  c.sync(3, 2);
+}
+
+void barrier(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), 1};
+  c.sync(3, 1);
+}
+
+}  // namespace collex::direct

@@ -1,0 +1,50 @@
+// Direct algorithms for the ranks of one node, written against a Window: every
+// rank reads its peers' data itself instead of receiving messages.
+//
+// Small operations stage through the window's slots (one copy in, then every
+// rank reads what it needs from its peers' slots). Large ones read peers' own
+// buffers in one copy: a reduction is split into p blocks, rank b reduces block b
+// from every rank's input (reduce-scatter), then the ranks fetch each other's
+// reduced blocks (all-gather). Each step ends at a marker every rank must reach.
+//
+// Reductions combine ranks left to right in rank order, whichever rank computes
+// them and whichever path runs, so every rank gets the same bits, run after run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "collex/common/dtype.h"
+#include "collex/common/reduce_op.h"
+#include "collex/transport/window.h"
+
+namespace collex::direct {
+
+struct Op {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::size_t count = 0;  // elements: of x (all-reduce, reduce, broadcast, all-gather), of out (reduce-scatter)
+  DType dtype = DType::kUInt8;
+  ReduceOp op = ReduceOp::kSum;
+  int root = 0;
+  std::uint64_t epoch = 0;  // numbers the window's operations alike on every rank, from 1
+  double timeout_s = 300;
+  std::string label;           // "[rank r] allreduce seq=... algo=direct", for errors
+  std::vector<char>* scratch;  // grown as needed for pieces read from peers
+};
+
+// Whether an operation staging `bytes` per rank can run here: small enough for
+// the slots, or the window can read peers' buffers. All-reduce, reduce and
+// broadcast stage x, all-gather x, reduce-scatter the whole input.
+bool supported(const Window& w, std::size_t staged_bytes);
+
+void allreduce(Window& w, const Op& o);
+void broadcast(Window& w, const Op& o);
+void reduce(Window& w, const Op& o);
+void allgather(Window& w, const Op& o);       // out holds size * count elements
+void reduce_scatter(Window& w, const Op& o);  // in holds size * count elements
+void barrier(Window& w, const Op& o);
+
+}  // namespace collex::direct

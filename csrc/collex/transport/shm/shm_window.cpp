@@ -1,0 +1,179 @@
+#include "collex/transport/shm/shm_window.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "collex/common/errors.h"
+#include "collex/common/waiting.h"
+
+namespace collex {
+
+// Two cache lines per rank: the marker alone (polled by every peer), then what the
+// rank publishes per operation. Only the owning rank writes either.
+struct ShmWindow::Control {
+  alignas(64) std::atomic<std::uint64_t> marker;
+  alignas(64) std::uint64_t input;
+  std::uint64_t result;
+  std::int32_t pid;
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "markers must be lock-free in shared memory");
+
+namespace {
+
+constexpr std::uint64_t kProbe = 0x636f6c6c65780001ull;
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+std::string segment_name() {
+  static std::atomic<unsigned> counter{0};
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  char name[64];
+  std::snprintf(name, sizeof name, "/collex-%d-%u-%llx", static_cast<int>(getpid()), counter++,
+                static_cast<unsigned long long>(now) & 0xffffffull);
+  return name;
+}
+
+}  // namespace
+
+std::unique_ptr<ShmWindow> ShmWindow::create(MPI_Comm node, std::size_t slot_bytes) {
+  std::unique_ptr<ShmWindow> w(new ShmWindow());
+  MPI_Comm_rank(node, &w->rank_);
+  MPI_Comm_size(node, &w->size_);
+  w->slot_bytes_ = round_up(slot_bytes, 64);
+  const std::size_t controls = round_up(sizeof(Control) * static_cast<std::size_t>(w->size_), 4096);
+  w->mapped_bytes_ = controls + static_cast<std::size_t>(w->size_) * 2 * w->slot_bytes_;
+
+  char name[64] = {0};
+  int fd = -1;
+  if (w->rank_ == 0) {
+    std::snprintf(name, sizeof name, "%s", segment_name().c_str());
+    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd >= 0 && ftruncate(fd, static_cast<off_t>(w->mapped_bytes_)) != 0) {
+      close(fd);
+      fd = -1;
+    }
+    if (fd < 0) name[0] = '\0';  // tells the others there is nothing to open
+  }
+  MPI_Bcast(name, sizeof name, MPI_CHAR, 0, node);
+  if (w->rank_ != 0 && name[0] != '\0') fd = shm_open(name, O_RDWR, 0);
+  int ok = fd >= 0;
+  if (ok) {
+    w->base_ = mmap(nullptr, w->mapped_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (w->base_ == MAP_FAILED) {
+      w->base_ = nullptr;
+      ok = 0;
+    }
+    close(fd);
+  }
+  int all_ok = 0;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, node);
+  // Everyone has mapped the segment (or given up): its name is no longer needed.
+  if (w->rank_ == 0 && name[0] != '\0') shm_unlink(name);
+  if (!all_ok) return nullptr;  // the destructor unmaps what was mapped
+
+  // Publish this process and a probe word, then check that reading a peer works.
+  Control& mine = w->control(w->rank_);
+  mine.pid = static_cast<std::int32_t>(getpid());
+  // The probe must live in this process's private memory, not in the segment.
+  static std::uint64_t probe_word = kProbe;
+  mine.input = reinterpret_cast<std::uintptr_t>(&probe_word);
+  MPI_Barrier(node);
+  w->pids_.reset(new pid_t[static_cast<std::size_t>(w->size_)]);
+  for (int r = 0; r < w->size_; ++r) w->pids_[static_cast<std::size_t>(r)] = w->control(r).pid;
+  int can = 1;
+  if (w->size_ > 1) {
+    const int peer = (w->rank_ + 1) % w->size_;
+    std::uint64_t got = 0;
+    iovec local{&got, sizeof got};
+    iovec remote{reinterpret_cast<void*>(w->control(peer).input), sizeof got};
+    can = process_vm_readv(w->pids_[static_cast<std::size_t>(peer)], &local, 1, &remote, 1, 0) ==
+              static_cast<ssize_t>(sizeof got) &&
+          got == kProbe;
+  }
+  int all_can = 0;
+  MPI_Allreduce(&can, &all_can, 1, MPI_INT, MPI_MIN, node);
+  w->can_read_ = all_can != 0;
+  return w;
+}
+
+ShmWindow::~ShmWindow() {
+  if (base_ != nullptr) munmap(base_, mapped_bytes_);
+}
+
+ShmWindow::Control& ShmWindow::control(int r) const { return static_cast<Control*>(base_)[r]; }
+
+char* ShmWindow::slot(int r, int parity) {
+  const std::size_t controls = round_up(sizeof(Control) * static_cast<std::size_t>(size_), 4096);
+  return static_cast<char*>(base_) + controls +
+         (static_cast<std::size_t>(r) * 2 + static_cast<std::size_t>(parity)) * slot_bytes_;
+}
+
+void ShmWindow::publish(std::uintptr_t input, std::uintptr_t result) {
+  Control& mine = control(rank_);
+  mine.input = input;
+  mine.result = result;
+}
+
+std::uintptr_t ShmWindow::peer_input(int r) const { return control(r).input; }
+std::uintptr_t ShmWindow::peer_result(int r) const { return control(r).result; }
+
+void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
+  char* to = static_cast<char*>(local);
+  while (bytes > 0) {
+    iovec l{to, bytes};
+    iovec rv{reinterpret_cast<void*>(remote), bytes};
+    const ssize_t n = process_vm_readv(pids_[static_cast<std::size_t>(r)], &l, 1, &rv, 1, 0);
+    if (n <= 0) {
+      const int err = errno;
+      throw CollexError("reading rank " + std::to_string(r) + "'s memory failed: " + std::strerror(err) +
+                        (err == ESRCH ? " (the rank has exited)" : ""));
+    }
+    to += n;
+    remote += static_cast<std::uintptr_t>(n);
+    bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+void ShmWindow::arrive(std::uint64_t marker) { control(rank_).marker.store(marker, std::memory_order_release); }
+
+void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const std::string& what) {
+  int r = 0;
+  // Fast path: everyone is usually there already, or within a few hundred ns.
+  for (int spins = 0; spins < 64 && r < size_; ++spins) {
+    while (r < size_ && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
+  }
+  if (r == size_) return;
+  Deadline deadline(timeout_s);
+  Backoff backoff;
+  for (unsigned polls = 1;; ++polls) {
+    backoff.pause();
+    while (r < size_ && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
+    if (r == size_) return;
+    if ((polls & 255u) == 0) {
+      if (deadline.expired()) {
+        std::ostringstream o;
+        o << what << ": rank";
+        std::ostringstream late;
+        int n = 0;
+        for (int q = 0; q < size_; ++q) {
+          if (control(q).marker.load(std::memory_order_acquire) < marker) late << (n++ ? ", " : " ") << q;
+        }
+        o << (n > 1 ? "s" : "") << late.str() << (n > 1 ? " had" : " has") << " not arrived after " << timeout_s
+          << " s";
+        throw CollectiveTimeout(o.str());
+      }
+      if (polls >= 1024 && interrupt_requested()) throw Interrupted();
+    }
+  }
+}
+
+}  // namespace collex

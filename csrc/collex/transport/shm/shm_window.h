@@ -1,0 +1,51 @@
+// The Window of the CPU ranks of one node: one POSIX shared-memory segment made
+// by local rank 0, its name sent to the others over MPI, mapped by all and
+// unlinked at once (a crash leaves nothing in /dev/shm); peers' own buffers are
+// read with process_vm_readv, in one copy.
+#pragma once
+
+#include <mpi.h>
+#include <sys/types.h>
+
+#include <memory>
+
+#include "collex/transport/window.h"
+
+namespace collex {
+
+class ShmWindow final : public Window {
+ public:
+  // Collective over `node` (ranks that share memory). Returns null on every rank
+  // if any rank could not create or map the segment (the caller then uses MPI).
+  static std::unique_ptr<ShmWindow> create(MPI_Comm node, std::size_t slot_bytes);
+  ~ShmWindow() override;
+
+  const char* name() const override { return "shm"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  char* slot(int r, int parity) override;
+  std::size_t slot_bytes() const override { return slot_bytes_; }
+  bool can_read_peers() const override { return can_read_; }
+  void publish(std::uintptr_t input, std::uintptr_t result) override;
+  std::uintptr_t peer_input(int r) const override;
+  std::uintptr_t peer_result(int r) const override;
+  void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) override;
+  void arrive(std::uint64_t marker) override;
+  void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) override;
+
+ private:
+  struct Control;  // one cache line of flags and addresses per rank, in the segment
+
+  ShmWindow() = default;
+  Control& control(int r) const;
+
+  int rank_ = 0;
+  int size_ = 1;
+  std::size_t slot_bytes_ = 0;
+  void* base_ = nullptr;
+  std::size_t mapped_bytes_ = 0;
+  bool can_read_ = false;
+  std::unique_ptr<pid_t[]> pids_;
+};
+
+}  // namespace collex

@@ -1,0 +1,49 @@
+// Memory that the ranks of one node share, for algorithms that read their peers
+// directly instead of exchanging messages: per-rank progress markers, small
+// per-rank staging slots every rank can read, and single-copy reads of a peer's
+// own buffers. An algorithm written against a Window never learns how the
+// sharing is done (POSIX shared memory and cross-memory attach for CPU ranks).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace collex {
+
+class Window {
+ public:
+  virtual ~Window() = default;
+
+  virtual const char* name() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Staging slot of rank r, two per rank (parity 0 and 1) so that consecutive
+  // operations never write the slot a slow peer may still be reading.
+  virtual char* slot(int r, int parity) = 0;
+  virtual std::size_t slot_bytes() const = 0;
+
+  // Whether read() works (cross-memory attach may be forbidden by the system).
+  virtual bool can_read_peers() const = 0;
+
+  // Addresses this rank exposes for the current operation (its input, and where
+  // its results are); visible to peers once they have seen a later marker.
+  virtual void publish(std::uintptr_t input, std::uintptr_t result) = 0;
+  virtual std::uintptr_t peer_input(int r) const = 0;
+  virtual std::uintptr_t peer_result(int r) const = 0;
+
+  // Copies `bytes` from address `remote` of rank r's memory to `local`.
+  // Throws CollexError naming the rank when the peer is gone or the read fails.
+  virtual void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) = 0;
+
+  // Sets this rank's progress marker (markers only grow): everything this rank
+  // wrote before is visible to a peer that then sees the marker.
+  virtual void arrive(std::uint64_t marker) = 0;
+
+  // Waits until every rank's marker is at least `marker`. `what` prefixes the
+  // timeout message, which names the ranks that had not arrived.
+  virtual void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) = 0;
+};
+
+}  // namespace collex
