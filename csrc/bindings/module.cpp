@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "collex/algorithms/barrier.h"
 #include "collex/algorithms/ring.h"
@@ -74,6 +75,88 @@ py::object inspect_array(py::handle obj, bool writable) {
   }
   if (code < 0) return py::none();
   return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.size(), code);
+}
+
+// The synchronous fast path of allreduce and broadcast, for the common call: plain
+// arrays and string arguments that need no conversion. Anything else returns
+// NotImplemented and the Python layer runs its full checks (and error messages).
+struct Plain {
+  std::uintptr_t address = 0;
+  std::size_t count = 0;
+  int code = -1;
+};
+
+bool plain_array(py::handle obj, bool writable, Plain* out) {
+  py::object t = inspect_array(obj, writable);
+  if (t.is_none()) return false;
+  auto tup = py::reinterpret_borrow<py::tuple>(t);
+  out->address = tup[0].cast<std::uintptr_t>();
+  out->count = tup[1].cast<std::size_t>();
+  out->code = tup[2].cast<int>();
+  return true;
+}
+
+bool same_shape(py::handle a, py::handle b) {
+  auto x = py::reinterpret_borrow<py::array>(a);
+  auto y = py::reinterpret_borrow<py::array>(b);
+  if (x.ndim() != y.ndim()) return false;
+  for (py::ssize_t i = 0; i < x.ndim(); ++i) {
+    if (x.shape(i) != y.shape(i)) return false;
+  }
+  return true;
+}
+
+int op_code(py::handle op) {
+  if (!PyUnicode_Check(op.ptr())) return -1;
+  const char* s = PyUnicode_AsUTF8(op.ptr());
+  static const char* names[] = {"sum", "prod", "min", "max", "avg"};
+  for (int i = 0; i < 5; ++i) {
+    if (s != nullptr && std::strcmp(s, names[i]) == 0) return i;
+  }
+  return -1;
+}
+
+bool algo_code(py::handle algo, Algo* out) {
+  if (!PyUnicode_Check(algo.ptr())) return false;
+  const char* s = PyUnicode_AsUTF8(algo.ptr());
+  return s != nullptr && algo_from_string(s, out);
+}
+
+py::object allreduce_now(Communicator& c, py::handle x, py::handle out, py::handle op, py::handle algo) {
+  py::object slow = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  Plain in, res;
+  Algo a;
+  const int opc = op_code(op);
+  if (opc < 0 || !algo_code(algo, &a) || !plain_array(x, out.is_none(), &in)) return slow;
+  if (opc == static_cast<int>(ReduceOp::kAvg) && in.code > 3) return slow;  // avg of integers: an error
+  if (out.is_none()) {
+    res = in;
+  } else {
+    if (!plain_array(out, true, &res) || res.code != in.code || !same_shape(x, out)) return slow;
+    const std::size_t bytes = in.count * dtype_size(static_cast<DType>(in.code));
+    const bool same = res.address == in.address;
+    if (!same && bytes > 0 && res.address < in.address + bytes && in.address < res.address + bytes) return slow;
+  }
+  {
+    py::gil_scoped_release release;
+    c.allreduce(make_buffer(in.address, in.count, in.code), make_buffer(res.address, res.count, res.code),
+                static_cast<ReduceOp>(opc), a, false);
+  }
+  return py::reinterpret_borrow<py::object>(out.is_none() ? x : out);
+}
+
+py::object broadcast_now(Communicator& c, py::handle x, py::handle root, py::handle algo) {
+  py::object slow = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (!PyLong_CheckExact(root.ptr())) return slow;
+  const long r = PyLong_AsLong(root.ptr());
+  Plain buf;
+  Algo a;
+  if (r < 0 || r >= c.size() || !algo_code(algo, &a) || !plain_array(x, r != c.rank(), &buf)) return slow;
+  {
+    py::gil_scoped_release release;
+    c.broadcast(make_buffer(buf.address, buf.count, buf.code), static_cast<int>(r), a, false);
+  }
+  return py::reinterpret_borrow<py::object>(x);
 }
 
 // One rank's schedule as tuples (kind, channel, round, peer, offset, count, from_input), for
@@ -182,6 +265,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("max_user_tag", &Communicator::max_user_tag)
       .def_property_readonly("timeout", [](const Communicator& c) { return c.config().timeout_s; })
       .def("shutdown", &Communicator::shutdown, Guard())
+      .def("allreduce_now", &allreduce_now)
+      .def("broadcast_now", &broadcast_now)
       .def(
           "allreduce",
           [](Communicator& c, std::uintptr_t in, std::uintptr_t out, std::size_t n, int dtype, int op,

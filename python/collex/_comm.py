@@ -146,6 +146,10 @@ class Communicator:
 
         op: sum, prod, min, max, avg. In place (into x, returned) when out is None.
         algo: auto, ring (bandwidth-optimal) or tree (latency-optimal)."""
+        if not async_op:
+            done = self._c.allreduce_now(x, out, op, algo)
+            if done is not NotImplemented:
+                return done
         name = "allreduce"
         a = Arg(x, "x", name, self.rank, writable=out is None)
         code = _op_code(op, name, self.rank, a)
@@ -156,6 +160,10 @@ class Communicator:
 
     def broadcast(self, x: Any, root: int = 0, algo: str = "auto", async_op: bool = False) -> Any:
         """Copies root's x into x on every rank (in place); returns x."""
+        if not async_op:
+            done = self._c.broadcast_now(x, root, algo)
+            if done is not NotImplemented:
+                return done
         name = "broadcast"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=self.rank != root)
