@@ -15,6 +15,7 @@
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
+#include "collex/kernels/reduce.h"
 #include "collex/kernels/stream.h"
 
 namespace py = pybind11;
@@ -233,6 +234,17 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("inspect_array", &inspect_array, py::arg("array"), py::arg("writable"));
+
+  // The reduction kernels, for tests: dst = a OP b, and dst /= divisor.
+  m.def("_kernel_reduce", [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op) {
+    kernels::reduce(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), n,
+                    make_buffer(0, 0, dtype).dtype, make_op(op));
+  });
+  m.def("_kernel_divide", [](std::uintptr_t dst, std::size_t n, int dtype, double divisor) {
+    kernels::divide(reinterpret_cast<void*>(dst), n, make_buffer(0, 0, dtype).dtype, divisor);
+  });
+  m.def("kernel_isa", &kernels::kernel_isa, "The instruction set the reduction kernels use.");
+  m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });
   m.def("set_bfloat16_type_num", [](int num) { bfloat16_type_num = num; });
 
   m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),

@@ -1,5 +1,7 @@
 #include "collex/core/tuner.h"
 
+#include <initializer_list>
+
 namespace collex {
 
 const char* algo_name(Algo a) {

@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <cstring>
 
+// Internal linkage on the host: the kernels are compiled several times with
+// different instruction sets, and each copy must keep its own conversions.
 #if defined(__CUDACC__)
 #define COLLEX_HD __host__ __device__ inline
 #else
-#define COLLEX_HD inline
+#define COLLEX_HD static inline
 #endif
 
 namespace collex::kernels {
@@ -27,11 +29,12 @@ COLLEX_HD float bits_float(std::uint32_t u) {
 
 COLLEX_HD float bf16_to_float(std::uint16_t h) { return bits_float(static_cast<std::uint32_t>(h) << 16); }
 
+// Branch-free, so that loops over it vectorise.
 COLLEX_HD std::uint16_t float_to_bf16(float f) {
-  std::uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
-  return static_cast<std::uint16_t>(u >> 16);
+  const std::uint32_t u = float_bits(f);
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // nearest, ties to even
+  const std::uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
 COLLEX_HD float fp16_to_float(std::uint16_t h) {

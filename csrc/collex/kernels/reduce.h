@@ -24,4 +24,26 @@ inline void reduce_into(void* dst, const void* src, std::size_t n, DType dtype, 
 // fp16/bf16). Used once on the final sum to make an average. Floats only.
 void divide(void* dst, std::size_t n, DType dtype, double divisor);
 
+// The instruction set the loops were chosen for at start-up: "avx512", "avx2" or
+// "generic". COLLEX_KERNELS=generic|avx2|avx512 forces one (if the CPU has it).
+const char* kernel_isa();
+// Chooses the loops again, for tests: returns false if the CPU lacks `isa`.
+bool use_kernel_isa(const char* isa);
+
+// One compiled copy of the loops per instruction set (see reduce_loops.h).
+using ReduceFn = void (*)(void* dst, const void* a, const void* b, std::size_t n);
+using DivideFn = void (*)(void* dst, std::size_t n, double divisor);
+namespace generic {
+ReduceFn pick_reduce(DType dtype, ReduceOp op);
+DivideFn pick_divide(DType dtype);
+}  // namespace generic
+namespace avx2 {
+ReduceFn pick_reduce(DType dtype, ReduceOp op);
+DivideFn pick_divide(DType dtype);
+}  // namespace avx2
+namespace avx512 {
+ReduceFn pick_reduce(DType dtype, ReduceOp op);
+DivideFn pick_divide(DType dtype);
+}  // namespace avx512
+
 }  // namespace collex::kernels
