@@ -35,6 +35,7 @@ def run_mpi(
     env: dict | None = None,
     expect_rc: int | None = 0,
     module: bool = False,
+    launcher_args: list[str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Runs `mpirun -n n python tests/mpi/script args...` (with module=True, script
     and args go to python as they are, e.g. "-m", "collex.bench"); fails the test
@@ -43,7 +44,7 @@ def run_mpi(
     full_env.setdefault("COLLEX_TIMEOUT", "60")
     full_env.update(env or {})
     target = [script] if module else [str(SCRIPTS / script)]
-    cmd = [mpirun_path(), "-n", str(n), sys.executable, *target, *args]
+    cmd = [mpirun_path(), *(launcher_args or []), "-n", str(n), sys.executable, *target, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     except subprocess.TimeoutExpired as e:

@@ -167,8 +167,9 @@ void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const std::stri
         for (int q = 0; q < size_; ++q) {
           if (control(q).marker.load(std::memory_order_acquire) < marker) late << (n++ ? ", " : " ") << q;
         }
-        o << (n > 1 ? "s" : "") << late.str() << (n > 1 ? " had" : " has") << " not arrived after " << timeout_s
-          << " s";
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.1f", timeout_s);
+        o << (n > 1 ? "s" : "") << late.str() << (n > 1 ? " had" : " has") << " not arrived after " << secs << " s";
         throw CollectiveTimeout(o.str());
       }
       if (polls >= 1024 && interrupt_requested()) throw Interrupted();
