@@ -17,6 +17,7 @@
 #include "collex/core/communicator.h"
 #include "collex/kernels/reduce.h"
 #include "collex/kernels/stream.h"
+#include "collex/transport/window.h"
 
 namespace py = pybind11;
 using namespace collex;
@@ -263,6 +264,15 @@ PYBIND11_MODULE(_core, m) {
       py::arg("bytes"), py::arg("repeats") = 5,
       "Memory bandwidth (copy, add) in bytes read+written per second at this working-set size.");
 
+  // A symmetric buffer's memory as a Python buffer (NumPy wraps it without a copy
+  // and keeps it, and so the mapping, alive).
+  py::class_<SymmetricMemory, std::shared_ptr<SymmetricMemory>>(m, "SymmetricMemory", py::buffer_protocol())
+      .def_buffer([](SymmetricMemory& s) {
+        return py::buffer_info(s.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(s.bytes())}, {1});
+      })
+      .def_property_readonly("address", [](SymmetricMemory& s) { return reinterpret_cast<std::uintptr_t>(s.data()); });
+
   py::class_<Work, std::shared_ptr<Work>>(m, "Work").def("wait", &Work::wait, Guard()).def("done", &Work::done);
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
@@ -278,6 +288,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("timeout", [](const Communicator& c) { return c.config().timeout_s; })
       .def("shutdown", &Communicator::shutdown, Guard())
       .def("allreduce_now", &allreduce_now)
+      .def("allocate_symmetric", &Communicator::allocate_symmetric)
+      .def_property_readonly("window", &Communicator::window_name)
       .def("broadcast_now", &broadcast_now)
       .def(
           "allreduce",

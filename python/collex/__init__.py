@@ -23,6 +23,7 @@ from ._runtime import (
     allreduce,
     barrier,
     broadcast,
+    empty,
     finalize,
     init,
     is_initialized,
@@ -35,6 +36,7 @@ from ._runtime import (
     send,
     size,
     world,
+    zeros,
 )
 
 CollexError = _core.CollexError
@@ -55,6 +57,7 @@ __all__ = [
     "allreduce",
     "barrier",
     "broadcast",
+    "empty",
     "finalize",
     "init",
     "is_initialized",
@@ -67,4 +70,5 @@ __all__ = [
     "send",
     "size",
     "world",
+    "zeros",
 ]

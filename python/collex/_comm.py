@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import Arg, check_out, check_rank_arg, where
-from ._dtypes import ALGOS, AVG, FLOATING, OPS
+from ._dtypes import ALGOS, AVG, CODES, FLOATING, NAMES, OPS
 
 CollexError = _core.CollexError
 
@@ -129,6 +129,36 @@ class Communicator:
         color=None (or negative) leaves this rank out; it gets None."""
         core = self._c.split(-1 if color is None else int(color), int(key))
         return None if core is None else Communicator._wrap(core)
+
+    @property
+    def shared_memory(self) -> bool:
+        """Whether the ranks share a node window (direct algorithms, symmetric buffers)."""
+        return bool(self._c.window)
+
+    def empty(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
+        """A NumPy array in memory every rank of this communicator can read in place
+        (a symmetric buffer). Collective: every rank passes the same shape and dtype.
+        Collectives on such arrays read peers directly instead of copying through
+        the kernel; without a shared window it is an ordinary array."""
+        dt = np.dtype(dtype)
+        if dt not in CODES:
+            raise TypeError(
+                f"{where('empty', self.rank)}: dtype: unsupported dtype {dt}; expected one of {NAMES}"
+            )
+        shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ValueError(f"{where('empty', self.rank)}: shape={shape}: sizes must not be negative")
+        count = int(np.prod(shape, dtype=np.int64))
+        memory = self._c.allocate_symmetric(count * dt.itemsize)
+        if memory is None:
+            return np.empty(shape, dt)
+        return np.frombuffer(memory, dtype=dt, count=count).reshape(shape)
+
+    def zeros(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
+        """Like empty(), filled with zeros."""
+        a = self.empty(shape, dtype)
+        a.fill(0)
+        return a
 
     def shutdown(self) -> None:
         """Finishes queued operations and releases this communicator's resources."""

@@ -65,6 +65,14 @@ def local_size() -> int:
     return world().local_size
 
 
+def empty(shape: Any, dtype: Any = "float32") -> Any:
+    return world().empty(shape, dtype)
+
+
+def zeros(shape: Any, dtype: Any = "float32") -> Any:
+    return world().zeros(shape, dtype)
+
+
 def allreduce(x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False) -> Any:
     return world().allreduce(x, op=op, out=out, algo=algo, async_op=async_op)
 
@@ -97,5 +105,5 @@ def recv(x: Any, src: int, tag: int = 0) -> Any:
     return world().recv(x, src, tag)
 
 
-for _f in (allreduce, broadcast, reduce, allgather, reduce_scatter, barrier, send, recv):
+for _f in (allreduce, broadcast, reduce, allgather, reduce_scatter, barrier, send, recv, empty, zeros):
     _f.__doc__ = getattr(_comm.Communicator, _f.__name__).__doc__ + "\n\nRuns on the world communicator."

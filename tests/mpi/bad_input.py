@@ -108,6 +108,8 @@ expect(
     "CUDA",
     lambda: cx.allreduce(type("FakeCupy", (), {"__cuda_array_interface__": {}})()),
 )
+expect("empty of a bad dtype", TypeError, ["collex.empty", "complex128"], lambda: cx.empty(4, np.complex128))
+expect("empty of a negative size", ValueError, ["collex.empty", "shape=(-1,)"], lambda: cx.empty(-1))
 expect("Communicator of a non-comm", TypeError, "mpi4py communicator", lambda: cx.Communicator(42))
 expect("Communicator bad timeout", ValueError, "timeout", lambda: cx.Communicator(None, timeout=-1))
 

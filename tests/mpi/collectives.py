@@ -189,6 +189,46 @@ for dt in (np.float16, ml_dtypes.bfloat16, np.float32):
         cases.check(f"random {np.dtype(dt).name} {algo} deterministic", np.array_equal(again, got))
 
 
+# ---- symmetric buffers: every collective reads peers in place ----
+def symmetric_buffers():
+    for n in (3, 5000, 300001):  # staged, and read in place (above the slot size)
+        ones = cx.empty(n, np.float32)
+        assert ones.shape == (n,) and ones.dtype == np.float32 and ones.flags.c_contiguous
+        ones[:] = rank + 1
+        out = cx.zeros(n, np.float32)
+        assert (out == 0).all()
+        cx.allreduce(ones, out=out)
+        assert (out == size * (size + 1) / 2).all() and (ones == rank + 1).all(), out[:3]
+        cx.allreduce(ones, op="max")  # in place
+        assert (ones == size).all()
+        ones[:] = rank + 1
+        red = cx.zeros(n, np.float32)
+        cx.reduce(ones, root=size - 1, out=red)
+        assert rank != size - 1 or (red == size * (size + 1) / 2).all()
+        b = cx.empty((2, n), np.int64)
+        b[:] = rank
+        cx.broadcast(b, root=size - 1)
+        assert (b == size - 1).all()
+        g = cx.empty((size, n), np.float32)
+        cx.allgather(ones, out=g)
+        assert (g == np.arange(1, size + 1, dtype=np.float32)[:, None]).all()
+        big = cx.empty(n * size, np.float64)
+        big[:] = np.arange(n * size) + rank
+        part = cx.reduce_scatter(big)
+        want = size * np.arange(rank * n, (rank + 1) * n) + size * (size - 1) / 2
+        assert np.array_equal(part, want)
+    assert cx.empty(0, np.int8).size == 0 and cx.zeros((0, 3)).shape == (0, 3)
+    # Mixed: a symmetric input with an ordinary output, and the reverse.
+    sym = cx.empty(200000, np.float32)
+    sym[:] = 1
+    plain = np.full(200000, 1, np.float32)
+    assert (cx.allreduce(sym, out=np.empty(200000, np.float32)) == size).all()
+    assert (cx.allreduce(plain, out=cx.empty(200000, np.float32)) == size).all()
+
+
+cases.run("symmetric buffers", symmetric_buffers)
+
+
 # ---- async handles, in order with synchronous calls ----
 def async_mix():
     xs = [np.full(1000 * (k + 1), rank + k, np.float64) for k in range(4)]

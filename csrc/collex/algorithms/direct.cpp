@@ -86,7 +86,9 @@ void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
     }
     auto fetch = [&](int r, char* into) -> const char* {
       if (r == c.me) return own;
-      c.w.read(r, c.w.peer_input(r) + off * c.es, into, k * c.es);
+      const std::uintptr_t remote = c.w.peer_input(r) + off * c.es;
+      if (const char* in_place = c.w.mapped(r, remote, k * c.es)) return in_place;  // symmetric buffer
+      c.w.read(r, remote, into, k * c.es);
       return into;
     };
     if (c.p == 1) {

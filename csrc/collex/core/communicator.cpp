@@ -103,6 +103,20 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
 
 const char* Communicator::window_name() const { return window_ ? window_->name() : ""; }
 
+std::shared_ptr<SymmetricMemory> Communicator::allocate_symmetric(std::size_t bytes) {
+  std::shared_ptr<SymmetricMemory> memory;
+  engine_.submit(
+      [&] {
+        if (broken()) {
+          throw CommunicatorBroken("[rank " + std::to_string(rank_) +
+                                   "] collex.empty: communicator is broken by an earlier failure: " + broken_reason());
+        }
+        if (window_) memory = window_->allocate(bytes);
+      },
+      /*async=*/false);
+  return memory;
+}
+
 Communicator::~Communicator() { shutdown(); }
 
 void Communicator::shutdown() {

@@ -20,6 +20,8 @@ namespace collex {
 
 class Transport;
 class Window;
+class SymmetricMemory;
+class ShmWindow;
 struct MpiHandles;  // the MPI objects, kept out of this header
 
 class Communicator : public std::enable_shared_from_this<Communicator> {
@@ -61,6 +63,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // The name of the window the direct algorithms use ("shm"), or "" when there is none.
   const char* window_name() const;
 
+  // Collective: `bytes` of this rank's own in memory every rank reads in place
+  // (null when the ranks have no shared window). Ordered with queued operations.
+  std::shared_ptr<SymmetricMemory> allocate_symmetric(std::size_t bytes);
+
   // Finishes queued operations and releases the MPI objects. Idempotent.
   void shutdown();
 
@@ -78,9 +84,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   std::unique_ptr<MpiHandles> mpi_;
   std::unique_ptr<Transport> transport_;
-  std::unique_ptr<Window> window_;  // when every rank shares this node
-  std::uint64_t window_epoch_ = 0;  // direct operations so far, alike on every rank
-  std::vector<char> pieces_;        // direct algorithms' read buffers
+  std::unique_ptr<ShmWindow> window_;  // when every rank shares this node
+  std::uint64_t window_epoch_ = 0;     // direct operations so far, alike on every rank
+  std::vector<char> pieces_;           // direct algorithms' read buffers
   Engine engine_;
   Tuner tuner_;
   Config config_;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace collex {
@@ -37,6 +38,10 @@ class Window {
   // Throws CollexError naming the rank when the peer is gone or the read fails.
   virtual void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) = 0;
 
+  // Where this rank sees [remote, remote + bytes) of rank r's memory, when that
+  // range lies in memory the ranks share (a symmetric buffer), else null.
+  virtual const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const = 0;
+
   // Sets this rank's progress marker (markers only grow): everything this rank
   // wrote before is visible to a peer that then sees the marker.
   virtual void arrive(std::uint64_t marker) = 0;
@@ -44,6 +49,15 @@ class Window {
   // Waits until every rank's marker is at least `marker`. `what` prefixes the
   // timeout message, which names the ranks that had not arrived.
   virtual void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) = 0;
+};
+
+// Memory every rank of the window can read in place: each rank's part of a
+// collectively made buffer. Unmapped when the last reference goes.
+class SymmetricMemory {
+ public:
+  virtual ~SymmetricMemory() = default;
+  virtual void* data() const = 0;         // this rank's part
+  virtual std::size_t bytes() const = 0;  // its size
 };
 
 }  // namespace collex

@@ -5,12 +5,15 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
@@ -26,6 +29,17 @@ struct ShmWindow::Control {
   std::int32_t pid;
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "markers must be lock-free in shared memory");
+
+// Each symmetric segment as this rank maps it, and where every rank maps it.
+struct ShmWindow::Registry {
+  struct Segment {
+    char* base;                         // this rank's mapping
+    std::size_t total;                  // bytes mapped
+    std::vector<std::uintptr_t> peers;  // every rank's mapping of the same segment
+  };
+  mutable std::mutex mutex;  // buffers may be released from any thread
+  std::vector<Segment> segments;
+};
 
 namespace {
 
@@ -46,6 +60,8 @@ std::string segment_name() {
 
 std::unique_ptr<ShmWindow> ShmWindow::create(MPI_Comm node, std::size_t slot_bytes) {
   std::unique_ptr<ShmWindow> w(new ShmWindow());
+  w->node_ = node;
+  w->registry_ = std::make_shared<Registry>();
   MPI_Comm_rank(node, &w->rank_);
   MPI_Comm_size(node, &w->size_);
   w->slot_bytes_ = round_up(slot_bytes, 64);
@@ -126,7 +142,93 @@ void ShmWindow::publish(std::uintptr_t input, std::uintptr_t result) {
 std::uintptr_t ShmWindow::peer_input(int r) const { return control(r).input; }
 std::uintptr_t ShmWindow::peer_result(int r) const { return control(r).result; }
 
+const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) const {
+  std::lock_guard<std::mutex> lock(registry_->mutex);
+  for (const auto& s : registry_->segments) {
+    const std::uintptr_t start = s.peers[static_cast<std::size_t>(r)];
+    if (remote >= start && remote + bytes <= start + s.total) return s.base + (remote - start);
+  }
+  return nullptr;
+}
+
+namespace {
+
+// This rank's part of a symmetric segment; unmaps (and forgets) it when released.
+class ShmSymmetric final : public SymmetricMemory {
+ public:
+  ShmSymmetric(char* base, std::size_t total, char* mine, std::size_t bytes, std::shared_ptr<void> registry_entry)
+      : base_(base), total_(total), mine_(mine), bytes_(bytes), entry_(std::move(registry_entry)) {}
+  ~ShmSymmetric() override {
+    entry_.reset();  // unregister before the memory goes
+    munmap(base_, total_);
+  }
+  void* data() const override { return mine_; }
+  std::size_t bytes() const override { return bytes_; }
+
+ private:
+  char* base_;
+  std::size_t total_;
+  char* mine_;
+  std::size_t bytes_;
+  std::shared_ptr<void> entry_;
+};
+
+}  // namespace
+
+std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
+  const std::size_t stride = round_up(std::max<std::size_t>(bytes, 1), 4096);
+  const std::size_t total = stride * static_cast<std::size_t>(size_);
+  char name[64] = {0};
+  int fd = -1;
+  if (rank_ == 0) {
+    std::snprintf(name, sizeof name, "%s", segment_name().c_str());
+    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd >= 0 && ftruncate(fd, static_cast<off_t>(total)) != 0) {
+      close(fd);
+      shm_unlink(name);
+      fd = -1;
+    }
+    if (fd < 0) name[0] = '\0';
+  }
+  MPI_Bcast(name, sizeof name, MPI_CHAR, 0, node_);
+  if (rank_ != 0 && name[0] != '\0') fd = shm_open(name, O_RDWR, 0);
+  char* base = nullptr;
+  if (fd >= 0) {
+    void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base = p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+    close(fd);
+  }
+  int ok = base != nullptr, all_ok = 0;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, node_);
+  if (rank_ == 0 && name[0] != '\0') shm_unlink(name);  // mapped everywhere (or given up)
+  if (!all_ok) {
+    if (base != nullptr) munmap(base, total);
+    throw CollexError("collex.empty: could not make a shared segment of " + std::to_string(total) +
+                      " bytes (is /dev/shm large enough?)");
+  }
+  std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(base);
+  Registry::Segment seg{base, total, std::vector<std::uintptr_t>(static_cast<std::size_t>(size_))};
+  MPI_Allgather(&mine, sizeof mine, MPI_BYTE, seg.peers.data(), sizeof mine, MPI_BYTE, node_);
+  {
+    std::lock_guard<std::mutex> lock(registry_->mutex);
+    registry_->segments.push_back(seg);
+  }
+  // Unregistering holds the registry alive even if the window is gone first.
+  std::shared_ptr<Registry> registry = registry_;
+  std::shared_ptr<void> entry(base, [registry](void* b) {
+    std::lock_guard<std::mutex> lock(registry->mutex);
+    auto& v = registry->segments;
+    v.erase(std::remove_if(v.begin(), v.end(), [b](const Registry::Segment& s) { return s.base == b; }), v.end());
+  });
+  return std::make_shared<ShmSymmetric>(base, total, base + static_cast<std::size_t>(rank_) * stride, bytes,
+                                        std::move(entry));
+}
+
 void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
+  if (const char* in_place = mapped(r, remote, bytes)) {
+    std::memcpy(local, in_place, bytes);
+    return;
+  }
   char* to = static_cast<char*>(local);
   while (bytes > 0) {
     iovec l{to, bytes};

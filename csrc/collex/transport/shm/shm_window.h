@@ -30,11 +30,17 @@ class ShmWindow final : public Window {
   std::uintptr_t peer_input(int r) const override;
   std::uintptr_t peer_result(int r) const override;
   void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) override;
+  const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
+
+  // Collective over the node: every rank gets `bytes` of its own in one new
+  // segment that all ranks map, so that peers read each other's parts in place.
+  std::shared_ptr<SymmetricMemory> allocate(std::size_t bytes);
   void arrive(std::uint64_t marker) override;
   void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) override;
 
  private:
-  struct Control;  // one cache line of flags and addresses per rank, in the segment
+  struct Control;   // one cache line of flags and addresses per rank, in the segment
+  struct Registry;  // the symmetric segments now mapped, shared with their buffers
 
   ShmWindow() = default;
   Control& control(int r) const;
@@ -46,6 +52,8 @@ class ShmWindow final : public Window {
   std::size_t mapped_bytes_ = 0;
   bool can_read_ = false;
   std::unique_ptr<pid_t[]> pids_;
+  MPI_Comm node_ = MPI_COMM_NULL;  // borrowed from the communicator, for allocate()
+  std::shared_ptr<Registry> registry_;
 };
 
 }  // namespace collex
