@@ -97,6 +97,15 @@ def test_tiny_sweep_writes_valid_json_and_csv(tmp_path):
     assert proc.stdout.count("# allreduce  float32  op=sum  algo=ring  out-of-place") == 1
 
 
+def test_symmetric_buffers_sweep(tmp_path):
+    js = tmp_path / "sym.json"
+    args = ["-b", "1K", "-e", "1M", "-f", "32", "-c", "allreduce,reduce_scatter", "-S", "-w", "1", "-R", "1"]
+    proc = run_mpi_module(2, [*args, "-n", "2", "--peers", "mpi4py", "--json", str(js)])
+    rows = json.loads(js.read_text())["rows"]
+    assert rows and all(r["symmetric"] and r["collex"]["wrong"] == 0 for r in rows)
+    assert "symmetric buffers" in proc.stdout
+
+
 def test_planted_wrong_result_is_reported(tmp_path):
     js = tmp_path / "out.json"
     args = ["-b", "64", "-e", "64", "-c", "allreduce,allgather", "-w", "1", "-R", "1", "-n", "1"]

@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("-R", "--repeats", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--peers", default="mpi4py,gloo", help="comma list of peers to measure; '' for none")
+    p.add_argument(
+        "-S",
+        "--symmetric",
+        action="store_true",
+        help="collex's arrays are symmetric buffers (collex.empty); peers keep ordinary ones",
+    )
     p.add_argument("--no-limit", action="store_true", help="skip the memory-bandwidth limit")
     p.add_argument("--json", help="write every row to this JSON file")
     p.add_argument("--csv", help="write every row to this CSV file")
@@ -170,6 +176,8 @@ class Bench:
 
     def measure(self, peer, coll, count, dt, op, algo, inplace, root) -> dict[str, Any] | None:
         x, out = self.arrays(coll, count, dt, op, inplace, root)
+        if self.args.symmetric and peer.name == "collex":
+            x, out = (None if a is None else self.symmetric_copy(peer.comm, a) for a in (x, out))
         row = Row(coll, x, out, op if coll in REDUCING else "sum", root, algo)
         try:
             fn, result = peer.make(row)
@@ -204,6 +212,12 @@ class Bench:
             "busbw": busbw(coll, nbytes, seconds, self.size),
             "wrong": wrong,
         }
+
+    @staticmethod
+    def symmetric_copy(comm, a: np.ndarray) -> np.ndarray:
+        s = comm.empty(a.shape, a.dtype)  # collective: every rank makes the same arrays
+        s[...] = a
+        return s
 
     # ---- the sweep ----
 
@@ -278,6 +292,7 @@ class Bench:
             row = {
                 "collective": coll, "dtype": dt.name, "op": op, "algo": algo, "inplace": inplace,
                 "transport": transport, "ranks": self.size, "bytes": nbytes, "count": count,
+                "symmetric": bool(a.symmetric),
                 "collex": mine, "peers": peers,
                 "speedup": {n: (r["time_us"] / mine["time_us"]) if r else None for n, r in peers.items()},
                 "limit": limit,

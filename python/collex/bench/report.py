@@ -25,6 +25,8 @@ class Table:
 
     def header(self, row: dict[str, Any]) -> None:
         mode = "in-place" if row["inplace"] else "out-of-place"
+        if row.get("symmetric"):
+            mode += "  symmetric buffers"
         print(
             f"\n# {row['collective']}  {row['dtype']}  op={row['op']}  algo={row['algo']}  {mode}"
             f"  ranks={row['ranks']}",
