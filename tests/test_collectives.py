@@ -27,6 +27,18 @@ def test_megabyte_buffers_default_chunking(ranks, transport):
     assert " 0 failed" in proc.stdout
 
 
+# Pretend nodes (COLLEX_NODE_SIZE) split one machine's ranks into nodes of k, each
+# with its own window: all-reduce then runs hierarchically (direct inside a node, a
+# ring across the nodes' leaders), the other collectives over MPI.
+@pytest.mark.parametrize(("ranks", "node_size"), [(4, 2), (5, 3), (5, 2)])
+def test_pretend_nodes(ranks, node_size):
+    env = {"COLLEX_NODE_SIZE": str(node_size)}
+    proc = run_mpi(ranks, "collectives.py", "edge", env={**SMALL_CHUNKS, **env})
+    assert " 0 failed" in proc.stdout
+    proc = run_mpi(ranks, "collectives.py", "large", env={**env, "COLLEX_DEBUG": "1"}, timeout=300)
+    assert " 0 failed" in proc.stdout and "algo=hier" in proc.stderr
+
+
 def test_shared_memory_is_used_and_leaves_nothing_behind():
     proc = run_mpi(
         3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_TRANSPORT": "shm", "COLLEX_DEBUG": "1"}

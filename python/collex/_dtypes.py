@@ -27,4 +27,4 @@ NAMES = ", ".join(str(dt) for dt in SUPPORTED)
 OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
 AVG = OPS["avg"]
 
-ALGOS = ("auto", "ring", "tree", "direct")
+ALGOS = ("auto", "ring", "tree", "direct", "hier")

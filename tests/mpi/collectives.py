@@ -25,8 +25,8 @@ RTOL = {np.float16: 2e-3, ml_dtypes.bfloat16: 1e-2, np.float32: 1e-6, np.float64
 cx.init()
 rank, size = cx.rank(), cx.size()
 # Message algorithms always; "direct" when the ranks share a window (shared memory),
-# else it declines to the tuner's choice, which is then what runs.
-ALGOS = ("ring", "tree", "direct")
+# "hier" on several (pretend) nodes; a choice that cannot run declines to the tuner's.
+ALGOS = ("ring", "tree", "direct", "hier")
 mode = sys.argv[1] if len(sys.argv) > 1 else "edge"
 cases = Cases(f"collectives[{mode}]")
 

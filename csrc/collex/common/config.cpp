@@ -49,7 +49,9 @@ Config Config::from_env(double timeout_s) {
   c.timeout_s = timeout_s > 0 ? timeout_s : 300.0;
   if (const char* v = env("COLLEX_ALGO")) {
     std::string s(v);
-    if (s != "auto" && s != "ring" && s != "tree" && s != "direct") bad("COLLEX_ALGO", v, "auto, ring, tree or direct");
+    if (s != "auto" && s != "ring" && s != "tree" && s != "direct" && s != "hier") {
+      bad("COLLEX_ALGO", v, "auto, ring, tree, direct or hier");
+    }
     c.algo = s;
   }
   if (const char* v = env("COLLEX_TRANSPORT")) {
@@ -64,6 +66,7 @@ Config Config::from_env(double timeout_s) {
     c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);
   if (const char* v = env("COLLEX_CHECK")) c.check = parse_int("COLLEX_CHECK", v, 0) != 0;
   if (const char* v = env("COLLEX_DEBUG")) c.debug = static_cast<int>(parse_int("COLLEX_DEBUG", v, 0));
+  if (const char* v = env("COLLEX_NODE_SIZE")) c.node_size = static_cast<int>(parse_int("COLLEX_NODE_SIZE", v, 1));
   return c;
 }
 

@@ -17,13 +17,15 @@
 namespace collex {
 
 struct MpiHandles {
-  MPI_Comm comm = MPI_COMM_NULL;   // collex's private duplicate
-  MPI_Comm local = MPI_COMM_NULL;  // the ranks sharing this node
+  MPI_Comm comm = MPI_COMM_NULL;     // collex's private duplicate
+  MPI_Comm local = MPI_COMM_NULL;    // the ranks sharing this node
+  MPI_Comm leaders = MPI_COMM_NULL;  // local rank 0 of every node (null elsewhere)
 
   void release() {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;  // MPI already reclaimed everything
+    if (leaders != MPI_COMM_NULL) MPI_Comm_free(&leaders);
     if (local != MPI_COMM_NULL) MPI_Comm_free(&local);
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
@@ -77,7 +79,12 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   MPI_Comm_set_errhandler(mpi_->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(mpi_->comm, &rank_);
   MPI_Comm_size(mpi_->comm, &size_);
-  MPI_Comm_split_type(mpi_->comm, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &mpi_->local);
+  if (config_.node_size > 0) {
+    // Pretend nodes of node_size consecutive ranks, to test multi-node paths on one machine.
+    MPI_Comm_split(mpi_->comm, rank_ / config_.node_size, rank_, &mpi_->local);
+  } else {
+    MPI_Comm_split_type(mpi_->comm, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &mpi_->local);
+  }
   MPI_Comm_rank(mpi_->local, &local_rank_);
   MPI_Comm_size(mpi_->local, &local_size_);
 
@@ -89,10 +96,21 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   seq_mask_ = (std::uint32_t{1} << (bits - 1 - kChannelBits)) - 1;
   transport_ = std::move(mpi);
 
-  // Ranks that all share this node get a shared-memory window (collective over
-  // the node: every rank of it takes the same branch).
-  if (config_.transport != "mpi" && size_ > 1 && local_size_ == size_) {
-    window_ = ShmWindow::create(mpi_->local, kSlotBytes);
+  // Nodes of several ranks get a shared-memory window (collective over the node:
+  // every rank of it takes the same branch; all nodes agree through the allreduce).
+  if (config_.transport != "mpi" && local_size_ > 1) window_ = ShmWindow::create(mpi_->local, kSlotBytes);
+  if (local_size_ < size_) {
+    // Every node must take the hierarchical path alike: with a window that can read
+    // peers (so any size runs), or as a node of one rank.
+    int windows_everywhere = (window_ && window_->can_read_peers()) || local_size_ == 1 ? 1 : 0, all = 0;
+    MPI_Allreduce(&windows_everywhere, &all, 1, MPI_INT, MPI_MIN, mpi_->comm);
+    MPI_Comm_split(mpi_->comm, local_rank_ == 0 ? 0 : MPI_UNDEFINED, rank_, &mpi_->leaders);
+    if (all && config_.transport != "mpi" && mpi_->leaders != MPI_COMM_NULL) {
+      MPI_Comm_set_errhandler(mpi_->leaders, MPI_ERRORS_RETURN);
+      leaders_ = std::make_unique<MpiTransport>(mpi_->leaders);
+      leader_rank_ = leaders_->rank();
+    }
+    hier_everywhere_ = all != 0 && config_.transport != "mpi";
   }
   if (config_.transport == "shm" && size_ > 1 && !window_) {
     throw CollexError("collex: COLLEX_TRANSPORT=shm, but " +
@@ -127,6 +145,7 @@ void Communicator::shutdown() {
   }
   engine_.stop();
   window_.reset();
+  leaders_.reset();
   transport_.reset();
   mpi_->release();
 }
@@ -268,8 +287,58 @@ void Communicator::check_fingerprints(const Call& call) {
 }
 
 bool Communicator::direct_ok(const Call& c) const {
-  if (!window_ || c.kind == Collective::kSend || c.kind == Collective::kRecv) return false;
+  if (!window_ || local_size_ != size_ || c.kind == Collective::kSend || c.kind == Collective::kRecv) return false;
   return direct::supported(*window_, c.in.bytes());
+}
+
+bool Communicator::hier_ok(const Call& c) const {
+  // Decided alike on every rank: nodes of one rank have no window but take part.
+  if (!hier_everywhere_ || c.kind != Collective::kAllreduce) return false;
+  return !window_ || direct::supported(*window_, c.in.bytes());
+}
+
+// All-reduce over several nodes: reduce to each node's leader through its window,
+// all-reduce among the leaders with a ring over MPI, broadcast back through the
+// window. The leaders' ring fixes one order across nodes, so every rank gets the
+// same bits. Sums travel as sums; an average is divided once, by the leaders.
+void Communicator::run_hierarchical(const Call& c) {
+  OpLabel label{rank_, collective_name(c.kind), c.seq, "hier", c.in.dtype, c.in.bytes()};
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
+  const ReduceOp pairwise = pairwise_op(c.op);
+  direct::Op o;
+  o.dtype = c.in.dtype;
+  o.count = c.in.count;
+  o.op = pairwise;
+  o.root = 0;
+  o.timeout_s = config_.timeout_s;
+  o.scratch = &pieces_;
+  o.label = label.describe();
+  if (window_) {
+    o.in = c.in.data;
+    o.out = c.out.data;  // written on the leader only
+    o.epoch = ++window_epoch_;
+    direct::reduce(*window_, o);
+  } else if (c.out.data != c.in.data && c.in.bytes() > 0) {
+    std::memcpy(c.out.data, c.in.data, c.in.bytes());  // a node of one rank is its own leader
+  }
+  if (leaders_) {
+    Schedule s;
+    const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
+    ring::allreduce(s, leader_rank_, leaders_->size(), c.in.count, chunk, c.op == ReduceOp::kAvg);
+    ExecArgs a;
+    a.data = c.out.data;
+    a.dtype = c.in.dtype;
+    a.op = pairwise;
+    a.divisor = static_cast<double>(size_);  // the average over every rank, not over the leaders
+    a.tag_base = collective_tag(c.seq, 0);
+    a.timeout_s = config_.timeout_s;
+    execute(s, *leaders_, a, label, staging_);
+  }
+  if (window_) {
+    o.in = o.out = c.out.data;
+    o.epoch = ++window_epoch_;
+    direct::broadcast(*window_, o);
+  }
 }
 
 void Communicator::run_direct(const Call& c) {
@@ -314,10 +383,10 @@ void Communicator::run_collective(const Call& c) {
     return;
   }
 
-  if (c.kind != Collective::kSend && c.kind != Collective::kRecv &&
-      tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c)) == Algo::kDirect) {
-    run_direct(c);
-    return;
+  if (c.kind != Collective::kSend && c.kind != Collective::kRecv) {
+    const Algo chosen = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c), hier_ok(c));
+    if (chosen == Algo::kDirect) return run_direct(c);
+    if (chosen == Algo::kHier) return run_hierarchical(c);
   }
 
   switch (c.kind) {

@@ -77,16 +77,21 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void run(const Call& call);
   void run_collective(const Call& call);
   bool direct_ok(const Call& call) const;
+  bool hier_ok(const Call& call) const;
   void run_direct(const Call& call);
+  void run_hierarchical(const Call& call);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
   std::uint32_t collective_tag(std::uint64_t seq, int channel_block) const;
 
   std::unique_ptr<MpiHandles> mpi_;
   std::unique_ptr<Transport> transport_;
-  std::unique_ptr<ShmWindow> window_;  // when every rank shares this node
-  std::uint64_t window_epoch_ = 0;     // direct operations so far, alike on every rank
-  std::vector<char> pieces_;           // direct algorithms' read buffers
+  std::unique_ptr<ShmWindow> window_;   // this rank's node, when it has several ranks
+  std::unique_ptr<Transport> leaders_;  // node leaders (local rank 0) across nodes
+  int leader_rank_ = -1;                // this rank among the leaders, or -1
+  bool hier_everywhere_ = false;        // every node can run the hierarchical path
+  std::uint64_t window_epoch_ = 0;      // direct operations so far, alike on every rank
+  std::vector<char> pieces_;            // direct algorithms' read buffers
   Engine engine_;
   Tuner tuner_;
   Config config_;

@@ -10,6 +10,7 @@ const char* algo_name(Algo a) {
     case Algo::kRing: return "ring";
     case Algo::kTree: return "tree";
     case Algo::kDirect: return "direct";
+    case Algo::kHier: return "hier";
   }
   return "?";
 }
@@ -29,7 +30,7 @@ const char* collective_name(Collective c) {
 }
 
 bool algo_from_string(const std::string& s, Algo* out) {
-  for (Algo a : {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect}) {
+  for (Algo a : {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect, Algo::kHier}) {
     if (s == algo_name(a)) {
       *out = a;
       return true;
@@ -38,9 +39,11 @@ bool algo_from_string(const std::string& s, Algo* out) {
   return false;
 }
 
-Algo Tuner::choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced, bool direct_ok) const {
+Algo Tuner::choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced, bool direct_ok,
+                   bool hier_ok) const {
   auto runnable = [&](Algo a) {
     if (a == Algo::kDirect) return direct_ok;
+    if (a == Algo::kHier) return hier_ok && c == Collective::kAllreduce;
     // Over messages, reduce only has a tree; all-gather and reduce-scatter only a ring.
     if (c == Collective::kReduce) return a == Algo::kTree;
     if (c == Collective::kAllgather || c == Collective::kReduceScatter) return a == Algo::kRing;
@@ -51,6 +54,7 @@ Algo Tuner::choose(Collective c, std::size_t bytes, int ranks, Algo requested, A
   // Ranks sharing a node read each other directly: one copy instead of a message
   // pipeline, and a single synchronisation for small messages.
   if (direct_ok) return Algo::kDirect;
+  if (hier_ok && c == Collective::kAllreduce) return Algo::kHier;
   switch (c) {
     case Collective::kAllreduce:
       // With two ranks both algorithms exchange the same halves; the ring pipelines better.

@@ -9,7 +9,8 @@
 namespace collex {
 
 // kDirect: the node's ranks read each other's memory (needs a Window).
-enum class Algo { kAuto = 0, kRing = 1, kTree = 2, kDirect = 3 };
+// kHier: direct inside each node, a ring across nodes (all-reduce on several nodes).
+enum class Algo { kAuto = 0, kRing = 1, kTree = 2, kDirect = 3, kHier = 4 };
 
 enum class Collective { kAllreduce, kBroadcast, kReduce, kAllgather, kReduceScatter, kBarrier, kSend, kRecv };
 
@@ -24,8 +25,10 @@ struct Tuner {
 
   // `requested` is the per-call choice, `forced` the COLLEX_ALGO setting;
   // `direct_ok` whether the direct algorithm can run this call (all ranks on one
-  // node with a shared window). A choice that cannot run declines to the table.
-  Algo choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced, bool direct_ok) const;
+  // node with a shared window), `hier_ok` whether the hierarchical one can (several
+  // nodes, each with a window). A choice that cannot run declines to the table.
+  Algo choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced, bool direct_ok,
+              bool hier_ok = false) const;
 };
 
 }  // namespace collex
