@@ -79,7 +79,7 @@ py::object inspect_array(py::handle obj, bool writable) {
   return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.size(), code);
 }
 
-// The synchronous fast path of allreduce and broadcast, for the common call: plain
+// The synchronous fast path of allreduce, reduce and broadcast, for the common call: plain
 // arrays and string arguments that need no conversion. Anything else returns
 // NotImplemented and the Python layer runs its full checks (and error messages).
 struct Plain {
@@ -124,25 +124,49 @@ bool algo_code(py::handle algo, Algo* out) {
   return s != nullptr && algo_from_string(s, out);
 }
 
+// x and out (None: in place) of a reduction, checked as the Python layer would;
+// false sends the call to the Python layer. `writes_x`: the result lands in x.
+bool plain_reduction(py::handle x, py::handle out, py::handle op, bool writes_x, Plain* in, Plain* res, int* opc) {
+  *opc = op_code(op);
+  if (*opc < 0 || !plain_array(x, out.is_none() && writes_x, in)) return false;
+  if (*opc == static_cast<int>(ReduceOp::kAvg) && in->code > 3) return false;  // avg of integers: an error
+  if (out.is_none()) {
+    *res = *in;
+    return true;
+  }
+  if (!plain_array(out, true, res) || res->code != in->code || !same_shape(x, out)) return false;
+  const std::size_t bytes = in->count * dtype_size(static_cast<DType>(in->code));
+  const bool same = res->address == in->address;
+  return same || bytes == 0 || !(res->address < in->address + bytes && in->address < res->address + bytes);
+}
+
 py::object allreduce_now(Communicator& c, py::handle x, py::handle out, py::handle op, py::handle algo) {
-  py::object slow = py::reinterpret_borrow<py::object>(Py_NotImplemented);
   Plain in, res;
   Algo a;
-  const int opc = op_code(op);
-  if (opc < 0 || !algo_code(algo, &a) || !plain_array(x, out.is_none(), &in)) return slow;
-  if (opc == static_cast<int>(ReduceOp::kAvg) && in.code > 3) return slow;  // avg of integers: an error
-  if (out.is_none()) {
-    res = in;
-  } else {
-    if (!plain_array(out, true, &res) || res.code != in.code || !same_shape(x, out)) return slow;
-    const std::size_t bytes = in.count * dtype_size(static_cast<DType>(in.code));
-    const bool same = res.address == in.address;
-    if (!same && bytes > 0 && res.address < in.address + bytes && in.address < res.address + bytes) return slow;
+  int opc;
+  if (!algo_code(algo, &a) || !plain_reduction(x, out, op, true, &in, &res, &opc)) {
+    return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   }
   {
     py::gil_scoped_release release;
     c.allreduce(make_buffer(in.address, in.count, in.code), make_buffer(res.address, res.count, res.code),
                 static_cast<ReduceOp>(opc), a, false);
+  }
+  return py::reinterpret_borrow<py::object>(out.is_none() ? x : out);
+}
+
+py::object reduce_now(Communicator& c, py::handle x, py::handle out, py::handle op, py::handle root) {
+  if (!PyLong_CheckExact(root.ptr())) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  const long r = PyLong_AsLong(root.ptr());
+  Plain in, res;
+  int opc;
+  if (r < 0 || r >= c.size() || !plain_reduction(x, out, op, r == c.rank(), &in, &res, &opc)) {
+    return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  }
+  {
+    py::gil_scoped_release release;
+    c.reduce(make_buffer(in.address, in.count, in.code), make_buffer(res.address, res.count, res.code),
+             static_cast<ReduceOp>(opc), static_cast<int>(r), false);
   }
   return py::reinterpret_borrow<py::object>(out.is_none() ? x : out);
 }
@@ -288,6 +312,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("timeout", [](const Communicator& c) { return c.config().timeout_s; })
       .def("shutdown", &Communicator::shutdown, Guard())
       .def("allreduce_now", &allreduce_now)
+      .def("reduce_now", &reduce_now)
       .def("allocate_symmetric", &Communicator::allocate_symmetric)
       .def_property_readonly("window", &Communicator::window_name)
       .def("broadcast_now", &broadcast_now)

@@ -204,6 +204,10 @@ class Communicator:
     def reduce(self, x: Any, op: str = "sum", root: int = 0, out: Any = None, async_op: bool = False) -> Any:
         """Reduces x over all ranks into root's out (x when out is None).
         Other ranks' arrays are left untouched. Returns out (or x)."""
+        if not async_op:
+            done = self._c.reduce_now(x, out, op, root)
+            if done is not NotImplemented:
+                return done
         name = "reduce"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=out is None and self.rank == root)

@@ -160,11 +160,11 @@ void reduce(Window& w, const Op& o) {
   }
   // Reduce-scatter into the root's result or a scratch block, then the root gathers.
   const Range mine = block_range(o.count, c.p, c.me);
-  std::vector<char> block;
   char* dst = c.out(mine.offset);
   if (c.me != o.root) {
-    block.resize(mine.count * c.es);
-    dst = block.data();
+    // Kept between calls: a fresh buffer would be zeroed and faulted in every time.
+    if (o.block->size() < mine.count * c.es) o.block->resize(mine.count * c.es);
+    dst = o.block->data();
   }
   // Published so that peer_result(r) + offset * es addresses rank r's block.
   const std::uintptr_t result = reinterpret_cast<std::uintptr_t>(dst) - mine.offset * c.es;

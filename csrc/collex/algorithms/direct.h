@@ -33,6 +33,7 @@ struct Op {
   double timeout_s = 300;
   std::string label;           // "[rank r] allreduce seq=... algo=direct", for errors
   std::vector<char>* scratch;  // grown as needed for pieces read from peers
+  std::vector<char>* block;    // reduce: a non-root's reduced block (kept between calls)
 };
 
 // Whether an operation staging `bytes` per rank can run here: small enough for

@@ -312,6 +312,7 @@ void Communicator::run_hierarchical(const Call& c) {
   o.root = 0;
   o.timeout_s = config_.timeout_s;
   o.scratch = &pieces_;
+  o.block = &scratch_;
   o.label = label.describe();
   if (window_) {
     o.in = c.in.data;
@@ -352,6 +353,7 @@ void Communicator::run_direct(const Call& c) {
   o.epoch = ++window_epoch_;
   o.timeout_s = config_.timeout_s;
   o.scratch = &pieces_;
+  o.block = &scratch_;
   OpLabel label{rank_, collective_name(c.kind), c.seq, "direct", c.in.dtype, c.in.bytes()};
   o.label = label.describe();
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.c_str());
