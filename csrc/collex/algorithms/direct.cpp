@@ -102,6 +102,28 @@ void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
   }
 }
 
+// Copies every peer's reduced block (block r of rank r's published result) into
+// this rank's output: the all-gather half of a reduce-scatter + all-gather.
+void fetch_reduced_blocks(Ctx& c) {
+  for (int r = 0; r < c.p; ++r) {
+    const Range b = block_range(c.o.count, c.p, r);
+    if (r != c.me && b.count > 0) c.w.read(r, c.w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es);
+  }
+}
+
+// The staged path of a reduction: every rank stages `staged_bytes` of its input,
+// then `dst` (null on a rank that keeps no result) gets elements [first, first + n)
+// of the reduction, combined from every rank's slot in rank order.
+void reduce_staged(Ctx& c, std::size_t staged_bytes, std::size_t first, std::size_t n, void* dst) {
+  auto slots = stage(c, c.o.in, staged_bytes, 1);
+  if (dst != nullptr) {
+    for (auto& s : slots) s += first * c.es;
+    combine(dst, slots.data(), c.p, n, c.o.dtype, c.o.op);
+    divide_if_average(c, dst, n);
+  }
+  done_reading(c);
+}
+
 bool staged(const Window& w, std::size_t bytes) { return bytes <= w.slot_bytes(); }
 
 }  // namespace
@@ -111,23 +133,14 @@ bool supported(const Window& w, std::size_t staged_bytes) { return staged(w, sta
 void allreduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) {
-    auto slots = stage(c, o.in, bytes, 1);
-    combine(o.out, slots.data(), c.p, o.count, o.dtype, o.op);
-    divide_if_average(c, o.out, o.count);
-    done_reading(c);
-    return;
-  }
+  if (staged(w, bytes)) return reduce_staged(c, bytes, 0, o.count, o.out);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), reinterpret_cast<std::uintptr_t>(o.out));
   c.sync(1, 3);
   const Range mine = block_range(o.count, c.p, c.me);
   reduce_from_inputs(c, mine.offset, mine.count, c.out(mine.offset));
   divide_if_average(c, c.out(mine.offset), mine.count);
   c.sync(2, 3);  // every block reduced; peers no longer read our input
-  for (int r = 0; r < c.p; ++r) {
-    const Range b = block_range(o.count, c.p, r);
-    if (r != c.me && b.count > 0) w.read(r, w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es);
-  }
+  fetch_reduced_blocks(c);
   c.sync(3, 3);  // nobody reads our result any more: the caller may reuse it
 }
 
@@ -149,15 +162,7 @@ void broadcast(Window& w, const Op& o) {
 void reduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) {
-    auto slots = stage(c, o.in, bytes, 1);
-    if (c.me == o.root) {
-      combine(o.out, slots.data(), c.p, o.count, o.dtype, o.op);
-      divide_if_average(c, o.out, o.count);
-    }
-    done_reading(c);
-    return;
-  }
+  if (staged(w, bytes)) return reduce_staged(c, bytes, 0, o.count, c.me == o.root ? o.out : nullptr);
   // Reduce-scatter into the root's result or a scratch block, then the root gathers.
   const Range mine = block_range(o.count, c.p, c.me);
   char* dst = c.out(mine.offset);
@@ -174,10 +179,7 @@ void reduce(Window& w, const Op& o) {
   divide_if_average(c, dst, mine.count);
   c.sync(2, 3);
   if (c.me == o.root) {
-    for (int r = 0; r < c.p; ++r) {
-      const Range b = block_range(o.count, c.p, r);
-      if (r != c.me && b.count > 0) w.read(r, w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es);
-    }
+    fetch_reduced_blocks(c);
   }
   c.sync(3, 3);
 }
@@ -208,14 +210,7 @@ void reduce_scatter(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t total = o.count * static_cast<std::size_t>(c.p);
   const std::size_t offset = static_cast<std::size_t>(c.me) * o.count;
-  if (staged(w, total * c.es)) {
-    auto slots = stage(c, o.in, total * c.es, 1);
-    for (auto& s : slots) s += offset * c.es;
-    combine(o.out, slots.data(), c.p, o.count, o.dtype, o.op);
-    divide_if_average(c, o.out, o.count);
-    done_reading(c);
-    return;
-  }
+  if (staged(w, total * c.es)) return reduce_staged(c, total * c.es, offset, o.count, o.out);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
   c.sync(1, 2);
   reduce_from_inputs(c, offset, o.count, static_cast<char*>(o.out));

@@ -571,26 +571,25 @@ std::shared_ptr<Work> Communicator::barrier(bool async) {
   return submit(c, async);
 }
 
-std::shared_ptr<Work> Communicator::send(Buffer buf, int dst, int tag, bool async) {
-  require(dst >= 0 && dst < size_ && dst != rank_, rank_, Collective::kSend, "dst out of range or this rank");
-  require(tag >= 0 && tag <= max_user_tag(), rank_, Collective::kSend, "tag out of range");
+std::shared_ptr<Work> Communicator::point_to_point(Collective kind, Buffer buf, int peer, int tag, bool async) {
+  const char* peer_name = kind == Collective::kSend ? "dst" : "src";
+  require(peer >= 0 && peer < size_ && peer != rank_, rank_, kind,
+          std::string(peer_name) + " out of range or this rank");
+  require(tag >= 0 && tag <= max_user_tag(), rank_, kind, "tag out of range");
   Call c;
-  c.kind = Collective::kSend;
+  c.kind = kind;
   c.in = c.out = buf;
-  c.root = dst;
+  c.root = peer;
   c.tag = tag;
   return submit(c, async);
 }
 
+std::shared_ptr<Work> Communicator::send(Buffer buf, int dst, int tag, bool async) {
+  return point_to_point(Collective::kSend, buf, dst, tag, async);
+}
+
 std::shared_ptr<Work> Communicator::recv(Buffer buf, int src, int tag, bool async) {
-  require(src >= 0 && src < size_ && src != rank_, rank_, Collective::kRecv, "src out of range or this rank");
-  require(tag >= 0 && tag <= max_user_tag(), rank_, Collective::kRecv, "tag out of range");
-  Call c;
-  c.kind = Collective::kRecv;
-  c.in = c.out = buf;
-  c.root = src;
-  c.tag = tag;
-  return submit(c, async);
+  return point_to_point(Collective::kRecv, buf, src, tag, async);
 }
 
 }  // namespace collex

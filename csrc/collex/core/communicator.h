@@ -74,6 +74,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   struct Call;  // one operation's description, for schedules, tags and messages
 
   std::shared_ptr<Work> submit(Call call, bool async);
+  std::shared_ptr<Work> point_to_point(Collective kind, Buffer buf, int peer, int tag, bool async);
   void run(const Call& call);
   void run_collective(const Call& call);
   bool direct_ok(const Call& call) const;
