@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "collex/algorithms/barrier.h"
 #include "collex/algorithms/ring.h"
@@ -79,7 +80,7 @@ py::object inspect_array(py::handle obj, bool writable) {
   return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.size(), code);
 }
 
-// The synchronous fast path of allreduce, reduce and broadcast, for the common call: plain
+// The synchronous fast path of every collective, for the common call: plain
 // arrays and string arguments that need no conversion. Anything else returns
 // NotImplemented and the Python layer runs its full checks (and error messages).
 struct Plain {
@@ -169,6 +170,63 @@ py::object reduce_now(Communicator& c, py::handle x, py::handle out, py::handle 
              static_cast<ReduceOp>(opc), static_cast<int>(r), false);
   }
   return py::reinterpret_borrow<py::object>(out.is_none() ? x : out);
+}
+
+// The output of allgather / reduce_scatter: the caller's `out` when it is a plain
+// array of that shape and x's dtype (not overlapping x), a new array when None.
+bool plain_output(py::handle x, py::handle out, const std::vector<py::ssize_t>& shape, const Plain& in,
+                  py::object* result, Plain* res) {
+  if (out.is_none()) {
+    *result = py::array(py::reinterpret_borrow<py::array>(x).dtype(), shape);
+  } else {
+    auto o = py::reinterpret_borrow<py::array>(out);
+    if (!plain_array(out, true, res) || res->code != in.code || o.ndim() != static_cast<py::ssize_t>(shape.size())) {
+      return false;
+    }
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      if (o.shape(static_cast<py::ssize_t>(i)) != shape[i]) return false;
+    }
+    *result = py::reinterpret_borrow<py::object>(out);
+  }
+  if (!plain_array(*result, true, res)) return false;
+  const std::size_t es = dtype_size(static_cast<DType>(in.code));
+  const std::size_t a = in.count * es, b = res->count * es;
+  return a == 0 || b == 0 || !(res->address < in.address + a && in.address < res->address + b);
+}
+
+py::object allgather_now(Communicator& c, py::handle x, py::handle out) {
+  Plain in, res;
+  py::object result;
+  if (!plain_array(x, false, &in)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  auto xa = py::reinterpret_borrow<py::array>(x);
+  std::vector<py::ssize_t> shape{c.size()};
+  for (py::ssize_t i = 0; i < xa.ndim(); ++i) shape.push_back(xa.shape(i));
+  if (!plain_output(x, out, shape, in, &result, &res)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  {
+    py::gil_scoped_release release;
+    c.allgather(make_buffer(in.address, in.count, in.code), make_buffer(res.address, res.count, res.code), false);
+  }
+  return result;
+}
+
+py::object reduce_scatter_now(Communicator& c, py::handle x, py::handle out, py::handle op) {
+  Plain in, res;
+  py::object result;
+  const int opc = op_code(op);
+  if (opc < 0 || !plain_array(x, false, &in)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (opc == static_cast<int>(ReduceOp::kAvg) && in.code > 3)
+    return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  auto xa = py::reinterpret_borrow<py::array>(x);
+  if (xa.ndim() == 0 || xa.shape(0) % c.size() != 0) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  std::vector<py::ssize_t> shape{xa.shape(0) / c.size()};
+  for (py::ssize_t i = 1; i < xa.ndim(); ++i) shape.push_back(xa.shape(i));
+  if (!plain_output(x, out, shape, in, &result, &res)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  {
+    py::gil_scoped_release release;
+    c.reduce_scatter(make_buffer(in.address, in.count, in.code), make_buffer(res.address, res.count, res.code),
+                     static_cast<ReduceOp>(opc), false);
+  }
+  return result;
 }
 
 py::object broadcast_now(Communicator& c, py::handle x, py::handle root, py::handle algo) {
@@ -313,6 +371,8 @@ PYBIND11_MODULE(_core, m) {
       .def("shutdown", &Communicator::shutdown, Guard())
       .def("allreduce_now", &allreduce_now)
       .def("reduce_now", &reduce_now)
+      .def("allgather_now", &allgather_now)
+      .def("reduce_scatter_now", &reduce_scatter_now)
       .def("allocate_symmetric", &Communicator::allocate_symmetric)
       .def_property_readonly("window", &Communicator::window_name)
       .def("broadcast_now", &broadcast_now)

@@ -218,6 +218,10 @@ class Communicator:
 
     def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
         """Gathers every rank's x; the result has shape (size, *x.shape)."""
+        if not async_op:
+            done = self._c.allgather_now(x, out)
+            if done is not NotImplemented:
+                return done
         name = "allgather"
         a = Arg(x, "x", name, self.rank, writable=False)
         shape = (self.size, *a.array.shape)
@@ -232,6 +236,10 @@ class Communicator:
         """Reduces x over all ranks and gives each rank its block of the result:
         x.shape[0] must divide by size; the result has shape
         (x.shape[0] // size, *x.shape[1:]). x is left untouched."""
+        if not async_op:
+            done = self._c.reduce_scatter_now(x, out, op)
+            if done is not NotImplemented:
+                return done
         name = "reduce_scatter"
         a = Arg(x, "x", name, self.rank, writable=False)
         code = _op_code(op, name, self.rank, a)

@@ -148,8 +148,16 @@ void broadcast(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
   if (staged(w, bytes)) {
-    auto slots = stage(c, c.me == o.root ? o.in : nullptr, c.me == o.root ? bytes : 0, 1);
-    if (c.me != o.root && bytes > 0) std::memcpy(o.out, slots[static_cast<std::size_t>(o.root)], bytes);
+    // Only the root stages and only its slot is read: nobody waits for anyone else.
+    const int parity = static_cast<int>(o.epoch & 1);
+    if (c.me == o.root) {
+      if (o.epoch >= 2) w.wait_all(marker(o.epoch - 2, 3), o.timeout_s, c.at(1, 1));  // slot free again
+      if (bytes > 0) std::memcpy(w.slot(c.me, parity), o.in, bytes);
+      w.arrive(marker(o.epoch, 1));
+    } else {
+      w.wait_for(o.root, marker(o.epoch, 1), o.timeout_s, c.at(1, 1));
+      if (bytes > 0) std::memcpy(o.out, w.slot(o.root, parity), bytes);
+    }
     done_reading(c);
     return;
   }

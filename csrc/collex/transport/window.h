@@ -49,6 +49,9 @@ class Window {
   // Waits until every rank's marker is at least `marker`. `what` prefixes the
   // timeout message, which names the ranks that had not arrived.
   virtual void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) = 0;
+
+  // The same for rank r alone.
+  virtual void wait_for(int r, std::uint64_t marker, double timeout_s, const std::string& what) = 0;
 };
 
 // Memory every rank of the window can read in place: each rank's part of a

@@ -248,25 +248,33 @@ void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t byte
 void ShmWindow::arrive(std::uint64_t marker) { control(rank_).marker.store(marker, std::memory_order_release); }
 
 void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const std::string& what) {
-  int r = 0;
-  // Fast path: everyone is usually there already, or within a few hundred ns.
-  for (int spins = 0; spins < 64 && r < size_; ++spins) {
-    while (r < size_ && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
+  wait_ranks(0, size_, marker, timeout_s, what);
+}
+
+void ShmWindow::wait_for(int r, std::uint64_t marker, double timeout_s, const std::string& what) {
+  wait_ranks(r, r + 1, marker, timeout_s, what);
+}
+
+void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const std::string& what) {
+  int r = first;
+  // Fast path: the ranks are usually there already, or within a few hundred ns.
+  for (int spins = 0; spins < 64 && r < last; ++spins) {
+    while (r < last && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
   }
-  if (r == size_) return;
+  if (r == last) return;
   Deadline deadline(timeout_s);
   Backoff backoff;
   for (unsigned polls = 1;; ++polls) {
     backoff.pause();
-    while (r < size_ && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
-    if (r == size_) return;
+    while (r < last && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
+    if (r == last) return;
     if ((polls & 255u) == 0) {
       if (deadline.expired()) {
         std::ostringstream o;
         o << what << ": rank";
         std::ostringstream late;
         int n = 0;
-        for (int q = 0; q < size_; ++q) {
+        for (int q = first; q < last; ++q) {
           if (control(q).marker.load(std::memory_order_acquire) < marker) late << (n++ ? ", " : " ") << q;
         }
         char secs[32];

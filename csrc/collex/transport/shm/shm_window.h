@@ -37,6 +37,7 @@ class ShmWindow final : public Window {
   std::shared_ptr<SymmetricMemory> allocate(std::size_t bytes);
   void arrive(std::uint64_t marker) override;
   void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) override;
+  void wait_for(int r, std::uint64_t marker, double timeout_s, const std::string& what) override;
 
  private:
   struct Control;   // one cache line of flags and addresses per rank, in the segment
@@ -44,6 +45,7 @@ class ShmWindow final : public Window {
 
   ShmWindow() = default;
   Control& control(int r) const;
+  void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const std::string& what);
 
   int rank_ = 0;
   int size_ = 1;
