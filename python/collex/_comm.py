@@ -175,7 +175,9 @@ class Communicator:
         """Reduces x over all ranks; every rank gets the result (bitwise identical).
 
         op: sum, prod, min, max, avg. In place (into x, returned) when out is None.
-        algo: auto, ring (bandwidth-optimal) or tree (latency-optimal)."""
+        algo: auto (the tuner), direct (ranks of one node read each other's memory),
+        hier (direct inside nodes, a ring across them), ring or tree (MPI messages).
+        A choice that cannot run here falls back to the tuner's."""
         if not async_op:
             done = self._c.allreduce_now(x, out, op, algo)
             if done is not NotImplemented:
