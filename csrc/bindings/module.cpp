@@ -51,53 +51,61 @@ using Guard = py::call_guard<py::gil_scoped_release>;
 // from Python (collex/_dtypes.py).
 int bfloat16_type_num = -1;
 
-// The fast path of the Python layer's array checks: (address, element count,
-// dtype code) for a C-contiguous NumPy array of a supported dtype in native byte
-// order (and writeable when asked), else None, and the Python layer then runs its
-// full checks, which produce the error message. One call instead of several
-// attribute look-ups keeps small collectives cheap.
-py::object inspect_array(py::handle obj, bool writable) {
-  if (!py::isinstance<py::array>(obj)) return py::none();
-  auto a = py::reinterpret_borrow<py::array>(obj);
-  const int flags = a.flags();
-  if (!(flags & py::array::c_style)) return py::none();
-  if (writable && !a.writeable()) return py::none();
-  py::dtype dt = a.dtype();
-  if (dt.byteorder() == '>') return py::none();
-  int code = -1;
-  const char kind = dt.kind();
-  const auto size = dt.itemsize();
-  if (kind == 'f') {
-    code = size == 2 ? 0 : size == 4 ? 2 : size == 8 ? 3 : -1;
-  } else if (kind == 'i') {
-    code = size == 1 ? 4 : size == 4 ? 6 : size == 8 ? 7 : -1;
-  } else if (kind == 'u') {
-    code = size == 1 ? 5 : -1;
-  } else if (dt.num() == bfloat16_type_num) {
-    code = 1;
-  }
-  if (code < 0) return py::none();
-  return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.size(), code);
-}
-
-// The synchronous fast path of every collective, for the common call: plain
-// arrays and string arguments that need no conversion. Anything else returns
-// NotImplemented and the Python layer runs its full checks (and error messages).
+// A C-contiguous NumPy array of a supported dtype in native byte order (and
+// writeable when asked): its address, element count and dtype code.
 struct Plain {
   std::uintptr_t address = 0;
   std::size_t count = 0;
   int code = -1;
 };
 
+// The fast path of the Python layer's array checks. False sends the call to the
+// Python layer, whose full checks produce the error message; checking here in one
+// step instead of several attribute look-ups keeps small collectives cheap.
 bool plain_array(py::handle obj, bool writable, Plain* out) {
-  py::object t = inspect_array(obj, writable);
-  if (t.is_none()) return false;
-  auto tup = py::reinterpret_borrow<py::tuple>(t);
-  out->address = tup[0].cast<std::uintptr_t>();
-  out->count = tup[1].cast<std::size_t>();
-  out->code = tup[2].cast<int>();
+  if (!py::isinstance<py::array>(obj)) return false;
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!(a.flags() & py::array::c_style)) return false;
+  if (writable && !a.writeable()) return false;
+  py::dtype dt = a.dtype();
+  if (dt.byteorder() == '>') return false;
+  const char kind = dt.kind();
+  const auto size = dt.itemsize();
+  DType t;
+  if (kind == 'f' && size == 2)
+    t = DType::kFloat16;
+  else if (kind == 'f' && size == 4)
+    t = DType::kFloat32;
+  else if (kind == 'f' && size == 8)
+    t = DType::kFloat64;
+  else if (kind == 'i' && size == 1)
+    t = DType::kInt8;
+  else if (kind == 'i' && size == 4)
+    t = DType::kInt32;
+  else if (kind == 'i' && size == 8)
+    t = DType::kInt64;
+  else if (kind == 'u' && size == 1)
+    t = DType::kUInt8;
+  else if (dt.num() == bfloat16_type_num)
+    t = DType::kBFloat16;
+  else
+    return false;
+  out->address = reinterpret_cast<std::uintptr_t>(a.data());
+  out->count = static_cast<std::size_t>(a.size());
+  out->code = static_cast<int>(t);
   return true;
 }
+
+// For the Python layer: (address, element count, dtype code), or None.
+py::object inspect_array(py::handle obj, bool writable) {
+  Plain p;
+  if (!plain_array(obj, writable, &p)) return py::none();
+  return py::make_tuple(p.address, p.count, p.code);
+}
+
+// The synchronous fast path of every collective, for the common call: plain
+// arrays and string arguments that need no conversion. Anything else returns
+// NotImplemented and the Python layer runs its full checks (and error messages).
 
 bool same_shape(py::handle a, py::handle b) {
   auto x = py::reinterpret_borrow<py::array>(a);
@@ -130,7 +138,8 @@ bool algo_code(py::handle algo, Algo* out) {
 bool plain_reduction(py::handle x, py::handle out, py::handle op, bool writes_x, Plain* in, Plain* res, int* opc) {
   *opc = op_code(op);
   if (*opc < 0 || !plain_array(x, out.is_none() && writes_x, in)) return false;
-  if (*opc == static_cast<int>(ReduceOp::kAvg) && in->code > 3) return false;  // avg of integers: an error
+  // avg of integers is an error: the Python layer says so.
+  if (*opc == static_cast<int>(ReduceOp::kAvg) && !dtype_is_float(static_cast<DType>(in->code))) return false;
   if (out.is_none()) {
     *res = *in;
     return true;
@@ -214,8 +223,9 @@ py::object reduce_scatter_now(Communicator& c, py::handle x, py::handle out, py:
   py::object result;
   const int opc = op_code(op);
   if (opc < 0 || !plain_array(x, false, &in)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  if (opc == static_cast<int>(ReduceOp::kAvg) && in.code > 3)
-    return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (opc == static_cast<int>(ReduceOp::kAvg) && !dtype_is_float(static_cast<DType>(in.code))) {
+    return py::reinterpret_borrow<py::object>(Py_NotImplemented);  // avg of integers: an error
+  }
   auto xa = py::reinterpret_borrow<py::array>(x);
   if (xa.ndim() == 0 || xa.shape(0) % c.size() != 0) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   std::vector<py::ssize_t> shape{xa.shape(0) / c.size()};

@@ -125,10 +125,7 @@ std::shared_ptr<SymmetricMemory> Communicator::allocate_symmetric(std::size_t by
   std::shared_ptr<SymmetricMemory> memory;
   engine_.submit(
       [&] {
-        if (broken()) {
-          throw CommunicatorBroken("[rank " + std::to_string(rank_) +
-                                   "] collex.empty: communicator is broken by an earlier failure: " + broken_reason());
-        }
+        throw_if_broken("empty");
         if (window_) memory = window_->allocate(bytes);
       },
       /*async=*/false);
@@ -174,14 +171,24 @@ std::uint32_t Communicator::collective_tag(std::uint64_t seq, int channel_block)
   return (static_cast<std::uint32_t>(seq & seq_mask_) << kChannelBits) | static_cast<std::uint32_t>(channel_block);
 }
 
+// What every execution shares: the average divides by the whole communicator's
+// size, and every wait has the configured deadline.
+ExecArgs Communicator::exec_args(void* data, DType dtype, ReduceOp op, std::uint32_t tag_base) const {
+  ExecArgs a;
+  a.data = data;
+  a.dtype = dtype;
+  a.op = op;
+  a.divisor = static_cast<double>(size_);
+  a.tag_base = tag_base;
+  a.timeout_s = config_.timeout_s;
+  return a;
+}
+
 std::shared_ptr<Communicator> Communicator::split(int color, int key) {
   std::shared_ptr<Communicator> result;
   engine_.submit(
       [&] {
-        if (broken()) {
-          throw CommunicatorBroken("[rank " + std::to_string(rank_) +
-                                   "] collex.split: communicator is broken by an earlier failure: " + broken_reason());
-        }
+        throw_if_broken("split");
         MPI_Comm part = MPI_COMM_NULL;
         MPI_Comm_split(mpi_->comm, color < 0 ? MPI_UNDEFINED : color, key, &part);
         if (part == MPI_COMM_NULL) return;
@@ -197,11 +204,15 @@ std::shared_ptr<Communicator> Communicator::split(int color, int key) {
   return result;
 }
 
-std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
+void Communicator::throw_if_broken(const char* operation) const {
   if (broken()) {
-    throw CommunicatorBroken(rank_prefix(rank_, call.kind) +
-                             "communicator is broken by an earlier failure: " + broken_reason());
+    throw CommunicatorBroken("[rank " + std::to_string(rank_) + "] collex." + operation +
+                             ": communicator is broken by an earlier failure: " + broken_reason());
   }
+}
+
+std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
+  throw_if_broken(collective_name(call.kind));
   // Collectives are numbered alike on every rank; point-to-point messages, which
   // only two ranks see, are labelled with the current number but do not advance it.
   const bool p2p = call.kind == Collective::kSend || call.kind == Collective::kRecv;
@@ -210,10 +221,7 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
 }
 
 void Communicator::run(const Call& call) {
-  if (broken()) {
-    throw CommunicatorBroken(rank_prefix(rank_, call.kind) +
-                             "communicator is broken by an earlier failure: " + broken_reason());
-  }
+  throw_if_broken(collective_name(call.kind));
   // A mismatch found by the fingerprint check is raised on every rank alike and
   // leaves the communicator usable; any failure on the wire breaks it.
   if (config_.check && size_ > 1 && call.kind != Collective::kSend && call.kind != Collective::kRecv) {
@@ -270,11 +278,8 @@ void Communicator::check_fingerprints(const Call& call) {
   Schedule s;
   const std::size_t n = sizeof(Fingerprint) * all.size();
   ring::allgather(s, rank_, size_, n, n, 0);
-  ExecArgs a;
-  a.data = all.data();
-  a.dtype = DType::kUInt8;
-  a.tag_base = collective_tag(call.seq, kCheckChannel);  // the ring uses channel 0 only
-  a.timeout_s = config_.timeout_s;
+  // The ring uses channel 0 only, so the check's messages get channel 7 of this operation.
+  const ExecArgs a = exec_args(all.data(), DType::kUInt8, ReduceOp::kSum, collective_tag(call.seq, kCheckChannel));
   OpLabel label{rank_, collective_name(call.kind), call.seq, "check", DType::kUInt8, n};
   execute(s, *transport_, a, label, staging_);
   bool same = true;
@@ -326,13 +331,8 @@ void Communicator::run_hierarchical(const Call& c) {
     Schedule s;
     const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
     ring::allreduce(s, leader_rank_, leaders_->size(), c.in.count, chunk, c.op == ReduceOp::kAvg);
-    ExecArgs a;
-    a.data = c.out.data;
-    a.dtype = c.in.dtype;
-    a.op = pairwise;
-    a.divisor = static_cast<double>(size_);  // the average over every rank, not over the leaders
-    a.tag_base = collective_tag(c.seq, 0);
-    a.timeout_s = config_.timeout_s;
+    // exec_args divides by every rank's count, not the leaders': the average is over all.
+    const ExecArgs a = exec_args(c.out.data, c.in.dtype, pairwise, collective_tag(c.seq, 0));
     execute(s, *leaders_, a, label, staging_);
   }
   if (window_) {
@@ -386,16 +386,15 @@ void Communicator::run_collective(const Call& c) {
   }
 
   if (c.kind != Collective::kSend && c.kind != Collective::kRecv) {
-    const Algo chosen = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c), hier_ok(c));
-    if (chosen == Algo::kDirect) return run_direct(c);
-    if (chosen == Algo::kHier) return run_hierarchical(c);
+    algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c), hier_ok(c));
+    if (algo == Algo::kDirect) return run_direct(c);
+    if (algo == Algo::kHier) return run_hierarchical(c);
   }
 
   switch (c.kind) {
     case Collective::kAllreduce: {
       data = c.out.data;
       input = c.in.data;
-      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, false);
       if (algo == Algo::kTree) {
         tree::allreduce(s, rank_, size_, c.in.count, chunk, average);
       } else {
@@ -405,7 +404,6 @@ void Communicator::run_collective(const Call& c) {
     }
     case Collective::kBroadcast: {
       data = c.in.data;
-      algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, false);
       if (algo == Algo::kTree) {
         tree::broadcast(s, rank_, size_, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk);
       } else {
@@ -414,7 +412,6 @@ void Communicator::run_collective(const Call& c) {
       break;
     }
     case Collective::kReduce: {
-      algo = Algo::kTree;
       const tree::Links links = tree::links(rank_, size_, tree::Layout::kRotated, c.root);
       input = c.in.data;
       if (rank_ == c.root) {
@@ -430,7 +427,6 @@ void Communicator::run_collective(const Call& c) {
       break;
     }
     case Collective::kAllgather: {
-      algo = Algo::kRing;
       char* own = c.out.bytes_at(static_cast<std::size_t>(rank_) * c.in.count);
       if (own != c.in.data && c.in.count > 0) std::memmove(own, c.in.data, c.in.bytes());
       data = c.out.data;
@@ -438,7 +434,6 @@ void Communicator::run_collective(const Call& c) {
       break;
     }
     case Collective::kReduceScatter: {
-      algo = Algo::kRing;
       // Partial blocks pass through a scratch buffer; the input stays untouched.
       scratch_.resize(c.in.bytes());
       data = scratch_.data();
@@ -473,14 +468,8 @@ void Communicator::run_collective(const Call& c) {
   }
 
   const bool bytewise = c.kind == Collective::kSend || c.kind == Collective::kRecv || c.kind == Collective::kBarrier;
-  ExecArgs a;
-  a.data = data;
+  ExecArgs a = exec_args(data, bytewise ? DType::kUInt8 : c.in.dtype, c.op, tag_base);
   a.input = input;
-  a.dtype = bytewise ? DType::kUInt8 : c.in.dtype;
-  a.op = c.op;
-  a.divisor = static_cast<double>(size_);
-  a.tag_base = tag_base;
-  a.timeout_s = config_.timeout_s;
   OpLabel label{rank_,       collective_name(c.kind), c.seq, algo == Algo::kAuto ? "p2p" : algo_name(algo), c.in.dtype,
                 c.in.bytes()};
   if (c.kind == Collective::kBarrier) label.algo = "dissemination";

@@ -83,7 +83,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void run_hierarchical(const Call& call);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
+  // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
+  void throw_if_broken(const char* operation) const;
   std::uint32_t collective_tag(std::uint64_t seq, int channel_block) const;
+  ExecArgs exec_args(void* data, DType dtype, ReduceOp op, std::uint32_t tag_base) const;
 
   std::unique_ptr<MpiHandles> mpi_;
   std::unique_ptr<Transport> transport_;
