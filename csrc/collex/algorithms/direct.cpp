@@ -161,9 +161,24 @@ void broadcast(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
-  w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
+  // The root writes block `root` of the data into every receiver while each
+  // receiver reads the other p - 1 blocks: every rank copies (p - 1)/p of the
+  // buffer, instead of receivers copying all of it while the root idles.
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), reinterpret_cast<std::uintptr_t>(o.out));
   c.sync(1, 2);
-  if (c.me != o.root) w.read(o.root, w.peer_input(o.root), o.out, bytes);
+  const Range pushed = block_range(o.count, c.p, o.root);
+  if (c.me == o.root) {
+    for (int r = 0; r < c.p; ++r) {
+      if (r != o.root && pushed.count > 0)
+        w.write(r, w.peer_result(r) + pushed.offset * c.es, c.in(pushed.offset), pushed.count * c.es);
+    }
+  } else {
+    for (int b = 0; b < c.p; ++b) {
+      const Range part = block_range(o.count, c.p, b);
+      if (b != o.root && part.count > 0)
+        w.read(o.root, w.peer_input(o.root) + part.offset * c.es, c.out(part.offset), part.count * c.es);
+    }
+  }
   c.sync(3, 2);
 }
 

@@ -38,6 +38,10 @@ class Window {
   // Throws CollexError naming the rank when the peer is gone or the read fails.
   virtual void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) = 0;
 
+  // Copies `bytes` from `local` to address `remote` of rank r's memory: lets a
+  // rank that holds data share the copying with the ranks that need it.
+  virtual void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) = 0;
+
   // Where this rank sees [remote, remote + bytes) of rank r's memory, when that
   // range lies in memory the ranks share (a symmetric buffer), else null.
   virtual const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const = 0;

@@ -92,7 +92,9 @@ def memory_traffic(coll: str, nbytes: int, ranks: int) -> float:
       allreduce       reduce S/p of all p inputs (read S, write S/p), then fetch the
                       other p-1 reduced blocks (read and write S(p-1)/p): S(3p-1)/p
       reduce          the root does the same work as an all-reduce rank: S(3p-1)/p
-      broadcast       a receiver reads the root's S and writes its own S: 2S
+      broadcast       every receiver must read the root's S and write its own S:
+                      2S(p-1) in all, shared by p ranks when the root writes part
+                      of it into the receivers: 2S(p-1)/p
       allgather       read S in all (own block and p-1 peers'), write S: 2S
       reduce_scatter  read the rank's block of every input (S), write S/p: S(p+1)/p
     """
@@ -102,7 +104,9 @@ def memory_traffic(coll: str, nbytes: int, ranks: int) -> float:
         return 2 * s
     if coll in ("allreduce", "reduce"):
         return s * (3 * p - 1) / p
-    if coll in ("broadcast", "allgather"):
+    if coll == "broadcast":
+        return 2 * s * (p - 1) / p
+    if coll == "allgather":
         return 2 * s
     if coll == "reduce_scatter":
         return s * (p + 1) / p

@@ -225,21 +225,36 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
 }
 
 void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
+  cross_copy(false, r, remote, static_cast<char*>(local), bytes);
+}
+
+void ShmWindow::write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) {
+  cross_copy(true, r, remote, static_cast<char*>(const_cast<void*>(local)), bytes);
+}
+
+// One copy between this process's `local` and rank r's `remote`, in the direction
+// `to_peer` says: in place when the range is shared memory, else by cross-memory
+// attach (which may copy less than asked; the loop goes on from there).
+void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes) {
   if (const char* in_place = mapped(r, remote, bytes)) {
-    std::memcpy(local, in_place, bytes);
+    if (to_peer) {
+      std::memcpy(const_cast<char*>(in_place), local, bytes);
+    } else {
+      std::memcpy(local, in_place, bytes);
+    }
     return;
   }
-  char* to = static_cast<char*>(local);
+  const pid_t pid = pids_[static_cast<std::size_t>(r)];
   while (bytes > 0) {
-    iovec l{to, bytes};
+    iovec l{local, bytes};
     iovec rv{reinterpret_cast<void*>(remote), bytes};
-    const ssize_t n = process_vm_readv(pids_[static_cast<std::size_t>(r)], &l, 1, &rv, 1, 0);
+    const ssize_t n = to_peer ? process_vm_writev(pid, &l, 1, &rv, 1, 0) : process_vm_readv(pid, &l, 1, &rv, 1, 0);
     if (n <= 0) {
       const int err = errno;
-      throw CollexError("reading rank " + std::to_string(r) + "'s memory failed: " + std::strerror(err) +
-                        (err == ESRCH ? " (the rank has exited)" : ""));
+      throw CollexError(std::string(to_peer ? "writing" : "reading") + " rank " + std::to_string(r) +
+                        "'s memory failed: " + std::strerror(err) + (err == ESRCH ? " (the rank has exited)" : ""));
     }
-    to += n;
+    local += n;
     remote += static_cast<std::uintptr_t>(n);
     bytes -= static_cast<std::size_t>(n);
   }

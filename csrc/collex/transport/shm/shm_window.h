@@ -30,6 +30,7 @@ class ShmWindow final : public Window {
   std::uintptr_t peer_input(int r) const override;
   std::uintptr_t peer_result(int r) const override;
   void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) override;
+  void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) override;
   const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
 
   // Collective over the node: every rank gets `bytes` of its own in one new
@@ -45,6 +46,7 @@ class ShmWindow final : public Window {
 
   ShmWindow() = default;
   Control& control(int r) const;
+  void cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes);
   void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const std::string& what);
 
   int rank_ = 0;
