@@ -23,6 +23,8 @@
 namespace py = pybind11;
 using namespace collex;
 
+void bind_fusion(py::module_& m);  // fusion.cpp
+
 namespace {
 
 Buffer make_buffer(std::uintptr_t address, std::size_t count, int dtype_code) {
@@ -327,6 +329,7 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("inspect_array", &inspect_array, py::arg("array"), py::arg("writable"));
+  bind_fusion(m);
 
   // The reduction kernels, for tests: dst = a OP b, and dst /= divisor.
   m.def("_kernel_reduce", [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op) {

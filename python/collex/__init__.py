@@ -18,6 +18,7 @@ from mpi4py import MPI as _MPI  # noqa: F401  (import for its side effect)
 
 from . import _core
 from ._comm import Communicator, Work
+from ._fusion import DistributedOptimizer, GradientReducer, broadcast_parameters
 from ._runtime import (
     allgather,
     allreduce,
@@ -52,11 +53,14 @@ __all__ = [
     "CollexError",
     "CommunicatorBroken",
     "Communicator",
+    "DistributedOptimizer",
+    "GradientReducer",
     "Work",
     "allgather",
     "allreduce",
     "barrier",
     "broadcast",
+    "broadcast_parameters",
     "empty",
     "finalize",
     "init",

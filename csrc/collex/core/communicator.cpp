@@ -40,6 +40,7 @@ struct Communicator::Call {
   int root = 0;  // root, or the peer of send/recv
   int tag = 0;   // send/recv only
   std::uint64_t seq = 0;
+  Hook before, after;  // caller's work around the collective, on the engine (may be empty)
 };
 
 namespace {
@@ -234,8 +235,12 @@ void Communicator::run(const Call& call) {
       throw;
     }
   }
+  // A hook that fails leaves the peers waiting for this rank, so it breaks the
+  // communicator like a failure on the wire.
   try {
+    if (call.before) call.before();
     run_collective(call);
+    if (call.after) call.after();
   } catch (const InvalidArgument&) {
     throw;
   } catch (const std::exception& e) {
@@ -503,6 +508,20 @@ std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op
   c.op = op;
   c.algo = algo;
   return submit(c, async);
+}
+
+std::shared_ptr<Work> Communicator::allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after,
+                                                   bool async) {
+  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce,
+          "out must match x in size and dtype");
+  Call c;
+  c.kind = Collective::kAllreduce;
+  c.in = in;
+  c.out = out;
+  c.op = op;
+  c.before = std::move(before);
+  c.after = std::move(after);
+  return submit(std::move(c), async);
 }
 
 std::shared_ptr<Work> Communicator::broadcast(Buffer buf, int root, Algo algo, bool async) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,6 +51,13 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // violations found here raise InvalidArgument.
   std::shared_ptr<Work> allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async);
   std::shared_ptr<Work> broadcast(Buffer buf, int root, Algo algo, bool async);
+
+  // An all-reduce with the caller's work around it, run by the engine in issue
+  // order: `before` just before the reduction (packing a fusion buffer), `after`
+  // just after (unpacking), so neither holds up the issuing thread. Either may
+  // be empty. A hook that throws breaks the communicator (peers are left waiting).
+  using Hook = std::function<void()>;
+  std::shared_ptr<Work> allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after, bool async);
   std::shared_ptr<Work> reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async);
   std::shared_ptr<Work> allgather(Buffer in, Buffer out, bool async);
   std::shared_ptr<Work> reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async);

@@ -32,18 +32,14 @@ bool use_kernel_isa(const char* isa);
 
 // One compiled copy of the loops per instruction set (see reduce_loops.h).
 using ReduceFn = void (*)(void* dst, const void* a, const void* b, std::size_t n);
-using DivideFn = void (*)(void* dst, std::size_t n, double divisor);
 namespace generic {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
-DivideFn pick_divide(DType dtype);
 }  // namespace generic
 namespace avx2 {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
-DivideFn pick_divide(DType dtype);
 }  // namespace avx2
 namespace avx512 {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
-DivideFn pick_divide(DType dtype);
 }  // namespace avx512
 
 }  // namespace collex::kernels

@@ -1,9 +1,13 @@
-#include "collex/kernels/reduce.h"
-
+// Chooses, once at start-up, which instruction set's copy of the kernel loops
+// runs (the best the CPU has, or COLLEX_KERNELS), and forwards the type-erased
+// entry points of reduce.h and convert.h to it.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+
+#include "collex/kernels/convert.h"
+#include "collex/kernels/reduce.h"
 
 namespace collex::kernels {
 namespace {
@@ -11,14 +15,22 @@ namespace {
 struct Loops {
   const char* isa;
   ReduceFn (*reduce)(DType, ReduceOp);
-  DivideFn (*divide)(DType);
+  MaxAbsFn (*max_abs)();
+  CompressFn (*compress)(DType);
+  DecompressFn (*decompress)(DType);
+  DivideCopyFn (*divide_copy)(DType);
 };
 
-constexpr Loops kGeneric{"generic", &generic::pick_reduce, &generic::pick_divide};
+#define COLLEX_LOOPS(ns)                                                                          \
+  Loops {                                                                                         \
+    #ns, &ns::pick_reduce, &ns::pick_max_abs, &ns::pick_compress, &ns::pick_decompress, &ns::pick_divide_copy \
+  }
+constexpr Loops kGeneric = COLLEX_LOOPS(generic);
 #if defined(COLLEX_X86_KERNELS)
-constexpr Loops kAvx2{"avx2", &avx2::pick_reduce, &avx2::pick_divide};
-constexpr Loops kAvx512{"avx512", &avx512::pick_reduce, &avx512::pick_divide};
+constexpr Loops kAvx2 = COLLEX_LOOPS(avx2);
+constexpr Loops kAvx512 = COLLEX_LOOPS(avx512);
 #endif
+#undef COLLEX_LOOPS
 
 bool cpu_has(const char* isa) {
   if (std::strcmp(isa, "generic") == 0) return true;
@@ -66,8 +78,25 @@ void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype,
   current().load(std::memory_order_relaxed)->reduce(dtype, op)(dst, a, b, n);
 }
 
-void divide(void* dst, std::size_t n, DType dtype, double divisor) {
-  if (DivideFn f = current().load(std::memory_order_relaxed)->divide(dtype)) f(dst, n, divisor);
+void divide(void* dst, std::size_t n, DType dtype, double divisor) { divide_copy(dst, dst, n, dtype, divisor); }
+
+float max_abs(const float* src, const float* residual, std::size_t n) {
+  return current().load(std::memory_order_relaxed)->max_abs()(src, residual, n);
+}
+
+void compress(void* wire, DType wire_dtype, const float* src, float* residual, std::size_t n, float scale) {
+  if (n == 0) return;
+  current().load(std::memory_order_relaxed)->compress(wire_dtype)(wire, src, residual, n, scale);
+}
+
+void decompress(float* dst, const void* wire, DType wire_dtype, std::size_t n, float factor) {
+  if (n == 0) return;
+  current().load(std::memory_order_relaxed)->decompress(wire_dtype)(dst, wire, n, factor);
+}
+
+void divide_copy(void* dst, const void* src, std::size_t n, DType dtype, double divisor) {
+  if (n == 0) return;
+  if (DivideCopyFn f = current().load(std::memory_order_relaxed)->divide_copy(dtype)) f(dst, src, n, divisor);
 }
 
 const char* kernel_isa() { return current().load()->isa; }

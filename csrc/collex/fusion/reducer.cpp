@@ -1,0 +1,275 @@
+#include "collex/fusion/reducer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "collex/common/errors.h"
+#include "collex/core/communicator.h"
+#include "collex/kernels/convert.h"
+#include "collex/transport/window.h"
+
+namespace collex::fusion {
+namespace {
+
+constexpr std::size_t kAlign = 64;
+
+std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// fp16 holds magnitudes up to 65504. Scaling the bucket so that the sum over p
+// ranks stays within half of that leaves room for rounding in every partial sum;
+// a power of two keeps the scaling itself exact.
+float fp16_scale(float amax, int ranks) {
+  if (!(amax > 0.0f) || !std::isfinite(amax)) return 1.0f;  // zeros, or NaN/inf to pass on as they are
+  int exponent = static_cast<int>(std::floor(std::log2(32768.0 / (static_cast<double>(amax) * ranks))));
+  exponent = std::clamp(exponent, -100, 100);
+  return std::ldexp(1.0f, exponent);
+}
+
+}  // namespace
+
+std::string GradientReducer::prefix(const char* method) const {
+  return "[rank " + std::to_string(comm_->rank()) + "] GradientReducer." + method + ": ";
+}
+
+GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients,
+                                 std::size_t cap_bytes, std::size_t first_cap_bytes, Compression compression,
+                                 bool error_feedback)
+    : comm_(std::move(comm)), gradients_(std::move(gradients)) {
+  std::vector<Gradient> shapes;
+  for (std::size_t i = 0; i < gradients_.size(); ++i) {
+    if (!dtype_is_float(gradients_[i].dtype)) {
+      throw InvalidArgument(prefix("__init__") + "gradient " + std::to_string(i) + " is " +
+                            dtype_name(gradients_[i].dtype) + "; gradients must be floating point");
+    }
+    shapes.push_back(Gradient{gradients_[i].count, gradients_[i].dtype});
+  }
+  // Overlapping gradients would be packed from and unpacked into the same memory twice.
+  std::vector<std::size_t> by_address(gradients_.size());
+  for (std::size_t i = 0; i < by_address.size(); ++i) by_address[i] = i;
+  std::sort(by_address.begin(), by_address.end(),
+            [&](std::size_t a, std::size_t b) { return gradients_[a].data < gradients_[b].data; });
+  for (std::size_t k = 1; k < by_address.size(); ++k) {
+    const Buffer& lo = gradients_[by_address[k - 1]];
+    const Buffer& hi = gradients_[by_address[k]];
+    if (lo.bytes() > 0 && hi.bytes() > 0 && lo.bytes_at(lo.count) > static_cast<char*>(hi.data)) {
+      throw InvalidArgument(prefix("__init__") + "gradients " + std::to_string(by_address[k - 1]) + " and " +
+                            std::to_string(by_address[k]) + " overlap in memory");
+    }
+  }
+
+  buckets_ = assign_buckets(shapes, cap_bytes, first_cap_bytes);
+  slots_.resize(buckets_.size());
+  bucket_of_.resize(gradients_.size());
+  marked_.assign(gradients_.size(), false);
+
+  // A bucket whose gradients fill one span of memory on every rank is reduced
+  // where it lies (no packing); ranks agree on which, since the reduction differs.
+  std::vector<std::int32_t> spans(buckets_.size(), 0);
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    const bool compress = compression != Compression::kNone && buckets_[b].dtype == DType::kFloat32;
+    spans[b] = !compress && find_span(buckets_[b]) != nullptr;
+  }
+  if (!spans.empty()) {
+    Buffer flags{spans.data(), spans.size(), DType::kInt32};
+    comm_->allreduce(flags, flags, ReduceOp::kMin, Algo::kAuto, /*async=*/false);
+  }
+
+  std::size_t fusion_bytes = 0, residual_count = 0;
+  std::vector<std::size_t> fusion_at(buckets_.size()), residual_at(buckets_.size());
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    Slot& s = slots_[b];
+    const Bucket& bucket = buckets_[b];
+    for (const Member& m : bucket.members) bucket_of_[m.gradient] = b;
+    s.pending = bucket.members.size();
+    s.compressed = compression != Compression::kNone && bucket.dtype == DType::kFloat32;
+    s.wire = !s.compressed ? bucket.dtype : compression == Compression::kFp16 ? DType::kFloat16 : DType::kBFloat16;
+    if (spans[b] != 0) {
+      s.span = find_span(bucket);
+      continue;
+    }
+    fusion_at[b] = fusion_bytes;
+    fusion_bytes += align_up(bucket.count * dtype_size(s.wire));
+    residual_at[b] = residual_count;
+    if (s.compressed && error_feedback) residual_count += bucket.count;
+  }
+
+  // Fusion buffers in memory every rank of the node reads in place, when there is such memory.
+  char* fusion = nullptr;
+  if (fusion_bytes > 0) {
+    try {
+      symmetric_ = comm_->allocate_symmetric(fusion_bytes);
+    } catch (const CollexError&) {
+      symmetric_.reset();  // no room in /dev/shm: private memory works too, one copy slower
+    }
+    if (symmetric_) {
+      fusion = static_cast<char*>(symmetric_->data());
+    } else {
+      private_fusion_.resize(fusion_bytes + kAlign);
+      fusion = private_fusion_.data() + (kAlign - reinterpret_cast<std::uintptr_t>(private_fusion_.data()) % kAlign);
+    }
+  }
+  residuals_.assign(residual_count, 0.0f);
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    Slot& s = slots_[b];
+    if (s.span != nullptr) continue;
+    s.fusion = fusion + fusion_at[b];
+    if (s.compressed && error_feedback) s.residuals = residuals_.data() + residual_at[b];
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (Slot& s : slots_) {
+    for (auto* w : {&s.amax_work, &s.work}) {
+      if (*w == nullptr) continue;
+      try {
+        (*w)->wait();  // its hooks use this object
+      } catch (...) {
+      }
+    }
+  }
+}
+
+void* GradientReducer::find_span(const Bucket& bucket) const {
+  std::vector<const Buffer*> members;
+  for (const Member& m : bucket.members) {
+    if (gradients_[m.gradient].count > 0) members.push_back(&gradients_[m.gradient]);
+  }
+  if (members.empty()) return nullptr;
+  std::sort(members.begin(), members.end(), [](const Buffer* a, const Buffer* b) { return a->data < b->data; });
+  for (std::size_t k = 1; k < members.size(); ++k) {
+    if (members[k - 1]->bytes_at(members[k - 1]->count) != members[k]->data) return nullptr;
+  }
+  return members.front()->data;
+}
+
+float* GradientReducer::residual(std::size_t i) {
+  if (i >= gradients_.size()) return nullptr;
+  const Slot& s = slots_[bucket_of_[i]];
+  if (s.residuals == nullptr) return nullptr;
+  for (const Member& m : buckets_[bucket_of_[i]].members) {
+    if (m.gradient == i) return s.residuals + m.offset;
+  }
+  return nullptr;
+}
+
+void GradientReducer::ready(std::size_t i) {
+  if (i >= gradients_.size()) {
+    throw InvalidArgument(prefix("ready") + "gradient index " + std::to_string(i) + " out of range [0, " +
+                          std::to_string(gradients_.size()) + ")");
+  }
+  if (marked_[i]) {
+    throw InvalidArgument(prefix("ready") + "gradient " + std::to_string(i) +
+                          " was already marked ready in this step (call wait() to end the step first)");
+  }
+  marked_[i] = true;
+  --slots_[bucket_of_[i]].pending;
+  while (next_launch_ < slots_.size() && slots_[next_launch_].pending == 0) launch(next_launch_++);
+}
+
+void GradientReducer::launch(std::size_t b) {
+  Slot& s = slots_[b];
+  const Bucket& bucket = buckets_[b];
+  if (s.span != nullptr) {
+    Buffer span{s.span, bucket.count, bucket.dtype};
+    s.work = comm_->allreduce(span, span, ReduceOp::kAvg, Algo::kAuto, /*async=*/true);
+    return;
+  }
+  if (s.compressed && s.wire == DType::kFloat16) {
+    // The scale must be the same on every rank: agree on the largest magnitude first.
+    Buffer amax{&s.amax, 1, DType::kFloat32};
+    s.amax_work = comm_->allreduce_with(amax, amax, ReduceOp::kMax, [this, b] { find_local_amax(b); }, nullptr,
+                                        /*async=*/true);
+  }
+  Buffer fused{s.fusion, bucket.count, s.wire};
+  s.work = comm_->allreduce_with(fused, fused, ReduceOp::kSum, [this, b] { pack(b); }, [this, b] { unpack(b); },
+                                 /*async=*/true);
+}
+
+void GradientReducer::find_local_amax(std::size_t b) {
+  Slot& s = slots_[b];
+  float amax = 0.0f;
+  for (const Member& m : buckets_[b].members) {
+    const Buffer& g = gradients_[m.gradient];
+    const float* residual = s.residuals != nullptr ? s.residuals + m.offset : nullptr;
+    const float a = kernels::max_abs(static_cast<const float*>(g.data), residual, g.count);
+    if (a != a) {
+      amax = a;
+      break;
+    }
+    amax = std::max(amax, a);
+  }
+  s.amax = amax;
+}
+
+void GradientReducer::pack(std::size_t b) {
+  Slot& s = slots_[b];
+  const std::size_t wire_size = dtype_size(s.wire);
+  if (s.compressed) s.scale = s.wire == DType::kFloat16 ? fp16_scale(s.amax, comm_->size()) : 1.0f;
+  for (const Member& m : buckets_[b].members) {
+    const Buffer& g = gradients_[m.gradient];
+    char* to = s.fusion + m.offset * wire_size;
+    if (!s.compressed) {
+      if (g.count > 0) std::memcpy(to, g.data, g.bytes());
+      continue;
+    }
+    float* residual = s.residuals != nullptr ? s.residuals + m.offset : nullptr;
+    kernels::compress(to, s.wire, static_cast<const float*>(g.data), residual, g.count, s.scale);
+  }
+}
+
+void GradientReducer::unpack(std::size_t b) {
+  Slot& s = slots_[b];
+  const std::size_t wire_size = dtype_size(s.wire);
+  const int p = comm_->size();
+  for (const Member& m : buckets_[b].members) {
+    const Buffer& g = gradients_[m.gradient];
+    const char* from = s.fusion + m.offset * wire_size;
+    if (s.compressed) {
+      kernels::decompress(static_cast<float*>(g.data), from, s.wire, g.count, 1.0f / (s.scale * static_cast<float>(p)));
+    } else {
+      kernels::divide_copy(g.data, from, g.count, g.dtype, static_cast<double>(p));
+    }
+  }
+}
+
+void GradientReducer::wait() {
+  std::exception_ptr error;
+  for (std::size_t b = 0; b < next_launch_; ++b) {
+    for (auto* w : {&slots_[b].amax_work, &slots_[b].work}) {
+      if (*w == nullptr) continue;
+      try {
+        (*w)->wait();
+      } catch (const Interrupted&) {
+        throw;  // the work carries on; wait() may be called again
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+      w->reset();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  if (next_launch_ < slots_.size()) {
+    std::string missing;
+    int listed = 0;
+    for (std::size_t i = 0; i < marked_.size(); ++i) {
+      if (marked_[i]) continue;
+      if (listed++ < 8) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
+    }
+    if (listed > 8) missing += ", ... (" + std::to_string(listed) + " in all)";
+    throw InvalidArgument(prefix("wait") + "gradients " + missing +
+                          " were never marked ready in this step: call ready(i) for each (or reduce())");
+  }
+  next_launch_ = 0;
+  marked_.assign(marked_.size(), false);
+  for (std::size_t b = 0; b < slots_.size(); ++b) slots_[b].pending = buckets_[b].members.size();
+}
+
+void GradientReducer::reduce() {
+  for (std::size_t i = marked_.size(); i-- > 0;) {
+    if (!marked_[i]) ready(i);
+  }
+  wait();
+}
+
+}  // namespace collex::fusion

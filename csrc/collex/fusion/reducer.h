@@ -1,0 +1,90 @@
+// Data-parallel gradient exchange: gradients are grouped into buckets (see
+// bucketer.h), each bucket is packed into a fusion buffer (converted to fp16 or
+// bf16 on the way when compressing, with error feedback), all-reduced
+// asynchronously as soon as its last gradient is ready, then unpacked into the
+// gradients as their average over the ranks. Packing and unpacking run on the
+// communicator's engine, around the bucket's all-reduce, so the caller's thread
+// only marks gradients ready and goes on with its backward pass.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collex/common/buffer.h"
+#include "collex/fusion/bucketer.h"
+
+namespace collex {
+class Communicator;
+class SymmetricMemory;
+class Work;
+}  // namespace collex
+
+namespace collex::fusion {
+
+enum class Compression { kNone, kFp16, kBf16 };
+
+class GradientReducer {
+ public:
+  // Collective over `comm` (every rank passes gradients of the same counts and
+  // dtypes in the same order). Gradients must be floating point and must not
+  // overlap; they are referenced, not copied, until the reducer is destroyed.
+  GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients, std::size_t cap_bytes,
+                  std::size_t first_cap_bytes, Compression compression, bool error_feedback);
+  ~GradientReducer();  // waits for buckets still in flight
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Gradient i is final for this step. Buckets launch in bucket order, each as
+  // soon as it and every bucket before it are complete (so every rank issues
+  // the same all-reduces in the same order, whatever order ready() comes in).
+  void ready(std::size_t i);
+  // Waits for every bucket; the gradients then hold the average over the ranks.
+  // Ends the step: ready() may be called again for the next one.
+  void wait();
+  // ready() for every gradient not yet marked (in backward order), then wait().
+  void reduce();
+
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  // The dtype bucket b travels in, and whether it is reduced where the
+  // gradients lie (they fill one span of memory) instead of through a fusion buffer.
+  DType wire_dtype(std::size_t b) const { return slots_[b].wire; }
+  bool in_place(std::size_t b) const { return slots_[b].span != nullptr; }
+  bool symmetric() const { return symmetric_ != nullptr; }
+  // The rounding residual kept for gradient i (error feedback), or null.
+  float* residual(std::size_t i);
+
+ private:
+  struct Slot {
+    DType wire = DType::kFloat32;
+    bool compressed = false;
+    void* span = nullptr;       // the members' memory when they fill one span; else null
+    char* fusion = nullptr;     // the packed bucket otherwise
+    float* residuals = nullptr;  // error feedback for the bucket's elements, or null
+    std::size_t pending = 0;    // members not yet ready this step
+    float amax = 0.0f;          // fp16: the largest magnitude, over every rank
+    float scale = 1.0f;         // what the bucket was multiplied by when packed
+    std::shared_ptr<Work> amax_work, work;
+  };
+
+  void launch(std::size_t b);
+  void pack(std::size_t b);
+  void unpack(std::size_t b);
+  void find_local_amax(std::size_t b);
+  void* find_span(const Bucket& bucket) const;
+  std::string prefix(const char* method) const;
+
+  std::shared_ptr<Communicator> comm_;
+  std::vector<Buffer> gradients_;
+  std::vector<Bucket> buckets_;
+  std::vector<Slot> slots_;
+  std::vector<std::size_t> bucket_of_;  // gradient -> bucket
+  std::vector<bool> marked_;            // gradient -> ready this step
+  std::size_t next_launch_ = 0;
+  std::shared_ptr<SymmetricMemory> symmetric_;  // fusion buffers, when the ranks share a window
+  std::vector<char> private_fusion_;            // ... otherwise
+  std::vector<float> residuals_;
+};
+
+}  // namespace collex::fusion

@@ -1,3 +1,0 @@
-// The reduction loops built for the avx2 instruction set (flags in CMakeLists.txt).
-#define COLLEX_KERNEL_ISA avx2
-#include "collex/kernels/reduce_loops.h"

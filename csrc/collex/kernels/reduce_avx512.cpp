@@ -1,3 +1,0 @@
-// The reduction loops built for the avx512 instruction set (flags in CMakeLists.txt).
-#define COLLEX_KERNEL_ISA avx512
-#include "collex/kernels/reduce_loops.h"

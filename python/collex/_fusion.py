@@ -1,0 +1,209 @@
+"""The data-parallel training layer: bucketed, optionally compressed gradient
+all-reduce (GradientReducer), parameter broadcast and an optimizer wrapper.
+
+The work happens in the C++ core (csrc/collex/fusion/); this module checks the
+arguments and keeps the gradient arrays alive while the core refers to them.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core, _runtime
+from ._arrays import Arg, where
+from ._comm import Communicator
+from ._dtypes import FLOATING, SUPPORTED
+
+COMPRESSIONS = ("none", "fp16", "bf16")
+MIB = 1 << 20
+
+
+def _communicator(comm: Communicator | None) -> Communicator:
+    return _runtime.world() if comm is None else comm
+
+
+class GradientReducer:
+    """Averages a model's gradients over the ranks, in place, a bucket at a time.
+
+    ``grads`` are the gradient arrays in registration order (the order the model
+    defines its parameters); every rank passes arrays of the same shapes and
+    dtypes. They are grouped into buckets of at most ``bucket_mb`` MiB in reverse
+    order, the order a backward pass finishes them (the first bucket is kept to
+    ``first_bucket_mb`` so that communication starts early), one dtype per bucket,
+    never splitting a gradient.
+
+    Each step, call ``ready(i)`` as soon as gradient ``i`` is final: a bucket's
+    all-reduce starts in the background once all its gradients are ready, while
+    the caller goes on computing. ``wait()`` returns when every gradient holds the
+    average over the ranks; ``reduce()`` marks every remaining gradient ready and
+    waits. The arrays must not be read or written between ``ready(i)`` and
+    ``wait()``.
+
+    ``compression="fp16"`` or ``"bf16"`` sends float32 gradients at half the
+    bytes: packing converts them (fp16 scaled by a power of two, agreed by the
+    ranks, so that the sum cannot overflow), every reduction step accumulates in
+    float32, and unpacking converts back. With ``error_feedback`` each gradient's
+    rounding residual is kept and added back at the next step, so rounding errors
+    do not accumulate over training. Buckets of other dtypes travel as they are.
+
+    When a bucket's gradients fill one span of memory on every rank (views of one
+    flat array, e.g. from ``collex.empty``), an uncompressed bucket is reduced
+    where it lies, with no packing at all.
+    """
+
+    def __init__(
+        self,
+        grads: Sequence[Any],
+        bucket_mb: float = 25,
+        compression: str | None = None,
+        error_feedback: bool = True,
+        *,
+        first_bucket_mb: float = 1,
+        comm: Communicator | None = None,
+    ):
+        comm = _communicator(comm)
+        op = "GradientReducer"
+        here = where(op, comm.rank)
+        if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
+            raise TypeError(f"{here}: grads: expected a list of arrays, got {type(grads).__name__}")
+        for name, value in (("bucket_mb", bucket_mb), ("first_bucket_mb", first_bucket_mb)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{here}: {name}={value!r}: expected a positive number of MiB")
+        comp = "none" if compression is None else compression
+        if comp not in COMPRESSIONS:
+            raise ValueError(f"{here}: compression={compression!r}: expected None, 'fp16' or 'bf16'")
+        specs = []
+        arrays = []
+        for i, g in enumerate(grads):
+            a = Arg(g, f"grads[{i}]", op, comm.rank, writable=True)
+            if a.code not in FLOATING:
+                raise TypeError(
+                    f"{here}: grads[{i}]: gradients must be floating point, got {SUPPORTED[a.code]}"
+                )
+            specs.append((a.address, a.count, a.code))
+            arrays.append(a.array)
+        self._grads = arrays  # the core refers to their memory
+        self._comm = comm
+        cap = int(bucket_mb * MIB)
+        self._c = _core.GradientReducer(
+            comm._c, specs, cap, min(cap, int(first_bucket_mb * MIB)), comp, bool(error_feedback)
+        )
+        self.compression = None if comp == "none" else comp
+
+    def _index(self, i: Any) -> int:
+        try:
+            k = operator.index(i)
+        except TypeError:
+            raise TypeError(
+                f"{where('GradientReducer.ready', self._comm.rank)}: expected an int index, "
+                f"got {type(i).__name__}"
+            ) from None
+        if not 0 <= k < len(self._grads):
+            raise ValueError(
+                f"{where('GradientReducer.ready', self._comm.rank)}: gradient index {i} out of range "
+                f"[0, {len(self._grads)})"
+            )
+        return k
+
+    def ready(self, i: int) -> None:
+        """Gradient ``i`` is final for this step; its bucket may launch."""
+        self._c.ready(self._index(i))
+
+    def wait(self) -> None:
+        """Waits until every gradient holds the average over the ranks; ends the step."""
+        self._c.wait()
+
+    def reduce(self) -> None:
+        """Marks every gradient not yet ready as ready, then waits."""
+        self._c.reduce()
+
+    @property
+    def buckets(self) -> list[list[int]]:
+        """Gradient indices per bucket, in launch order."""
+        return [members for _, members, _ in self._c.buckets()]
+
+    def bucket_info(self) -> list[dict]:
+        """Per bucket: its gradients, dtype, wire dtype, and whether it is reduced in place."""
+        info = []
+        for b, (code, members, offsets) in enumerate(self._c.buckets()):
+            info.append(
+                {
+                    "gradients": members,
+                    "offsets": offsets,
+                    "dtype": SUPPORTED[code],
+                    "wire_dtype": SUPPORTED[self._c.wire_dtype(b)],
+                    "in_place": self._c.in_place(b),
+                }
+            )
+        return info
+
+    def residual(self, i: int) -> np.ndarray | None:
+        """A read-only view of gradient ``i``'s error-feedback residual (None when not kept)."""
+        k = self._index(i)
+        address = self._c.residual_address(k)
+        if address == 0:
+            return None
+        g = self._grads[k]
+        view = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_float * g.size).from_address(address))
+        view = view.reshape(g.shape)
+        view.flags.writeable = False
+        return view
+
+
+def broadcast_parameters(params: Sequence[Any], root: int = 0, comm: Communicator | None = None) -> None:
+    """Overwrites every rank's ``params`` (a list of arrays) with the root's, so that
+    data-parallel replicas start identical. Broadcasts are issued together and waited
+    for at the end."""
+    comm = _communicator(comm)
+    if isinstance(params, np.ndarray) or not isinstance(params, Sequence):
+        raise TypeError(
+            f"{where('broadcast_parameters', comm.rank)}: params: expected a list of arrays, "
+            f"got {type(params).__name__}"
+        )
+    works = [comm.broadcast(p, root=root, async_op=True) for p in params]
+    for w in works:
+        w.wait()
+
+
+class DistributedOptimizer:
+    """Wraps an optimizer so that each ``step`` first averages the gradients over the
+    ranks. ``optimizer`` is any object with a ``step(params, grads)`` method; ``grads``
+    are the gradient arrays it will be given, reduced by a GradientReducer (the
+    keyword arguments go to it).
+
+    ``opt.ready(i)`` may be called during the backward pass to start a bucket early;
+    ``opt.step(params)`` then waits for what is in flight, reduces the rest and calls
+    ``optimizer.step(params, grads)``.
+    """
+
+    def __init__(self, optimizer: Any, grads: Sequence[Any], **reducer_options: Any):
+        if not callable(getattr(optimizer, "step", None)):
+            raise TypeError(
+                "collex.DistributedOptimizer: optimizer: expected an object with a step(params, grads) "
+                f"method, got {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
+        self.grads = list(grads)
+        self.reducer = GradientReducer(self.grads, **reducer_options)
+
+    def ready(self, i: int) -> None:
+        self.reducer.ready(i)
+
+    def step(self, params: Sequence[Any], grads: Sequence[Any] | None = None) -> Any:
+        same = grads is None or (
+            len(grads) == len(self.grads) and all(a is b for a, b in zip(grads, self.grads))
+        )
+        if not same:
+            raise ValueError(
+                "collex.DistributedOptimizer.step: grads: pass the arrays given at construction (or none)"
+            )
+        self.reducer.reduce()
+        return self.optimizer.step(params, self.grads)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (learning rate, state) is the wrapped optimizer's.
+        return getattr(self.optimizer, name)
