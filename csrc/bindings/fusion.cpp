@@ -81,22 +81,21 @@ void bind_fusion(py::module_& m) {
       .def("residual_address",
            [](GradientReducer& r, std::size_t i) { return reinterpret_cast<std::uintptr_t>(r.residual(i)); });
 
-  m.def("_assign_buckets", [](const std::vector<std::pair<std::size_t, int>>& grads, std::size_t cap,
-                              std::size_t first_cap) {
-    std::vector<fusion::Gradient> g;
-    for (const auto& [count, code] : grads) g.push_back(fusion::Gradient{count, dtype_of(code)});
-    return describe(fusion::assign_buckets(g, cap, first_cap));
-  });
+  m.def("_assign_buckets",
+        [](const std::vector<std::pair<std::size_t, int>>& grads, std::size_t cap, std::size_t first_cap) {
+          std::vector<fusion::Gradient> g;
+          for (const auto& [count, code] : grads) g.push_back(fusion::Gradient{count, dtype_of(code)});
+          return describe(fusion::assign_buckets(g, cap, first_cap));
+        });
   m.def("_kernel_max_abs", [](std::uintptr_t src, std::uintptr_t residual, std::size_t n) {
     return kernels::max_abs(pointer<const float>(src), pointer<const float>(residual), n);
   });
   m.def("_kernel_compress", [](std::uintptr_t wire, int wire_dtype, std::uintptr_t src, std::uintptr_t residual,
                                std::size_t n, float scale) {
-    kernels::compress(pointer<void>(wire), dtype_of(wire_dtype), pointer<const float>(src), pointer<float>(residual),
-                      n, scale);
+    kernels::compress(pointer<void>(wire), dtype_of(wire_dtype), pointer<const float>(src), pointer<float>(residual), n,
+                      scale);
   });
-  m.def("_kernel_decompress", [](std::uintptr_t dst, std::uintptr_t wire, int wire_dtype, std::size_t n,
-                                 float factor) {
+  m.def("_kernel_decompress", [](std::uintptr_t dst, std::uintptr_t wire, int wire_dtype, std::size_t n, float factor) {
     kernels::decompress(pointer<float>(dst), pointer<const void>(wire), dtype_of(wire_dtype), n, factor);
   });
 }

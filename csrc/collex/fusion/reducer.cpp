@@ -178,12 +178,14 @@ void GradientReducer::launch(std::size_t b) {
   if (s.compressed && s.wire == DType::kFloat16) {
     // The scale must be the same on every rank: agree on the largest magnitude first.
     Buffer amax{&s.amax, 1, DType::kFloat32};
-    s.amax_work = comm_->allreduce_with(amax, amax, ReduceOp::kMax, [this, b] { find_local_amax(b); }, nullptr,
-                                        /*async=*/true);
+    s.amax_work = comm_->allreduce_with(
+        amax, amax, ReduceOp::kMax, [this, b] { find_local_amax(b); }, nullptr,
+        /*async=*/true);
   }
   Buffer fused{s.fusion, bucket.count, s.wire};
-  s.work = comm_->allreduce_with(fused, fused, ReduceOp::kSum, [this, b] { pack(b); }, [this, b] { unpack(b); },
-                                 /*async=*/true);
+  s.work = comm_->allreduce_with(
+      fused, fused, ReduceOp::kSum, [this, b] { pack(b); }, [this, b] { unpack(b); },
+      /*async=*/true);
 }
 
 void GradientReducer::find_local_amax(std::size_t b) {

@@ -59,12 +59,12 @@ class GradientReducer {
   struct Slot {
     DType wire = DType::kFloat32;
     bool compressed = false;
-    void* span = nullptr;       // the members' memory when they fill one span; else null
-    char* fusion = nullptr;     // the packed bucket otherwise
+    void* span = nullptr;        // the members' memory when they fill one span; else null
+    char* fusion = nullptr;      // the packed bucket otherwise
     float* residuals = nullptr;  // error feedback for the bucket's elements, or null
-    std::size_t pending = 0;    // members not yet ready this step
-    float amax = 0.0f;          // fp16: the largest magnitude, over every rank
-    float scale = 1.0f;         // what the bucket was multiplied by when packed
+    std::size_t pending = 0;     // members not yet ready this step
+    float amax = 0.0f;           // fp16: the largest magnitude, over every rank
+    float scale = 1.0f;          // what the bucket was multiplied by when packed
     std::shared_ptr<Work> amax_work, work;
   };
 

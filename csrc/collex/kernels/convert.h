@@ -31,8 +31,8 @@ using MaxAbsFn = float (*)(const float* src, const float* residual, std::size_t 
 using CompressFn = void (*)(void* wire, const float* src, float* residual, std::size_t n, float scale);
 using DecompressFn = void (*)(float* dst, const void* wire, std::size_t n, float factor);
 using DivideCopyFn = void (*)(void* dst, const void* src, std::size_t n, double divisor);
-#define COLLEX_CONVERT_PICKERS             \
-  MaxAbsFn pick_max_abs();                 \
+#define COLLEX_CONVERT_PICKERS              \
+  MaxAbsFn pick_max_abs();                  \
   CompressFn pick_compress(DType wire);     \
   DecompressFn pick_decompress(DType wire); \
   DivideCopyFn pick_divide_copy(DType dtype);

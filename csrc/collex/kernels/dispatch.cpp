@@ -21,10 +21,8 @@ struct Loops {
   DivideCopyFn (*divide_copy)(DType);
 };
 
-#define COLLEX_LOOPS(ns)                                                                          \
-  Loops {                                                                                         \
-    #ns, &ns::pick_reduce, &ns::pick_max_abs, &ns::pick_compress, &ns::pick_decompress, &ns::pick_divide_copy \
-  }
+#define COLLEX_LOOPS(ns) \
+  Loops { #ns, &ns::pick_reduce, &ns::pick_max_abs, &ns::pick_compress, &ns::pick_decompress, &ns::pick_divide_copy }
 constexpr Loops kGeneric = COLLEX_LOOPS(generic);
 #if defined(COLLEX_X86_KERNELS)
 constexpr Loops kAvx2 = COLLEX_LOOPS(avx2);

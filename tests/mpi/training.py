@@ -1,0 +1,255 @@
+"""The data-parallel training layer under mpirun: GradientReducer against
+per-tensor all-reduce, ready() in any order and its misuse, compression and error
+feedback, broadcast_parameters, DistributedOptimizer, and a short training run
+that must follow the one-process run."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import collex as cx
+import ml_dtypes
+import numpy as np
+from _harness import Cases, identical_on_all_ranks
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+from mlp import train  # noqa: E402
+
+cx.init()
+rank, size = cx.rank(), cx.size()
+cases = Cases("training")
+KIB = 1 << 10
+
+# Mixed shapes and dtypes, some empty, enough to make several buckets at a small cap.
+SHAPES = [(3, 5), (1000,), (0,), (64, 64), (7,), (300, 30), (1,), (2000,), (33, 3)]
+DTYPES = [np.float32, np.float32, np.float32, np.float64, np.float16, np.float32, ml_dtypes.bfloat16,
+          np.float32, np.float64]  # fmt: skip
+
+
+def integer_grads(seed):
+    """Small integers: every sum and average over up to 5 ranks is exact in every dtype."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-8, 9, s).astype(dt) * 4 for s, dt in zip(SHAPES, DTYPES)]
+
+
+def expected_average():
+    total = [sum(integer_grads(r)[i].astype(np.float64) for r in range(size)) for i in range(len(SHAPES))]
+    return [(t / size).astype(dt) for t, dt in zip(total, DTYPES)]
+
+
+def same(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def reducer_equals_per_tensor_allreduce():
+    for cap_kib, first in ((1, 1), (16, 4), (25 * 1024, 1024)):
+        grads = integer_grads(rank)
+        red = cx.GradientReducer(grads, bucket_mb=cap_kib / 1024, first_bucket_mb=first / 1024)
+        per_tensor = [cx.allreduce(g.copy(), op="avg") for g in integer_grads(rank)]
+        red.reduce()
+        for i, (g, e, t) in enumerate(zip(grads, expected_average(), per_tensor)):
+            assert same(g, e), f"cap {cap_kib} KiB: gradient {i} {g.ravel()[:4]} != {e.ravel()[:4]}"
+            assert same(g, t), f"cap {cap_kib} KiB: gradient {i} differs from the per-tensor all-reduce"
+        # A second step on the same reducer.
+        for g, fresh in zip(grads, integer_grads(rank + 100)):
+            g[...] = fresh
+        red.reduce()
+        again = [sum(integer_grads(r + 100)[i].astype(np.float64) for r in range(size)) / size
+                 for i in range(len(SHAPES))]  # fmt: skip
+        assert all(same(g, a.astype(g.dtype)) for g, a in zip(grads, again)), "second step wrong"
+
+
+def ready_in_any_order():
+    grads = integer_grads(rank)
+    red = cx.GradientReducer(grads, bucket_mb=2 / 1024, first_bucket_mb=1 / 1024)
+    assert len(red.buckets) >= 4, red.buckets
+    for step in range(3):
+        # Each rank its own order: buckets still launch in the same order everywhere.
+        order = np.random.default_rng(1000 * rank + step).permutation(len(grads))
+        for i in order:
+            red.ready(int(i))
+        red.wait()
+        assert all(same(g, e) for g, e in zip(grads, expected_average())), f"step {step}"
+        for g, fresh in zip(grads, integer_grads(rank)):
+            g[...] = fresh
+
+
+def expect_error(exc, needles, fn):
+    try:
+        fn()
+    except exc as e:
+        missing = [n for n in needles if n not in str(e)]
+        assert not missing, f"message {str(e)!r} lacks {missing}"
+        return
+    raise AssertionError(f"did not raise {exc.__name__}")
+
+
+def misuse_is_a_clear_error():
+    grads = integer_grads(rank)
+    red = cx.GradientReducer(grads, bucket_mb=1 / 1024)
+    red.ready(3)
+    expect_error(
+        ValueError, ["ready", "gradient 3", "already marked ready", f"[rank {rank}]"], lambda: red.ready(3)
+    )
+    expect_error(ValueError, ["out of range", "[0, 9)"], lambda: red.ready(9))
+    expect_error(ValueError, ["out of range"], lambda: red.ready(-1))
+    expect_error(TypeError, ["int index"], lambda: red.ready("x"))
+    for i in (8, 7, 6, 5, 4):
+        red.ready(i)
+    expect_error(ValueError, ["gradients 0, 1, 2", "never marked ready"], red.wait)
+    for i in (2, 1, 0):
+        red.ready(i)
+    red.wait()  # the step completes once the rest are ready
+    assert all(same(g, e) for g, e in zip(grads, expected_average())), "after the late ready() calls"
+    x = np.ones(8, np.float32)
+    expect_error(
+        TypeError,
+        ["grads[1]", "floating point", "int32"],
+        lambda: cx.GradientReducer([x, np.ones(3, np.int32)]),
+    )
+    expect_error(ValueError, ["overlap"], lambda: cx.GradientReducer([x[:5], x[3:]]))
+    expect_error(ValueError, ["compression='zip'"], lambda: cx.GradientReducer([x], compression="zip"))
+    expect_error(ValueError, ["bucket_mb=0"], lambda: cx.GradientReducer([x], bucket_mb=0))
+    expect_error(
+        ValueError,
+        ["C-contiguous", "grads[0]"],
+        lambda: cx.GradientReducer([np.ones((4, 4), np.float32)[:, ::2]]),
+    )
+    expect_error(TypeError, ["list of arrays"], lambda: cx.GradientReducer(x))
+    expect_error(TypeError, ["step(params, grads)"], lambda: cx.DistributedOptimizer(object(), [x]))
+
+
+def float_grads(seed, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.standard_normal(s) * scale).astype(np.float32)
+        for s in ((100, 30), (5000,), (17,), (0,), (64, 64))
+    ]
+
+
+def compression_is_close_and_identical():
+    for compression, tol in (("fp16", 2e-3), ("bf16", 1e-2)):
+        for magnitude in (1.0, 6e4, 1e-6):  # 6e4 * ranks overflows fp16 unless scaled
+            grads = float_grads(rank, magnitude)
+            exact = [sum(float_grads(r, magnitude)[i].astype(np.float64) for r in range(size)) / size
+                     for i in range(len(grads))]  # fmt: skip
+            red = cx.GradientReducer(grads, bucket_mb=0.05, compression=compression)
+            assert all(b["wire_dtype"].itemsize == 2 for b in red.bucket_info()), red.bucket_info()
+            red.reduce()
+            for i, (g, e) in enumerate(zip(grads, exact)):
+                assert np.all(np.isfinite(g)), f"{compression} x{magnitude}: gradient {i} not finite"
+                err = np.max(np.abs(g - e), initial=0) / (np.max(np.abs(e), initial=0) or 1)
+                assert err < tol, f"{compression} x{magnitude}: gradient {i} relative error {err}"
+                assert identical_on_all_ranks(g), f"{compression}: gradient {i} differs across ranks"
+
+
+def error_feedback_arithmetic():
+    # bf16 is never scaled: the residual is exactly what rounding to bf16 dropped,
+    # and the next step rounds gradient + residual.
+    grads = float_grads(rank)
+    red = cx.GradientReducer(grads, compression="bf16", error_feedback=True)
+    v = [g.copy() for g in grads]
+    red.reduce()
+    for i, g0 in enumerate(v):
+        r = red.residual(i)
+        assert r is not None and r.shape == g0.shape
+        assert np.array_equal(r, g0 - g0.astype(ml_dtypes.bfloat16).astype(np.float32)), (
+            f"step 1, gradient {i}"
+        )
+    new = float_grads(rank + 7)
+    v = [n + red.residual(i) for i, n in enumerate(new)]
+    for g, n in zip(grads, new):
+        g[...] = n
+    red.reduce()
+    for i, vi in enumerate(v):
+        expected = vi - vi.astype(ml_dtypes.bfloat16).astype(np.float32)
+        assert np.allclose(red.residual(i), expected, rtol=0, atol=1e-7), f"step 2, gradient {i}"
+    # Without error feedback nothing is kept.
+    off = cx.GradientReducer(float_grads(rank), compression="fp16", error_feedback=False)
+    assert off.residual(0) is None
+    # fp16 with error feedback: what was sent plus what was kept is the gradient.
+    grads = float_grads(rank)
+    original = [g.copy() for g in grads]
+    red = cx.GradientReducer(grads, compression="fp16")
+    red.reduce()
+    if size == 1:
+        for i, (g, o) in enumerate(zip(grads, original)):
+            assert np.allclose(g + red.residual(i), o, rtol=0, atol=1e-6), f"fp16 gradient {i}"
+
+
+def error_feedback_keeps_the_sum():
+    # Over many steps of the same gradient, bf16 rounding errors must not pile up:
+    # with error feedback the running sum of what was received tracks the running
+    # sum of the gradients far better than without (what is left is the rounding
+    # of partial sums in the reduction, which no rank can feed back).
+    def drift(error_feedback):
+        g = np.full(1000, 1 + 2**-10, np.float32)  # not representable in bf16
+        red = cx.GradientReducer([g], compression="bf16", error_feedback=error_feedback)
+        received = np.zeros(1000, np.float64)
+        for _ in range(50):
+            g[...] = 1 + 2**-10
+            red.reduce()
+            received += g
+        return abs(received.mean() - 50 * (1 + 2**-10))
+
+    with_feedback, without = drift(True), drift(False)
+    assert without > 0.04, without  # each step rounds 1 + 2**-10 down to 1
+    assert with_feedback < without / 2, (with_feedback, without)
+
+
+def broadcast_parameters_and_optimizer():
+    params = [np.full(s, rank, np.float32) for s in ((3, 3), (10,), (0,))]
+    cx.broadcast_parameters(params, root=size - 1)
+    assert all(np.all(p == size - 1) for p in params)
+
+    class Sgd:
+        def step(self, params, grads):
+            for p, g in zip(params, grads):
+                p -= g
+
+    grads = [np.full(p.shape, rank + 1, np.float32) for p in params]
+    opt = cx.DistributedOptimizer(Sgd(), grads, bucket_mb=1)
+    opt.ready(2)
+    opt.step(params)
+    mean = sum(range(1, size + 1)) / size
+    assert all(np.allclose(p, size - 1 - mean) for p in params), params[0]
+    expect_error(ValueError, ["pass the arrays given"], lambda: opt.step(params, [g.copy() for g in grads]))
+
+
+def training_follows_one_process():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 20)).astype(np.float32)
+    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64) + (x[:, 3] > 1)
+    for optimizer in ("sgd", "adam"):
+        common = dict(sizes=(20, 32, 32, 3), optimizer=optimizer, steps=12, global_batch=60)
+        ref_model, ref = train(np, x, y, **common)
+        flags = []
+
+        def check(step, model, flags=flags):
+            flags.append(identical_on_all_ranks(np.concatenate([p.ravel() for p in model.params])))
+
+        model, losses = train(np, x, y, comm=cx.world(), on_step=check, **common)
+        assert all(flags), f"{optimizer}: parameters differ across ranks at some step: {flags}"
+        assert np.allclose(losses, ref, rtol=1e-5, atol=1e-6), f"{optimizer}: {losses} vs {ref}"
+        for p, q in zip(model.params, ref_model.params):
+            assert np.allclose(p, q, rtol=1e-4, atol=1e-5), f"{optimizer}: parameters drifted"
+        # The same with gradients that are views of one symmetric buffer (no packing).
+        model, flat_losses = train(
+            np, x, y, comm=cx.world(), flat=lambda n: cx.zeros(n, np.float32), **common
+        )
+        assert np.allclose(flat_losses, ref, rtol=1e-5, atol=1e-6), f"{optimizer} flat: {flat_losses}"
+
+
+for name, fn in [
+    ("reducer equals per-tensor all-reduce", reducer_equals_per_tensor_allreduce),
+    ("ready in any order", ready_in_any_order),
+    ("misuse", misuse_is_a_clear_error),
+    ("compression", compression_is_close_and_identical),
+    ("error feedback arithmetic", error_feedback_arithmetic),
+    ("error feedback keeps the sum", error_feedback_keeps_the_sum),
+    ("broadcast_parameters and DistributedOptimizer", broadcast_parameters_and_optimizer),
+    ("training follows one process", training_follows_one_process),
+]:
+    cases.run(name, fn)
+cases.finish()
