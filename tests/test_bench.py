@@ -130,3 +130,22 @@ def test_summary_takes_medians_over_runs():
     table = summarize.summarize([doc(10.0, 1.0), doc(30.0, 3.0), doc(20.0, 2.0, wrong=1)])
     last = table.splitlines()[-1]
     assert last.startswith("| allreduce | 1K | 20.0 |") and "| 2.00 |" in last and last.endswith("| 50 | 1 |")
+
+
+def test_gradient_shape_files_match_the_published_models():
+    from collex.bench.training import load_shapes
+
+    for name, tensors, total in (("resnet50", 161, 25_557_032), ("bert_base", 199, 109_482_240)):
+        shapes = load_shapes(name)
+        assert len(shapes) == tensors and sum(int(np.prod(s)) for s in shapes) == total
+
+
+def test_training_scenarios_run_and_check_every_variant(tmp_path):
+    js = tmp_path / "t.json"
+    args = ["--sets", "resnet50", "-R", "1", "--work", "1", "--json", str(js)]
+    run_mpi(2, "-m", "collex.bench.training", *args, timeout=240, module=True)
+    (row,) = json.loads(js.read_text())["results"]
+    assert row["gradients"] == 161 and row["ranks"] == 2
+    assert set(row["seconds"]) == set(row["wrong"]) and "reducer" in row["seconds"]
+    assert all(w == 0 for w in row["wrong"].values()), row["wrong"]
+    assert set(row["overlap"]) == {"compute_s", "exchange_s", "together_s", "hidden"}

@@ -8,9 +8,7 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ from .data import count_wrong, expected, rank_input
 from .model import COLLECTIVES, busbw, count_for, format_size, limit_seconds, parse_size, sweep
 from .peers import CollexPeer, GlooPeer, Mpi4pyPeer, NotSupported, Row, gloo_unavailable
 from .report import Progress, Table, plot, write_csv, write_json
+from .timing import timed
 
 REDUCING = ("allreduce", "reduce", "reduce_scatter")
 WITH_ALGO = ("allreduce", "broadcast")
@@ -133,25 +132,8 @@ class Bench:
     # ---- measurement ----
 
     def timed(self, fn) -> float:
-        """Median seconds per call over the repeats, the slowest rank's."""
         a = self.args
-        for _ in range(a.warmup):
-            fn()
-        iters = a.iters
-        if iters <= 0:
-            self.comm.Barrier()
-            t = time.perf_counter()
-            fn()
-            once = self.comm.allreduce(time.perf_counter() - t, op=self.MPI.MAX)
-            iters = int(min(1000, max(1, 0.02 / max(once, 1e-7))))
-        per = []
-        for _ in range(a.repeats):
-            self.comm.Barrier()
-            t = time.perf_counter()
-            for _ in range(iters):
-                fn()
-            per.append((time.perf_counter() - t) / iters)
-        return self.comm.allreduce(statistics.median(per), op=self.MPI.MAX)
+        return timed(self.comm, fn, a.warmup, a.iters, a.repeats)
 
     def memory_bandwidth(self, nbytes: int) -> float:
         """Bytes read+written per second at this working set, every rank at once; the slowest rank's."""

@@ -1,0 +1,235 @@
+"""mpirun -n N python -m collex.bench.training: the gradient exchange of real
+models, measured every way a user could do it, in one run on the same ranks.
+
+For each gradient set (ResNet-50 and BERT-base per-layer shapes, and one 64 MiB
+gradient) it times one step's exchange, averaging every gradient over the ranks:
+
+  reducer            collex.GradientReducer on separate gradient arrays (25 MiB
+                     buckets; packing and unpacking included)
+  reducer, flat      the same with gradients that are views of one collex.zeros
+                     buffer: buckets are reduced where they lie, nothing is packed
+  reducer fp16/bf16  compressed (half the bytes on the wire), error feedback on
+  per-tensor collex  collex.allreduce(g, op="avg") for every gradient
+  flat ideal         one collex.allreduce of all the bytes in a single flat array
+  flat fp16 wire     one collex.allreduce of a float16 array as long: the transfer
+                     alone that fp16 compression leaves, without its conversions
+  per-tensor mpi4py  comm.Allreduce(MPI.IN_PLACE, g); g /= size for every gradient:
+                     what a user writes without collex
+
+and, for the model sets, how much of the exchange hides behind a simulated
+backward pass (per-layer NumPy work, ready(i) after each layer). Each variant's
+result is checked once on known inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .timing import timed
+
+SHAPES = os.path.join(os.path.dirname(__file__), "shapes")
+MIB = 1 << 20
+
+
+def load_shapes(name: str) -> list[tuple[int, ...]]:
+    if name == "64MiB":
+        return [(16 * MIB,)]
+    with open(os.path.join(SHAPES, f"{name}.json")) as f:
+        return [tuple(s) for _, s in json.load(f)["shapes"]]
+
+
+class GradientSet:
+    """One gradient set, laid out twice: separate arrays and views of one symmetric buffer."""
+
+    def __init__(self, cx, shapes: list[tuple[int, ...]]):
+        self.shapes = shapes
+        self.counts = [math.prod(s) for s in shapes]
+        self.total = sum(self.counts)
+        self.separate = [np.zeros(s, np.float32) for s in shapes]
+        self.flat_buffer = cx.zeros(self.total, np.float32)
+        self.flat_views, at = [], 0
+        for s, n in zip(shapes, self.counts):
+            self.flat_views.append(self.flat_buffer[at : at + n].reshape(s))
+            at += n
+        self.ideal = np.zeros(self.total, np.float32)
+        self.half = np.zeros(self.total, np.float16)
+
+    @property
+    def nbytes(self) -> int:
+        return self.total * 4
+
+
+def variants(cx, comm, mpi, g: GradientSet) -> dict[str, tuple[Any, list[np.ndarray]]]:
+    """name -> (one step's exchange, the arrays it averages)."""
+    size = comm.size
+    reducers = {
+        "reducer": (g.separate, None),
+        "reducer, flat": (g.flat_views, None),
+        "reducer fp16": (g.separate, "fp16"),
+        "reducer bf16": (g.separate, "bf16"),
+    }
+    out: dict[str, tuple[Any, list[np.ndarray]]] = {}
+    for name, (grads, compression) in reducers.items():
+        r = cx.GradientReducer(grads, compression=compression)
+        out[name] = (r.reduce, grads)
+
+    def per_tensor_collex():
+        for a in g.separate:
+            cx.allreduce(a, op="avg")
+
+    def flat_ideal():
+        cx.allreduce(g.ideal, op="avg")
+
+    def flat_fp16_wire():
+        cx.allreduce(g.half, op="avg")
+
+    def per_tensor_mpi4py():
+        for a in g.separate:
+            comm.Allreduce(mpi.IN_PLACE, a)
+            a /= size
+
+    out["per-tensor collex"] = (per_tensor_collex, g.separate)
+    out["flat ideal"] = (flat_ideal, [g.ideal])
+    out["flat fp16 wire"] = (flat_fp16_wire, [g.half])
+    out["per-tensor mpi4py"] = (per_tensor_mpi4py, g.separate)
+    return out
+
+
+def check(step, arrays: list[np.ndarray], rank: int, size: int, tolerance: float) -> int:
+    """Elements off the exact average after one step from inputs rank + 1 (summed over ranks)."""
+    for a in arrays:
+        a[...] = rank + 1
+    step()
+    want = (size + 1) / 2
+    wrong = sum(int(np.count_nonzero(np.abs(a - want) > tolerance * want)) for a in arrays)
+    for a in arrays:  # back to varied values for timing
+        a[...] = np.float32(0.5) * (rank + 1)
+    return wrong
+
+
+def overlap(cx, comm, g: GradientSet, work: int, repeats: int) -> dict[str, float]:
+    """Times a simulated backward pass alone, the exchange alone, and the two
+    interleaved (ready(i) after each layer's work); hidden = the share of the
+    exchange's time that the interleaving saved."""
+    grads = g.separate
+    sources = [np.full(a.shape, 0.5, np.float32) for a in grads]
+    reducer = cx.GradientReducer(grads)
+
+    def backward(ready=None):
+        for i in range(len(grads) - 1, -1, -1):
+            # Per-layer work proportional to the layer's size, as a backward pass's is.
+            np.multiply(sources[i], 1.0, out=grads[i])
+            for _ in range(work - 1):
+                np.multiply(grads[i], 1.0, out=grads[i])
+            if ready is not None:
+                ready(i)
+
+    def both():
+        backward(reducer.ready)
+        reducer.wait()
+
+    compute = timed(comm, backward, warmup=1, iters=1, repeats=repeats)
+    exchange = timed(comm, reducer.reduce, warmup=1, iters=1, repeats=repeats)
+    together = timed(comm, both, warmup=1, iters=1, repeats=repeats)
+    hidden = (compute + exchange - together) / exchange if exchange > 0 else 0.0
+    return {"compute_s": compute, "exchange_s": exchange, "together_s": together, "hidden": hidden}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m collex.bench.training", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", default="resnet50,bert_base,64MiB", help="gradient sets, comma separated")
+    ap.add_argument("-R", "--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    ap.add_argument("--work", type=int, default=4, help="passes over each layer in the simulated backward")
+    ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--plot", help="write a bar chart of the step times to this PNG")
+    args = ap.parse_args(argv)
+
+    from mpi4py import MPI
+
+    import collex as cx
+
+    cx.init()
+    comm = MPI.COMM_WORLD.Dup()
+    rank, size = comm.rank, comm.size
+    results: list[dict[str, Any]] = []
+    wrong_total = 0
+    for name in args.sets.split(","):
+        g = GradientSet(cx, load_shapes(name))
+        if rank == 0:
+            print(f"\n# {name}: {len(g.shapes)} gradients, {g.nbytes / MIB:.1f} MiB float32, {size} ranks")
+            print(f"{'variant':<20} {'ms/step':>9} {'x flat ideal':>13} {'x mpi4py':>9} {'wrong':>6}")
+        times: dict[str, float] = {}
+        wrong: dict[str, int] = {}
+        for variant, (step, arrays) in variants(cx, comm, MPI, g).items():
+            tolerance = 1e-2 if ("fp16" in variant or "bf16" in variant) else 0.0
+            if variant == "flat fp16 wire":
+                tolerance = 1e-3  # float16 holds (size + 1) / 2 exactly for small sizes, not always
+            wrong[variant] = comm.allreduce(check(step, arrays, rank, size, tolerance))
+            times[variant] = timed(comm, step, warmup=2, iters=1, repeats=args.repeats)
+        row: dict[str, Any] = {"set": name, "gradients": len(g.shapes), "bytes": g.nbytes, "ranks": size,
+                               "seconds": times, "wrong": wrong}  # fmt: skip
+        if name != "64MiB":
+            row["overlap"] = overlap(cx, comm, g, args.work, args.repeats)
+        results.append(row)
+        wrong_total += sum(wrong.values())
+        if rank == 0:
+            for variant, t in times.items():
+                print(
+                    f"{variant:<20} {1e3 * t:>9.2f} {t / times['flat ideal']:>12.2f}x "
+                    f"{times['per-tensor mpi4py'] / t:>8.2f}x {wrong[variant]:>6}"
+                )
+            if "overlap" in row:
+                o = row["overlap"]
+                print(
+                    f"overlap: backward {1e3 * o['compute_s']:.1f} ms, "
+                    f"exchange {1e3 * o['exchange_s']:.1f} ms, interleaved {1e3 * o['together_s']:.1f} ms: "
+                    f"{100 * o['hidden']:.0f}% of the exchange hidden"
+                )
+        del g
+    if rank == 0:
+        meta = {"command": " ".join(sys.argv), "ranks": size, "date": time.strftime("%Y-%m-%d"),
+                "kernels": cx._core.kernel_isa()}  # fmt: skip
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "results": results}, f, indent=1)
+        if args.plot:
+            plot(args.plot, results, size)
+        if wrong_total:
+            print(f"collex.bench.training: {wrong_total} wrong elements", file=sys.stderr)
+    comm.Free()
+    cx.finalize()
+    return 1 if wrong_total else 0
+
+
+def plot(path: str, results: list[dict[str, Any]], size: int) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed; no plot", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, row in zip(axes[0], results):
+        names = list(row["seconds"])
+        ms = [1e3 * row["seconds"][n] for n in names]
+        ax.barh(names, ms, color=["tab:blue" if n.startswith("reducer") else "tab:gray" for n in names])
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per step (log)")
+        ax.set_title(f"{row['set']}: {row['bytes'] / MIB:.0f} MiB, {size} ranks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
