@@ -76,7 +76,7 @@ void bind_fusion(py::module_& m) {
       .def("reduce", &GradientReducer::reduce, Guard())
       .def("buckets", [](const GradientReducer& r) { return describe(r.buckets()); })
       .def("wire_dtype", [](const GradientReducer& r, std::size_t b) { return static_cast<int>(r.wire_dtype(b)); })
-      .def("in_place", &GradientReducer::in_place)
+      .def("path", &GradientReducer::path)
       .def_property_readonly("symmetric", &GradientReducer::symmetric)
       .def("residual_address",
            [](GradientReducer& r, std::size_t i) { return reinterpret_cast<std::uintptr_t>(r.residual(i)); });

@@ -50,9 +50,11 @@ class GradientReducer:
     rounding residual is kept and added back at the next step, so rounding errors
     do not accumulate over training. Buckets of other dtypes travel as they are.
 
-    When a bucket's gradients fill one span of memory on every rank (views of one
-    flat array, e.g. from ``collex.empty``), an uncompressed bucket is reduced
-    where it lies, with no packing at all.
+    Uncompressed buckets are not packed when the ranks share a node: the direct
+    algorithm reads each gradient where it lies and writes the average back in
+    place. Across nodes they go through a fusion buffer, except when a bucket's
+    gradients fill one span of memory on every rank (views of one flat array,
+    e.g. from ``collex.zeros``), which is reduced where it lies.
     """
 
     def __init__(
@@ -127,7 +129,10 @@ class GradientReducer:
         return [members for _, members, _ in self._c.buckets()]
 
     def bucket_info(self) -> list[dict]:
-        """Per bucket: its gradients, dtype, wire dtype, and whether it is reduced in place."""
+        """Per bucket: its gradients, their offsets in the bucket, dtype, wire dtype, and
+        path: "span" (the gradients fill one span of memory and are reduced where
+        they lie), "segments" (separate arrays read and written where they lie, on
+        one node) or "packed" (through a fusion buffer)."""
         info = []
         for b, (code, members, offsets) in enumerate(self._c.buckets()):
             info.append(
@@ -136,7 +141,7 @@ class GradientReducer:
                     "offsets": offsets,
                     "dtype": SUPPORTED[code],
                     "wire_dtype": SUPPORTED[self._c.wire_dtype(b)],
-                    "in_place": self._c.in_place(b),
+                    "path": self._c.path(b),
                 }
             )
         return info

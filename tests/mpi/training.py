@@ -60,6 +60,25 @@ def reducer_equals_per_tensor_allreduce():
         assert all(same(g, a.astype(g.dtype)) for g, a in zip(grads, again)), "second step wrong"
 
 
+def bucket_paths_and_many_pieces():
+    # On one node with the shared window, uncompressed buckets of separate arrays
+    # are reduced where they lie; forced onto MPI or across (pretend) nodes they are packed.
+    one_node = os.environ.get("COLLEX_TRANSPORT") != "mpi" and "COLLEX_NODE_SIZE" not in os.environ
+    # 3000 tiny gradients (and empty ones) in one bucket: more pieces than one
+    # system call takes (IOV_MAX), pieces smaller than a vector.
+    shapes = [(k % 5,) for k in range(3000)]
+    grads = [np.full(s, 4 * (rank + 1) + k % 3, np.float32) for k, s in enumerate(shapes)]
+    red = cx.GradientReducer(grads)
+    paths = {b["path"] for b in red.bucket_info()}
+    assert paths == ({"segments"} if one_node else {"packed"}), paths
+    compressed = cx.GradientReducer(float_grads(rank), compression="fp16")
+    assert {b["path"] for b in compressed.bucket_info()} == {"packed"}
+    red.reduce()
+    mean = 4 * (size + 1) / 2
+    for k, g in enumerate(grads):
+        assert np.all(g == mean + k % 3), f"gradient {k}: {g} != {mean + k % 3}"
+
+
 def ready_in_any_order():
     grads = integer_grads(rank)
     red = cx.GradientReducer(grads, bucket_mb=2 / 1024, first_bucket_mb=1 / 1024)
@@ -243,6 +262,7 @@ def training_follows_one_process():
 
 for name, fn in [
     ("reducer equals per-tensor all-reduce", reducer_equals_per_tensor_allreduce),
+    ("bucket paths and many pieces", bucket_paths_and_many_pieces),
     ("ready in any order", ready_in_any_order),
     ("misuse", misuse_is_a_clear_error),
     ("compression", compression_is_close_and_identical),

@@ -241,6 +241,106 @@ void reduce_scatter(Window& w, const Op& o) {
   c.sync(3, 2);
 }
 
+namespace {
+
+// Where each segment starts in the bytes of the whole (the same on every rank).
+std::vector<std::size_t> segment_starts(const std::vector<Span>& segments) {
+  std::vector<std::size_t> starts(segments.size());
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    starts[i] = at;
+    at += segments[i].bytes;
+  }
+  return starts;
+}
+
+// The spans of `table` that hold bytes [first, first + bytes) of the whole.
+void slice(const std::vector<Span>& table, const std::vector<std::size_t>& starts, std::size_t first, std::size_t bytes,
+           std::vector<Span>& out) {
+  out.clear();
+  if (bytes == 0) return;
+  std::size_t i = static_cast<std::size_t>(std::upper_bound(starts.begin(), starts.end(), first) - starts.begin()) - 1;
+  std::size_t offset = first - starts[i];
+  for (; bytes > 0; ++i, offset = 0) {
+    const std::size_t take = std::min(bytes, table[i].bytes - offset);
+    if (take > 0) out.push_back(Span{table[i].address + offset, take});
+    bytes -= take;
+  }
+}
+
+}  // namespace
+
+void allreduce_segments(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  const std::vector<Span>& mine = *o.segments;
+  const std::vector<std::size_t> starts = segment_starts(mine);
+  w.publish(reinterpret_cast<std::uintptr_t>(mine.data()), 0);
+  c.sync(1, 3);
+
+  // Every rank's table of where its segments lie.
+  std::vector<std::vector<Span>> tables(static_cast<std::size_t>(c.p));
+  for (int r = 0; r < c.p; ++r) {
+    auto& t = tables[static_cast<std::size_t>(r)];
+    if (r == c.me) {
+      t = mine;
+    } else if (!mine.empty()) {
+      t.resize(mine.size());
+      w.read(r, w.peer_input(r), t.data(), mine.size() * sizeof(Span));
+    }
+  }
+
+  // Reduce-scatter: this rank's block, a piece at a time, from every rank's segments.
+  const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
+  std::vector<char>& buf = *o.scratch;
+  if (buf.size() < 3 * piece * c.es) buf.resize(3 * piece * c.es);
+  char* tmp[2] = {buf.data(), buf.data() + piece * c.es};
+  char* acc = buf.data() + 2 * piece * c.es;
+  std::vector<Span> spans;
+  auto fetch = [&](int r, std::size_t first, std::size_t bytes, char* into) -> const char* {
+    slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
+    if (r == c.me) {
+      if (spans.size() == 1) return reinterpret_cast<const char*>(spans[0].address);
+      char* to = into;
+      for (const Span& s : spans) {
+        std::memcpy(to, reinterpret_cast<const void*>(s.address), s.bytes);
+        to += s.bytes;
+      }
+      return into;
+    }
+    const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
+    w.read_spans(r, spans.data(), spans.size(), &local, 1);
+    return into;
+  };
+  const Range block = block_range(o.count, c.p, c.me);
+  for (std::size_t done = 0; done < block.count && c.p > 1; done += piece) {
+    const std::size_t k = std::min(piece, block.count - done);
+    const std::size_t first = (block.offset + done) * c.es, bytes = k * c.es;
+    const char* a = fetch(0, first, bytes, tmp[0]);
+    const char* b = fetch(1, first, bytes, tmp[1]);
+    kernels::reduce(acc, a, b, k, o.dtype, o.op);
+    for (int r = 2; r < c.p; ++r) kernels::reduce(acc, acc, fetch(r, first, bytes, tmp[0]), k, o.dtype, o.op);
+    divide_if_average(c, acc, k);
+    slice(mine, starts, first, bytes, spans);
+    const char* from = acc;
+    for (const Span& s : spans) {
+      std::memcpy(reinterpret_cast<void*>(s.address), from, s.bytes);
+      from += s.bytes;
+    }
+  }
+  c.sync(2, 3);  // every block reduced where it lies
+
+  // All-gather: every peer's reduced block, straight from its segments into ours.
+  std::vector<Span> local;
+  for (int r = 0; r < c.p; ++r) {
+    const Range b = block_range(o.count, c.p, r);
+    if (r == c.me || b.count == 0) continue;
+    slice(tables[static_cast<std::size_t>(r)], starts, b.offset * c.es, b.count * c.es, spans);
+    slice(mine, starts, b.offset * c.es, b.count * c.es, local);
+    w.read_spans(r, spans.data(), spans.size(), local.data(), local.size());
+  }
+  c.sync(3, 3);  // nobody reads our segments any more
+}
+
 void barrier(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), 1};
   c.sync(3, 1);

@@ -31,9 +31,10 @@ struct Op {
   int root = 0;
   std::uint64_t epoch = 0;  // numbers the window's operations alike on every rank, from 1
   double timeout_s = 300;
-  std::string label;           // "[rank r] allreduce seq=... algo=direct", for errors
-  std::vector<char>* scratch;  // grown as needed for pieces read from peers
-  std::vector<char>* block;    // reduce: a non-root's reduced block (kept between calls)
+  std::string label;                            // "[rank r] allreduce seq=... algo=direct", for errors
+  std::vector<char>* scratch;                   // grown as needed for pieces read from peers
+  std::vector<char>* block;                     // reduce: a non-root's reduced block (kept between calls)
+  const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies
 };
 
 // Whether an operation staging `bytes` per rank can run here: small enough for
@@ -47,5 +48,12 @@ void reduce(Window& w, const Op& o);
 void allgather(Window& w, const Op& o);       // out holds size * count elements
 void reduce_scatter(Window& w, const Op& o);  // in holds size * count elements
 void barrier(Window& w, const Op& o);
+
+// An in-place all-reduce of data that lies in many pieces (o.segments, in order,
+// o.count elements in all, cut alike on every rank), e.g. a bucket of separate
+// gradient arrays: peers' pieces are read where they lie and results written
+// back where they belong, so nothing is packed into a contiguous buffer first.
+// Needs can_read_peers().
+void allreduce_segments(Window& w, const Op& o);
 
 }  // namespace collex::direct

@@ -41,6 +41,7 @@ struct Communicator::Call {
   int tag = 0;   // send/recv only
   std::uint64_t seq = 0;
   Hook before, after;  // caller's work around the collective, on the engine (may be empty)
+  std::shared_ptr<const std::vector<Span>> segments;  // allreduce_segments: where the data lies
 };
 
 namespace {
@@ -362,6 +363,10 @@ void Communicator::run_direct(const Call& c) {
   OpLabel label{rank_, collective_name(c.kind), c.seq, "direct", c.in.dtype, c.in.bytes()};
   o.label = label.describe();
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.c_str());
+  if (c.segments) {
+    o.segments = c.segments.get();
+    return direct::allreduce_segments(*window_, o);
+  }
   switch (c.kind) {
     case Collective::kAllreduce: return direct::allreduce(*window_, o);
     case Collective::kBroadcast: return direct::broadcast(*window_, o);
@@ -383,6 +388,10 @@ void Communicator::run_collective(const Call& c) {
   std::uint32_t tag_base = collective_tag(c.seq, 0);
   const void* input = nullptr;  // schedules read first touches from here (null: data)
 
+  if (c.segments) {
+    if (size_ > 1) run_direct(c);  // alone, the data is its own average
+    return;
+  }
   // Alone, every collective's result is its input.
   if (size_ == 1 && c.kind != Collective::kBarrier && c.kind != Collective::kBroadcast) {
     const std::size_t bytes = c.kind == Collective::kReduceScatter ? c.out.bytes() : c.in.bytes();
@@ -521,6 +530,27 @@ std::shared_ptr<Work> Communicator::allreduce_with(Buffer in, Buffer out, Reduce
   c.op = op;
   c.before = std::move(before);
   c.after = std::move(after);
+  return submit(std::move(c), async);
+}
+
+bool Communicator::can_reduce_segments() const {
+  const bool algo_allows = forced_algo_ == Algo::kAuto || forced_algo_ == Algo::kDirect;
+  return size_ == 1 || (window_ && local_size_ == size_ && window_->can_read_peers() && algo_allows);
+}
+
+std::shared_ptr<Work> Communicator::allreduce_segments(std::vector<Span> segments, std::size_t count, DType dtype,
+                                                       ReduceOp op, bool async) {
+  require(can_reduce_segments(), rank_, Collective::kAllreduce,
+          "segmented all-reduce needs every rank on one node with a shared window");
+  std::size_t bytes = 0;
+  for (const Span& s : segments) bytes += s.bytes;
+  require(bytes == count * dtype_size(dtype), rank_, Collective::kAllreduce, "segments do not add up to count");
+  Call c;
+  c.kind = Collective::kAllreduce;
+  c.in = c.out = Buffer{nullptr, count, dtype};
+  c.op = op;
+  c.algo = Algo::kDirect;
+  c.segments = std::make_shared<const std::vector<Span>>(std::move(segments));
   return submit(std::move(c), async);
 }
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "collex/algorithms/executor.h"
 #include "collex/common/buffer.h"
@@ -16,6 +17,7 @@
 #include "collex/common/reduce_op.h"
 #include "collex/core/engine.h"
 #include "collex/core/tuner.h"
+#include "collex/transport/window.h"
 
 namespace collex {
 
@@ -51,6 +53,15 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // violations found here raise InvalidArgument.
   std::shared_ptr<Work> allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async);
   std::shared_ptr<Work> broadcast(Buffer buf, int root, Algo algo, bool async);
+
+  // Whether allreduce_segments can run: every rank on one node, reading its
+  // peers' memory, and no algorithm other than direct forced.
+  bool can_reduce_segments() const;
+  // An in-place all-reduce of `count` elements that lie in the pieces
+  // `segments` of this rank's memory (in order; cut alike on every rank), read
+  // and written where they lie: a fusion bucket without packing.
+  std::shared_ptr<Work> allreduce_segments(std::vector<Span> segments, std::size_t count, DType dtype, ReduceOp op,
+                                           bool async);
 
   // An all-reduce with the caller's work around it, run by the engine in issue
   // order: `before` just before the reduction (packing a fusion buffer), `after`

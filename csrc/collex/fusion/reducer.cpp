@@ -88,6 +88,10 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
       s.span = find_span(bucket);
       continue;
     }
+    if (!s.compressed && comm_->can_reduce_segments()) {
+      s.segmented = true;  // decided alike on every rank: same window, same settings
+      continue;
+    }
     fusion_at[b] = fusion_bytes;
     fusion_bytes += align_up(bucket.count * dtype_size(s.wire));
     residual_at[b] = residual_count;
@@ -112,7 +116,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   residuals_.assign(residual_count, 0.0f);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
-    if (s.span != nullptr) continue;
+    if (s.span != nullptr || s.segmented) continue;
     s.fusion = fusion + fusion_at[b];
     if (s.compressed && error_feedback) s.residuals = residuals_.data() + residual_at[b];
   }
@@ -141,6 +145,11 @@ void* GradientReducer::find_span(const Bucket& bucket) const {
     if (members[k - 1]->bytes_at(members[k - 1]->count) != members[k]->data) return nullptr;
   }
   return members.front()->data;
+}
+
+const char* GradientReducer::path(std::size_t b) const {
+  const Slot& s = slots_[b];
+  return s.span != nullptr ? "span" : s.segmented ? "segments" : "packed";
 }
 
 float* GradientReducer::residual(std::size_t i) {
@@ -173,6 +182,15 @@ void GradientReducer::launch(std::size_t b) {
   if (s.span != nullptr) {
     Buffer span{s.span, bucket.count, bucket.dtype};
     s.work = comm_->allreduce(span, span, ReduceOp::kAvg, Algo::kAuto, /*async=*/true);
+    return;
+  }
+  if (s.segmented) {
+    std::vector<Span> pieces;
+    for (const Member& m : bucket.members) {
+      const Buffer& g = gradients_[m.gradient];
+      pieces.push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
+    }
+    s.work = comm_->allreduce_segments(std::move(pieces), bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
     return;
   }
   if (s.compressed && s.wire == DType::kFloat16) {

@@ -47,10 +47,12 @@ class GradientReducer {
   void reduce();
 
   const std::vector<Bucket>& buckets() const { return buckets_; }
-  // The dtype bucket b travels in, and whether it is reduced where the
-  // gradients lie (they fill one span of memory) instead of through a fusion buffer.
+  // The dtype bucket b travels in, and how it is reduced: "span" (its gradients
+  // fill one span of memory, reduced where it lies), "segments" (separate
+  // arrays, read and written where they lie by the node's direct algorithm) or
+  // "packed" (through a fusion buffer: compression, or ranks on several nodes).
   DType wire_dtype(std::size_t b) const { return slots_[b].wire; }
-  bool in_place(std::size_t b) const { return slots_[b].span != nullptr; }
+  const char* path(std::size_t b) const;
   bool symmetric() const { return symmetric_ != nullptr; }
   // The rounding residual kept for gradient i (error feedback), or null.
   float* residual(std::size_t i);
@@ -60,6 +62,7 @@ class GradientReducer {
     DType wire = DType::kFloat32;
     bool compressed = false;
     void* span = nullptr;        // the members' memory when they fill one span; else null
+    bool segmented = false;      // reduced where the members lie, without packing
     char* fusion = nullptr;      // the packed bucket otherwise
     float* residuals = nullptr;  // error feedback for the bucket's elements, or null
     std::size_t pending = 0;     // members not yet ready this step

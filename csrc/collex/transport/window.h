@@ -12,6 +12,12 @@
 
 namespace collex {
 
+// A range of bytes in some rank's memory.
+struct Span {
+  std::uintptr_t address = 0;
+  std::size_t bytes = 0;
+};
+
 class Window {
  public:
   virtual ~Window() = default;
@@ -37,6 +43,11 @@ class Window {
   // Copies `bytes` from address `remote` of rank r's memory to `local`.
   // Throws CollexError naming the rank when the peer is gone or the read fails.
   virtual void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) = 0;
+
+  // Gathers the spans `remote` of rank r's memory, in order, into the spans
+  // `local` of this rank's (both lists cover the same number of bytes): a read
+  // of data that lies in many pieces on both sides, in as few calls as possible.
+  virtual void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) = 0;
 
   // Copies `bytes` from `local` to address `remote` of rank r's memory: lets a
   // rank that holds data share the copying with the ranks that need it.

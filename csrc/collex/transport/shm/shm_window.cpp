@@ -260,6 +260,60 @@ void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* loc
   }
 }
 
+namespace {
+
+// A position in a list of spans, and the iovecs from there on (at most `limit`).
+struct SpanCursor {
+  const Span* spans;
+  std::size_t count, index = 0, offset = 0;
+
+  void fill(std::vector<iovec>& v, std::size_t limit) const {
+    v.clear();
+    for (std::size_t i = index, off = offset; i < count && v.size() < limit; ++i, off = 0) {
+      if (spans[i].bytes > off)
+        v.push_back(iovec{reinterpret_cast<void*>(spans[i].address + off), spans[i].bytes - off});
+    }
+  }
+  void advance(std::size_t bytes) {
+    while (bytes > 0 && index < count) {
+      const std::size_t left = spans[index].bytes - offset;
+      if (bytes < left) {
+        offset += bytes;
+        return;
+      }
+      bytes -= left;
+      ++index;
+      offset = 0;
+    }
+  }
+};
+
+}  // namespace
+
+void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) {
+  // process_vm_readv takes at most IOV_MAX iovecs a side and may stop early (at
+  // a page it cannot touch, or a signal): go on from wherever it stopped.
+  constexpr std::size_t kMaxIov = 1024;
+  SpanCursor from{remote, n_remote}, to{local, n_local};
+  std::vector<iovec> rv, lv;
+  std::size_t remaining = 0;
+  for (std::size_t i = 0; i < n_remote; ++i) remaining += remote[i].bytes;
+  while (remaining > 0) {
+    from.fill(rv, kMaxIov);
+    to.fill(lv, kMaxIov);
+    const ssize_t n =
+        process_vm_readv(pids_[static_cast<std::size_t>(r)], lv.data(), lv.size(), rv.data(), rv.size(), 0);
+    if (n <= 0) {
+      const int err = errno;
+      throw CollexError("reading rank " + std::to_string(r) + "'s memory failed: " + std::strerror(err) +
+                        (err == ESRCH ? " (the rank has exited)" : ""));
+    }
+    from.advance(static_cast<std::size_t>(n));
+    to.advance(static_cast<std::size_t>(n));
+    remaining -= std::min(remaining, static_cast<std::size_t>(n));
+  }
+}
+
 void ShmWindow::arrive(std::uint64_t marker) { control(rank_).marker.store(marker, std::memory_order_release); }
 
 void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const std::string& what) {

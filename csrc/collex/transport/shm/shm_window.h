@@ -31,6 +31,7 @@ class ShmWindow final : public Window {
   std::uintptr_t peer_result(int r) const override;
   void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) override;
   void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) override;
+  void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) override;
   const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
 
   // Collective over the node: every rank gets `bytes` of its own in one new
