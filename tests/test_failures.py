@@ -25,7 +25,9 @@ def test_mismatched_calls_detected_with_check(ranks):
     assert " 0 failed" in proc.stdout
 
 
-@pytest.mark.parametrize("scenario", ["small", "large", "reduce", "barrier", "async", "interrupt"])
+@pytest.mark.parametrize(
+    "scenario", ["small", "large", "reduce", "barrier", "async", "interrupt", "reducer", "reducer16"]
+)
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_absent_peer_times_out_and_breaks(ranks, scenario):
     proc = run_mpi(ranks, "timeouts.py", scenario, timeout=120)

@@ -8,6 +8,8 @@ usage: timeouts.py SCENARIO   (run on 2 ranks or more; the last rank stays away)
   reduce    a reduce rooted at rank 0
   barrier   a barrier
   async     the allreduce is asynchronous; the error comes out of wait()
+  reducer   a GradientReducer step (built by every rank; the last never reduces)
+  reducer16 the same with fp16 compression (its scale is agreed first)
   interrupt no timeout in sight: SIGINT (Ctrl-C) ends the wait with KeyboardInterrupt
 """
 
@@ -47,12 +49,21 @@ if scenario == "interrupt":
     MPI.COMM_WORLD.Barrier()
     cases.finish()
 
+# The reducer is built by every rank (that is collective); the absent rank then stays away.
+reducer = None
+if scenario.startswith("reducer"):
+    grads = [np.ones(s, np.float32) for s in ((1000,), (30, 30), (5,))]
+    reducer = cx.GradientReducer(grads, compression="fp16" if scenario == "reducer16" else None)
+    MPI.COMM_WORLD.Barrier()
+
 ops = {
     "small": lambda: cx.allreduce(np.ones(8, np.float32)),
     "large": lambda: cx.allreduce(np.ones(1 << 21, np.float32)),
     "reduce": lambda: cx.reduce(np.ones(8), root=0),
     "barrier": lambda: cx.barrier(),
     "async": lambda: cx.allreduce(np.ones(8), async_op=True).wait(),
+    "reducer": lambda: reducer.reduce(),
+    "reducer16": lambda: reducer.reduce(),
 }
 name = {
     "small": "allreduce",
@@ -60,7 +71,10 @@ name = {
     "reduce": "reduce",
     "barrier": "barrier",
     "async": "allreduce",
+    "reducer": "allreduce",
+    "reducer16": "allreduce",
 }[scenario]
+seq = "seq=" if reducer else "seq=0"  # building the reducer took a sequence number
 
 # In a reduce, a rank whose subtree lacks the absent rank sends its part and is
 # done; only the ranks that wait (directly or through a child) time out.
@@ -78,7 +92,7 @@ if rank != absent:
         # Who is waited for depends on the schedule: the absent rank, or a rank
         # that is itself stuck waiting for it.
         cases.check(
-            "message", all(n in msg for n in (f"[rank {rank}]", name, "seq=0", "after 1.5 s", "rank ")), msg
+            "message", all(n in msg for n in (f"[rank {rank}]", name, seq, "after 1.5 s", "rank ")), msg
         )
         cases.check("took about the timeout", TIMEOUT <= took < TIMEOUT + 20, f"{took:.1f} s")
     except Exception as e:  # noqa: BLE001
