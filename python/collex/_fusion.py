@@ -147,16 +147,15 @@ class GradientReducer:
         return info
 
     def residual(self, i: int) -> np.ndarray | None:
-        """A read-only view of gradient ``i``'s error-feedback residual (None when not kept)."""
+        """A copy of gradient ``i``'s error-feedback residual: what compression's rounding
+        took from it, to be added back at the next step (None when not kept)."""
         k = self._index(i)
         address = self._c.residual_address(k)
         if address == 0:
             return None
         g = self._grads[k]
         view = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_float * g.size).from_address(address))
-        view = view.reshape(g.shape)
-        view.flags.writeable = False
-        return view
+        return view.reshape(g.shape).copy()  # a view would outlive the reducer's memory
 
 
 def broadcast_parameters(params: Sequence[Any], root: int = 0, comm: Communicator | None = None) -> None:

@@ -9,13 +9,32 @@
 namespace collex::direct {
 namespace {
 
-// Markers: operation e passes 4e + 1 (inputs published or staged), 4e + 2 (own
-// block reduced) and 4e + 3 (done reading peers). Markers only grow.
-constexpr std::uint64_t marker(std::uint64_t epoch, int step) { return epoch * 4 + static_cast<std::uint64_t>(step); }
+// Markers: operation e passes step 1 (inputs published or staged), step 2 (own
+// block reduced) and step 3 (done reading peers), which is the last marker of
+// the operation; a pipelined broadcast counts its chunks in between. Markers only grow.
+constexpr std::uint64_t kMarkersPerOp = std::uint64_t{1} << 32;
+constexpr int kDone = 3;
+constexpr std::uint64_t marker(std::uint64_t epoch, int step) {
+  return epoch * kMarkersPerOp + (step == kDone ? kMarkersPerOp - 1 : static_cast<std::uint64_t>(step));
+}
+constexpr std::uint64_t chunk_marker(std::uint64_t epoch, std::size_t chunk) {
+  return epoch * kMarkersPerOp + kDone + chunk;
+}
 
 // Pieces read from a peer at a time: big enough that the system call is cheap
 // beside the copy, small enough to stay in the core's cache until reduced.
 constexpr std::size_t kPieceBytes = 256 * 1024;
+
+// Broadcasts up to this size stream through the root's staging slot in chunks
+// (see broadcast_pipelined); larger ones read the root's buffer in one copy.
+constexpr std::size_t kPipelinedBroadcastBytes = 16 * 1024 * 1024;
+// All-gathers whose blocks are up to this size stream them through the staging
+// slots the same way (see allgather_pipelined). Both limits were measured on 2
+// and 3 ranks (bench/README.md): above them, one copy by cross-memory attach
+// beats two cache-missing copies.
+constexpr std::size_t kPipelinedAllgatherBytes = 4 * 1024 * 1024;
+// Chunks in flight in a slot: the owner fills one while its readers empty others.
+constexpr std::size_t kRingChunks = 4;
 
 struct Ctx {
   Window& w;
@@ -56,7 +75,7 @@ void divide_if_average(const Ctx& c, void* data, std::size_t n) {
 // every rank has finished the operation that last used the same slot (two back).
 std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int steps) {
   const int parity = static_cast<int>(c.o.epoch & 1);
-  if (c.o.epoch >= 2) c.w.wait_all(marker(c.o.epoch - 2, 3), c.o.timeout_s, c.at(1, steps));
+  if (c.o.epoch >= 2) c.w.wait_all(marker(c.o.epoch - 2, kDone), c.o.timeout_s, c.at(1, steps));
   if (bytes > 0) std::memcpy(c.w.slot(c.me, parity), src, bytes);
   c.sync(1, steps);
   std::vector<const char*> slots(static_cast<std::size_t>(c.p));
@@ -64,7 +83,7 @@ std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int s
   return slots;
 }
 
-void done_reading(Ctx& c) { c.w.arrive(marker(c.o.epoch, 3)); }
+void done_reading(Ctx& c) { c.w.arrive(marker(c.o.epoch, kDone)); }
 
 // Reduces elements [first, first + n) of every rank's input (read from the peers
 // in pieces) into dst, in rank order.
@@ -144,6 +163,41 @@ void allreduce(Window& w, const Op& o) {
   c.sync(3, 3);  // nobody reads our result any more: the caller may reuse it
 }
 
+namespace {
+
+// Cross-memory attach pins every page it copies, which costs more than the copy
+// itself for data that fits in cache. Mid-size broadcasts therefore stream
+// through the root's staging slot instead: the root copies chunk k in while the
+// receivers copy chunk k - 1 out (two copies, both cache-resident, no system
+// calls), at most kRingChunks chunks ahead of the slowest receiver.
+void broadcast_pipelined(Ctx& c) {
+  const Op& o = c.o;
+  const std::size_t bytes = o.count * c.es;
+  char* ring = c.w.slot(o.root, static_cast<int>(o.epoch & 1));
+  const std::size_t chunk = c.w.slot_bytes() / kRingChunks;
+  const std::size_t chunks = (bytes + chunk - 1) / chunk;
+  if (c.me == o.root) {
+    if (o.epoch >= 2) c.w.wait_all(marker(o.epoch - 2, kDone), o.timeout_s, c.at(1, 1));  // slot free again
+    const char* in = static_cast<const char*>(o.in);
+    for (std::size_t k = 0; k < chunks; ++k) {
+      // Every receiver has emptied the place chunk k goes to.
+      if (k >= kRingChunks) c.w.wait_all(chunk_marker(o.epoch, k - kRingChunks), o.timeout_s, c.at(1, 1));
+      std::memcpy(ring + (k % kRingChunks) * chunk, in + k * chunk, std::min(chunk, bytes - k * chunk));
+      c.w.arrive(chunk_marker(o.epoch, k));
+    }
+  } else {
+    char* out = static_cast<char*>(o.out);
+    for (std::size_t k = 0; k < chunks; ++k) {
+      c.w.wait_for(o.root, chunk_marker(o.epoch, k), o.timeout_s, c.at(1, 1));
+      std::memcpy(out + k * chunk, ring + (k % kRingChunks) * chunk, std::min(chunk, bytes - k * chunk));
+      c.w.arrive(chunk_marker(o.epoch, k));
+    }
+  }
+  done_reading(c);
+}
+
+}  // namespace
+
 void broadcast(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
@@ -151,7 +205,7 @@ void broadcast(Window& w, const Op& o) {
     // Only the root stages and only its slot is read: nobody waits for anyone else.
     const int parity = static_cast<int>(o.epoch & 1);
     if (c.me == o.root) {
-      if (o.epoch >= 2) w.wait_all(marker(o.epoch - 2, 3), o.timeout_s, c.at(1, 1));  // slot free again
+      if (o.epoch >= 2) w.wait_all(marker(o.epoch - 2, kDone), o.timeout_s, c.at(1, 1));  // slot free again
       if (bytes > 0) std::memcpy(w.slot(c.me, parity), o.in, bytes);
       w.arrive(marker(o.epoch, 1));
     } else {
@@ -161,6 +215,7 @@ void broadcast(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
+  if (bytes <= kPipelinedBroadcastBytes) return broadcast_pipelined(c);
   // The root writes block `root` of the data into every receiver while each
   // receiver reads the other p - 1 blocks: every rank copies (p - 1)/p of the
   // buffer, instead of receivers copying all of it while the root idles.
@@ -207,6 +262,42 @@ void reduce(Window& w, const Op& o) {
   c.sync(3, 3);
 }
 
+namespace {
+
+// The all-gather counterpart of broadcast_pipelined: every rank streams its
+// block through its own slot, and all ranks move in step: at step k each puts
+// its chunk k in, then copies chunk k of every peer out. Two markers per step:
+// 2k (own chunk k is in) and 2k + 1 (every peer's chunk k is out).
+void allgather_pipelined(Ctx& c) {
+  const Op& o = c.o;
+  const std::size_t bytes = o.count * c.es;
+  const int parity = static_cast<int>(o.epoch & 1);
+  const std::size_t chunk = c.w.slot_bytes() / kRingChunks;
+  const std::size_t chunks = (bytes + chunk - 1) / chunk;
+  char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
+  if (own != o.in) std::memmove(own, o.in, bytes);
+  if (o.epoch >= 2) c.w.wait_all(marker(o.epoch - 2, kDone), o.timeout_s, c.at(1, 1));  // slots free again
+  const char* in = static_cast<const char*>(o.in);
+  char* mine = c.w.slot(c.me, parity);
+  for (std::size_t k = 0; k < chunks; ++k) {
+    const std::size_t at = k * chunk, len = std::min(chunk, bytes - at);
+    const std::size_t place = (k % kRingChunks) * chunk;
+    // Every peer has copied out what was in this place (chunk k - kRingChunks).
+    if (k >= kRingChunks) c.w.wait_all(chunk_marker(o.epoch, 2 * (k - kRingChunks) + 1), o.timeout_s, c.at(1, 1));
+    std::memcpy(mine + place, in + at, len);
+    c.w.arrive(chunk_marker(o.epoch, 2 * k));
+    for (int r = 0; r < c.p; ++r) {
+      if (r == c.me) continue;
+      c.w.wait_for(r, chunk_marker(o.epoch, 2 * k), o.timeout_s, c.at(1, 1));
+      std::memcpy(c.out(static_cast<std::size_t>(r) * o.count) + at, c.w.slot(r, parity) + place, len);
+    }
+    c.w.arrive(chunk_marker(o.epoch, 2 * k + 1));
+  }
+  done_reading(c);
+}
+
+}  // namespace
+
 void allgather(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
@@ -219,6 +310,7 @@ void allgather(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
+  if (bytes <= kPipelinedAllgatherBytes) return allgather_pipelined(c);
   char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
   if (own != o.in) std::memmove(own, o.in, bytes);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);

@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=int, default=4, help="passes over each layer in the simulated backward")
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--plot", help="write a bar chart of the step times to this PNG")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print medians over these runs, and exit")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
 
     from mpi4py import MPI
 
@@ -207,6 +211,36 @@ def main(argv: list[str] | None = None) -> int:
     comm.Free()
     cx.finalize()
     return 1 if wrong_total else 0
+
+
+def summarize(paths: list[str]) -> str:
+    """A Markdown table of the medians over several runs' JSON files: time per
+    step, and the ratios to the flat ideal and to per-tensor mpi4py taken within
+    each run (side by side) before the median."""
+    import statistics
+
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f)["results"])
+    lines = ["| set | variant | ms/step | × flat ideal | speed-up over per-tensor mpi4py | wrong |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for k, row in enumerate(runs[0]):
+        rows = [run[k] for run in runs]
+        for variant in row["seconds"]:
+            t = [r["seconds"][variant] for r in rows]
+            ideal = [r["seconds"]["flat ideal"] / r["seconds"][variant] for r in rows]
+            mpi = [r["seconds"]["per-tensor mpi4py"] / r["seconds"][variant] for r in rows]
+            wrong = sum(r["wrong"][variant] for r in rows)
+            lines.append(
+                f"| {row['set']} | {variant} | {1e3 * statistics.median(t):.2f} | "
+                f"{1 / statistics.median(ideal):.2f} | {statistics.median(mpi):.2f} | {wrong} |"
+            )
+        if "overlap" in row:
+            hidden = statistics.median(r["overlap"]["hidden"] for r in rows)
+            share = f"{100 * hidden:.0f} %"
+            lines.append(f"| {row['set']} | overlap: share of the exchange hidden | | | | {share} |")
+    return "\n".join(lines)
 
 
 def plot(path: str, results: list[dict[str, Any]], size: int) -> None:
