@@ -1,10 +1,12 @@
 // Data-parallel gradient exchange: gradients are grouped into buckets (see
-// bucketer.h), each bucket is packed into a fusion buffer (converted to fp16 or
-// bf16 on the way when compressing, with error feedback), all-reduced
-// asynchronously as soon as its last gradient is ready, then unpacked into the
-// gradients as their average over the ranks. Packing and unpacking run on the
-// communicator's engine, around the bucket's all-reduce, so the caller's thread
-// only marks gradients ready and goes on with its backward pass.
+// bucketer.h) and each bucket is all-reduced asynchronously, to the average
+// over the ranks, as soon as its last gradient is ready. On one node an
+// uncompressed bucket is reduced where its gradients lie (nothing is packed);
+// otherwise it is packed into a fusion buffer (converted to fp16 or bf16 on the
+// way when compressing, with error feedback), reduced, and unpacked. Packing
+// and unpacking run on the communicator's engine around the bucket's
+// all-reduce, so the caller's thread only marks gradients ready and goes on
+// with its backward pass.
 #pragma once
 
 #include <cstddef>
