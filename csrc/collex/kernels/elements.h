@@ -28,6 +28,11 @@ struct Fp16 {
   static Storage store(Acc a) { return float_to_fp16(a); }
   static void widen(const Storage* s, float* d, std::size_t m) {
     std::size_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + 16 <= m; k += 16) {
+      _mm512_storeu_ps(d + k, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k))));
+    }
+#endif
 #if defined(__F16C__)
     for (; k + 8 <= m; k += 8) {
       _mm256_storeu_ps(d + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + k))));
@@ -37,6 +42,12 @@ struct Fp16 {
   }
   static void narrow(const float* s, Storage* d, std::size_t m) {
     std::size_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + 16 <= m; k += 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k),
+                          _mm512_cvtps_ph(_mm512_loadu_ps(s + k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+#endif
 #if defined(__F16C__)
     for (; k + 8 <= m; k += 8) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(d + k),
@@ -55,6 +66,12 @@ struct Bf16 {
   // the dropped half to nearest even (NaN stays a quiet NaN), 8 lanes at a time.
   static void widen(const Storage* s, float* d, std::size_t m) {
     std::size_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + 16 <= m; k += 16) {
+      const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k)));
+      _mm512_storeu_ps(d + k, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+#endif
 #if defined(__AVX2__)
     for (; k + 8 <= m; k += 8) {
       const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + k)));
@@ -65,6 +82,22 @@ struct Bf16 {
   }
   static void narrow(const float* s, Storage* d, std::size_t m) {
     std::size_t k = 0;
+#if defined(__AVX512F__)
+    {
+      const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+      const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+      const __m512i quiet = _mm512_set1_epi32(0x40);
+      for (; k + 16 <= m; k += 16) {
+        const __m512i x = _mm512_castps_si512(_mm512_loadu_ps(s + k));
+        const __m512i hi = _mm512_srli_epi32(x, 16);
+        const __m512i rounded =
+            _mm512_srli_epi32(_mm512_add_epi32(x, _mm512_add_epi32(bias, _mm512_and_si512(hi, one))), 16);
+        const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(x, abs_mask), inf);
+        const __m512i r = _mm512_mask_blend_epi32(is_nan, rounded, _mm512_or_si512(hi, quiet));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k), _mm512_cvtepi32_epi16(r));  // low halves, in order
+      }
+    }
+#endif
 #if defined(__AVX2__)
     const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
     const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
