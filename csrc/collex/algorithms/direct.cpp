@@ -163,6 +163,23 @@ void allreduce(Window& w, const Op& o) {
   c.sync(3, 3);  // nobody reads our result any more: the caller may reuse it
 }
 
+void reduce_own_block(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
+  c.sync(1, 2);
+  const Range mine = block_range(o.count, c.p, c.me);
+  reduce_from_inputs(c, mine.offset, mine.count, c.out(mine.offset));
+  c.sync(3, 2);  // peers no longer read our input
+}
+
+void gather_blocks(Window& w, const Op& o) {
+  Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
+  w.publish(0, reinterpret_cast<std::uintptr_t>(o.out));
+  c.sync(1, 2);
+  fetch_reduced_blocks(c);
+  c.sync(3, 2);  // nobody reads our blocks any more
+}
+
 namespace {
 
 // Cross-memory attach pins every page it copies, which costs more than the copy

@@ -43,6 +43,13 @@ struct Op {
 bool supported(const Window& w, std::size_t staged_bytes);
 
 void allreduce(Window& w, const Op& o);
+// The two halves of the large all-reduce, for a hierarchical all-reduce that
+// reduces each block across nodes in between. With B = block_range(count, p, rank):
+// reduce_own_block writes block B of the reduction of every rank's `in` (op is
+// applied pairwise; no average) into out; gather_blocks then copies every other
+// rank's block of its `out` into this rank's `out`. Need can_read_peers().
+void reduce_own_block(Window& w, const Op& o);
+void gather_blocks(Window& w, const Op& o);
 void broadcast(Window& w, const Op& o);
 void reduce(Window& w, const Op& o);
 void allgather(Window& w, const Op& o);       // out holds size * count elements

@@ -20,12 +20,14 @@ struct MpiHandles {
   MPI_Comm comm = MPI_COMM_NULL;     // collex's private duplicate
   MPI_Comm local = MPI_COMM_NULL;    // the ranks sharing this node
   MPI_Comm leaders = MPI_COMM_NULL;  // local rank 0 of every node (null elsewhere)
+  MPI_Comm slices = MPI_COMM_NULL;   // the ranks of the same local rank, one per node
 
   void release() {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;  // MPI already reclaimed everything
     if (leaders != MPI_COMM_NULL) MPI_Comm_free(&leaders);
+    if (slices != MPI_COMM_NULL) MPI_Comm_free(&slices);
     if (local != MPI_COMM_NULL) MPI_Comm_free(&local);
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
@@ -113,6 +115,15 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
       leader_rank_ = leaders_->rank();
     }
     hier_everywhere_ = all != 0 && config_.transport != "mpi";
+    // Nodes of equal size can all-reduce a slice per local rank across nodes at
+    // once (every rank on the network, not only the leaders).
+    int sizes[2] = {local_size_, -local_size_}, extremes[2] = {0, 0};
+    MPI_Allreduce(sizes, extremes, 2, MPI_INT, MPI_MIN, mpi_->comm);
+    if (hier_everywhere_ && local_size_ > 1 && extremes[0] == -extremes[1]) {
+      MPI_Comm_split(mpi_->comm, local_rank_, rank_, &mpi_->slices);
+      MPI_Comm_set_errhandler(mpi_->slices, MPI_ERRORS_RETURN);
+      slices_ = std::make_unique<MpiTransport>(mpi_->slices);
+    }
   }
   if (config_.transport == "shm" && size_ > 1 && !window_) {
     throw CollexError("collex: COLLEX_TRANSPORT=shm, but " +
@@ -145,6 +156,7 @@ void Communicator::shutdown() {
   engine_.stop();
   window_.reset();
   leaders_.reset();
+  slices_.reset();
   transport_.reset();
   mpi_->release();
 }
@@ -313,6 +325,8 @@ bool Communicator::hier_ok(const Call& c) const {
 // window. The leaders' ring fixes one order across nodes, so every rank gets the
 // same bits. Sums travel as sums; an average is divided once, by the leaders.
 void Communicator::run_hierarchical(const Call& c) {
+  // Large all-reduces on nodes of equal size: every local rank carries a slice.
+  if (slices_ && c.in.bytes() > kSlotBytes) return run_hierarchical_slices(c);
   OpLabel label{rank_, collective_name(c.kind), c.seq, "hier", c.in.dtype, c.in.bytes()};
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
   const ReduceOp pairwise = pairwise_op(c.op);
@@ -346,6 +360,41 @@ void Communicator::run_hierarchical(const Call& c) {
     o.epoch = ++window_epoch_;
     direct::broadcast(*window_, o);
   }
+}
+
+// Reduce-scatter inside the node through shared memory (local rank i reduces
+// block i), all-reduce of block i among the ranks of local rank i of every node
+// over MPI (all blocks at once, on every rank's link), then all-gather inside
+// the node: every rank moves 1/L of the data across nodes instead of the leader
+// moving all of it.
+void Communicator::run_hierarchical_slices(const Call& c) {
+  OpLabel label{rank_, collective_name(c.kind), c.seq, "hier-slices", c.in.dtype, c.in.bytes()};
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
+  const ReduceOp pairwise = pairwise_op(c.op);
+  direct::Op o;
+  o.in = c.in.data;
+  o.out = c.out.data;
+  o.dtype = c.in.dtype;
+  o.count = c.in.count;
+  o.op = pairwise;
+  o.timeout_s = config_.timeout_s;
+  o.scratch = &pieces_;
+  o.block = &scratch_;
+  o.label = label.describe();
+  o.epoch = ++window_epoch_;
+  direct::reduce_own_block(*window_, o);
+
+  const Range mine = block_range(c.in.count, local_size_, local_rank_);
+  Schedule s;
+  const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
+  ring::allreduce(s, slices_->rank(), slices_->size(), mine.count, chunk, c.op == ReduceOp::kAvg);
+  // exec_args divides an average by every rank's count: the average is over all.
+  const ExecArgs a = exec_args(c.out.bytes_at(mine.offset), c.in.dtype, pairwise, collective_tag(c.seq, 0));
+  execute(s, *slices_, a, label, staging_);
+
+  o.in = o.out = c.out.data;
+  o.epoch = ++window_epoch_;
+  direct::gather_blocks(*window_, o);
 }
 
 void Communicator::run_direct(const Call& c) {

@@ -100,6 +100,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   bool hier_ok(const Call& call) const;
   void run_direct(const Call& call);
   void run_hierarchical(const Call& call);
+  void run_hierarchical_slices(const Call& call);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
@@ -111,6 +112,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<ShmWindow> window_;   // this rank's node, when it has several ranks
   std::unique_ptr<Transport> leaders_;  // node leaders (local rank 0) across nodes
+  std::unique_ptr<Transport> slices_;   // local rank i of every node, when nodes are of equal size
   int leader_rank_ = -1;                // this rank among the leaders, or -1
   bool hier_everywhere_ = false;        // every node can run the hierarchical path
   std::uint64_t window_epoch_ = 0;      // direct operations so far, alike on every rank
