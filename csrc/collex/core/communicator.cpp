@@ -320,6 +320,31 @@ bool Communicator::hier_ok(const Call& c) const {
   return !window_ || direct::supported(*window_, c.in.bytes());
 }
 
+direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op) {
+  direct::Op o;
+  o.in = c.in.data;
+  o.out = c.out.data;
+  o.count = c.kind == Collective::kReduceScatter ? c.out.count : c.in.count;
+  o.dtype = c.in.dtype;
+  o.op = op;
+  o.root = c.root;
+  o.timeout_s = config_.timeout_s;
+  o.scratch = &pieces_;
+  o.block = &scratch_;
+  o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()}.describe();
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.c_str());
+  return o;
+}
+
+void Communicator::ring_allreduce_across(Transport& t, const Call& c, char* data, std::size_t count, const char* algo) {
+  Schedule s;
+  const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
+  ring::allreduce(s, t.rank(), t.size(), count, chunk, c.op == ReduceOp::kAvg);
+  // exec_args divides an average by every rank's count, not t's: the average is over all.
+  const ExecArgs a = exec_args(data, c.in.dtype, pairwise_op(c.op), collective_tag(c.seq, 0));
+  execute(s, t, a, OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()}, staging_);
+}
+
 // All-reduce over several nodes: reduce to each node's leader through its window,
 // all-reduce among the leaders with a ring over MPI, broadcast back through the
 // window. The leaders' ring fixes one order across nodes, so every rank gets the
@@ -327,34 +352,15 @@ bool Communicator::hier_ok(const Call& c) const {
 void Communicator::run_hierarchical(const Call& c) {
   // Large all-reduces on nodes of equal size: every local rank carries a slice.
   if (slices_ && c.in.bytes() > kSlotBytes) return run_hierarchical_slices(c);
-  OpLabel label{rank_, collective_name(c.kind), c.seq, "hier", c.in.dtype, c.in.bytes()};
-  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
-  const ReduceOp pairwise = pairwise_op(c.op);
-  direct::Op o;
-  o.dtype = c.in.dtype;
-  o.count = c.in.count;
-  o.op = pairwise;
+  direct::Op o = window_op(c, "hier", pairwise_op(c.op));
   o.root = 0;
-  o.timeout_s = config_.timeout_s;
-  o.scratch = &pieces_;
-  o.block = &scratch_;
-  o.label = label.describe();
   if (window_) {
-    o.in = c.in.data;
-    o.out = c.out.data;  // written on the leader only
     o.epoch = ++window_epoch_;
-    direct::reduce(*window_, o);
+    direct::reduce(*window_, o);  // the result lands on the leader only
   } else if (c.out.data != c.in.data && c.in.bytes() > 0) {
     std::memcpy(c.out.data, c.in.data, c.in.bytes());  // a node of one rank is its own leader
   }
-  if (leaders_) {
-    Schedule s;
-    const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
-    ring::allreduce(s, leader_rank_, leaders_->size(), c.in.count, chunk, c.op == ReduceOp::kAvg);
-    // exec_args divides by every rank's count, not the leaders': the average is over all.
-    const ExecArgs a = exec_args(c.out.data, c.in.dtype, pairwise, collective_tag(c.seq, 0));
-    execute(s, *leaders_, a, label, staging_);
-  }
+  if (leaders_) ring_allreduce_across(*leaders_, c, c.out.bytes_at(0), c.in.count, "hier");
   if (window_) {
     o.in = o.out = c.out.data;
     o.epoch = ++window_epoch_;
@@ -368,50 +374,19 @@ void Communicator::run_hierarchical(const Call& c) {
 // the node: every rank moves 1/L of the data across nodes instead of the leader
 // moving all of it.
 void Communicator::run_hierarchical_slices(const Call& c) {
-  OpLabel label{rank_, collective_name(c.kind), c.seq, "hier-slices", c.in.dtype, c.in.bytes()};
-  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
-  const ReduceOp pairwise = pairwise_op(c.op);
-  direct::Op o;
-  o.in = c.in.data;
-  o.out = c.out.data;
-  o.dtype = c.in.dtype;
-  o.count = c.in.count;
-  o.op = pairwise;
-  o.timeout_s = config_.timeout_s;
-  o.scratch = &pieces_;
-  o.block = &scratch_;
-  o.label = label.describe();
+  direct::Op o = window_op(c, "hier-slices", pairwise_op(c.op));
   o.epoch = ++window_epoch_;
   direct::reduce_own_block(*window_, o);
-
   const Range mine = block_range(c.in.count, local_size_, local_rank_);
-  Schedule s;
-  const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
-  ring::allreduce(s, slices_->rank(), slices_->size(), mine.count, chunk, c.op == ReduceOp::kAvg);
-  // exec_args divides an average by every rank's count: the average is over all.
-  const ExecArgs a = exec_args(c.out.bytes_at(mine.offset), c.in.dtype, pairwise, collective_tag(c.seq, 0));
-  execute(s, *slices_, a, label, staging_);
-
+  ring_allreduce_across(*slices_, c, c.out.bytes_at(mine.offset), mine.count, "hier-slices");
   o.in = o.out = c.out.data;
   o.epoch = ++window_epoch_;
   direct::gather_blocks(*window_, o);
 }
 
 void Communicator::run_direct(const Call& c) {
-  direct::Op o;
-  o.in = c.in.data;
-  o.out = c.out.data;
-  o.count = c.kind == Collective::kReduceScatter ? c.out.count : c.in.count;
-  o.dtype = c.in.dtype;
-  o.op = c.op;
-  o.root = c.root;
+  direct::Op o = window_op(c, "direct", c.op);
   o.epoch = ++window_epoch_;
-  o.timeout_s = config_.timeout_s;
-  o.scratch = &pieces_;
-  o.block = &scratch_;
-  OpLabel label{rank_, collective_name(c.kind), c.seq, "direct", c.in.dtype, c.in.bytes()};
-  o.label = label.describe();
-  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.c_str());
   if (c.segments) {
     o.segments = c.segments.get();
     return direct::allreduce_segments(*window_, o);
@@ -555,6 +530,11 @@ void require(bool ok, int rank, Collective c, const std::string& what) {
 }  // namespace
 
 std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async) {
+  return allreduce_with(in, out, op, nullptr, nullptr, async, algo);
+}
+
+std::shared_ptr<Work> Communicator::allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after,
+                                                   bool async, Algo algo) {
   require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce,
           "out must match x in size and dtype");
   require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kAllreduce,
@@ -565,18 +545,6 @@ std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op
   c.out = out;
   c.op = op;
   c.algo = algo;
-  return submit(c, async);
-}
-
-std::shared_ptr<Work> Communicator::allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after,
-                                                   bool async) {
-  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce,
-          "out must match x in size and dtype");
-  Call c;
-  c.kind = Collective::kAllreduce;
-  c.in = in;
-  c.out = out;
-  c.op = op;
   c.before = std::move(before);
   c.after = std::move(after);
   return submit(std::move(c), async);

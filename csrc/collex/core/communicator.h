@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "collex/algorithms/direct.h"
 #include "collex/algorithms/executor.h"
 #include "collex/common/buffer.h"
 #include "collex/common/config.h"
@@ -68,7 +69,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // just after (unpacking), so neither holds up the issuing thread. Either may
   // be empty. A hook that throws breaks the communicator (peers are left waiting).
   using Hook = std::function<void()>;
-  std::shared_ptr<Work> allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after, bool async);
+  std::shared_ptr<Work> allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after, bool async,
+                                       Algo algo = Algo::kAuto);
   std::shared_ptr<Work> reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async);
   std::shared_ptr<Work> allgather(Buffer in, Buffer out, bool async);
   std::shared_ptr<Work> reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async);
@@ -101,6 +103,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void run_direct(const Call& call);
   void run_hierarchical(const Call& call);
   void run_hierarchical_slices(const Call& call);
+  // The window operation for a call (buffers, dtype, root, label), with `op`; the caller sets the epoch.
+  direct::Op window_op(const Call& call, const char* algo, ReduceOp op);
+  // A ring all-reduce of `count` elements at `data` among the ranks of `t` (leaders or slices).
+  void ring_allreduce_across(Transport& t, const Call& call, char* data, std::size_t count, const char* algo);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
