@@ -8,6 +8,9 @@ gradient) it times one step's exchange, averaging every gradient over the ranks:
                      buckets; packing and unpacking included)
   reducer, flat      the same with gradients that are views of one collex.zeros
                      buffer: buckets are reduced where they lie, nothing is packed
+  reducer, one alloc the same with gradients that are separate views (gaps between
+                     them) into one large NumPy array: what the memory's page size
+                     does to reading peers' gradients in place
   reducer fp16/bf16  compressed (half the bytes on the wire), error feedback on
   per-tensor collex  collex.allreduce(g, op="avg") for every gradient
   flat ideal         one collex.allreduce of all the bytes in a single flat array
@@ -60,6 +63,12 @@ class GradientSet:
             self.flat_views.append(self.flat_buffer[at : at + n].reshape(s))
             at += n
         self.ideal = np.zeros(self.total, np.float32)
+        gap = 16  # elements between views, so that no two are adjacent
+        self.one_alloc_buffer = np.zeros(self.total + gap * len(shapes), np.float32)
+        self.one_alloc, at = [], 0
+        for s, n in zip(shapes, self.counts):
+            self.one_alloc.append(self.one_alloc_buffer[at : at + n].reshape(s))
+            at += n + gap
         self.half = np.zeros(self.total, np.float16)
 
     @property
@@ -73,6 +82,7 @@ def variants(cx, comm, mpi, g: GradientSet) -> dict[str, tuple[Any, list[np.ndar
     reducers = {
         "reducer": (g.separate, None),
         "reducer, flat": (g.flat_views, None),
+        "reducer, one alloc": (g.one_alloc, None),
         "reducer fp16": (g.separate, "fp16"),
         "reducer bf16": (g.separate, "bf16"),
     }
