@@ -137,6 +137,16 @@ def misuse_is_a_clear_error():
     )
     expect_error(TypeError, ["list of arrays"], lambda: cx.GradientReducer(x))
     expect_error(TypeError, ["step(params, grads)"], lambda: cx.DistributedOptimizer(object(), [x]))
+    if size > 1:
+        # Ranks that disagree are told so on every rank, before any bucket moves.
+        mine = [np.ones(8 + (rank == 0), np.float32)]
+        expect_error(
+            cx.CollectiveMismatch, ["different gradients", f"[rank {rank}]"], lambda: cx.GradientReducer(mine)
+        )
+        other = "fp16" if rank == size - 1 else None
+        expect_error(cx.CollectiveMismatch, ["settings"], lambda: cx.GradientReducer([x], compression=other))
+    red = cx.GradientReducer([x])  # and the communicator is still usable
+    red.reduce()
 
 
 def float_grads(seed, scale=1.0):

@@ -58,6 +58,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     }
   }
 
+  check_same_everywhere(shapes, cap_bytes, first_cap_bytes, compression);
   buckets_ = assign_buckets(shapes, cap_bytes, first_cap_bytes);
   slots_.resize(buckets_.size());
   bucket_of_.resize(gradients_.size());
@@ -131,6 +132,33 @@ GradientReducer::~GradientReducer() {
       } catch (...) {
       }
     }
+  }
+}
+
+// Ranks that disagree on the gradients or the settings would issue different
+// all-reduces and read past each other's arrays: compare a fingerprint first.
+void GradientReducer::check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes,
+                                            std::size_t first_cap_bytes, Compression compression) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over everything that shapes the buckets
+  auto mix = [&h](std::uint64_t v) {
+    for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
+  };
+  mix(shapes.size());
+  for (const Gradient& g : shapes) {
+    mix(g.count);
+    mix(static_cast<std::uint64_t>(g.dtype));
+  }
+  mix(cap_bytes);
+  mix(first_cap_bytes);
+  mix(static_cast<std::uint64_t>(compression));
+  const auto mine = static_cast<std::int64_t>(h >> 1);  // non-negative, so that it can be negated
+  std::int64_t extremes[2] = {mine, -mine};
+  Buffer b{extremes, 2, DType::kInt64};
+  comm_->allreduce(b, b, ReduceOp::kMin, Algo::kAuto, /*async=*/false);
+  if (extremes[0] != -extremes[1]) {
+    throw CollectiveMismatch(prefix("__init__") +
+                             "the ranks passed different gradients (count, shapes or dtypes) or settings "
+                             "(bucket sizes, compression); every rank must build the reducer alike");
   }
 }
 

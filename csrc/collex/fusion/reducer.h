@@ -78,6 +78,8 @@ class GradientReducer {
   void unpack(std::size_t b);
   void find_local_amax(std::size_t b);
   void* find_span(const Bucket& bucket) const;
+  void check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes, std::size_t first_cap_bytes,
+                             Compression compression);
   std::string prefix(const char* method) const;
 
   std::shared_ptr<Communicator> comm_;

@@ -268,8 +268,7 @@ def plot(path: str, results: list[dict[str, Any]], size: int) -> None:
         ms = [1e3 * row["seconds"][n] for n in names]
         ax.barh(names, ms, color=["tab:blue" if n.startswith("reducer") else "tab:gray" for n in names])
         ax.invert_yaxis()
-        ax.set_xscale("log")
-        ax.set_xlabel("ms per step (log)")
+        ax.set_xlabel("ms per step")
         ax.set_title(f"{row['set']}: {row['bytes'] / MIB:.0f} MiB, {size} ranks")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
