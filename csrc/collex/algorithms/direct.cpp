@@ -25,6 +25,10 @@ constexpr std::uint64_t chunk_marker(std::uint64_t epoch, std::size_t chunk) {
 // beside the copy, small enough to stay in the core's cache until reduced.
 constexpr std::size_t kPieceBytes = 256 * 1024;
 
+// Reductions of at least this many bytes write their results with streaming
+// stores: far larger than the caches, the result would be evicted before use.
+constexpr std::size_t kStreamingBytes = 16 * 1024 * 1024;
+
 // Broadcasts up to this size stream through the root's staging slot in chunks
 // (see broadcast_pipelined); larger ones read the root's buffer in one copy.
 constexpr std::size_t kPipelinedBroadcastBytes = 16 * 1024 * 1024;
@@ -93,6 +97,7 @@ void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
   const std::size_t need = 3 * piece * c.es;
   if (buf.size() < need) buf.resize(need);
   char* tmp[3] = {buf.data(), buf.data() + piece * c.es, buf.data() + 2 * piece * c.es};
+  const bool streaming = c.o.count * c.es >= kStreamingBytes;
   for (std::size_t done = 0; done < n; done += piece) {
     const std::size_t k = std::min(piece, n - done);
     const std::size_t off = first + done;
@@ -114,10 +119,18 @@ void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
       if (to != own) std::memmove(to, own, k * c.es);
       continue;
     }
+    // The last combination of a large operation streams its result past the cache.
+    auto combine_into = [&](const char* x, const char* y, bool last) {
+      if (last && streaming) {
+        kernels::reduce_streaming(to, x, y, k, c.o.dtype, c.o.op);
+      } else {
+        kernels::reduce(to, x, y, k, c.o.dtype, c.o.op);
+      }
+    };
     const char* a = fetch(0, tmp[0]);
     const char* b = fetch(1, tmp[1]);
-    kernels::reduce(to, a, b, k, c.o.dtype, c.o.op);
-    for (int r = 2; r < c.p; ++r) kernels::reduce(to, to, fetch(r, tmp[0]), k, c.o.dtype, c.o.op);
+    combine_into(a, b, c.p == 2);
+    for (int r = 2; r < c.p; ++r) combine_into(to, fetch(r, tmp[0]), r == c.p - 1);
   }
 }
 

@@ -15,14 +15,18 @@ namespace {
 struct Loops {
   const char* isa;
   ReduceFn (*reduce)(DType, ReduceOp);
+  ReduceFn (*reduce_streaming)(DType, ReduceOp);
   MaxAbsFn (*max_abs)();
   CompressFn (*compress)(DType);
   DecompressFn (*decompress)(DType);
   DivideCopyFn (*divide_copy)(DType);
 };
 
-#define COLLEX_LOOPS(ns) \
-  Loops { #ns, &ns::pick_reduce, &ns::pick_max_abs, &ns::pick_compress, &ns::pick_decompress, &ns::pick_divide_copy }
+#define COLLEX_LOOPS(ns)                                                                                            \
+  Loops {                                                                                                           \
+    #ns, &ns::pick_reduce, &ns::pick_reduce_streaming, &ns::pick_max_abs, &ns::pick_compress, &ns::pick_decompress, \
+        &ns::pick_divide_copy                                                                                       \
+  }
 constexpr Loops kGeneric = COLLEX_LOOPS(generic);
 #if defined(COLLEX_X86_KERNELS)
 constexpr Loops kAvx2 = COLLEX_LOOPS(avx2);
@@ -74,6 +78,11 @@ std::atomic<const Loops*>& current() {
 void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op) {
   if (n == 0) return;
   current().load(std::memory_order_relaxed)->reduce(dtype, op)(dst, a, b, n);
+}
+
+void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op) {
+  if (n == 0) return;
+  current().load(std::memory_order_relaxed)->reduce_streaming(dtype, op)(dst, a, b, n);
 }
 
 void divide(void* dst, std::size_t n, DType dtype, double divisor) { divide_copy(dst, dst, n, dtype, divisor); }

@@ -15,6 +15,11 @@ namespace collex::kernels {
 // avg reduces as sum.
 void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op);
 
+// As reduce(), for results nobody reads again soon (the large pieces of a big
+// collective): float32 sums then bypass the cache (streaming stores), which
+// saves the read of every line written. Other dtypes and ops reduce as usual.
+void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op);
+
 // dst[i] = dst[i] OP src[i].
 inline void reduce_into(void* dst, const void* src, std::size_t n, DType dtype, ReduceOp op) {
   reduce(dst, dst, src, n, dtype, op);
@@ -34,12 +39,15 @@ bool use_kernel_isa(const char* isa);
 using ReduceFn = void (*)(void* dst, const void* a, const void* b, std::size_t n);
 namespace generic {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
+ReduceFn pick_reduce_streaming(DType dtype, ReduceOp op);
 }  // namespace generic
 namespace avx2 {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
+ReduceFn pick_reduce_streaming(DType dtype, ReduceOp op);
 }  // namespace avx2
 namespace avx512 {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
+ReduceFn pick_reduce_streaming(DType dtype, ReduceOp op);
 }  // namespace avx512
 
 }  // namespace collex::kernels
