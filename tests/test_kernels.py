@@ -97,6 +97,13 @@ def test_streaming_reduce_matches_numpy(isa, dt):
                 acc = x.copy()
                 _core._kernel_reduce_streaming(addr(acc), addr(acc), addr(y), n, CODES[np.dtype(dt)], OPS[op])
                 assert same_bits_or_both_nan(acc, want), (isa, op, n, shift, "in place")
+                # An average's last step: the division fused into the same pass.
+                wide = np.float64 if np.dtype(dt) == np.float64 else np.float32
+                averaged = (want.astype(wide) / wide(3)).astype(dt)
+                _core._kernel_reduce_streaming(
+                    addr(out), addr(x), addr(y), n, CODES[np.dtype(dt)], OPS[op], 3.0
+                )
+                assert same_bits_or_both_nan(out, averaged), (isa, op, n, shift, "divided")
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -336,11 +336,15 @@ PYBIND11_MODULE(_core, m) {
     kernels::reduce(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), n,
                     make_buffer(0, 0, dtype).dtype, make_op(op));
   });
-  m.def("_kernel_reduce_streaming",
-        [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op) {
-          kernels::reduce_streaming(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a),
-                                    reinterpret_cast<const void*>(b), n, make_buffer(0, 0, dtype).dtype, make_op(op));
-        });
+  m.def(
+      "_kernel_reduce_streaming",
+      [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op, double divisor) {
+        kernels::reduce_streaming(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a),
+                                  reinterpret_cast<const void*>(b), n, make_buffer(0, 0, dtype).dtype, make_op(op),
+                                  divisor);
+      },
+      py::arg("dst"), py::arg("a"), py::arg("b"), py::arg("n"), py::arg("dtype"), py::arg("op"),
+      py::arg("divisor") = 1.0);
   m.def("_kernel_divide", [](std::uintptr_t dst, std::size_t n, int dtype, double divisor) {
     kernels::divide(reinterpret_cast<void*>(dst), n, make_buffer(0, 0, dtype).dtype, divisor);
   });

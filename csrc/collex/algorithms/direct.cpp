@@ -90,13 +90,15 @@ std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int s
 void done_reading(Ctx& c) { c.w.arrive(marker(c.o.epoch, kDone)); }
 
 // Reduces elements [first, first + n) of every rank's input (read from the peers
-// in pieces) into dst, in rank order.
+// in pieces) into dst, in rank order; an average is divided piece by piece while
+// the piece is still in cache.
 void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
   const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
   std::vector<char>& buf = *c.o.scratch;
   const std::size_t need = 3 * piece * c.es;
   if (buf.size() < need) buf.resize(need);
   char* tmp[3] = {buf.data(), buf.data() + piece * c.es, buf.data() + 2 * piece * c.es};
+  const bool average = c.o.op == ReduceOp::kAvg && c.p > 1;
   const bool streaming = c.o.count * c.es >= kStreamingBytes;
   for (std::size_t done = 0; done < n; done += piece) {
     const std::size_t k = std::min(piece, n - done);
@@ -119,12 +121,14 @@ void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
       if (to != own) std::memmove(to, own, k * c.es);
       continue;
     }
-    // The last combination of a large operation streams its result past the cache.
+    // The last combination divides an average and, in a large operation, streams
+    // its result past the cache.
     auto combine_into = [&](const char* x, const char* y, bool last) {
       if (last && streaming) {
-        kernels::reduce_streaming(to, x, y, k, c.o.dtype, c.o.op);
+        kernels::reduce_streaming(to, x, y, k, c.o.dtype, c.o.op, average ? c.p : 1);
       } else {
         kernels::reduce(to, x, y, k, c.o.dtype, c.o.op);
+        if (last && average) kernels::divide(to, k, c.o.dtype, static_cast<double>(c.p));
       }
     };
     const char* a = fetch(0, tmp[0]);
@@ -170,7 +174,6 @@ void allreduce(Window& w, const Op& o) {
   c.sync(1, 3);
   const Range mine = block_range(o.count, c.p, c.me);
   reduce_from_inputs(c, mine.offset, mine.count, c.out(mine.offset));
-  divide_if_average(c, c.out(mine.offset), mine.count);
   c.sync(2, 3);  // every block reduced; peers no longer read our input
   fetch_reduced_blocks(c);
   c.sync(3, 3);  // nobody reads our result any more: the caller may reuse it
@@ -284,7 +287,6 @@ void reduce(Window& w, const Op& o) {
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), result);
   c.sync(1, 3);
   reduce_from_inputs(c, mine.offset, mine.count, dst);
-  divide_if_average(c, dst, mine.count);
   c.sync(2, 3);
   if (c.me == o.root) {
     fetch_reduced_blocks(c);
@@ -359,7 +361,6 @@ void reduce_scatter(Window& w, const Op& o) {
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
   c.sync(1, 2);
   reduce_from_inputs(c, offset, o.count, static_cast<char*>(o.out));
-  divide_if_average(c, o.out, o.count);
   c.sync(3, 2);
 }
 

@@ -15,7 +15,7 @@ namespace {
 struct Loops {
   const char* isa;
   ReduceFn (*reduce)(DType, ReduceOp);
-  ReduceFn (*reduce_streaming)(DType, ReduceOp);
+  StreamingFn (*reduce_streaming)(DType, ReduceOp);
   MaxAbsFn (*max_abs)();
   CompressFn (*compress)(DType);
   DecompressFn (*decompress)(DType);
@@ -80,9 +80,13 @@ void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype,
   current().load(std::memory_order_relaxed)->reduce(dtype, op)(dst, a, b, n);
 }
 
-void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op) {
+void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op,
+                      double divisor) {
   if (n == 0) return;
-  current().load(std::memory_order_relaxed)->reduce_streaming(dtype, op)(dst, a, b, n);
+  if (StreamingFn f = current().load(std::memory_order_relaxed)->reduce_streaming(dtype, op))
+    return f(dst, a, b, n, divisor);
+  reduce(dst, a, b, n, dtype, op);
+  if (divisor != 1.0) divide(dst, n, dtype, divisor);
 }
 
 void divide(void* dst, std::size_t n, DType dtype, double divisor) { divide_copy(dst, dst, n, dtype, divisor); }

@@ -15,10 +15,12 @@ namespace collex::kernels {
 // avg reduces as sum.
 void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op);
 
-// As reduce(), for results nobody reads again soon (the large pieces of a big
-// collective): float32 sums then bypass the cache (streaming stores), which
-// saves the read of every line written. Other dtypes and ops reduce as usual.
-void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op);
+// As reduce(), then dst /= divisor when divisor != 1 (an average's last step),
+// for results nobody reads again soon (the large pieces of a big collective):
+// float32 sums bypass the cache (streaming stores, with the division fused),
+// which saves the read of every line written. Other dtypes and ops reduce and
+// divide as usual.
+void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op, double divisor);
 
 // dst[i] = dst[i] OP src[i].
 inline void reduce_into(void* dst, const void* src, std::size_t n, DType dtype, ReduceOp op) {
@@ -37,17 +39,18 @@ bool use_kernel_isa(const char* isa);
 
 // One compiled copy of the loops per instruction set (see reduce_loops.h).
 using ReduceFn = void (*)(void* dst, const void* a, const void* b, std::size_t n);
+using StreamingFn = void (*)(void* dst, const void* a, const void* b, std::size_t n, double divisor);
 namespace generic {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
-ReduceFn pick_reduce_streaming(DType dtype, ReduceOp op);
+StreamingFn pick_reduce_streaming(DType dtype, ReduceOp op);
 }  // namespace generic
 namespace avx2 {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
-ReduceFn pick_reduce_streaming(DType dtype, ReduceOp op);
+StreamingFn pick_reduce_streaming(DType dtype, ReduceOp op);
 }  // namespace avx2
 namespace avx512 {
 ReduceFn pick_reduce(DType dtype, ReduceOp op);
-ReduceFn pick_reduce_streaming(DType dtype, ReduceOp op);
+StreamingFn pick_reduce_streaming(DType dtype, ReduceOp op);
 }  // namespace avx512
 
 }  // namespace collex::kernels
