@@ -11,7 +11,8 @@ namespace {
 
 // Markers: operation e passes step 1 (inputs published or staged), step 2 (own
 // block reduced) and step 3 (done reading peers), which is the last marker of
-// the operation; a pipelined broadcast counts its chunks in between. Markers only grow.
+// the operation; pipelined broadcasts and all-gathers count their chunks in
+// between. Markers only grow.
 constexpr std::uint64_t kMarkersPerOp = std::uint64_t{1} << 32;
 constexpr int kDone = 3;
 constexpr std::uint64_t marker(std::uint64_t epoch, int step) {
