@@ -6,6 +6,9 @@
 #
 #   bash bench/netns/run.sh 2 python -m collex.bench.training --sets 64MiB
 #
+# mpirun comes from PATH (activate the environment collex is installed in);
+# options placed before the command go to mpirun (e.g. -genv COLLEX_CHUNK_BYTES 4M).
+#
 # Everything it makes (namespaces cxh1..cxhN, bridge br-cx, veths vcx1..vcxN on
 # 10.77.0.0/24) is removed when it ends.
 set -euo pipefail
