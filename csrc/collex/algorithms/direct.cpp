@@ -90,16 +90,35 @@ std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int s
 
 void done_reading(Ctx& c) { c.w.arrive(marker(c.o.epoch, kDone)); }
 
+// Combines k elements of every rank's data into `to`, in rank order. fetch(r,
+// into) says where rank r's elements are: in place, or in `into` after reading
+// them (tmp holds two such buffers). The last combination divides an average
+// while the piece is still in cache and, with `streaming`, writes past the cache.
+template <typename Fetch>
+void combine_ranks(const Ctx& c, char* to, std::size_t k, char* const* tmp, bool streaming, Fetch&& fetch) {
+  const bool average = c.o.op == ReduceOp::kAvg && c.p > 1;
+  auto combine = [&](const char* x, const char* y, bool last) {
+    if (last && streaming) {
+      kernels::reduce_streaming(to, x, y, k, c.o.dtype, c.o.op, average ? c.p : 1);
+    } else {
+      kernels::reduce(to, x, y, k, c.o.dtype, c.o.op);
+      if (last && average) kernels::divide(to, k, c.o.dtype, static_cast<double>(c.p));
+    }
+  };
+  const char* a = fetch(0, tmp[0]);
+  const char* b = fetch(1, tmp[1]);
+  combine(a, b, c.p == 2);
+  for (int r = 2; r < c.p; ++r) combine(to, fetch(r, tmp[0]), r == c.p - 1);
+}
+
 // Reduces elements [first, first + n) of every rank's input (read from the peers
-// in pieces) into dst, in rank order; an average is divided piece by piece while
-// the piece is still in cache.
+// in pieces) into dst, in rank order.
 void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
   const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
   std::vector<char>& buf = *c.o.scratch;
   const std::size_t need = 3 * piece * c.es;
   if (buf.size() < need) buf.resize(need);
   char* tmp[3] = {buf.data(), buf.data() + piece * c.es, buf.data() + 2 * piece * c.es};
-  const bool average = c.o.op == ReduceOp::kAvg && c.p > 1;
   const bool streaming = c.o.count * c.es >= kStreamingBytes;
   for (std::size_t done = 0; done < n; done += piece) {
     const std::size_t k = std::min(piece, n - done);
@@ -122,20 +141,7 @@ void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
       if (to != own) std::memmove(to, own, k * c.es);
       continue;
     }
-    // The last combination divides an average and, in a large operation, streams
-    // its result past the cache.
-    auto combine_into = [&](const char* x, const char* y, bool last) {
-      if (last && streaming) {
-        kernels::reduce_streaming(to, x, y, k, c.o.dtype, c.o.op, average ? c.p : 1);
-      } else {
-        kernels::reduce(to, x, y, k, c.o.dtype, c.o.op);
-        if (last && average) kernels::divide(to, k, c.o.dtype, static_cast<double>(c.p));
-      }
-    };
-    const char* a = fetch(0, tmp[0]);
-    const char* b = fetch(1, tmp[1]);
-    combine_into(a, b, c.p == 2);
-    for (int r = 2; r < c.p; ++r) combine_into(to, fetch(r, tmp[0]), r == c.p - 1);
+    combine_ranks(c, to, k, tmp, streaming, fetch);
   }
 }
 
@@ -392,6 +398,20 @@ void slice(const std::vector<Span>& table, const std::vector<std::size_t>& start
   }
 }
 
+// Copies the spans, in order, into `to`; and back: `from` into the spans.
+void gather(const std::vector<Span>& spans, char* to) {
+  for (const Span& s : spans) {
+    std::memcpy(to, reinterpret_cast<const void*>(s.address), s.bytes);
+    to += s.bytes;
+  }
+}
+void scatter(const char* from, const std::vector<Span>& spans) {
+  for (const Span& s : spans) {
+    std::memcpy(reinterpret_cast<void*>(s.address), from, s.bytes);
+    from += s.bytes;
+  }
+}
+
 }  // namespace
 
 void allreduce_segments(Window& w, const Op& o) {
@@ -418,38 +438,25 @@ void allreduce_segments(Window& w, const Op& o) {
   std::vector<char>& buf = *o.scratch;
   if (buf.size() < 3 * piece * c.es) buf.resize(3 * piece * c.es);
   char* tmp[2] = {buf.data(), buf.data() + piece * c.es};
-  char* acc = buf.data() + 2 * piece * c.es;
+  char* acc = buf.data() + 2 * piece * c.es;  // the reduced piece, before it is scattered back
   std::vector<Span> spans;
-  auto fetch = [&](int r, std::size_t first, std::size_t bytes, char* into) -> const char* {
-    slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
-    if (r == c.me) {
-      if (spans.size() == 1) return reinterpret_cast<const char*>(spans[0].address);
-      char* to = into;
-      for (const Span& s : spans) {
-        std::memcpy(to, reinterpret_cast<const void*>(s.address), s.bytes);
-        to += s.bytes;
-      }
-      return into;
-    }
-    const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
-    w.read_spans(r, spans.data(), spans.size(), &local, 1);
-    return into;
-  };
   const Range block = block_range(o.count, c.p, c.me);
   for (std::size_t done = 0; done < block.count && c.p > 1; done += piece) {
     const std::size_t k = std::min(piece, block.count - done);
     const std::size_t first = (block.offset + done) * c.es, bytes = k * c.es;
-    const char* a = fetch(0, first, bytes, tmp[0]);
-    const char* b = fetch(1, first, bytes, tmp[1]);
-    kernels::reduce(acc, a, b, k, o.dtype, o.op);
-    for (int r = 2; r < c.p; ++r) kernels::reduce(acc, acc, fetch(r, first, bytes, tmp[0]), k, o.dtype, o.op);
-    divide_if_average(c, acc, k);
+    combine_ranks(c, acc, k, tmp, /*streaming=*/false, [&](int r, char* into) -> const char* {
+      slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
+      if (r == c.me && spans.size() == 1) return reinterpret_cast<const char*>(spans[0].address);
+      if (r == c.me) {
+        gather(spans, into);
+      } else {
+        const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
+        w.read_spans(r, spans.data(), spans.size(), &local, 1);
+      }
+      return into;
+    });
     slice(mine, starts, first, bytes, spans);
-    const char* from = acc;
-    for (const Span& s : spans) {
-      std::memcpy(reinterpret_cast<void*>(s.address), from, s.bytes);
-      from += s.bytes;
-    }
+    scatter(acc, spans);
   }
   c.sync(2, 3);  // every block reduced where it lies
 

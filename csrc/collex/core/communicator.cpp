@@ -555,19 +555,19 @@ bool Communicator::can_reduce_segments() const {
   return size_ == 1 || (window_ && local_size_ == size_ && window_->can_read_peers() && algo_allows);
 }
 
-std::shared_ptr<Work> Communicator::allreduce_segments(std::vector<Span> segments, std::size_t count, DType dtype,
-                                                       ReduceOp op, bool async) {
+std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
+                                                       std::size_t count, DType dtype, ReduceOp op, bool async) {
   require(can_reduce_segments(), rank_, Collective::kAllreduce,
           "segmented all-reduce needs every rank on one node with a shared window");
   std::size_t bytes = 0;
-  for (const Span& s : segments) bytes += s.bytes;
+  for (const Span& s : *segments) bytes += s.bytes;
   require(bytes == count * dtype_size(dtype), rank_, Collective::kAllreduce, "segments do not add up to count");
   Call c;
   c.kind = Collective::kAllreduce;
   c.in = c.out = Buffer{nullptr, count, dtype};
   c.op = op;
   c.algo = Algo::kDirect;
-  c.segments = std::make_shared<const std::vector<Span>>(std::move(segments));
+  c.segments = std::move(segments);
   return submit(std::move(c), async);
 }
 

@@ -61,8 +61,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // An in-place all-reduce of `count` elements that lie in the pieces
   // `segments` of this rank's memory (in order; cut alike on every rank), read
   // and written where they lie: a fusion bucket without packing.
-  std::shared_ptr<Work> allreduce_segments(std::vector<Span> segments, std::size_t count, DType dtype, ReduceOp op,
-                                           bool async);
+  // The segments are shared, not copied: a caller that reduces the same pieces
+  // every step makes the list once.
+  std::shared_ptr<Work> allreduce_segments(std::shared_ptr<const std::vector<Span>> segments, std::size_t count,
+                                           DType dtype, ReduceOp op, bool async);
 
   // An all-reduce with the caller's work around it, run by the engine in issue
   // order: `before` just before the reduction (packing a fusion buffer), `after`

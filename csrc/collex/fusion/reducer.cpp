@@ -64,12 +64,16 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   bucket_of_.resize(gradients_.size());
   marked_.assign(gradients_.size(), false);
 
-  // A bucket whose gradients fill one span of memory on every rank is reduced
-  // where it lies (no packing); ranks agree on which, since the reduction differs.
+  // Only float32 buckets are compressed. A bucket whose gradients fill one span
+  // of memory on every rank is reduced where it lies (no packing); ranks agree
+  // on which, since the reduction differs.
+  std::vector<void*> local_spans(buckets_.size(), nullptr);
   std::vector<std::int32_t> spans(buckets_.size(), 0);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    const bool compress = compression != Compression::kNone && buckets_[b].dtype == DType::kFloat32;
-    spans[b] = !compress && find_span(buckets_[b]) != nullptr;
+    Slot& s = slots_[b];
+    s.compressed = compression != Compression::kNone && buckets_[b].dtype == DType::kFloat32;
+    if (!s.compressed) local_spans[b] = find_span(buckets_[b]);
+    spans[b] = local_spans[b] != nullptr;
   }
   if (!spans.empty()) {
     Buffer flags{spans.data(), spans.size(), DType::kInt32};
@@ -83,14 +87,18 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     const Bucket& bucket = buckets_[b];
     for (const Member& m : bucket.members) bucket_of_[m.gradient] = b;
     s.pending = bucket.members.size();
-    s.compressed = compression != Compression::kNone && bucket.dtype == DType::kFloat32;
     s.wire = !s.compressed ? bucket.dtype : compression == Compression::kFp16 ? DType::kFloat16 : DType::kBFloat16;
     if (spans[b] != 0) {
-      s.span = find_span(bucket);
+      s.span = local_spans[b];
       continue;
     }
-    if (!s.compressed && comm_->can_reduce_segments()) {
-      s.segmented = true;  // decided alike on every rank: same window, same settings
+    if (!s.compressed && comm_->can_reduce_segments()) {  // alike on every rank: same window, same settings
+      auto pieces = std::make_shared<std::vector<Span>>();
+      for (const Member& m : bucket.members) {
+        const Buffer& g = gradients_[m.gradient];
+        pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
+      }
+      s.segments = std::move(pieces);
       continue;
     }
     fusion_at[b] = fusion_bytes;
@@ -117,7 +125,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   residuals_.assign(residual_count, 0.0f);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
-    if (s.span != nullptr || s.segmented) continue;
+    if (s.span != nullptr || s.segments) continue;
     s.fusion = fusion + fusion_at[b];
     if (s.compressed && error_feedback) s.residuals = residuals_.data() + residual_at[b];
   }
@@ -177,7 +185,7 @@ void* GradientReducer::find_span(const Bucket& bucket) const {
 
 const char* GradientReducer::path(std::size_t b) const {
   const Slot& s = slots_[b];
-  return s.span != nullptr ? "span" : s.segmented ? "segments" : "packed";
+  return s.span != nullptr ? "span" : s.segments ? "segments" : "packed";
 }
 
 float* GradientReducer::residual(std::size_t i) {
@@ -212,13 +220,8 @@ void GradientReducer::launch(std::size_t b) {
     s.work = comm_->allreduce(span, span, ReduceOp::kAvg, Algo::kAuto, /*async=*/true);
     return;
   }
-  if (s.segmented) {
-    std::vector<Span> pieces;
-    for (const Member& m : bucket.members) {
-      const Buffer& g = gradients_[m.gradient];
-      pieces.push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
-    }
-    s.work = comm_->allreduce_segments(std::move(pieces), bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
+  if (s.segments) {
+    s.work = comm_->allreduce_segments(s.segments, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
     return;
   }
   if (s.compressed && s.wire == DType::kFloat16) {

@@ -16,6 +16,7 @@
 
 #include "collex/common/buffer.h"
 #include "collex/fusion/bucketer.h"
+#include "collex/transport/window.h"
 
 namespace collex {
 class Communicator;
@@ -63,13 +64,13 @@ class GradientReducer {
   struct Slot {
     DType wire = DType::kFloat32;
     bool compressed = false;
-    void* span = nullptr;        // the members' memory when they fill one span; else null
-    bool segmented = false;      // reduced where the members lie, without packing
-    char* fusion = nullptr;      // the packed bucket otherwise
-    float* residuals = nullptr;  // error feedback for the bucket's elements, or null
-    std::size_t pending = 0;     // members not yet ready this step
-    float amax = 0.0f;           // fp16: the largest magnitude, over every rank
-    float scale = 1.0f;          // what the bucket was multiplied by when packed
+    void* span = nullptr;                               // the members' memory when they fill one span; else null
+    std::shared_ptr<const std::vector<Span>> segments;  // else the members' memory, when reduced where it lies
+    char* fusion = nullptr;                             // the packed bucket otherwise
+    float* residuals = nullptr;                         // error feedback for the bucket's elements, or null
+    std::size_t pending = 0;                            // members not yet ready this step
+    float amax = 0.0f;                                  // fp16: the largest magnitude, over every rank
+    float scale = 1.0f;                                 // what the bucket was multiplied by when packed
     std::shared_ptr<Work> amax_work, work;
   };
 

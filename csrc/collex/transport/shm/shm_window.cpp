@@ -224,6 +224,17 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
                                         std::move(entry));
 }
 
+namespace {
+
+// The error of a failed cross-memory copy with rank r, naming the rank and why.
+CollexError copy_failed(const char* what, int r) {
+  const int err = errno;
+  return CollexError(std::string(what) + " rank " + std::to_string(r) + "'s memory failed: " + std::strerror(err) +
+                     (err == ESRCH ? " (the rank has exited)" : ""));
+}
+
+}  // namespace
+
 void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
   cross_copy(false, r, remote, static_cast<char*>(local), bytes);
 }
@@ -249,11 +260,7 @@ void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* loc
     iovec l{local, bytes};
     iovec rv{reinterpret_cast<void*>(remote), bytes};
     const ssize_t n = to_peer ? process_vm_writev(pid, &l, 1, &rv, 1, 0) : process_vm_readv(pid, &l, 1, &rv, 1, 0);
-    if (n <= 0) {
-      const int err = errno;
-      throw CollexError(std::string(to_peer ? "writing" : "reading") + " rank " + std::to_string(r) +
-                        "'s memory failed: " + std::strerror(err) + (err == ESRCH ? " (the rank has exited)" : ""));
-    }
+    if (n <= 0) throw copy_failed(to_peer ? "writing" : "reading", r);
     local += n;
     remote += static_cast<std::uintptr_t>(n);
     bytes -= static_cast<std::size_t>(n);
@@ -303,11 +310,7 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
     to.fill(lv, kMaxIov);
     const ssize_t n =
         process_vm_readv(pids_[static_cast<std::size_t>(r)], lv.data(), lv.size(), rv.data(), rv.size(), 0);
-    if (n <= 0) {
-      const int err = errno;
-      throw CollexError("reading rank " + std::to_string(r) + "'s memory failed: " + std::strerror(err) +
-                        (err == ESRCH ? " (the rank has exited)" : ""));
-    }
+    if (n <= 0) throw copy_failed("reading", r);
     from.advance(static_cast<std::size_t>(n));
     to.advance(static_cast<std::size_t>(n));
     remaining -= std::min(remaining, static_cast<std::size_t>(n));
