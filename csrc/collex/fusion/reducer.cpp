@@ -132,12 +132,15 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
 }
 
 GradientReducer::~GradientReducer() {
+  // Work still in flight runs hooks that use this object: wait for it to end,
+  // whatever it ends with, even through a Ctrl-C (which only ends one wait).
   for (Slot& s : slots_) {
     for (auto* w : {&s.amax_work, &s.work}) {
-      if (*w == nullptr) continue;
-      try {
-        (*w)->wait();  // its hooks use this object
-      } catch (...) {
+      while (*w != nullptr && !(*w)->done()) {
+        try {
+          (*w)->wait();
+        } catch (...) {
+        }
       }
     }
   }
