@@ -96,24 +96,19 @@ class GradientReducer:
         )
         self.compression = None if comp == "none" else comp
 
-    def _index(self, i: Any) -> int:
+    def _index(self, i: Any, method: str) -> int:
+        here = where(f"GradientReducer.{method}", self._comm.rank)
         try:
             k = operator.index(i)
         except TypeError:
-            raise TypeError(
-                f"{where('GradientReducer.ready', self._comm.rank)}: expected an int index, "
-                f"got {type(i).__name__}"
-            ) from None
+            raise TypeError(f"{here}: expected an int index, got {type(i).__name__}") from None
         if not 0 <= k < len(self._grads):
-            raise ValueError(
-                f"{where('GradientReducer.ready', self._comm.rank)}: gradient index {i} out of range "
-                f"[0, {len(self._grads)})"
-            )
+            raise ValueError(f"{here}: gradient index {i} out of range [0, {len(self._grads)})")
         return k
 
     def ready(self, i: int) -> None:
         """Gradient ``i`` is final for this step; its bucket may launch."""
-        self._c.ready(self._index(i))
+        self._c.ready(self._index(i, "ready"))
 
     def wait(self) -> None:
         """Waits until every gradient holds the average over the ranks; ends the step."""
@@ -149,7 +144,7 @@ class GradientReducer:
     def residual(self, i: int) -> np.ndarray | None:
         """A copy of gradient ``i``'s error-feedback residual: what compression's rounding
         took from it, to be added back at the next step (None when not kept)."""
-        k = self._index(i)
+        k = self._index(i, "residual")
         address = self._c.residual_address(k)
         if address == 0:
             return None
