@@ -48,7 +48,7 @@ struct Ctx {
   std::size_t es;
 
   std::string at(int step, int steps) const {
-    return o.label + " step " + std::to_string(step) + "/" + std::to_string(steps);
+    return o.label.describe() + " step " + std::to_string(step) + "/" + std::to_string(steps);
   }
   char* out(std::size_t element) const { return static_cast<char*>(o.out) + element * es; }
   const char* in(std::size_t element) const { return static_cast<const char*>(o.in) + element * es; }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "collex/algorithms/op_label.h"
 #include "collex/common/dtype.h"
 #include "collex/common/reduce_op.h"
 #include "collex/transport/window.h"
@@ -31,7 +32,7 @@ struct Op {
   int root = 0;
   std::uint64_t epoch = 0;  // numbers the window's operations alike on every rank, from 1
   double timeout_s = 300;
-  std::string label;                            // "[rank r] allreduce seq=... algo=direct", for errors
+  OpLabel label;                                // says which operation failed, in errors
   std::vector<char>* scratch;                   // grown as needed for pieces read from peers
   std::vector<char>* block;                     // reduce: a non-root's reduced block (kept between calls)
   const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies

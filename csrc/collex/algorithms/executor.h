@@ -9,24 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "collex/algorithms/op_label.h"
 #include "collex/algorithms/schedule.h"
 #include "collex/common/dtype.h"
 #include "collex/common/reduce_op.h"
 #include "collex/transport/transport.h"
 
 namespace collex {
-
-// What a failure message says about the operation being run.
-struct OpLabel {
-  int rank = 0;
-  const char* collective = "";
-  std::uint64_t seq = 0;
-  const char* algo = "";
-  DType dtype = DType::kUInt8;
-  std::size_t bytes = 0;
-
-  std::string describe() const;  // "[rank 1] allreduce seq=42 float32 4194304 B algo=ring"
-};
 
 // Staging memory reused across operations (allocation is costly for big slots).
 // After a failure the executor leaves it to any receive still in flight.

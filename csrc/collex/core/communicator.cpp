@@ -331,8 +331,8 @@ direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op)
   o.timeout_s = config_.timeout_s;
   o.scratch = &pieces_;
   o.block = &scratch_;
-  o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()}.describe();
-  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.c_str());
+  o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.describe().c_str());
   return o;
 }
 
