@@ -49,17 +49,25 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=120, help="global batch (divides by the rank count)")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--plot", help="write the loss curves to this PNG")
+    ap.add_argument(
+        "--xp", choices=("numpy", "cupy"), default="numpy", help="array module (cupy: train on the GPU)"
+    )
     args = ap.parse_args(argv)
 
     cx.init()
     comm = cx.world()
-    xtr, ytr, xte, yte = load_digits_split()
+    xp = np
+    if args.xp == "cupy":
+        import cupy as xp
+
+        xp.cuda.Device(comm.local_rank % xp.cuda.runtime.getDeviceCount()).use()
+    xtr, ytr, xte, yte = (xp.asarray(a) for a in load_digits_split())
     sizes = (64, args.hidden, args.hidden, 10)
     common = dict(sizes=sizes, optimizer=args.optimizer, steps=args.steps, global_batch=args.batch)
 
     curves, accuracy, identical = {}, {}, {}
     if comm.rank == 0:
-        model, curves["1 process"] = train(np, xtr, ytr, **common)
+        model, curves["1 process"] = train(xp, xtr, ytr, **common)
         accuracy["1 process"] = model.accuracy(xte, yte)
     for compression in (None, "fp16", "bf16"):
         label = f"{comm.size} ranks, {compression or 'float32'}"
@@ -70,7 +78,7 @@ def main(argv=None) -> int:
             same[0] &= all(b == blob for b in MPI.COMM_WORLD.allgather(blob))
 
         model, curves[label] = train(
-            np, xtr, ytr, comm=comm, compression=compression, on_step=check, **common
+            xp, xtr, ytr, comm=comm, compression=compression, on_step=check, **common
         )
         accuracy[label] = model.accuracy(xte, yte)
         identical[label] = same[0]
@@ -79,7 +87,7 @@ def main(argv=None) -> int:
         ref = np.array(curves["1 process"])
         print(
             f"digits MLP {sizes}, {args.optimizer}, {args.steps} steps of {args.batch} samples, "
-            f"{comm.size} ranks"
+            f"{comm.size} ranks, {args.xp}"
         )
         print(f"{'run':<22} {'final loss':>10} {'max |dloss|':>12} {'test acc':>9} {'identical params':>17}")
         for label, loss in curves.items():
@@ -100,7 +108,7 @@ def main(argv=None) -> int:
             ax.set_yscale("log")
             ax.set_xlabel("step")
             ax.set_ylabel("training loss (global batch mean)")
-            ax.set_title(f"digits MLP, {args.optimizer}, data-parallel over {comm.size} ranks")
+            ax.set_title(f"digits MLP, {args.optimizer}, data-parallel over {comm.size} ranks ({args.xp})")
             ax.legend()
             fig.tight_layout()
             fig.savefig(args.plot, dpi=110)

@@ -1,6 +1,7 @@
 """A small multi-layer perceptron with its backward pass, SGD and Adam, and a
 data-parallel training loop with collex, written against an array module `xp`
-(NumPy here; CuPy once collex's CUDA path exists) so the same loop runs on both.
+(NumPy or CuPy) so the same loop runs on both. Random numbers (initial weights,
+sample order) come from NumPy either way, so both start and step alike.
 
 Data parallelism: every rank holds the whole model; each step the global batch of
 B samples is cut into equal slices, one per rank; each rank computes the gradient
@@ -17,6 +18,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 
 class MLP:
     """Dense layers with ReLU between them and softmax cross-entropy at the end.
@@ -29,11 +32,11 @@ class MLP:
 
     def __init__(self, xp: Any, sizes: Sequence[int], seed: int = 0, flat: Callable | None = None):
         self.xp = xp
-        rng = xp.random.default_rng(seed)
+        rng = np.random.default_rng(seed)
         self.params, shapes = [], []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             bound = math.sqrt(6.0 / fan_in)  # He-uniform, for ReLU
-            self.params.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(xp.float32))
+            self.params.append(xp.asarray(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32)))
             self.params.append(xp.zeros(fan_out, xp.float32))
             shapes += [(fan_in, fan_out), (fan_out,)]
         if flat is None:
@@ -148,7 +151,7 @@ def train(
     if comm is not None:
         cx.broadcast_parameters(model.params, root=0, comm=comm)
         opt = cx.DistributedOptimizer(opt, model.grads, compression=compression, comm=comm)
-    order = xp.random.default_rng(seed + 1)  # the same sample order on every rank
+    order = np.random.default_rng(seed + 1)  # the same sample order on every rank
     losses = []
     perm, at = order.permutation(x.shape[0]), 0
     for step in range(steps):
@@ -156,7 +159,7 @@ def train(
             perm, at = order.permutation(x.shape[0]), 0
         batch = perm[at : at + global_batch]
         at += global_batch
-        mine = batch[rank * local : (rank + 1) * local]
+        mine = xp.asarray(batch[rank * local : (rank + 1) * local])
         ready = opt.ready if comm is not None else None
         loss = model.loss_and_backward(x[mine], y[mine], ready=ready)
         if comm is not None:

@@ -28,8 +28,7 @@ def as_ndarray(x: Any, arg: str, op: str, rank: int) -> np.ndarray:
         return x
     if hasattr(x, "__cuda_array_interface__"):
         raise TypeError(
-            f"{where(op, rank)}: {arg}: CUDA arrays need collex's CUDA path, which this build does not "
-            "have yet; pass a host (NumPy) array"
+            f"{where(op, rank)}: {arg}: expected a host array like the other arguments, got a CUDA array"
         )
     try:
         memoryview(x)

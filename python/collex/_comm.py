@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import Arg, check_out, check_rank_arg, where
+from ._device import DeviceStaging, is_device_array
 from ._dtypes import ALGOS, AVG, CODES, FLOATING, NAMES, OPS
 
 CollexError = _core.CollexError
@@ -110,7 +111,15 @@ class Communicator:
         self.size: int = core.size
         self.local_rank: int = core.local_rank
         self.local_size: int = core.local_size
+        self._staging: DeviceStaging | None = None
         _live.add(self)
+
+    @property
+    def _device(self) -> DeviceStaging:
+        """Collectives on CUDA arrays (staged through pinned host buffers)."""
+        if self._staging is None:
+            self._staging = DeviceStaging(self)
+        return self._staging
 
     @property
     def timeout(self) -> float:
@@ -182,6 +191,8 @@ class Communicator:
             done = self._c.allreduce_now(x, out, op, algo)
             if done is not NotImplemented:
                 return done
+        if is_device_array(x) or is_device_array(out):
+            return self._device.allreduce(x, op, out, algo, async_op)
         name = "allreduce"
         a = Arg(x, "x", name, self.rank, writable=out is None)
         code = _op_code(op, name, self.rank, a)
@@ -196,6 +207,8 @@ class Communicator:
             done = self._c.broadcast_now(x, root, algo)
             if done is not NotImplemented:
                 return done
+        if is_device_array(x):
+            return self._device.broadcast(x, root, algo, async_op)
         name = "broadcast"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=self.rank != root)
@@ -210,6 +223,8 @@ class Communicator:
             done = self._c.reduce_now(x, out, op, root)
             if done is not NotImplemented:
                 return done
+        if is_device_array(x) or is_device_array(out):
+            return self._device.reduce(x, op, root, out, async_op)
         name = "reduce"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=out is None and self.rank == root)
@@ -224,6 +239,8 @@ class Communicator:
             done = self._c.allgather_now(x, out)
             if done is not NotImplemented:
                 return done
+        if is_device_array(x) or is_device_array(out):
+            return self._device.allgather(x, out, async_op)
         name = "allgather"
         a = Arg(x, "x", name, self.rank, writable=False)
         shape = (self.size, *a.array.shape)
@@ -242,6 +259,8 @@ class Communicator:
             done = self._c.reduce_scatter_now(x, out, op)
             if done is not NotImplemented:
                 return done
+        if is_device_array(x) or is_device_array(out):
+            return self._device.reduce_scatter(x, op, out, async_op)
         name = "reduce_scatter"
         a = Arg(x, "x", name, self.rank, writable=False)
         code = _op_code(op, name, self.rank, a)
@@ -287,8 +306,12 @@ class Communicator:
 
     def send(self, x: Any, dst: int, tag: int = 0) -> None:
         """Sends x to rank dst; returns when x may be reused."""
+        if is_device_array(x):
+            return self._device.send(x, dst, tag)
         self._p2p(x, dst, tag, "send", "dst", receive=False, async_op=False)
 
     def recv(self, x: Any, src: int, tag: int = 0) -> Any:
         """Receives into x from rank src (same byte count as the sender's); returns x."""
+        if is_device_array(x):
+            return self._device.recv(x, src, tag)
         return self._p2p(x, src, tag, "recv", "src", receive=True, async_op=False)

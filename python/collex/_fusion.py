@@ -16,6 +16,7 @@ import numpy as np
 from . import _core, _runtime
 from ._arrays import Arg, where
 from ._comm import Communicator
+from ._device import HostMirror, is_device_array
 from ._dtypes import FLOATING, SUPPORTED
 
 COMPRESSIONS = ("none", "fp16", "bf16")
@@ -55,6 +56,11 @@ class GradientReducer:
     place. Across nodes they go through a fusion buffer, except when a bucket's
     gradients fill one span of memory on every rank (views of one flat array,
     e.g. from ``collex.zeros``), which is reduced where it lies.
+
+    CUDA gradients (CuPy arrays and the like, all of them on a device) are
+    mirrored in one pinned host buffer: ``ready(i)`` copies gradient ``i`` down
+    (after the work queued on its stream) before its bucket may launch, and
+    ``wait()`` queues every average's copy back up on the gradient's stream.
     """
 
     def __init__(
@@ -78,6 +84,18 @@ class GradientReducer:
         comp = "none" if compression is None else compression
         if comp not in COMPRESSIONS:
             raise ValueError(f"{here}: compression={compression!r}: expected None, 'fp16' or 'bf16'")
+        on_device = [is_device_array(g) for g in grads]
+        self._mirror = None
+        if any(on_device):
+            if not all(on_device):
+                host = on_device.index(False)
+                raise TypeError(
+                    f"{here}: grads: a mix of CUDA and host arrays (grads[{host}] is on the host); "
+                    "pass all of one kind"
+                )
+            self._mirror = HostMirror(grads, op, comm.rank)
+            grads = self._mirror.host
+        self._marked: set[int] = set()  # gradients already copied down this step
         specs = []
         arrays = []
         for i, g in enumerate(grads):
@@ -108,15 +126,32 @@ class GradientReducer:
 
     def ready(self, i: int) -> None:
         """Gradient ``i`` is final for this step; its bucket may launch."""
-        self._c.ready(self._index(i, "ready"))
+        k = self._index(i, "ready")
+        if self._mirror is not None and k not in self._marked:
+            # (a second ready(k) is left to the core's error, without copying
+            # over a host gradient whose bucket may be in flight)
+            self._mirror.down(k)
+            self._marked.add(k)
+        self._c.ready(k)
 
     def wait(self) -> None:
         """Waits until every gradient holds the average over the ranks; ends the step."""
         self._c.wait()
+        self._copy_up()
 
     def reduce(self) -> None:
         """Marks every gradient not yet ready as ready, then waits."""
+        if self._mirror is not None:
+            for k in range(len(self._grads)):
+                if k not in self._marked:
+                    self._mirror.down(k)
         self._c.reduce()
+        self._copy_up()
+
+    def _copy_up(self) -> None:
+        if self._mirror is not None:
+            self._mirror.up_all()
+            self._marked.clear()
 
     @property
     def buckets(self) -> list[list[int]]:

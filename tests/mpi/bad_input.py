@@ -23,7 +23,8 @@ def expect(label, exc, needle, fn):
     except Exception as e:  # noqa: BLE001 - any other type is the failure being tested for
         cases.check(label, False, f"raised {type(e).__name__}: {e}")
     else:
-        cases.check(label, False, f"did not raise {exc.__name__}")
+        names = "/".join(e.__name__ for e in exc) if isinstance(exc, tuple) else exc.__name__
+        cases.check(label, False, f"did not raise {names}")
 
 
 x = np.ones(8, np.float32)
@@ -102,11 +103,45 @@ expect("send to self", ValueError, ["collex.send", "dst", "this rank"], lambda: 
 if size > 1:
     expect("send bad tag", ValueError, "tag=-1", lambda: cx.send(x, (rank + 1) % size, tag=-1))
 expect("recv bad src", ValueError, ["collex.recv", "src"], lambda: cx.recv(x, size + 3))
+
+
+def fake_cuda_array(**interface):
+    """An object claiming to be a CUDA array (its pointer is host memory)."""
+    cai = {"shape": (8,), "typestr": "<f4", "data": (x.ctypes.data, False), "version": 3, **interface}
+    return type("FakeCudaArray", (), {"__cuda_array_interface__": cai})()
+
+
 expect(
-    "cuda array",
+    "cuda array, malformed interface",
     TypeError,
-    "CUDA",
+    ["collex.allreduce", "x:", "__cuda_array_interface__"],
     lambda: cx.allreduce(type("FakeCupy", (), {"__cuda_array_interface__": {}})()),
+)
+expect(
+    "cuda array, bad dtype",
+    TypeError,
+    ["collex.allreduce", "unsupported dtype '<c8'"],
+    lambda: cx.allreduce(fake_cuda_array(typestr="<c8")),
+)
+expect(
+    "cuda array, strided",
+    ValueError,
+    ["collex.allreduce", "C-contiguous", "strides=(8,)"],
+    lambda: cx.allreduce(fake_cuda_array(strides=(8,))),
+)
+# Host memory behind the interface: refused as not device memory where a GPU is
+# usable, as no usable device (or no CUDA module) elsewhere.
+expect(
+    "cuda array on host memory",
+    (TypeError, ValueError),
+    ["collex.allreduce", "CUDA"],
+    lambda: cx.allreduce(fake_cuda_array()),
+)
+expect(
+    "cuda out for a host x",
+    TypeError,
+    ["collex.allreduce", "x:", "expected a CUDA array like the other arguments"],
+    lambda: cx.allreduce(x, out=fake_cuda_array()),
 )
 expect("empty of a bad dtype", TypeError, ["collex.empty", "complex128"], lambda: cx.empty(4, np.complex128))
 expect("empty of a negative size", ValueError, ["collex.empty", "shape=(-1,)"], lambda: cx.empty(-1))

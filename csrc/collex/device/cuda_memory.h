@@ -1,0 +1,64 @@
+// Moving bytes between CUDA device memory and host memory, for CUDA arrays that
+// the collectives stage through the host (the CUDA module, collex._cuda).
+//
+// This is the only code that includes the CUDA runtime. It is linked against the
+// static runtime, which loads the driver (libcuda) when first used, so the module
+// imports on machines without a GPU and reports "no device" only when asked.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace collex::cuda {
+
+// Number of visible devices; 0 where there is no driver or no device.
+int device_count();
+
+// The device that owns the memory at `address`, or -1 for host memory (pageable
+// or pinned) and unknown pointers. Throws on a driver error.
+int pointer_device(std::uintptr_t address);
+
+// Queues a copy of `bytes` from src to dst (either side on the host or a device;
+// unified addressing tells which) in order on `stream` (a cudaStream_t handle as
+// the CUDA array interface gives it: 0, 1 = legacy default, 2 = per-thread
+// default, or a created stream) of `device`. Throws with the runtime's message.
+void copy_async(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintptr_t stream, int device);
+
+// copy_async, then waits for the stream: afterwards the host side may be read or reused.
+void copy(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintptr_t stream, int device);
+
+// A point in a stream's work that the host can wait for (no timing).
+class Event {
+ public:
+  explicit Event(int device);
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+
+  void record(std::uintptr_t stream);  // marks the work queued on stream so far
+  void synchronize();                  // waits until that work has finished
+  int device() const { return device_; }
+
+ private:
+  void* event_ = nullptr;  // cudaEvent_t, kept out of this header
+  int device_;
+};
+
+// Page-locked host memory: the device copies into and out of it at full bus
+// speed (pageable memory goes through a driver bounce buffer).
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(std::size_t bytes);
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  void* data() const { return data_; }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace collex::cuda

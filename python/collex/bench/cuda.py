@@ -1,0 +1,131 @@
+"""All-reduce of CuPy arrays: collex against what a user would otherwise write.
+
+    mpirun -n 2 python -m collex.bench.cuda [-b 8] [-e 256M] [-f 8] [--json out.json]
+
+Rows are float32 sums of one size each, on every launched rank's GPU (ranks
+share GPUs round-robin by local rank). Columns, each the slowest rank's median:
+collex on the CuPy array itself; "cupy+mpi4py": ``x.get()``, mpi4py's Allreduce
+on the host copy, ``x.set()``; NCCL through ``cupy.cuda.nccl`` where every rank of
+the node has a GPU of its own (NCCL refuses two ranks on one GPU); and "copies":
+one device-to-host plus one host-to-device copy of the array through pinned
+memory, the floor for any scheme that reduces on the host. Every result is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from .model import format_size, parse_size, sweep
+from .timing import timed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-b", "--minbytes", default="8")
+    ap.add_argument("-e", "--maxbytes", default="256M")
+    ap.add_argument("-f", "--factor", type=int, default=8)
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args(argv)
+
+    import cupy as cp
+    from mpi4py import MPI
+
+    import collex as cx
+
+    cx.init()
+    comm, mpi = cx.world(), MPI.COMM_WORLD
+    devices = cp.cuda.runtime.getDeviceCount()
+    cp.cuda.Device(comm.local_rank % devices).use()
+    nccl = make_nccl(comm, mpi, devices)
+    props = cp.cuda.runtime.getDeviceProperties(comm.local_rank % devices)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    peers = ["collex", "cupy+mpi4py", "nccl", "copies"]
+    if comm.rank == 0:
+        print(f"all-reduce of float32 CuPy arrays, {comm.size} ranks on {devices} x {gpu}")
+        if nccl is None:
+            print("nccl: n/a (needs one GPU per rank on a node, and cupy.cuda.nccl)")
+        print(f"{'size':>9} " + " ".join(f"{p + ' us':>15}" for p in peers) + f" {'collex vs best peer':>20}")
+
+    rows = []
+    for nbytes in sweep(parse_size(args.minbytes), parse_size(args.maxbytes), args.factor):
+        count = max(1, nbytes // 4)
+        # Small integers (exact in float32 and in any summation order); the
+        # arange is integer because float32 cannot count past 2**24.
+        fill = (cp.arange(count) % 7).astype(cp.float32) + comm.rank
+        want = (np.arange(count) % 7).astype(np.float32) * comm.size + sum(range(comm.size))
+        x = fill.copy()
+        pinned = cp.cuda.alloc_pinned_memory(count * 4)
+        host = np.frombuffer(pinned, np.float32, count)
+
+        def collex_call(x=x):
+            cx.allreduce(x)
+
+        def mpi4py_call(x=x):
+            h = x.get()
+            mpi.Allreduce(MPI.IN_PLACE, h)
+            x.set(h)
+
+        def copies(x=x, host=host):
+            x.get(out=host)
+            x.set(host)
+
+        calls: dict[str, Callable[[], Any] | None] = {
+            "collex": collex_call,
+            "cupy+mpi4py": mpi4py_call,
+            "nccl": None if nccl is None else (lambda x=x: nccl(x)),
+            "copies": copies,
+        }
+        row: dict[str, Any] = {"bytes": count * 4}
+        for name, call in calls.items():
+            if call is None:
+                row[name] = None
+                continue
+            x[...] = fill
+            call()
+            if name != "copies":
+                wrong = int(np.count_nonzero(x.get() != want))
+                if mpi.allreduce(wrong) and comm.rank == 0:
+                    print(f"WRONG RESULT: {name} at {format_size(count * 4)}", file=sys.stderr)
+            cp.cuda.get_current_stream().synchronize()
+            row[name] = timed(mpi, lambda call=call: (call(), cp.cuda.get_current_stream().synchronize()))
+        peers_best = min(row[p] for p in ("cupy+mpi4py", "nccl") if row[p] is not None)
+        row["ratio"] = peers_best / row["collex"]
+        rows.append(row)
+        if comm.rank == 0:
+            cells = " ".join(f"{'n/a' if row[p] is None else f'{row[p] * 1e6:.1f}':>15}" for p in peers)
+            print(f"{format_size(count * 4):>9} {cells} {row['ratio']:>19.2f}x", flush=True)
+    if args.json and comm.rank == 0:
+        with open(args.json, "w") as f:
+            json.dump({"gpu": gpu, "ranks": comm.size, "devices": devices, "rows": rows}, f, indent=1)
+    cx.finalize()
+    return 0
+
+
+def make_nccl(comm: Any, mpi: Any, devices: int) -> Callable | None:
+    """An in-place NCCL sum over the ranks, or None where NCCL cannot run here."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return None
+    if not nccl.available or comm.local_size > devices:
+        return None
+    uid = mpi.bcast(nccl.get_unique_id() if comm.rank == 0 else None, root=0)
+    ncomm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
+
+    def allreduce(x):
+        import cupy as cp
+
+        ncomm.allReduce(
+            x.data.ptr, x.data.ptr, x.size, nccl.NCCL_FLOAT32, nccl.NCCL_SUM, cp.cuda.get_current_stream().ptr
+        )
+
+    return allreduce
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""Collectives and the training layer on CuPy arrays (run by tests/test_cuda.py
+only where a GPU and CuPy are present). The ranks may share one GPU. Every
+result is checked against NumPy arithmetic on the same rank-dependent data."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import collex as cx
+import cupy as cp
+import numpy as np
+from _harness import Cases, identical_on_all_ranks
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
+
+cx.init()
+comm = cx.world()
+rank, size = comm.rank, comm.size
+cp.cuda.Device(comm.local_rank % cp.cuda.runtime.getDeviceCount()).use()
+cases = Cases("cuda_arrays")
+
+DTYPES = (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64)
+COUNTS = (0, 1, 7, 1000, (1 << 18) + 3)
+
+
+def data(r: int, count: int, dtype, salt: int = 0) -> np.ndarray:
+    """Rank r's input: small values so that sums and products stay exact."""
+    v = (np.arange(count) * 7 + r * 3 + salt) % 5 + 1
+    return v.astype(dtype)
+
+
+def everyone(count, dtype, salt=0):
+    return np.stack([data(r, count, dtype, salt) for r in range(size)])
+
+
+def reference(op, count, dtype):
+    all_ = everyone(count, dtype)
+    if op == "sum":
+        return all_.sum(axis=0, dtype=dtype)
+    if op == "prod":
+        return all_.prod(axis=0, dtype=dtype)
+    if op == "min":
+        return all_.min(axis=0)
+    if op == "max":
+        return all_.max(axis=0)
+    return (all_.astype(np.float64).sum(axis=0) / size).astype(dtype)
+
+
+def allreduce_matrix():
+    for dtype in DTYPES:
+        ops = ("sum", "prod", "min", "max") + (("avg",) if np.dtype(dtype).kind == "f" else ())
+        for count in COUNTS:
+            for op in ops:
+                if op == "prod" and count > 1000:
+                    continue
+                x = cp.asarray(data(rank, count, dtype))
+                got = cx.allreduce(x, op=op)
+                assert got is x, "in place returns x"
+                want = reference(op, count, dtype)
+                tol = 1e-2 if dtype == np.float16 else 1e-6
+                if np.dtype(dtype).kind == "f":
+                    ok = np.allclose(cp.asnumpy(got), want, rtol=tol)
+                else:
+                    ok = np.array_equal(cp.asnumpy(got), want)
+                assert ok, f"allreduce {op} {np.dtype(dtype)} x{count}"
+                assert identical_on_all_ranks(cp.asnumpy(got)), f"{op} {np.dtype(dtype)} differs"
+
+
+def out_and_async():
+    x = cp.asarray(data(rank, 1000, np.float32))
+    out = cp.empty_like(x)
+    assert cx.allreduce(x, out=out) is out
+    np.testing.assert_array_equal(cp.asnumpy(x), data(rank, 1000, np.float32))  # x untouched
+    np.testing.assert_allclose(cp.asnumpy(out), reference("sum", 1000, np.float32))
+    w = cx.allreduce(x, op="max", async_op=True)
+    assert w.done() and w.wait() is x
+    np.testing.assert_array_equal(cp.asnumpy(x), reference("max", 1000, np.float32))
+
+
+def on_a_stream():
+    # The input is written on a non-default stream just before the call: the copy
+    # down must be ordered after that work (the array interface carries the stream).
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        x = cp.full(1 << 22, rank + 1, cp.float32)
+        for _ in range(20):
+            x *= 1.0  # queue some work ahead of the collective
+        cx.allreduce(x)
+        total = float(x[-1].get())
+    assert total == size * (size + 1) / 2, total
+
+
+def back_to_back():
+    # Copies up are queued, not waited for; the next call must not write the
+    # staging buffer before they have read it (a broadcast's receivers write it
+    # from the host first). Results are checked only at the end, so that nothing
+    # in between waits for the stream.
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        xs, ys = [], []
+        for i in range(12):
+            xs.append(cp.full(300_000, rank + i, cp.float32))
+            cx.allreduce(xs[-1])
+            ys.append(cp.full(300_000, i if rank == 0 else -1, cp.float32))
+            cx.broadcast(ys[-1], root=0)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            assert (x == sum(r + i for r in range(size))).all(), f"all-reduce {i}"
+            assert (y == i).all(), f"broadcast {i}"
+
+
+def rooted_and_gathers():
+    count = 4099
+    for root in range(size):
+        x = cp.asarray(data(rank, count, np.float64))
+        cx.broadcast(x, root=root)
+        np.testing.assert_array_equal(cp.asnumpy(x), data(root, count, np.float64))
+        x = cp.asarray(data(rank, count, np.int32))
+        got = cx.reduce(x, op="sum", root=root)
+        want = reference("sum", count, np.int32) if rank == root else data(rank, count, np.int32)
+        np.testing.assert_array_equal(cp.asnumpy(got), want)
+    x = cp.asarray(data(rank, count, np.float32))
+    g = cx.allgather(x)
+    assert isinstance(g, cp.ndarray) and g.shape == (size, count)
+    np.testing.assert_array_equal(cp.asnumpy(g), everyone(count, np.float32))
+    x = cp.asarray(data(rank, size * 6 * 5, np.float32).reshape(size * 6, 5))
+    rs = cx.reduce_scatter(x)
+    full = everyone(size * 6 * 5, np.float32).sum(axis=0).reshape(size * 6, 5)
+    np.testing.assert_allclose(cp.asnumpy(rs), full[rank * 6 : (rank + 1) * 6])
+    out = cp.zeros((6, 5), cp.float32)
+    assert cx.reduce_scatter(x, out=out) is out
+
+
+def point_to_point():
+    if size < 2:
+        return
+    x = cp.asarray(data(rank, 777, np.int64))
+    if rank == 0:
+        cx.send(x, 1, tag=5)
+    elif rank == 1:
+        y = cp.zeros(777, cp.int64)
+        cx.recv(y, 0, tag=5)
+        np.testing.assert_array_equal(cp.asnumpy(y), data(0, 777, np.int64))
+
+
+def in_pieces():
+    # Above 16 MiB an all-reduce is pipelined in 8 MiB pieces (the last one short).
+    for dtype, count, op in ((np.float32, 5_000_003, "avg"), (np.int64, 3_000_001, "sum")):
+        x = cp.asarray(data(rank, count, dtype))
+        out = cp.zeros_like(x)
+        cx.allreduce(x, op=op, out=out)
+        want = reference(op, count, dtype)
+        np.testing.assert_allclose(cp.asnumpy(out), want, rtol=1e-6)
+        np.testing.assert_array_equal(cp.asnumpy(x), data(rank, count, dtype))  # x untouched
+        cx.allreduce(x, op=op)  # in place
+        np.testing.assert_array_equal(cp.asnumpy(x), cp.asnumpy(out))
+
+
+def bad_arguments():
+    x = cp.zeros((4, 4), cp.float32)[:, ::2]
+    for fn, exc, needle in (
+        (lambda: cx.allreduce(x), ValueError, "C-contiguous"),
+        (lambda: cx.allreduce(cp.zeros(4, cp.complex64)), TypeError, "unsupported dtype"),
+        (lambda: cx.allreduce(cp.zeros(4, cp.float32), out=np.zeros(4, np.float32)), TypeError, "out:"),
+        (lambda: cx.allreduce(cp.zeros(4, cp.float32), out=cp.zeros(5, cp.float32)), ValueError, "shape"),
+    ):
+        try:
+            fn()
+        except exc as e:
+            assert needle in str(e) and f"[rank {rank}]" in str(e), str(e)
+        else:
+            raise AssertionError(f"expected {exc.__name__} ({needle})")
+    y = cp.ones(3, cp.float32)
+    cx.allreduce(y)  # still usable
+    assert float(y[0].get()) == size
+
+
+def reducer_matches_per_tensor():
+    shapes = [(300, 200), (200,), (200, 10), (10,), (0,), (33, 3)]
+    for compression in (None, "fp16", "bf16"):
+        grads = [
+            cp.asarray(data(rank, int(np.prod(s)), np.float32, salt=i).reshape(s))
+            for i, s in enumerate(shapes)
+        ]
+        red = cx.GradientReducer(grads, bucket_mb=0.1, first_bucket_mb=0.05, compression=compression)
+        order = list(range(len(grads)))
+        np.random.default_rng(rank).shuffle(order)  # each rank marks them in its own order
+        for i in order[:-1]:
+            red.ready(i)
+        red.reduce()
+        for i, (g, s) in enumerate(zip(grads, shapes)):
+            want = (everyone(int(np.prod(s)), np.float32, salt=i).sum(axis=0) / size).reshape(s)
+            tol = 1e-6 if compression is None else 2e-2
+            np.testing.assert_allclose(cp.asnumpy(g), want, rtol=tol, atol=tol)
+            assert identical_on_all_ranks(cp.asnumpy(g))
+        # misuse keeps its error on the device path
+        red.ready(0)
+        try:
+            red.ready(0)
+        except ValueError as e:
+            assert "ready" in str(e)
+        else:
+            raise AssertionError("ready twice did not raise")
+        red.reduce()
+
+
+def reducer_refuses_a_mix():
+    try:
+        cx.GradientReducer([cp.zeros(4, cp.float32), np.zeros(4, np.float32)])
+    except TypeError as e:
+        assert "mix of CUDA and host" in str(e), str(e)
+    else:
+        raise AssertionError("a mix of device and host gradients was accepted")
+
+
+def training_follows_numpy():
+    from mlp import train
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((240, 16)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    common = dict(sizes=(16, 32, 4), optimizer="adam", steps=12, global_batch=24)
+    _, host = train(np, x, y, comm=comm, **common)
+    same = [True]
+
+    def check(step, model):
+        same[0] &= identical_on_all_ranks(np.concatenate([cp.asnumpy(p).ravel() for p in model.params]))
+
+    _, dev = train(cp, cp.asarray(x), cp.asarray(y), comm=comm, on_step=check, **common)
+    assert same[0], "parameters differ between ranks"
+    np.testing.assert_allclose(dev, host, rtol=1e-4, atol=1e-5)
+
+
+for label, fn in [
+    ("allreduce matrix", allreduce_matrix),
+    ("out= and async_op", out_and_async),
+    ("ordered on the array's stream", on_a_stream),
+    ("back-to-back calls reuse staging safely", back_to_back),
+    ("broadcast, reduce, allgather, reduce_scatter", rooted_and_gathers),
+    ("send/recv", point_to_point),
+    ("pipelined all-reduce", in_pieces),
+    ("bad arguments", bad_arguments),
+    ("GradientReducer on CuPy gradients", reducer_matches_per_tensor),
+    ("GradientReducer refuses a mix", reducer_refuses_a_mix),
+    ("CuPy training follows NumPy training", training_follows_numpy),
+]:
+    cases.run(label, fn)
+cases.finish()

@@ -1,0 +1,61 @@
+"""CUDA arrays. The module test runs wherever the CUDA module was built (CI builds
+it: nvcc is there, a GPU is not); the rest needs a GPU and CuPy and skips, saying
+why, without them. README.md names the one command that runs them on a GPU."""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from conftest import run_mpi
+
+
+def cuda_module():
+    try:
+        from collex import _cuda
+    except ImportError:
+        pytest.skip("this build has no CUDA module (no CUDA toolkit was found when it was built)")
+    return _cuda
+
+
+def gpu_count() -> int:
+    # Asked in a child process: the first CUDA call in pytest's own process would
+    # tie it to the device before the MPI ranks start.
+    code = "from collex import _cuda; print(_cuda.device_count())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return int(out.stdout.strip() or 0)
+
+
+def need_gpu_and_cupy():
+    cuda_module()
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("CuPy is not installed")
+    if gpu_count() == 0:
+        pytest.skip("no CUDA device is visible")
+
+
+def test_cuda_module_loads_without_a_gpu_and_says_why_it_cannot_copy():
+    m = cuda_module()
+    n = m.device_count()  # no driver or no device: 0, not an exception
+    assert n >= 0
+    if n == 0:
+        with pytest.raises(RuntimeError, match="cudaHostAlloc: cuda"):
+            m.PinnedBuffer(4096)
+    else:
+        b = m.PinnedBuffer(4096)
+        assert b.bytes == 4096 and b.address != 0
+        assert m.pointer_device(b.address) == -1  # pinned host memory is not device memory
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_collectives_and_training_on_cupy_arrays(ranks):
+    need_gpu_and_cupy()
+    proc = run_mpi(ranks, "cuda_arrays.py", env={"OPENBLAS_NUM_THREADS": "1"}, timeout=300)
+    assert " 0 failed" in proc.stdout
+
+
+def test_cuda_bench_runs_and_checks_its_results():
+    need_gpu_and_cupy()
+    proc = run_mpi(2, "-m", "collex.bench.cuda", "-e", "1M", "-f", "64", module=True, timeout=300)
+    assert "WRONG" not in proc.stdout + proc.stderr
+    assert " 1M " in proc.stdout, proc.stdout
