@@ -39,6 +39,21 @@ def test_pretend_nodes(ranks, node_size):
     assert " 0 failed" in proc.stdout and "algo=hier" in proc.stderr
 
 
+# Mid-size broadcasts and all-gathers stream through the slots or read the source
+# in one copy, whichever the node's calibration at start-up found faster: both
+# ways must give the same results (the "large" sizes fall in that range).
+@pytest.mark.parametrize("way", ["slots", "attach"])
+def test_midsize_copies_either_way(way):
+    env = {"COLLEX_MIDSIZE_COPY": way, "COLLEX_DEBUG": "1"}
+    proc = run_mpi(3, "collectives.py", "large", timeout=300, env=env)
+    assert " 0 failed" in proc.stdout and f"mid-size copies: {way}" in proc.stderr
+
+
+def test_midsize_copy_is_calibrated_when_not_forced():
+    proc = run_mpi(2, "lifecycle.py", env={"COLLEX_DEBUG": "1"})
+    assert "mid-size copies: slots up to" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_shared_memory_is_used_and_leaves_nothing_behind():
     proc = run_mpi(
         3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_TRANSPORT": "shm", "COLLEX_DEBUG": "1"}
@@ -55,7 +70,8 @@ def test_forced_algorithm_from_environment():
     assert "algo=tree" in proc.stderr and "algo=ring" in proc.stderr
 
 
-def test_bad_algorithm_in_environment_is_refused():
-    proc = run_mpi(1, "lifecycle.py", env={"COLLEX_ALGO": "bogus"}, expect_rc=None)
+@pytest.mark.parametrize("variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY"])
+def test_bad_setting_in_environment_is_refused(variable):
+    proc = run_mpi(1, "lifecycle.py", env={variable: "bogus"}, expect_rc=None)
     assert proc.returncode != 0
-    assert "COLLEX_ALGO=bogus" in proc.stderr
+    assert f"{variable}=bogus" in proc.stderr

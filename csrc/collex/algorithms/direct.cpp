@@ -30,14 +30,11 @@ constexpr std::size_t kPieceBytes = 256 * 1024;
 // stores: far larger than the caches, the result would be evicted before use.
 constexpr std::size_t kStreamingBytes = 16 * 1024 * 1024;
 
-// Broadcasts up to this size stream through the root's staging slot in chunks
-// (see broadcast_pipelined); larger ones read the root's buffer in one copy.
-constexpr std::size_t kPipelinedBroadcastBytes = 16 * 1024 * 1024;
-// All-gathers whose blocks are up to this size stream them through the staging
-// slots the same way (see allgather_pipelined). Both limits were measured on 2
-// and 3 ranks (bench/README.md): above them, one copy by cross-memory attach
-// beats two cache-missing copies.
-constexpr std::size_t kPipelinedAllgatherBytes = 4 * 1024 * 1024;
+// Broadcasts up to o.slots_limit stream through the root's staging slot in
+// chunks (see broadcast_pipelined), all-gathers whose blocks are up to a quarter
+// of kSlotsLimit likewise (allgather_pipelined; on 3 ranks they lost at 32 MiB);
+// larger ones read the source in one copy (bench/README.md).
+constexpr std::size_t kPipelinedAllgatherBytes = kSlotsLimit / 4;
 // Chunks in flight in a slot: the owner fills one while its readers empty others.
 constexpr std::size_t kRingChunks = 4;
 
@@ -255,7 +252,7 @@ void broadcast(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
-  if (bytes <= kPipelinedBroadcastBytes) return broadcast_pipelined(c);
+  if (bytes <= std::min(o.slots_limit, kSlotsLimit)) return broadcast_pipelined(c);
   // The root writes block `root` of the data into every receiver while each
   // receiver reads the other p - 1 blocks: every rank copies (p - 1)/p of the
   // buffer, instead of receivers copying all of it while the root idles.
@@ -349,7 +346,7 @@ void allgather(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
-  if (bytes <= kPipelinedAllgatherBytes) return allgather_pipelined(c);
+  if (bytes <= std::min(o.slots_limit, kPipelinedAllgatherBytes)) return allgather_pipelined(c);
   char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
   if (own != o.in) std::memmove(own, o.in, bytes);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);

@@ -23,6 +23,10 @@
 
 namespace collex::direct {
 
+// The largest size whose broadcast may stream through the slots (all-gather
+// blocks: a quarter of it). Beyond it the two copies are memory-bound and lose.
+constexpr std::size_t kSlotsLimit = 16 * 1024 * 1024;
+
 struct Op {
   const void* in = nullptr;
   void* out = nullptr;
@@ -36,6 +40,12 @@ struct Op {
   std::vector<char>* scratch;                   // grown as needed for pieces read from peers
   std::vector<char>* block;                     // reduce: a non-root's reduced block (kept between calls)
   const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies
+  // Broadcasts of up to this many bytes, and all-gathers whose blocks are,
+  // stream through the slots (two copies, both in cache; at most kSlotsLimit
+  // in direct.cpp); larger ones read the source where it lies (one copy that pins
+  // its pages). Where the two cross depends on the machine (the communicator
+  // measures it); every rank of the window must pass the same.
+  std::size_t slots_limit = kSlotsLimit;
 };
 
 // Whether an operation staging `bytes` per rank can run here: small enough for

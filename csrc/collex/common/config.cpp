@@ -59,8 +59,14 @@ Config Config::from_env(double timeout_s) {
     if (s != "auto" && s != "mpi" && s != "shm") bad("COLLEX_TRANSPORT", v, "auto, mpi or shm");
     c.transport = s;
   }
+  if (const char* v = env("COLLEX_MIDSIZE_COPY")) {
+    std::string s(v);
+    if (s != "auto" && s != "slots" && s != "attach") bad("COLLEX_MIDSIZE_COPY", v, "auto, slots or attach");
+    c.midsize_copy = s;
+  }
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {
     c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
+    c.chunk_bytes_set = true;
   }
   if (const char* v = env("COLLEX_TIMEOUT"); v != nullptr && !(timeout_s > 0))
     c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);

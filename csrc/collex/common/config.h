@@ -10,10 +10,12 @@ struct Config {
   std::string algo = "auto";             // COLLEX_ALGO: auto|ring|tree|direct|hier
   std::string transport = "auto";        // COLLEX_TRANSPORT: auto|mpi|shm
   std::size_t chunk_bytes = 512 * 1024;  // COLLEX_CHUNK_BYTES: pipelining granularity
+  bool chunk_bytes_set = false;          // COLLEX_CHUNK_BYTES was given (no larger chunks between nodes)
   double timeout_s = 300.0;              // COLLEX_TIMEOUT (init(timeout=) when not set)
   bool check = false;                    // COLLEX_CHECK: compare call fingerprints
   int debug = 0;                         // COLLEX_DEBUG: 0 quiet, 1 ops, 2 steps
   int node_size = 0;                     // COLLEX_NODE_SIZE: pretend nodes of k ranks (0: real nodes)
+  std::string midsize_copy = "auto";     // COLLEX_MIDSIZE_COPY: auto|slots|attach (see Communicator)
 
   // Reads the environment. `timeout_s` > 0 is an explicit timeout that wins over
   // COLLEX_TIMEOUT; pass 0 when the caller gave none.

@@ -2,6 +2,8 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -103,6 +105,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   // Nodes of several ranks get a shared-memory window (collective over the node:
   // every rank of it takes the same branch; all nodes agree through the allreduce).
   if (config_.transport != "mpi" && local_size_ > 1) window_ = ShmWindow::create(mpi_->local, kSlotBytes);
+  if (window_) choose_midsize_copy();
   if (local_size_ < size_) {
     // Every node must take the hierarchical path alike: with a window that can read
     // peers (so any size runs), or as a node of one rank.
@@ -133,6 +136,61 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
 }
 
 const char* Communicator::window_name() const { return window_ ? window_->name() : ""; }
+
+// Streaming a broadcast through the slots (two copies, both in cache) and reading
+// the root's buffer in one copy by cross-memory attach (which pins every page)
+// cross at a size that depends on the machine: measured on 2 ranks, streaming won
+// up to 2 MiB on a 2-core AMD EPYC VM one day and up to 1 MiB the next, and never
+// above 64 KiB on a 16-core Intel Xeon VM (bench/README.md). So each node times
+// both at growing sizes, every rank takes the slowest rank's times, and the slots
+// serve up to the largest size at which they kept winning. About 10 ms, once.
+void Communicator::choose_midsize_copy() {
+  if (!window_->can_read_peers() || config_.midsize_copy != "auto") {
+    // Without cross-memory attach only the slots can move mid-size data.
+    const bool attach = window_->can_read_peers() && config_.midsize_copy == "attach";
+    slots_limit_ = attach ? 0 : direct::kSlotsLimit;
+    if (config_.debug >= 1) {
+      std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", rank_, attach ? "attach" : "slots");
+    }
+    return;
+  }
+  constexpr std::size_t kSizes[] = {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
+  std::vector<char> data(kSizes[2], 1);
+  double times[3][2];  // seconds, per size: through the slots, by attaching
+  for (int s = 0; s < 3; ++s) {
+    for (int way = 0; way < 2; ++way) {
+      double best = 1e30;
+      for (int i = 0; i < 9; ++i) {
+        direct::Op o;
+        o.in = o.out = data.data();
+        o.count = kSizes[s];
+        o.timeout_s = config_.timeout_s;
+        o.scratch = &pieces_;
+        o.block = &scratch_;
+        o.label = OpLabel{rank_, "calibration broadcast", 0, way == 0 ? "slots" : "attach", DType::kUInt8, kSizes[s]};
+        o.slots_limit = way == 0 ? direct::kSlotsLimit : 0;
+        o.epoch = ++window_epoch_;
+        const auto start = std::chrono::steady_clock::now();
+        direct::broadcast(*window_, o);
+        const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+        if (i >= 3) best = std::min(best, took.count());  // the first ones warm up
+      }
+      times[s][way] = best;
+    }
+  }
+  double slowest[3][2];
+  MPI_Allreduce(times, slowest, 6, MPI_DOUBLE, MPI_MAX, mpi_->local);
+  slots_limit_ = 0;
+  for (int s = 0; s < 3 && slowest[s][0] < slowest[s][1]; ++s) slots_limit_ = kSizes[s];
+  if (slots_limit_ == kSizes[2]) slots_limit_ = direct::kSlotsLimit;  // still ahead at the largest size tried
+  if (config_.debug >= 1) {
+    std::fprintf(stderr,
+                 "collex: [rank %d] mid-size copies: slots up to %zu B (broadcast us, slots/attach: 256K %.1f/%.1f, "
+                 "1M %.1f/%.1f, 4M %.1f/%.1f)\n",
+                 rank_, slots_limit_, slowest[0][0] * 1e6, slowest[0][1] * 1e6, slowest[1][0] * 1e6,
+                 slowest[1][1] * 1e6, slowest[2][0] * 1e6, slowest[2][1] * 1e6);
+  }
+}
 
 std::shared_ptr<SymmetricMemory> Communicator::allocate_symmetric(std::size_t bytes) {
   std::shared_ptr<SymmetricMemory> memory;
@@ -332,13 +390,29 @@ direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op)
   o.scratch = &pieces_;
   o.block = &scratch_;
   o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
+  o.slots_limit = slots_limit_;
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.describe().c_str());
   return o;
 }
 
+// Between nodes every message costs a round trip (a rendezvous, over TCP), and
+// over a TCP link 512 KiB chunks made 64 MiB all-reduces stall now and then for a
+// retransmission timeout (bench/README.md): there, large blocks go in chunks of
+// up to 4 MiB, at least 4 per block so that the pipeline stays full.
+constexpr std::size_t kNetworkChunkBytes = 4 * 1024 * 1024;
+
+std::size_t Communicator::chunk_elements(std::size_t block_bytes, DType dtype, bool across_nodes) const {
+  std::size_t bytes = config_.chunk_bytes;
+  if (across_nodes && !config_.chunk_bytes_set && bytes < kNetworkChunkBytes) {
+    bytes = std::clamp(block_bytes / 4, bytes, kNetworkChunkBytes);
+  }
+  return std::max<std::size_t>(1, bytes / dtype_size(dtype));
+}
+
 void Communicator::ring_allreduce_across(Transport& t, const Call& c, char* data, std::size_t count, const char* algo) {
   Schedule s;
-  const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / dtype_size(c.in.dtype));
+  const std::size_t es = dtype_size(c.in.dtype);
+  const std::size_t chunk = chunk_elements(count * es / static_cast<std::size_t>(t.size()), c.in.dtype, true);
   ring::allreduce(s, t.rank(), t.size(), count, chunk, c.op == ReduceOp::kAvg);
   // exec_args divides an average by every rank's count, not t's: the average is over all.
   const ExecArgs a = exec_args(data, c.in.dtype, pairwise_op(c.op), collective_tag(c.seq, 0));
@@ -404,7 +478,8 @@ void Communicator::run_direct(const Call& c) {
 
 void Communicator::run_collective(const Call& c) {
   const std::size_t esize = dtype_size(c.in.dtype);
-  const std::size_t chunk = std::max<std::size_t>(1, config_.chunk_bytes / esize);
+  const std::size_t message = std::max(c.in.bytes(), c.out.bytes());
+  const std::size_t chunk = chunk_elements(message / static_cast<std::size_t>(size_), c.in.dtype, local_size_ < size_);
   const bool average = c.op == ReduceOp::kAvg;
   Schedule s;
   Algo algo = Algo::kAuto;
