@@ -140,10 +140,11 @@ const char* Communicator::window_name() const { return window_ ? window_->name()
 // Streaming a broadcast through the slots (two copies, both in cache) and reading
 // the root's buffer in one copy by cross-memory attach (which pins every page)
 // cross at a size that depends on the machine: measured on 2 ranks, streaming won
-// up to 2 MiB on a 2-core AMD EPYC VM one day and up to 1 MiB the next, and never
-// above 64 KiB on a 16-core Intel Xeon VM (bench/README.md). So each node times
-// both at growing sizes, every rank takes the slowest rank's times, and the slots
-// serve up to the largest size at which they kept winning. About 10 ms, once.
+// up to 2 MiB on the project's 2-core VM one day and lost from 1 MiB there a day
+// later, and lost from 256 KiB on a 16-core Intel Xeon VM (bench/README.md). So
+// each node times both at growing sizes, every rank takes the slowest rank's
+// times, and the slots serve up to the largest size at which they kept winning.
+// About 15 ms, once per communicator.
 void Communicator::choose_midsize_copy() {
   if (!window_->can_read_peers() || config_.midsize_copy != "auto") {
     // Without cross-memory attach only the slots can move mid-size data.
