@@ -36,6 +36,7 @@ def need_gpu_and_cupy():
 
 def test_cuda_module_loads_without_a_gpu_and_says_why_it_cannot_copy():
     m = cuda_module()
+    assert isinstance(m.has_kernels, bool)
     n = m.device_count()  # no driver or no device: 0, not an exception
     assert n >= 0
     if n == 0:
@@ -47,10 +48,15 @@ def test_cuda_module_loads_without_a_gpu_and_says_why_it_cannot_copy():
         assert m.pointer_device(b.address) == -1  # pinned host memory is not device memory
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 3])
-def test_collectives_and_training_on_cupy_arrays(ranks):
+# All-reduce of CUDA arrays on one node reads peers' device memory (CUDA IPC);
+# COLLEX_CUDA_IPC=0 sends it through host staging like the other collectives.
+@pytest.mark.parametrize(
+    "ranks, ipc", [(1, "1"), (2, "1"), (3, "1"), (2, "0")], ids=["1", "2-ipc", "3-ipc", "2-staged"]
+)
+def test_collectives_and_training_on_cupy_arrays(ranks, ipc):
     need_gpu_and_cupy()
-    proc = run_mpi(ranks, "cuda_arrays.py", env={"OPENBLAS_NUM_THREADS": "1"}, timeout=300)
+    env = {"OPENBLAS_NUM_THREADS": "1", "COLLEX_CUDA_IPC": ipc}
+    proc = run_mpi(ranks, "cuda_arrays.py", env=env, timeout=300)
     assert " 0 failed" in proc.stdout
 
 

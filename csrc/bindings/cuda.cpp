@@ -2,14 +2,23 @@
 // and imported only when a CUDA array reaches collex. It moves bytes; the Python
 // layer (collex/_device.py) decides what goes where.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "collex/device/cuda_memory.h"
+#if defined(COLLEX_CUDA_KERNELS)
+#include "collex/kernels/cuda/reduce_peers.h"
+#endif
 
 namespace py = pybind11;
 using collex::cuda::Event;
+using collex::cuda::PeerDeviceBuffer;
 using collex::cuda::PinnedBuffer;
+using collex::cuda::SharedDeviceBuffer;
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "collex's CUDA module: device/host copies and pinned host memory";
@@ -19,6 +28,42 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("device"));
   m.def("copy", &collex::cuda::copy, py::arg("dst"), py::arg("src"), py::arg("bytes"), py::arg("stream"),
         py::arg("device"), py::call_guard<py::gil_scoped_release>());
+  m.def("synchronize", &collex::cuda::synchronize, py::arg("stream"), py::arg("device"),
+        py::call_guard<py::gil_scoped_release>());
+  py::class_<SharedDeviceBuffer>(m, "SharedDeviceBuffer")
+      .def(py::init<std::size_t, int>(), py::arg("bytes"), py::arg("device"))
+      .def_property_readonly("address", &SharedDeviceBuffer::address)
+      .def_property_readonly("bytes", &SharedDeviceBuffer::bytes)
+      .def("handle", [](const SharedDeviceBuffer& b) { return py::bytes(b.handle()); });
+  py::class_<PeerDeviceBuffer>(m, "PeerDeviceBuffer")
+      .def(py::init([](py::bytes handle, int device) {
+             return std::make_unique<PeerDeviceBuffer>(std::string(handle), device);
+           }),
+           py::arg("handle"), py::arg("device"))
+      .def_property_readonly("address", &PeerDeviceBuffer::address);
+#if defined(COLLEX_CUDA_KERNELS)
+  // out = the rank-ordered reduction of the buffers at `sources` (n elements each).
+  m.def(
+      "reduce_peers",
+      [](std::uintptr_t out, const std::vector<std::uintptr_t>& sources, std::size_t n, int dtype, int op,
+         std::uintptr_t stream, int device) {
+        if (dtype < 0 || dtype >= collex::kNumDTypes || op < 0 || op > static_cast<int>(collex::ReduceOp::kAvg))
+          throw py::value_error("collex._cuda.reduce_peers: bad dtype or op code");
+        const auto t = static_cast<collex::DType>(dtype);
+        const auto o = static_cast<collex::ReduceOp>(op);
+        if (sources.empty() || sources.size() > static_cast<std::size_t>(collex::cuda::kMaxPeers))
+          throw py::value_error("collex._cuda.reduce_peers: between 1 and 32 sources");
+        collex::cuda::Sources src;
+        src.count = static_cast<int>(sources.size());
+        for (std::size_t r = 0; r < sources.size(); ++r) src.at[r] = reinterpret_cast<const void*>(sources[r]);
+        collex::cuda::reduce_peers(reinterpret_cast<void*>(out), src, n, t, o, stream, device);
+      },
+      py::arg("out"), py::arg("sources"), py::arg("n"), py::arg("dtype"), py::arg("op"), py::arg("stream"),
+      py::arg("device"), py::call_guard<py::gil_scoped_release>());
+  m.attr("has_kernels") = true;
+#else
+  m.attr("has_kernels") = false;
+#endif
   py::class_<Event>(m, "Event")
       .def(py::init<int>(), py::arg("device"))
       .def("record", &Event::record, py::arg("stream"))

@@ -1,14 +1,17 @@
 """CUDA arrays: collectives on anything exposing ``__cuda_array_interface__``
 (CuPy, Numba, PyTorch CUDA tensors), staged through pinned host memory.
 
-Each operation copies its input from the device into a page-locked host buffer
-(in order on the array's stream, which it then waits for), runs the host
-collective on that buffer, and queues the copy of the result back to the device
-on the same stream; large all-reduces do this piece by piece so that the copies
-overlap the host work. Every rank passes the same kind of array (a large
-all-reduce is several host all-reduces on a CUDA array, one on a host array).
-This is the path between nodes in DESIGN.md; ranks of one node will read each
-other's device memory directly once the CUDA IPC transport exists.
+All-reduce (above 1 MiB) between ranks of one node reads the peers' device memory directly:
+each rank copies its input into a device staging buffer the others have mapped
+(CUDA IPC), and after a host barrier every rank reduces all of them with a CUDA
+kernel, in rank order (the same bits on every rank). Everything else (other
+collectives, several nodes, builds without the kernels, COLLEX_CUDA_IPC=0) is
+staged through pinned host memory: the input is copied down (in order on the
+array's stream, which is then waited for), the host collective runs on that
+buffer, and the copy of the result back up is queued on the same stream; large
+all-reduces go piece by piece so that the copies overlap the host work. Every
+rank passes the same kind of array (the paths differ in how many collectives
+they issue).
 
 The bytes are moved by the optional CUDA module (collex._cuda), imported the
 first time a CUDA array arrives.
@@ -16,12 +19,13 @@ first time a CUDA array arrives.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from ._arrays import check_rank_arg, where
-from ._dtypes import CODES, NAMES
+from ._dtypes import AVG, CODES, FLOATING, NAMES, OPS
 
 
 def is_device_array(x: Any) -> bool:
@@ -124,6 +128,14 @@ class _Finished:
 # An all-reduce larger than two pieces is pipelined piece by piece: copying the
 # next piece down and the last one up overlaps the host all-reduce of this one.
 PIECE_BYTES = 8 << 20
+# Each rank's device staging buffer for all-reduce over CUDA IPC (larger
+# all-reduces go through it in pieces).
+IPC_BYTES = 32 << 20
+# All-reduces above this size take the CUDA IPC path. It waits for the stream
+# twice per call, the host staging path once: measured with 2 ranks sharing one
+# H100, staging won up to 256 KiB (0.15 ms against 0.6 ms) and IPC from 2 MiB.
+IPC_MIN_BYTES = 1 << 20
+HANDLE_BYTES = 64  # sizeof(cudaIpcMemHandle_t)
 
 
 class DeviceStaging:
@@ -143,6 +155,9 @@ class DeviceStaging:
         self._events: dict[tuple, Any] = {}
         # buffer -> (event after the last copy reading it, its (device, stream))
         self._pending: dict[str, tuple] = {}
+        # CUDA IPC: None until first needed, then False (not possible here) or
+        # (device, own staging buffer, peers' mapped buffers, their addresses).
+        self._ipc: Any = None
 
     def _cuda(self, op: str) -> Any:
         return cuda_module(op, self._comm.rank)
@@ -188,6 +203,67 @@ class DeviceStaging:
         e = self._event(role, a.device, op)
         e.record(a.stream)
         self._pending[role] = (e, (a.device, a.stream))
+
+    def _ipc_buffers(self, a: DeviceArg) -> Any:
+        """Every rank's staging buffer mapped here, or None where the ranks cannot
+        read each other's device memory. Set up on the first all-reduce of a CUDA
+        array; collective (every rank decides alike, agreeing through the host)."""
+        comm = self._comm
+        if self._ipc is None:
+            cuda = self._cuda("allreduce")
+            usable = (
+                comm.size > 1
+                and comm.local_size == comm.size
+                and getattr(cuda, "has_kernels", False)
+                and os.environ.get("COLLEX_CUDA_IPC", "1") != "0"
+            )
+            self._ipc = self._map_peers(cuda, a.device) if usable else False
+        if not self._ipc or self._ipc[0] != a.device:
+            return None
+        return self._ipc
+
+    def _map_peers(self, cuda: Any, device: int) -> Any:
+        comm, ok = self._comm, 1
+        own, handle = None, bytes(HANDLE_BYTES)
+        try:
+            own = cuda.SharedDeviceBuffer(IPC_BYTES, device)
+            handle = own.handle()
+        except RuntimeError:
+            ok = 0
+        handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
+        peers = []
+        if ok:
+            try:
+                for r in range(comm.size):
+                    peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
+            except RuntimeError:
+                ok = 0
+        everyone = comm.allreduce(np.array([ok], np.int32), op="min")
+        if not everyone[0]:
+            return False  # some rank cannot: every rank stages through the host instead
+        return (device, own, peers, [p.address for p in peers])
+
+    def _allreduce_ipc(self, a: DeviceArg, o: DeviceArg, op: str, ipc: Any) -> None:
+        name, rank = "allreduce", self._comm.rank
+        code = OPS.get(op) if isinstance(op, str) else None
+        if code is None:
+            raise ValueError(f"{where(name, rank)}: op={op!r}: expected one of {', '.join(map(repr, OPS))}")
+        if code == AVG and CODES[a.dtype] not in FLOATING:
+            raise ValueError(
+                f"{where(name, rank)}: op='avg' needs a floating-point dtype, got {a.dtype}; "
+                "use op='sum' and divide"
+            )
+        cuda, (_, own, _, addresses) = self._cuda(name), ipc
+        size = a.dtype.itemsize
+        count, step = a.nbytes // size, IPC_BYTES // size
+        for s in range(0, count, step):
+            n = min(count - s, step)
+            cuda.copy_async(own.address, a.pointer + s * size, n * size, a.stream, a.device)
+            cuda.synchronize(a.stream, a.device)
+            self._comm.barrier()  # every rank's piece is in its staging buffer
+            cuda.reduce_peers(o.pointer + s * size, addresses, n, CODES[a.dtype], code, a.stream, a.device)
+            cuda.synchronize(a.stream, a.device)
+            self._comm.barrier()  # every rank has read every staging buffer
 
     def _allreduce_in_pieces(self, a: DeviceArg, o: DeviceArg, op: str, algo: str) -> None:
         name = "allreduce"
@@ -253,7 +329,10 @@ class DeviceStaging:
         name = "allreduce"
         a = self._arg(x, "x", name, writable=out is None)
         o = a if out is None else self._out(a, out, a.shape, name)
-        if a.nbytes > 2 * PIECE_BYTES:
+        ipc = self._ipc_buffers(a) if a.nbytes > IPC_MIN_BYTES and o.device == a.device else None
+        if ipc:
+            self._allreduce_ipc(a, o, op, ipc)
+        elif a.nbytes > 2 * PIECE_BYTES:
             self._allreduce_in_pieces(a, o, op, algo)
         else:
             h = self._down(a, "in", name)

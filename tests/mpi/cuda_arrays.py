@@ -67,6 +67,17 @@ def allreduce_matrix():
                 assert identical_on_all_ranks(cp.asnumpy(got)), f"{op} {np.dtype(dtype)} differs"
 
 
+def path_taken():
+    # On one node with the kernels built, all-reduce reads peers' device memory
+    # (CUDA IPC) unless COLLEX_CUDA_IPC=0; otherwise it stages through the host.
+    x = cp.ones(1 << 19, cp.float32)  # 2 MiB: above the size where IPC starts
+    cx.allreduce(x)
+    from collex import _cuda
+
+    want = size > 1 and _cuda.has_kernels and os.environ.get("COLLEX_CUDA_IPC", "1") != "0"
+    assert bool(comm._device._ipc) == want, (comm._device._ipc, want)
+
+
 def out_and_async():
     x = cp.asarray(data(rank, 1000, np.float32))
     out = cp.empty_like(x)
@@ -145,7 +156,12 @@ def point_to_point():
 
 def in_pieces():
     # Above 16 MiB an all-reduce is pipelined in 8 MiB pieces (the last one short).
-    for dtype, count, op in ((np.float32, 5_000_003, "avg"), (np.int64, 3_000_001, "sum")):
+    # (over CUDA IPC, the 40 MB one goes through the 32 MiB device buffer in two pieces)
+    for dtype, count, op in (
+        (np.float32, 5_000_003, "avg"),
+        (np.int64, 3_000_001, "sum"),
+        (np.float32, 10_000_003, "sum"),
+    ):
         x = cp.asarray(data(rank, count, dtype))
         out = cp.zeros_like(x)
         cx.allreduce(x, op=op, out=out)
@@ -233,6 +249,7 @@ def training_follows_numpy():
 
 for label, fn in [
     ("allreduce matrix", allreduce_matrix),
+    ("all-reduce path (CUDA IPC or host staging)", path_taken),
     ("out= and async_op", out_and_async),
     ("ordered on the array's stream", on_a_stream),
     ("back-to-back calls reuse staging safely", back_to_back),

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -66,6 +67,44 @@ void Event::record(std::uintptr_t stream) {
 }
 
 void Event::synchronize() { check(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)), "cudaEventSynchronize"); }
+
+void synchronize(std::uintptr_t stream, int device) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+}
+
+SharedDeviceBuffer::SharedDeviceBuffer(std::size_t bytes, int device) : bytes_(bytes), device_(device) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  check(cudaMalloc(&data_, bytes), "cudaMalloc");
+}
+
+SharedDeviceBuffer::~SharedDeviceBuffer() {
+  if (data_) {
+    cudaSetDevice(device_);
+    cudaFree(data_);
+  }
+}
+
+std::string SharedDeviceBuffer::handle() const {
+  cudaIpcMemHandle_t h;
+  check(cudaIpcGetMemHandle(&h, data_), "cudaIpcGetMemHandle");
+  return std::string(reinterpret_cast<const char*>(&h), sizeof h);
+}
+
+PeerDeviceBuffer::PeerDeviceBuffer(const std::string& handle, int device) : device_(device) {
+  cudaIpcMemHandle_t h;
+  if (handle.size() != sizeof h) throw std::runtime_error("collex: a CUDA IPC handle has the wrong size");
+  std::memcpy(&h, handle.data(), sizeof h);
+  check(cudaSetDevice(device), "cudaSetDevice");
+  check(cudaIpcOpenMemHandle(&data_, h, cudaIpcMemLazyEnablePeerAccess), "cudaIpcOpenMemHandle");
+}
+
+PeerDeviceBuffer::~PeerDeviceBuffer() {
+  if (data_) {
+    cudaSetDevice(device_);
+    cudaIpcCloseMemHandle(data_);
+  }
+}
 
 PinnedBuffer::PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace collex::cuda {
 
@@ -42,6 +43,44 @@ class Event {
  private:
   void* event_ = nullptr;  // cudaEvent_t, kept out of this header
   int device_;
+};
+
+// Waits until the work queued on `stream` of `device` has finished.
+void synchronize(std::uintptr_t stream, int device);
+
+// Device memory other processes can map (CUDA IPC): a rank's staging buffer that
+// its peers on the node read directly.
+class SharedDeviceBuffer {
+ public:
+  SharedDeviceBuffer(std::size_t bytes, int device);
+  ~SharedDeviceBuffer();
+  SharedDeviceBuffer(const SharedDeviceBuffer&) = delete;
+  SharedDeviceBuffer& operator=(const SharedDeviceBuffer&) = delete;
+
+  std::uintptr_t address() const { return reinterpret_cast<std::uintptr_t>(data_); }
+  std::size_t bytes() const { return bytes_; }
+  std::string handle() const;  // the opaque bytes a peer passes to PeerDeviceBuffer
+
+ private:
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+  int device_ = 0;
+};
+
+// A peer's SharedDeviceBuffer mapped into this process (on `device`), unmapped
+// when destroyed.
+class PeerDeviceBuffer {
+ public:
+  PeerDeviceBuffer(const std::string& handle, int device);
+  ~PeerDeviceBuffer();
+  PeerDeviceBuffer(const PeerDeviceBuffer&) = delete;
+  PeerDeviceBuffer& operator=(const PeerDeviceBuffer&) = delete;
+
+  std::uintptr_t address() const { return reinterpret_cast<std::uintptr_t>(data_); }
+
+ private:
+  void* data_ = nullptr;
+  int device_ = 0;
 };
 
 // Page-locked host memory: the device copies into and out of it at full bus
