@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._core import inspect_array
-from ._dtypes import CODES, NAMES
+from ._dtypes import AVG, CODES, FLOATING, NAMES, OPS
 
 
 def where(op: str, rank: int) -> str:
@@ -83,6 +83,19 @@ def check_out(out: Any, shape: tuple, dtype: np.dtype, x: Arg, op: str, rank: in
     if not same and o.address < x_end and x.address < o_end:
         raise ValueError(f"{where(op, rank)}: out: overlaps x without being x; pass out=None for in place")
     return o
+
+
+def op_code(op: Any, name: str, rank: int, dtype: np.dtype) -> int:
+    """The core's code of reduction operator `op` for arrays of `dtype`."""
+    code = OPS.get(op) if isinstance(op, str) else None
+    if code is None:
+        raise ValueError(f"{where(name, rank)}: op={op!r}: expected one of {', '.join(map(repr, OPS))}")
+    if code == AVG and CODES[dtype] not in FLOATING:
+        raise ValueError(
+            f"{where(name, rank)}: op='avg' needs a floating-point dtype, got {dtype}; "
+            "use op='sum' and divide"
+        )
+    return code
 
 
 def check_rank_arg(value: Any, name: str, size: int, op: str, rank: int) -> int:

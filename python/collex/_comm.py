@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import Arg, check_out, check_rank_arg, where
+from ._arrays import Arg, check_out, check_rank_arg, op_code, where
 from ._device import DeviceStaging, is_device_array
-from ._dtypes import ALGOS, AVG, CODES, FLOATING, NAMES, OPS
+from ._dtypes import ALGOS, CODES, NAMES
 
 CollexError = _core.CollexError
 
@@ -55,18 +55,6 @@ class Work:
 
     def __repr__(self) -> str:
         return f"<collex.Work {'done' if self.done() else 'pending'}>"
-
-
-def _op_code(op: Any, name: str, rank: int, x: Arg) -> int:
-    code = OPS.get(op) if isinstance(op, str) else None
-    if code is None:
-        raise ValueError(f"{where(name, rank)}: op={op!r}: expected one of {', '.join(map(repr, OPS))}")
-    if code == AVG and x.code not in FLOATING:
-        raise ValueError(
-            f"{where(name, rank)}: op='avg' needs a floating-point dtype, got {x.array.dtype}; "
-            "use op='sum' and divide"
-        )
-    return code
 
 
 def _algo(algo: Any, name: str, rank: int) -> str:
@@ -195,7 +183,7 @@ class Communicator:
             return self._device.allreduce(x, op, out, algo, async_op)
         name = "allreduce"
         a = Arg(x, "x", name, self.rank, writable=out is None)
-        code = _op_code(op, name, self.rank, a)
+        code = op_code(op, name, self.rank, a.array.dtype)
         algo = _algo(algo, name, self.rank)
         o = a if out is None else check_out(out, a.array.shape, a.array.dtype, a, name, self.rank)
         h = self._c.allreduce(a.address, o.address, a.count, a.code, code, algo, async_op)
@@ -228,7 +216,7 @@ class Communicator:
         name = "reduce"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=out is None and self.rank == root)
-        code = _op_code(op, name, self.rank, a)
+        code = op_code(op, name, self.rank, a.array.dtype)
         o = a if out is None else check_out(out, a.array.shape, a.array.dtype, a, name, self.rank)
         h = self._c.reduce(a.address, o.address, a.count, a.code, code, root, async_op)
         return self._finish(h, o.array, (a.array, o.array), async_op)
@@ -263,7 +251,7 @@ class Communicator:
             return self._device.reduce_scatter(x, op, out, async_op)
         name = "reduce_scatter"
         a = Arg(x, "x", name, self.rank, writable=False)
-        code = _op_code(op, name, self.rank, a)
+        code = op_code(op, name, self.rank, a.array.dtype)
         shape = a.array.shape
         if len(shape) == 0 or shape[0] % self.size:
             raise ValueError(

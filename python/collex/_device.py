@@ -1,10 +1,10 @@
 """CUDA arrays: collectives on anything exposing ``__cuda_array_interface__``
-(CuPy, Numba, PyTorch CUDA tensors), staged through pinned host memory.
+(CuPy, Numba, PyTorch CUDA tensors).
 
-All-reduce (above 1 MiB) between ranks of one node reads the peers' device memory directly:
-each rank copies its input into a device staging buffer the others have mapped
-(CUDA IPC), and after a host barrier every rank reduces all of them with a CUDA
-kernel, in rank order (the same bits on every rank). Everything else (other
+All-reduce above 1 MiB between ranks of one node reads the peers' device memory
+directly: each rank copies its input into a device staging buffer the others
+have mapped (CUDA IPC), and after a host barrier every rank reduces all of them
+with a CUDA kernel, in rank order (the same bits on every rank). Everything else (other
 collectives, several nodes, builds without the kernels, COLLEX_CUDA_IPC=0) is
 staged through pinned host memory: the input is copied down (in order on the
 array's stream, which is then waited for), the host collective runs on that
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_rank_arg, where
-from ._dtypes import AVG, CODES, FLOATING, NAMES, OPS
+from ._arrays import check_rank_arg, op_code, where
+from ._dtypes import CODES, NAMES
 
 
 def is_device_array(x: Any) -> bool:
@@ -243,16 +243,8 @@ class DeviceStaging:
             return False  # some rank cannot: every rank stages through the host instead
         return (device, own, peers, [p.address for p in peers])
 
-    def _allreduce_ipc(self, a: DeviceArg, o: DeviceArg, op: str, ipc: Any) -> None:
-        name, rank = "allreduce", self._comm.rank
-        code = OPS.get(op) if isinstance(op, str) else None
-        if code is None:
-            raise ValueError(f"{where(name, rank)}: op={op!r}: expected one of {', '.join(map(repr, OPS))}")
-        if code == AVG and CODES[a.dtype] not in FLOATING:
-            raise ValueError(
-                f"{where(name, rank)}: op='avg' needs a floating-point dtype, got {a.dtype}; "
-                "use op='sum' and divide"
-            )
+    def _allreduce_ipc(self, a: DeviceArg, o: DeviceArg, code: int, ipc: Any) -> None:
+        name = "allreduce"
         cuda, (_, own, _, addresses) = self._cuda(name), ipc
         size = a.dtype.itemsize
         count, step = a.nbytes // size, IPC_BYTES // size
@@ -329,9 +321,10 @@ class DeviceStaging:
         name = "allreduce"
         a = self._arg(x, "x", name, writable=out is None)
         o = a if out is None else self._out(a, out, a.shape, name)
+        code = op_code(op, name, self._comm.rank, a.dtype)  # before anything touches the wire
         ipc = self._ipc_buffers(a) if a.nbytes > IPC_MIN_BYTES and o.device == a.device else None
         if ipc:
-            self._allreduce_ipc(a, o, op, ipc)
+            self._allreduce_ipc(a, o, code, ipc)
         elif a.nbytes > 2 * PIECE_BYTES:
             self._allreduce_in_pieces(a, o, op, algo)
         else:
