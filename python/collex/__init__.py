@@ -1,4 +1,4 @@
-"""collex: fast collective communication for NumPy training loops over MPI.
+"""collex: fast collective communication for NumPy and CuPy training loops over MPI.
 
     import collex as cx
     cx.init()
