@@ -11,7 +11,8 @@ import numpy as np
 
 from . import _core
 from ._arrays import Arg, check_out, check_rank_arg, op_code, where
-from ._device import DeviceStaging, is_device_array
+from ._device import DeviceStaging
+from ._device_arrays import is_device_array
 from ._dtypes import ALGOS, CODES, NAMES
 
 CollexError = _core.CollexError

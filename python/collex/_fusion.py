@@ -16,7 +16,8 @@ import numpy as np
 from . import _core, _runtime
 from ._arrays import Arg, where
 from ._comm import Communicator
-from ._device import HostMirror, is_device_array
+from ._device_arrays import is_device_array
+from ._device_mirror import HostMirror
 from ._dtypes import FLOATING, SUPPORTED
 
 COMPRESSIONS = ("none", "fp16", "bf16")

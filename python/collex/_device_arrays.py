@@ -1,0 +1,99 @@
+"""CUDA array arguments: anything exposing ``__cuda_array_interface__`` (CuPy,
+Numba, PyTorch CUDA tensors), checked the way _arrays.py checks host arrays, and
+the optional CUDA module (collex._cuda) that moves their bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._arrays import where
+from ._dtypes import CODES, NAMES
+
+
+def is_device_array(x: Any) -> bool:
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def cuda_module(op: str, rank: int) -> Any:
+    try:
+        from . import _cuda
+    except ImportError:
+        raise TypeError(
+            f"{where(op, rank)}: got a CUDA array, but this build of collex has no CUDA module (the CUDA "
+            "toolkit was not found when it was built); rebuild with the toolkit, or pass host arrays"
+        ) from None
+    return _cuda
+
+
+class DeviceArg:
+    """A checked CUDA array argument: the array, its device pointer, shape, dtype,
+    size in bytes, device ordinal and the stream its producer orders it on."""
+
+    __slots__ = ("array", "pointer", "shape", "dtype", "nbytes", "device", "stream")
+
+    def __init__(self, x: Any, arg: str, op: str, rank: int, writable: bool):
+        here = f"{where(op, rank)}: {arg}"
+        cai = x.__cuda_array_interface__
+        self.array = x
+        try:
+            self.shape = tuple(int(s) for s in cai["shape"])
+            typestr, (pointer, readonly) = cai["typestr"], cai["data"]
+        except (KeyError, TypeError, ValueError):
+            raise TypeError(f"{here}: malformed __cuda_array_interface__: {cai!r}") from None
+        try:
+            self.dtype = np.dtype(typestr)
+        except TypeError:
+            self.dtype = None
+        if self.dtype not in CODES:
+            raise TypeError(f"{here}: unsupported dtype {typestr!r}; expected one of {NAMES}")
+        if cai.get("mask") is not None:
+            raise TypeError(f"{here}: masked CUDA arrays are not supported")
+        count = int(np.prod(self.shape, dtype=np.int64))
+        self.nbytes = count * self.dtype.itemsize
+        strides = cai.get("strides")
+        contiguous = strides is None or tuple(strides) == _c_strides(self.shape, self.dtype.itemsize)
+        if count > 1 and not contiguous:
+            raise ValueError(
+                f"{here}: expected a C-contiguous array, got shape={self.shape} strides={tuple(strides)} "
+                f"dtype={self.dtype}"
+            )
+        self.pointer = int(pointer or 0)
+        if writable and readonly:
+            raise ValueError(f"{here}: the result is written into it, but the array is read-only")
+        # The interface's stream (version 3): None when the data needs no ordering,
+        # else a handle (1 and 2 are the legacy and per-thread default streams).
+        self.stream = int(cai.get("stream") or 0)
+        self.device = -1
+        if self.nbytes:
+            try:
+                self.device = cuda_module(op, rank).pointer_device(self.pointer)
+            except RuntimeError as e:
+                raise TypeError(f"{here}: got a CUDA array, but no CUDA device is usable here: {e}") from None
+            if self.device < 0:
+                raise ValueError(
+                    f"{here}: its __cuda_array_interface__ points at memory that is not on a CUDA device"
+                )
+
+
+def _c_strides(shape: tuple, itemsize: int) -> tuple:
+    strides, step = [], itemsize
+    for s in reversed(shape):
+        strides.append(step)
+        step *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+def new_device_array(like: DeviceArg, shape: tuple, op: str, rank: int) -> DeviceArg:
+    """A new CUDA array for a result, made by the input's own library (CuPy)."""
+    if type(like.array).__module__.split(".")[0] != "cupy":
+        raise TypeError(
+            f"{where(op, rank)}: out: collex allocates results only for CuPy arrays; pass out= for "
+            f"{type(like.array).__name__}"
+        )
+    import cupy
+
+    with cupy.cuda.Device(max(like.device, 0)):
+        a = cupy.empty(shape, like.dtype)
+    return DeviceArg(a, "out", op, rank, writable=True)

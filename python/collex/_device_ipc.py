@@ -1,0 +1,78 @@
+"""All-reduce of CUDA arrays between the ranks of one node through CUDA IPC:
+every rank has a device staging buffer that its peers map; a rank copies its
+input into its own, and after a host barrier every rank reduces all of them with
+a CUDA kernel, in rank order, so every rank gets the same bits."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._device_arrays import DeviceArg
+from ._dtypes import CODES
+
+# Each rank's device staging buffer (larger all-reduces go through it in pieces).
+IPC_BYTES = 32 << 20
+# All-reduces above this size take this path. It waits for the stream twice per
+# call, host staging once: measured with 2 ranks sharing one H100, staging won up
+# to 256 KiB (0.15 ms against 0.6 ms) and IPC from 2 MiB.
+IPC_MIN_BYTES = 1 << 20
+HANDLE_BYTES = 64  # sizeof(cudaIpcMemHandle_t)
+
+
+class PeerBuffers:
+    """Every rank's staging buffer, mapped into this process, on one device."""
+
+    def __init__(self, comm: Any, cuda: Any, device: int, own: Any, peers: list):
+        self._comm, self._cuda, self.device = comm, cuda, device
+        self._own, self._peers = own, peers  # kept alive while mapped
+        self._addresses = [p.address for p in peers]
+
+    @classmethod
+    def map(cls, comm: Any, cuda: Any, device: int) -> PeerBuffers | None:
+        """Collective over comm: every rank allocates its buffer and maps its
+        peers'; None on every rank unless every rank could (then all stage
+        through the host instead). Also None where IPC cannot apply: one rank,
+        several nodes, a build without the kernels, or COLLEX_CUDA_IPC=0."""
+        usable = (
+            comm.size > 1
+            and comm.local_size == comm.size
+            and getattr(cuda, "has_kernels", False)
+            and os.environ.get("COLLEX_CUDA_IPC", "1") != "0"
+        )
+        if not usable:
+            return None
+        ok, own, handle = 1, None, bytes(HANDLE_BYTES)
+        try:
+            own = cuda.SharedDeviceBuffer(IPC_BYTES, device)
+            handle = own.handle()
+        except RuntimeError:
+            ok = 0
+        handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
+        peers = []
+        if ok:
+            try:
+                for r in range(comm.size):
+                    peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
+            except RuntimeError:
+                ok = 0
+        everyone = comm.allreduce(np.array([ok], np.int32), op="min")
+        return cls(comm, cuda, device, own, peers) if everyone[0] else None
+
+    def allreduce(self, a: DeviceArg, o: DeviceArg, code: int) -> None:
+        """o = the reduction (operator `code`) of every rank's a, a piece of the
+        staging buffer's size at a time."""
+        cuda, size = self._cuda, a.dtype.itemsize
+        count, step = a.nbytes // size, IPC_BYTES // size
+        for s in range(0, count, step):
+            n = min(count - s, step)
+            cuda.copy_async(self._own.address, a.pointer + s * size, n * size, a.stream, a.device)
+            cuda.synchronize(a.stream, a.device)
+            self._comm.barrier()  # every rank's piece is in its staging buffer
+            cuda.reduce_peers(
+                o.pointer + s * size, self._addresses, n, CODES[a.dtype], code, a.stream, a.device
+            )
+            cuda.synchronize(a.stream, a.device)
+            self._comm.barrier()  # every rank has read every staging buffer
