@@ -252,7 +252,21 @@ class Bench:
         for transport, coll, dt, op, algo, inplace, s in items:
             if transport not in comms:
                 os.environ["COLLEX_TRANSPORT"] = transport
-                comms[transport] = self.cx.Communicator(self.comm)
+                comms[transport] = c = self.cx.Communicator(self.comm)
+                if c.shared_memory:
+                    # Measured when the communicator is made; it decides how mid-size
+                    # broadcasts and all-gathers move, so a result says which it was.
+                    limit = c._c.slots_limit
+                    how = (
+                        f"stream through the shared slots up to {limit} B (all-gather blocks up to "
+                        f"{min(limit, 4 << 20)} B), larger ones are read in one copy"
+                        if limit
+                        else "are read in one copy"
+                    )
+                    note = f"{transport}: mid-size broadcasts and all-gathers {how} (measured at start-up)"
+                    self.notes.append(note)
+                    if self.rank == 0:
+                        print(f"note: {note}")
             count = count_for(coll, s, dt.itemsize, self.size)
             nbytes = count * dt.itemsize
             root = a.root
