@@ -1,6 +1,6 @@
 // collex._cuda: the optional CUDA module, built when CMake finds the CUDA toolkit
 // and imported only when a CUDA array reaches collex. It moves bytes; the Python
-// layer (collex/_device.py) decides what goes where.
+// layer (collex/_device*.py) decides what goes where.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -21,7 +21,7 @@ using collex::cuda::PinnedBuffer;
 using collex::cuda::SharedDeviceBuffer;
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "collex's CUDA module: device/host copies and pinned host memory";
+  m.doc() = "collex's CUDA module: copies, pinned host memory, IPC-shared device memory, the reduction kernel";
   m.def("device_count", &collex::cuda::device_count);
   m.def("pointer_device", &collex::cuda::pointer_device, py::arg("address"));
   m.def("copy_async", &collex::cuda::copy_async, py::arg("dst"), py::arg("src"), py::arg("bytes"), py::arg("stream"),

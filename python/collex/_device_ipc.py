@@ -20,6 +20,7 @@ IPC_BYTES = 32 << 20
 # to 256 KiB (0.15 ms against 0.6 ms) and IPC from 2 MiB.
 IPC_MIN_BYTES = 1 << 20
 HANDLE_BYTES = 64  # sizeof(cudaIpcMemHandle_t)
+MAX_RANKS = 32  # the kernel's limit (kMaxPeers in kernels/cuda/reduce_peers.h)
 
 
 class PeerBuffers:
@@ -34,10 +35,10 @@ class PeerBuffers:
     def map(cls, comm: Any, cuda: Any, device: int) -> PeerBuffers | None:
         """Collective over comm: every rank allocates its buffer and maps its
         peers'; None on every rank unless every rank could (then all stage
-        through the host instead). Also None where IPC cannot apply: one rank,
-        several nodes, a build without the kernels, or COLLEX_CUDA_IPC=0."""
+        through the host instead). Also None where IPC cannot apply: one rank or
+        more than 32, several nodes, a build without the kernels, or COLLEX_CUDA_IPC=0."""
         usable = (
-            comm.size > 1
+            1 < comm.size <= MAX_RANKS
             and comm.local_size == comm.size
             and getattr(cuda, "has_kernels", False)
             and os.environ.get("COLLEX_CUDA_IPC", "1") != "0"
