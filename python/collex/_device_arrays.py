@@ -16,7 +16,14 @@ def is_device_array(x: Any) -> bool:
     return hasattr(x, "__cuda_array_interface__")
 
 
+_module: Any = None  # collex._cuda once imported
+
+
 def cuda_module(op: str, rank: int) -> Any:
+    """The CUDA module; the import is done once, not on every call of a collective."""
+    global _module
+    if _module is not None:
+        return _module
     try:
         from . import _cuda
     except ImportError:
@@ -24,7 +31,8 @@ def cuda_module(op: str, rank: int) -> Any:
             f"{where(op, rank)}: got a CUDA array, but this build of collex has no CUDA module (the CUDA "
             "toolkit was not found when it was built); rebuild with the toolkit, or pass host arrays"
         ) from None
-    return _cuda
+    _module = _cuda
+    return _module
 
 
 class DeviceArg:

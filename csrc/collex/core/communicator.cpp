@@ -162,12 +162,9 @@ void Communicator::choose_midsize_copy() {
     for (int way = 0; way < 2; ++way) {
       double best = 1e30;
       for (int i = 0; i < 9; ++i) {
-        direct::Op o;
+        direct::Op o = window_base();
         o.in = o.out = data.data();
         o.count = kSizes[s];
-        o.timeout_s = config_.timeout_s;
-        o.scratch = &pieces_;
-        o.block = &scratch_;
         o.label = OpLabel{rank_, "calibration broadcast", 0, way == 0 ? "slots" : "attach", DType::kUInt8, kSizes[s]};
         o.slots_limit = way == 0 ? direct::kSlotsLimit : 0;
         o.epoch = ++window_epoch_;
@@ -379,19 +376,24 @@ bool Communicator::hier_ok(const Call& c) const {
   return !window_ || direct::supported(*window_, c.in.bytes());
 }
 
-direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op) {
+direct::Op Communicator::window_base() {
   direct::Op o;
+  o.timeout_s = config_.timeout_s;
+  o.scratch = &pieces_;
+  o.block = &scratch_;
+  o.slots_limit = slots_limit_;
+  return o;
+}
+
+direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op) {
+  direct::Op o = window_base();
   o.in = c.in.data;
   o.out = c.out.data;
   o.count = c.kind == Collective::kReduceScatter ? c.out.count : c.in.count;
   o.dtype = c.in.dtype;
   o.op = op;
   o.root = c.root;
-  o.timeout_s = config_.timeout_s;
-  o.scratch = &pieces_;
-  o.block = &scratch_;
   o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
-  o.slots_limit = slots_limit_;
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.describe().c_str());
   return o;
 }

@@ -109,6 +109,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void run_direct(const Call& call);
   void run_hierarchical(const Call& call);
   void run_hierarchical_slices(const Call& call);
+  // A window operation's settings that every call shares (timeout, buffers, slots limit).
+  direct::Op window_base();
   // The window operation for a call (buffers, dtype, root, label), with `op`; the caller sets the epoch.
   direct::Op window_op(const Call& call, const char* algo, ReduceOp op);
   // The pipelining chunk (elements) for schedules moving blocks of `block_bytes`:
