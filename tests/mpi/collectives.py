@@ -4,7 +4,7 @@ and out of place, plus async handles and point-to-point.
 usage: collectives.py edge|large
   edge:  sizes 0, 1, p-1, p+1 and one spanning many chunks (run with a small
          COLLEX_CHUNK_BYTES so that "many chunks" stays cheap)
-  large: megabyte-sized buffers with the default chunking
+  large: buffers of a few hundred kilobytes to megabytes with the default chunking
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ if mode == "edge":
     SIZES = sorted({0, 1, max(size - 1, 0), size + 1, 2500})
     DTYPES_HERE, OPS_HERE = DTYPES, OPS
 else:
-    SIZES = [(1 << 20) + 3]
+    # 150001 elements: staged reductions and streamed broadcasts/all-gathers with a
+    # partial last chunk on a few ranks; 2**20 + 3: reading peers' buffers.
+    SIZES = [150_001, (1 << 20) + 3]
     DTYPES_HERE, OPS_HERE = [np.float32, ml_dtypes.bfloat16, np.int32], ["sum", "max", "avg"]
 
 

@@ -164,7 +164,13 @@ void reduce_staged(Ctx& c, std::size_t staged_bytes, std::size_t first, std::siz
   done_reading(c);
 }
 
+// Reductions stage whenever the data fits the slot: one synchronisation and no
+// system calls, and the communicator sizes the slots so that every rank reading
+// every slot stays cheap (see slot_bytes_for). Broadcasts and all-gathers stage
+// only small data: above that, streaming through the slots in chunks lets the
+// copies in and out overlap.
 bool staged(const Window& w, std::size_t bytes) { return bytes <= w.slot_bytes(); }
+bool staged_copy(const Window& w, std::size_t bytes) { return bytes <= std::min(w.slot_bytes(), kStagedCopyBytes); }
 
 }  // namespace
 
@@ -238,7 +244,7 @@ void broadcast_pipelined(Ctx& c) {
 void broadcast(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) {
+  if (staged_copy(w, bytes)) {
     // Only the root stages and only its slot is read: nobody waits for anyone else.
     const int parity = static_cast<int>(o.epoch & 1);
     if (c.me == o.root) {
@@ -337,7 +343,7 @@ void allgather_pipelined(Ctx& c) {
 void allgather(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) {
+  if (staged_copy(w, bytes)) {
     auto slots = stage(c, o.in, bytes, 1);
     for (int r = 0; r < c.p; ++r) {
       if (bytes > 0)

@@ -2,7 +2,8 @@
 // rank reads its peers' data itself instead of receiving messages.
 //
 // Small operations stage through the window's slots (one copy in, then every
-// rank reads what it needs from its peers' slots). Large ones read peers' own
+// rank reads what it needs from its peers' slots); mid-size broadcasts and
+// all-gathers stream through them in chunks. Large ones read peers' own
 // buffers in one copy: a reduction is split into p blocks, rank b reduces block b
 // from every rank's input (reduce-scatter), then the ranks fetch each other's
 // reduced blocks (all-gather). Each step ends at a marker every rank must reach.
@@ -26,6 +27,9 @@ namespace collex::direct {
 // The largest size whose broadcast may stream through the slots (all-gather
 // blocks: a quarter of it). Beyond it the two copies are memory-bound and lose.
 constexpr std::size_t kSlotsLimit = 16 * 1024 * 1024;
+// Broadcasts and all-gathers of up to this many bytes stage whole (one copy in,
+// one synchronisation); larger ones stream through the slots in chunks.
+constexpr std::size_t kStagedCopyBytes = 64 * 1024;
 
 struct Op {
   const void* in = nullptr;

@@ -1,6 +1,7 @@
 #include "collex/core/communicator.h"
 
 #include <mpi.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -56,9 +57,22 @@ constexpr int kChannelBits = 3;
 constexpr int kCheckChannel = 7;
 // Point-to-point messages are cut at this many bytes (MPI counts are ints).
 constexpr std::size_t kP2pPieceBytes = std::size_t{1} << 28;
-// Each rank's staging slot in the node's shared segment (two per rank). Below this
-// size a direct operation stages its data; above it reads peers' buffers.
-constexpr std::size_t kSlotBytes = 64 * 1024;
+// Hierarchical all-reduces above this size split the work into slices, one per
+// local rank; smaller ones go through the leaders alone.
+constexpr std::size_t kSlicesMinBytes = 64 * 1024;
+
+// Each rank's staging slot in the node's shared segment (two per rank): reductions
+// that fit stage their data (every rank then reads every slot), and mid-size
+// broadcasts and all-gathers stream through it in chunks of a quarter. Larger
+// slots pay on both counts as long as a rank's reads stay in cache: 2 MiB over
+// all ranks, between 64 KiB and 1 MiB each (on 2 ranks 1 MiB slots made
+// reductions of 128 KiB-1 MiB 1.3-2.7x faster than 64 KiB ones, streamed
+// broadcasts and all-gathers about 2x; bench/README.md). The segment is then
+// about 4 MiB up to 32 ranks.
+std::size_t slot_bytes_for(int local_size) {
+  constexpr std::size_t kBudget = 2 * 1024 * 1024, kMin = 64 * 1024, kMax = 1024 * 1024;
+  return std::clamp(kBudget / static_cast<std::size_t>(std::max(local_size, 1)), kMin, kMax);
+}
 
 int bit_width_of(std::uint32_t max_tag) {
   int bits = 0;
@@ -104,7 +118,8 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
 
   // Nodes of several ranks get a shared-memory window (collective over the node:
   // every rank of it takes the same branch; all nodes agree through the allreduce).
-  if (config_.transport != "mpi" && local_size_ > 1) window_ = ShmWindow::create(mpi_->local, kSlotBytes);
+  if (config_.transport != "mpi" && local_size_ > 1)
+    window_ = ShmWindow::create(mpi_->local, slot_bytes_for(local_size_));
   if (window_) choose_midsize_copy();
   if (local_size_ < size_) {
     // Every node must take the hierarchical path alike: with a window that can read
@@ -142,9 +157,15 @@ const char* Communicator::window_name() const { return window_ ? window_->name()
 // cross at a size that depends on the machine: measured on 2 ranks, streaming won
 // up to 2 MiB on the project's 2-core VM one day and lost from 1 MiB there a day
 // later, and lost from 256 KiB on a 16-core Intel Xeon VM (bench/README.md). So
-// each node times both at growing sizes, every rank takes the slowest rank's
-// times, and the slots serve up to the largest size at which they kept winning.
-// About 15 ms, once per communicator.
+// each node times both at sizes from 256 KiB to 16 MiB, every rank takes the
+// slowest rank's times, and the slots serve up to the largest size at which they
+// won (a near tie at one size must not hand a clear win at the next to attach).
+//
+// Attaching pins pages one at a time, so its speed depends on the page size of
+// the arrays it serves: NumPy asks for huge pages for arrays of 4 MiB or more, so
+// the sizes straddle that line and the calibration asks likewise (just below it,
+// on 4 KiB pages, streaming won by 1.6x one day; just above, on huge pages,
+// attaching won by 3x). About 30 ms, once per communicator.
 void Communicator::choose_midsize_copy() {
   if (!window_->can_read_peers() || config_.midsize_copy != "auto") {
     // Without cross-memory attach only the slots can move mid-size data.
@@ -155,15 +176,23 @@ void Communicator::choose_midsize_copy() {
     }
     return;
   }
-  constexpr std::size_t kSizes[] = {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
-  std::vector<char> data(kSizes[2], 1);
-  double times[3][2];  // seconds, per size: through the slots, by attaching
-  for (int s = 0; s < 3; ++s) {
+  constexpr std::size_t kHugeFrom = 4 * 1024 * 1024, kHugePage = 2 * 1024 * 1024;
+  constexpr std::size_t kSizes[] = {256 * 1024, 1024 * 1024, kHugeFrom - 64 * 1024, kHugeFrom, direct::kSlotsLimit};
+  constexpr int kCount = 5;
+  std::vector<char> small(kHugeFrom, 1);
+  std::unique_ptr<char, decltype(&std::free)> large(
+      static_cast<char*>(std::aligned_alloc(kHugePage, kSizes[kCount - 1])), &std::free);
+  if (!large) throw std::bad_alloc();
+  madvise(large.get(), kSizes[kCount - 1], MADV_HUGEPAGE);  // a request; the system may decline
+  std::memset(large.get(), 1, kSizes[kCount - 1]);
+
+  double times[kCount][2];  // seconds, per size: through the slots, by attaching
+  for (int s = 0; s < kCount; ++s) {
     for (int way = 0; way < 2; ++way) {
       double best = 1e30;
       for (int i = 0; i < 9; ++i) {
         direct::Op o = window_base();
-        o.in = o.out = data.data();
+        o.in = o.out = kSizes[s] >= kHugeFrom ? large.get() : small.data();
         o.count = kSizes[s];
         o.label = OpLabel{rank_, "calibration broadcast", 0, way == 0 ? "slots" : "attach", DType::kUInt8, kSizes[s]};
         o.slots_limit = way == 0 ? direct::kSlotsLimit : 0;
@@ -176,17 +205,22 @@ void Communicator::choose_midsize_copy() {
       times[s][way] = best;
     }
   }
-  double slowest[3][2];
-  MPI_Allreduce(times, slowest, 6, MPI_DOUBLE, MPI_MAX, mpi_->local);
+  double slowest[kCount][2];
+  MPI_Allreduce(times, slowest, 2 * kCount, MPI_DOUBLE, MPI_MAX, mpi_->local);
   slots_limit_ = 0;
-  for (int s = 0; s < 3 && slowest[s][0] < slowest[s][1]; ++s) slots_limit_ = kSizes[s];
-  if (slots_limit_ == kSizes[2]) slots_limit_ = direct::kSlotsLimit;  // still ahead at the largest size tried
+  for (int s = 0; s < kCount; ++s) {
+    if (slowest[s][0] < slowest[s][1]) slots_limit_ = kSizes[s];
+  }
   if (config_.debug >= 1) {
-    std::fprintf(stderr,
-                 "collex: [rank %d] mid-size copies: slots up to %zu B (broadcast us, slots/attach: 256K %.1f/%.1f, "
-                 "1M %.1f/%.1f, 4M %.1f/%.1f)\n",
-                 rank_, slots_limit_, slowest[0][0] * 1e6, slowest[0][1] * 1e6, slowest[1][0] * 1e6,
-                 slowest[1][1] * 1e6, slowest[2][0] * 1e6, slowest[2][1] * 1e6);
+    std::string report;
+    for (int s = 0; s < kCount; ++s) {
+      char line[96];
+      std::snprintf(line, sizeof line, "%s %zu B %.1f/%.1f", s == 0 ? "" : ",", kSizes[s], slowest[s][0] * 1e6,
+                    slowest[s][1] * 1e6);
+      report += line;
+    }
+    std::fprintf(stderr, "collex: [rank %d] mid-size copies: slots up to %zu B (broadcast us, slots/attach:%s)\n",
+                 rank_, slots_limit_, report.c_str());
   }
 }
 
@@ -428,7 +462,7 @@ void Communicator::ring_allreduce_across(Transport& t, const Call& c, char* data
 // same bits. Sums travel as sums; an average is divided once, by the leaders.
 void Communicator::run_hierarchical(const Call& c) {
   // Large all-reduces on nodes of equal size: every local rank carries a slice.
-  if (slices_ && c.in.bytes() > kSlotBytes) return run_hierarchical_slices(c);
+  if (slices_ && c.in.bytes() > kSlicesMinBytes) return run_hierarchical_slices(c);
   direct::Op o = window_op(c, "hier", pairwise_op(c.op));
   o.root = 0;
   if (window_) {
