@@ -39,9 +39,10 @@ def test_pretend_nodes(ranks, node_size):
     assert " 0 failed" in proc.stdout and "algo=hier" in proc.stderr
 
 
-# Mid-size broadcasts and all-gathers stream through the slots or read the source
-# in one copy, whichever the node's calibration at start-up found faster: both
-# ways must give the same results (the "large" sizes fall in that range).
+# Mid-size all-reduces, broadcasts and all-gathers stream through the slots or
+# read the source in one copy, whichever the node's calibration at start-up found
+# faster: both ways must give the same results (the "large" sizes fall in that
+# range, with blocks that do not divide evenly).
 @pytest.mark.parametrize("way", ["slots", "attach"])
 def test_midsize_copies_either_way(way):
     env = {"COLLEX_MIDSIZE_COPY": way, "COLLEX_DEBUG": "1"}

@@ -37,6 +37,11 @@ constexpr std::size_t kStreamingBytes = 16 * 1024 * 1024;
 constexpr std::size_t kPipelinedAllgatherBytes = kSlotsLimit / 4;
 // Chunks in flight in a slot: the owner fills one while its readers empty others.
 constexpr std::size_t kRingChunks = 4;
+// All-reduces up to this size stream through the slots where broadcasts do
+// (allreduce_pipelined), if each step moves at least kMinPipelinedPieceBytes of
+// every block; larger ones read peers' inputs in one copy.
+constexpr std::size_t kPipelinedReduceBytes = 4 * 1024 * 1024;
+constexpr std::size_t kMinPipelinedPieceBytes = 16 * 1024;
 
 struct Ctx {
   Window& w;
@@ -164,13 +169,72 @@ void reduce_staged(Ctx& c, std::size_t staged_bytes, std::size_t first, std::siz
   done_reading(c);
 }
 
-// Reductions stage whenever the data fits the slot: one synchronisation and no
-// system calls, and the communicator sizes the slots so that every rank reading
-// every slot stays cheap (see slot_bytes_for). Broadcasts and all-gathers stage
-// only small data: above that, streaming through the slots in chunks lets the
-// copies in and out overlap.
-bool staged(const Window& w, std::size_t bytes) { return bytes <= w.slot_bytes(); }
-bool staged_copy(const Window& w, std::size_t bytes) { return bytes <= std::min(w.slot_bytes(), kStagedCopyBytes); }
+// Small operations stage whole (one copy in, one synchronisation); larger ones
+// stream through the slots in chunks or read peers' buffers.
+bool staged(const Window& w, std::size_t bytes) { return bytes <= std::min(w.slot_bytes(), kStagedBytes); }
+
+// Bytes of each block that one step of allreduce_pipelined moves: a chunk of the
+// slot holds one such piece per rank. 0 when that would be too small to pay for
+// the step's three synchronisations.
+std::size_t pipelined_piece_bytes(const Ctx& c) {
+  const std::size_t piece = c.w.slot_bytes() / kRingChunks / static_cast<std::size_t>(c.p) / 64 * 64;
+  return piece >= kMinPipelinedPieceBytes ? piece : 0;
+}
+
+// Mid-size all-reduces of ordinary arrays stream through the slots, for the reason
+// broadcast_pipelined does (attaching pins every 4 KiB page). Blocks as in the
+// large all-reduce; step k moves piece k of every block, in three moves:
+//   1. every rank puts piece k of each peer's block of its input into its chunk
+//      (place b of the chunk for block b);
+//   2. every rank reduces piece k of its own block from the peers' chunks and its
+//      own input, in rank order, into place `me` of its chunk, and copies it out;
+//   3. every rank copies the peers' reduced pieces out.
+// Markers 3k, 3k + 1, 3k + 2 end the moves; a chunk is written again only after
+// every rank has finished move 3 of the step that last used it.
+void allreduce_pipelined(Ctx& c, std::size_t piece_bytes) {
+  const Op& o = c.o;
+  const int parity = static_cast<int>(o.epoch & 1);
+  const std::size_t chunk = c.w.slot_bytes() / kRingChunks;
+  const std::size_t per_step = piece_bytes / c.es;  // elements of each block per step
+  const std::size_t steps = (block_range(o.count, c.p, 0).count + per_step - 1) / per_step;  // block 0 is the largest
+  auto place = [&](int r, std::size_t k, int b) {
+    return c.w.slot(r, parity) + (k % kRingChunks) * chunk + static_cast<std::size_t>(b) * piece_bytes;
+  };
+  // Elements [first, first + n) of the whole that piece k of block b covers.
+  auto piece = [&](int b, std::size_t k) {
+    const Range block = block_range(o.count, c.p, b);
+    const std::size_t skip = std::min(block.count, k * per_step);
+    return Range{block.offset + skip, std::min(per_step, block.count - skip)};
+  };
+  if (o.epoch >= 2) c.w.wait_all(marker(o.epoch - 2, kDone), o.timeout_s, c.at(1, 3));  // slots free again
+  std::vector<const char*> sources(static_cast<std::size_t>(c.p));
+  for (std::size_t k = 0; k < steps; ++k) {
+    if (k >= kRingChunks) c.w.wait_all(chunk_marker(o.epoch, 3 * (k - kRingChunks) + 2), o.timeout_s, c.at(1, 3));
+    for (int b = 0; b < c.p; ++b) {
+      const Range part = piece(b, k);
+      if (b != c.me && part.count > 0) std::memcpy(place(c.me, k, b), c.in(part.offset), part.count * c.es);
+    }
+    c.w.arrive(chunk_marker(o.epoch, 3 * k));
+    c.w.wait_all(chunk_marker(o.epoch, 3 * k), o.timeout_s, c.at(1, 3));
+    const Range mine = piece(c.me, k);
+    char* result = place(c.me, k, c.me);
+    if (mine.count > 0) {
+      for (int r = 0; r < c.p; ++r)
+        sources[static_cast<std::size_t>(r)] = r == c.me ? c.in(mine.offset) : place(r, k, c.me);
+      combine(result, sources.data(), c.p, mine.count, o.dtype, o.op);
+      divide_if_average(c, result, mine.count);
+      std::memcpy(c.out(mine.offset), result, mine.count * c.es);
+    }
+    c.w.arrive(chunk_marker(o.epoch, 3 * k + 1));
+    c.w.wait_all(chunk_marker(o.epoch, 3 * k + 1), o.timeout_s, c.at(2, 3));
+    for (int r = 0; r < c.p; ++r) {
+      const Range part = piece(r, k);
+      if (r != c.me && part.count > 0) std::memcpy(c.out(part.offset), place(r, k, r), part.count * c.es);
+    }
+    c.w.arrive(chunk_marker(o.epoch, 3 * k + 2));
+  }
+  done_reading(c);
+}
 
 }  // namespace
 
@@ -180,6 +244,9 @@ void allreduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
   if (staged(w, bytes)) return reduce_staged(c, bytes, 0, o.count, o.out);
+  if (bytes <= std::min(o.slots_limit, kPipelinedReduceBytes)) {
+    if (const std::size_t piece = pipelined_piece_bytes(c); piece > 0) return allreduce_pipelined(c, piece);
+  }
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), reinterpret_cast<std::uintptr_t>(o.out));
   c.sync(1, 3);
   const Range mine = block_range(o.count, c.p, c.me);
@@ -244,7 +311,7 @@ void broadcast_pipelined(Ctx& c) {
 void broadcast(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged_copy(w, bytes)) {
+  if (staged(w, bytes)) {
     // Only the root stages and only its slot is read: nobody waits for anyone else.
     const int parity = static_cast<int>(o.epoch & 1);
     if (c.me == o.root) {
@@ -343,7 +410,7 @@ void allgather_pipelined(Ctx& c) {
 void allgather(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged_copy(w, bytes)) {
+  if (staged(w, bytes)) {
     auto slots = stage(c, o.in, bytes, 1);
     for (int r = 0; r < c.p; ++r) {
       if (bytes > 0)

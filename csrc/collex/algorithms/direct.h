@@ -2,8 +2,8 @@
 // rank reads its peers' data itself instead of receiving messages.
 //
 // Small operations stage through the window's slots (one copy in, then every
-// rank reads what it needs from its peers' slots); mid-size broadcasts and
-// all-gathers stream through them in chunks. Large ones read peers' own
+// rank reads what it needs from its peers' slots); mid-size all-reduces,
+// broadcasts and all-gathers stream through them in chunks. Large ones read peers' own
 // buffers in one copy: a reduction is split into p blocks, rank b reduces block b
 // from every rank's input (reduce-scatter), then the ranks fetch each other's
 // reduced blocks (all-gather). Each step ends at a marker every rank must reach.
@@ -27,9 +27,10 @@ namespace collex::direct {
 // The largest size whose broadcast may stream through the slots (all-gather
 // blocks: a quarter of it). Beyond it the two copies are memory-bound and lose.
 constexpr std::size_t kSlotsLimit = 16 * 1024 * 1024;
-// Broadcasts and all-gathers of up to this many bytes stage whole (one copy in,
-// one synchronisation); larger ones stream through the slots in chunks.
-constexpr std::size_t kStagedCopyBytes = 64 * 1024;
+// Operations of up to this many bytes per rank stage whole (one copy in, one
+// synchronisation); larger ones stream through the slots in chunks or read
+// peers' buffers.
+constexpr std::size_t kStagedBytes = 64 * 1024;
 
 struct Op {
   const void* in = nullptr;
@@ -52,8 +53,8 @@ struct Op {
   std::size_t slots_limit = kSlotsLimit;
 };
 
-// Whether an operation staging `bytes` per rank can run here: small enough for
-// the slots, or the window can read peers' buffers. All-reduce, reduce and
+// Whether an operation staging `bytes` per rank can run here: small enough to
+// stage, or the window can read peers' buffers. All-reduce, reduce and
 // broadcast stage x, all-gather x, reduce-scatter the whole input.
 bool supported(const Window& w, std::size_t staged_bytes);
 

@@ -61,14 +61,13 @@ constexpr std::size_t kP2pPieceBytes = std::size_t{1} << 28;
 // local rank; smaller ones go through the leaders alone.
 constexpr std::size_t kSlicesMinBytes = 64 * 1024;
 
-// Each rank's staging slot in the node's shared segment (two per rank): reductions
-// that fit stage their data (every rank then reads every slot), and mid-size
-// broadcasts and all-gathers stream through it in chunks of a quarter. Larger
-// slots pay on both counts as long as a rank's reads stay in cache: 2 MiB over
-// all ranks, between 64 KiB and 1 MiB each (on 2 ranks 1 MiB slots made
-// reductions of 128 KiB-1 MiB 1.3-2.7x faster than 64 KiB ones, streamed
-// broadcasts and all-gathers about 2x; bench/README.md). The segment is then
-// about 4 MiB up to 32 ranks.
+// Each rank's staging slot in the node's shared segment (two per rank): small
+// operations stage their data there; mid-size all-reduces, broadcasts and
+// all-gathers stream through it in chunks of a quarter, where larger chunks mean
+// fewer synchronisations as long as they stay in cache: 2 MiB over all ranks,
+// between 64 KiB and 1 MiB each (on 2 ranks, 1 MiB slots streamed broadcasts and
+// all-gathers about 2x faster than 64 KiB ones; bench/README.md). The segment is
+// then about 4 MiB up to 32 ranks.
 std::size_t slot_bytes_for(int local_size) {
   constexpr std::size_t kBudget = 2 * 1024 * 1024, kMin = 64 * 1024, kMax = 1024 * 1024;
   return std::clamp(kBudget / static_cast<std::size_t>(std::max(local_size, 1)), kMin, kMax);
