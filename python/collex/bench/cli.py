@@ -258,14 +258,14 @@ class Bench:
                     # broadcasts and all-gathers move, so a result says which it was.
                     limit = c._c.slots_limit
                     how = (
-                        f"stream through the shared slots up to {limit} B (all-gather blocks up to "
-                        f"{min(limit, 4 << 20)} B), larger ones are read in one copy"
+                        f"stream through the shared slots up to {limit} B (all-reduces and all-gather "
+                        f"blocks up to {min(limit, 4 << 20)} B), larger ones are read in one copy"
                         if limit
                         else "are read in one copy"
                     )
                     forced = os.environ.get("COLLEX_MIDSIZE_COPY", "auto")
                     source = "measured at start-up" if forced == "auto" else f"COLLEX_MIDSIZE_COPY={forced}"
-                    note = f"{transport}: mid-size broadcasts and all-gathers {how} ({source})"
+                    note = f"{transport}: mid-size all-reduces, broadcasts and all-gathers {how} ({source})"
                     self.notes.append(note)
                     if self.rank == 0:
                         print(f"note: {note}")
