@@ -38,6 +38,7 @@ from ._runtime import (
     size,
     world,
     zeros,
+    zeros_like_each,
 )
 
 CollexError = _core.CollexError
@@ -75,4 +76,5 @@ __all__ = [
     "size",
     "world",
     "zeros",
+    "zeros_like_each",
 ]

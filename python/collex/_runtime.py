@@ -73,6 +73,10 @@ def zeros(shape: Any, dtype: Any = "float32") -> Any:
     return world().zeros(shape, dtype)
 
 
+def zeros_like_each(arrays: Any) -> list:
+    return world().zeros_like_each(arrays)
+
+
 def allreduce(x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False) -> Any:
     return world().allreduce(x, op=op, out=out, algo=algo, async_op=async_op)
 
@@ -105,5 +109,7 @@ def recv(x: Any, src: int, tag: int = 0) -> Any:
     return world().recv(x, src, tag)
 
 
-for _f in (allreduce, broadcast, reduce, allgather, reduce_scatter, barrier, send, recv, empty, zeros):
+_WORLD_FUNCTIONS = (allreduce, broadcast, reduce, allgather, reduce_scatter, barrier, send, recv,
+                    empty, zeros, zeros_like_each)  # fmt: skip
+for _f in _WORLD_FUNCTIONS:
     _f.__doc__ = getattr(_comm.Communicator, _f.__name__).__doc__ + "\n\nRuns on the world communicator."

@@ -79,6 +79,33 @@ def bucket_paths_and_many_pieces():
         assert np.all(g == mean + k % 3), f"gradient {k}: {g} != {mean + k % 3}"
 
 
+def zeros_like_each_gives_one_span_per_bucket():
+    like = integer_grads(rank)
+    grads = cx.zeros_like_each(like)
+    assert [(g.shape, g.dtype) for g in grads] == [(a.shape, a.dtype) for a in like]
+    assert all(not g.any() for g in grads)
+    # Back to back per dtype, in order: views of one buffer.
+    for dt in set(DTYPES):
+        mine = [g for g in grads if g.dtype == dt and g.size > 0]
+        for a, b in zip(mine, mine[1:]):
+            assert b.ctypes.data == a.ctypes.data + a.nbytes, f"{np.dtype(dt)}: not back to back"
+    for g, a in zip(grads, like):
+        g[...] = a
+    red = cx.GradientReducer(grads, bucket_mb=16 / 1024, first_bucket_mb=4 / 1024)
+    assert len(red.buckets) >= 3, red.buckets
+    assert {b["path"] for b in red.bucket_info()} == {"span"}, red.bucket_info()
+    red.reduce()
+    assert all(same(g, e) for g, e in zip(grads, expected_average())), "average over zeros_like_each arrays"
+    expect_error(TypeError, ["zeros_like_each", "expected a list"], lambda: cx.zeros_like_each(like[0]))
+    expect_error(TypeError, ["arrays[1]", "expected an array"], lambda: cx.zeros_like_each([like[0], 3]))
+
+    class OnDevice:  # what a CuPy array looks like to collex
+        shape, dtype = (4,), np.dtype(np.float32)
+        __cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    expect_error(TypeError, ["arrays[0] is a CUDA array"], lambda: cx.zeros_like_each([OnDevice()]))
+
+
 def ready_in_any_order():
     grads = integer_grads(rank)
     red = cx.GradientReducer(grads, bucket_mb=2 / 1024, first_bucket_mb=1 / 1024)
@@ -273,6 +300,7 @@ def training_follows_one_process():
 for name, fn in [
     ("reducer equals per-tensor all-reduce", reducer_equals_per_tensor_allreduce),
     ("bucket paths and many pieces", bucket_paths_and_many_pieces),
+    ("zeros_like_each", zeros_like_each_gives_one_span_per_bucket),
     ("ready in any order", ready_in_any_order),
     ("misuse", misuse_is_a_clear_error),
     ("compression", compression_is_close_and_identical),

@@ -6,8 +6,9 @@ gradient) it times one step's exchange, averaging every gradient over the ranks:
 
   reducer            collex.GradientReducer on separate gradient arrays (25 MiB
                      buckets; packing and unpacking included)
-  reducer, flat      the same with gradients that are views of one collex.zeros
-                     buffer: buckets are reduced where they lie, nothing is packed
+  reducer, flat      the same with gradients from collex.zeros_like_each (views of
+                     one symmetric buffer): buckets are reduced where they lie as
+                     single spans, nothing is packed
   reducer, one alloc the same with gradients that are separate views (gaps between
                      them) into one large NumPy array: what the memory's page size
                      does to reading peers' gradients in place
@@ -57,11 +58,7 @@ class GradientSet:
         self.counts = [math.prod(s) for s in shapes]
         self.total = sum(self.counts)
         self.separate = [np.zeros(s, np.float32) for s in shapes]
-        self.flat_buffer = cx.zeros(self.total, np.float32)
-        self.flat_views, at = [], 0
-        for s, n in zip(shapes, self.counts):
-            self.flat_views.append(self.flat_buffer[at : at + n].reshape(s))
-            at += n
+        self.flat_views = cx.zeros_like_each(self.separate)  # views of one symmetric buffer
         self.ideal = np.zeros(self.total, np.float32)
         gap = 16  # elements between views, so that no two are adjacent
         self.one_alloc_buffer = np.zeros(self.total + gap * len(shapes), np.float32)
