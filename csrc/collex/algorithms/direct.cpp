@@ -77,13 +77,19 @@ void divide_if_average(const Ctx& c, void* data, std::size_t n) {
   if (c.o.op == ReduceOp::kAvg && c.p > 1) kernels::divide(data, n, c.o.dtype, static_cast<double>(c.p));
 }
 
-// Copies `bytes` of `src` into this rank's slot for this operation and waits until
-// every rank has staged; returns each rank's slot. Before writing, waits until
-// every rank has finished the operation that last used the same slot (two back).
-std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int steps) {
+// Copies `bytes` of `src` into this rank's slot for this operation. Before
+// writing, waits until every rank has finished the operation that last used the
+// same slot (two back).
+void put_in_slot(Ctx& c, const void* src, std::size_t bytes, int steps) {
   const int parity = static_cast<int>(c.o.epoch & 1);
   if (c.o.epoch >= 2) c.w.wait_all(marker(c.o.epoch - 2, kDone), c.o.timeout_s, c.at(1, steps));
   if (bytes > 0) std::memcpy(c.w.slot(c.me, parity), src, bytes);
+}
+
+// put_in_slot, then waits until every rank has staged; returns each rank's slot.
+std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes, int steps) {
+  const int parity = static_cast<int>(c.o.epoch & 1);
+  put_in_slot(c, src, bytes, steps);
   c.sync(1, steps);
   std::vector<const char*> slots(static_cast<std::size_t>(c.p));
   for (int r = 0; r < c.p; ++r) slots[static_cast<std::size_t>(r)] = c.w.slot(r, parity);
@@ -160,12 +166,18 @@ void fetch_reduced_blocks(Ctx& c) {
 // then `dst` (null on a rank that keeps no result) gets elements [first, first + n)
 // of the reduction, combined from every rank's slot in rank order.
 void reduce_staged(Ctx& c, std::size_t staged_bytes, std::size_t first, std::size_t n, void* dst) {
-  auto slots = stage(c, c.o.in, staged_bytes, 1);
-  if (dst != nullptr) {
-    for (auto& s : slots) s += first * c.es;
-    combine(dst, slots.data(), c.p, n, c.o.dtype, c.o.op);
-    divide_if_average(c, dst, n);
+  if (dst == nullptr) {
+    // A rank that keeps no result reads no one: it stages and is done without
+    // waiting for the others (its slot is not written again before every rank has
+    // finished this operation).
+    put_in_slot(c, c.o.in, staged_bytes, 1);
+    done_reading(c);
+    return;
   }
+  auto slots = stage(c, c.o.in, staged_bytes, 1);
+  for (auto& s : slots) s += first * c.es;
+  combine(dst, slots.data(), c.p, n, c.o.dtype, c.o.op);
+  divide_if_average(c, dst, n);
   done_reading(c);
 }
 
@@ -315,8 +327,7 @@ void broadcast(Window& w, const Op& o) {
     // Only the root stages and only its slot is read: nobody waits for anyone else.
     const int parity = static_cast<int>(o.epoch & 1);
     if (c.me == o.root) {
-      if (o.epoch >= 2) w.wait_all(marker(o.epoch - 2, kDone), o.timeout_s, c.at(1, 1));  // slot free again
-      if (bytes > 0) std::memcpy(w.slot(c.me, parity), o.in, bytes);
+      put_in_slot(c, o.in, bytes, 1);
       w.arrive(marker(o.epoch, 1));
     } else {
       w.wait_for(o.root, marker(o.epoch, 1), o.timeout_s, c.at(1, 1));
