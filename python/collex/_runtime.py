@@ -77,23 +77,54 @@ def zeros_like_each(arrays: Any) -> list:
     return world().zeros_like_each(arrays)
 
 
+# The module-level collectives try the core's fast path for blocking calls on
+# ordinary arrays themselves, as Communicator's methods do first: a small call
+# then crosses one Python frame, not three (about 0.2-0.4 us of a 1-3 us call
+# here). Anything the fast path declines goes the whole way.
+
+
 def allreduce(x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False) -> Any:
+    w = _world
+    if w is not None and not async_op:
+        done = w._c.allreduce_now(x, out, op, algo)
+        if done is not NotImplemented:
+            return done
     return world().allreduce(x, op=op, out=out, algo=algo, async_op=async_op)
 
 
 def broadcast(x: Any, root: int = 0, algo: str = "auto", async_op: bool = False) -> Any:
+    w = _world
+    if w is not None and not async_op:
+        done = w._c.broadcast_now(x, root, algo)
+        if done is not NotImplemented:
+            return done
     return world().broadcast(x, root=root, algo=algo, async_op=async_op)
 
 
 def reduce(x: Any, op: str = "sum", root: int = 0, out: Any = None, async_op: bool = False) -> Any:
+    w = _world
+    if w is not None and not async_op:
+        done = w._c.reduce_now(x, out, op, root)
+        if done is not NotImplemented:
+            return done
     return world().reduce(x, op=op, root=root, out=out, async_op=async_op)
 
 
 def allgather(x: Any, out: Any = None, async_op: bool = False) -> Any:
+    w = _world
+    if w is not None and not async_op:
+        done = w._c.allgather_now(x, out)
+        if done is not NotImplemented:
+            return done
     return world().allgather(x, out=out, async_op=async_op)
 
 
 def reduce_scatter(x: Any, op: str = "sum", out: Any = None, async_op: bool = False) -> Any:
+    w = _world
+    if w is not None and not async_op:
+        done = w._c.reduce_scatter_now(x, out, op)
+        if done is not NotImplemented:
+            return done
     return world().reduce_scatter(x, op=op, out=out, async_op=async_op)
 
 

@@ -327,8 +327,7 @@ void broadcast(Window& w, const Op& o) {
     // Only the root stages and only its slot is read: nobody waits for anyone else.
     const int parity = static_cast<int>(o.epoch & 1);
     if (c.me == o.root) {
-      put_in_slot(c, o.in, bytes, 1);
-      w.arrive(marker(o.epoch, 1));
+      put_in_slot(c, o.in, bytes, 1);  // its done marker below also says the data is in
     } else {
       w.wait_for(o.root, marker(o.epoch, 1), o.timeout_s, c.at(1, 1));
       if (bytes > 0) std::memcpy(o.out, w.slot(o.root, parity), bytes);
@@ -358,10 +357,41 @@ void broadcast(Window& w, const Op& o) {
   c.sync(3, 2);
 }
 
+namespace {
+
+// The root's side of a small reduce: the other ranks stage their inputs and are
+// done (reduce_staged with no result); the root reads its own input in place, so
+// it neither stages nor marks a first step, and waits for nobody but the others'
+// staging. Its slot, unwritten, needs no wait for the operation two back.
+void reduce_staged_at_root(Ctx& c, std::size_t bytes) {
+  const int parity = static_cast<int>(c.o.epoch & 1);
+  const char* own = static_cast<const char*>(c.o.in);
+  if (c.o.out == c.o.in && c.me >= 2) {
+    // combine() writes the result before it reads sources after the second.
+    std::vector<char>& copy = *c.o.scratch;
+    if (copy.size() < bytes) copy.resize(bytes);
+    if (bytes > 0) std::memcpy(copy.data(), own, bytes);
+    own = copy.data();
+  }
+  std::vector<const char*> sources(static_cast<std::size_t>(c.p));
+  for (int r = 0; r < c.p; ++r) {
+    if (r != c.me) c.w.wait_for(r, marker(c.o.epoch, 1), c.o.timeout_s, c.at(1, 1));
+    sources[static_cast<std::size_t>(r)] = r == c.me ? own : c.w.slot(r, parity);
+  }
+  combine(c.o.out, sources.data(), c.p, c.o.count, c.o.dtype, c.o.op);
+  divide_if_average(c, c.o.out, c.o.count);
+  done_reading(c);
+}
+
+}  // namespace
+
 void reduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) return reduce_staged(c, bytes, 0, o.count, c.me == o.root ? o.out : nullptr);
+  if (staged(w, bytes)) {
+    if (c.me == o.root) return reduce_staged_at_root(c, bytes);
+    return reduce_staged(c, bytes, 0, o.count, nullptr);
+  }
   // Reduce-scatter into the root's result or a scratch block, then the root gathers.
   const Range mine = block_range(o.count, c.p, c.me);
   char* dst = c.out(mine.offset);
