@@ -34,9 +34,11 @@ def test_absent_peer_times_out_and_breaks(ranks, scenario):
     assert " 0 failed" in proc.stdout
 
 
-@pytest.mark.parametrize("nbytes", [64, 4 << 20])
+# Staged (64 B), streamed through the slots (1 MiB; forced, since the start-up
+# measurement may choose to attach on some hosts) and read by attaching (4 MiB).
+@pytest.mark.parametrize("nbytes,copy", [(64, "auto"), (1 << 20, "slots"), (4 << 20, "auto")])
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, tmp_path):
+def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, copy, tmp_path):
     victim = ranks - 1
     # Now and then MPICH's launcher ends the whole job the moment a rank dies,
     # despite -disable-auto-cleanup, long before the survivors could time out (the
@@ -47,7 +49,7 @@ def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, tm
         out = tmp_path / str(attempt)
         out.mkdir()
         run_mpi(ranks, "killed.py", str(nbytes), str(out), timeout=120, expect_rc=None,
-                launcher_args=["-disable-auto-cleanup"])  # fmt: skip
+                env={"COLLEX_MIDSIZE_COPY": copy}, launcher_args=["-disable-auto-cleanup"])  # fmt: skip
         reports = sorted(out.glob("rank*.txt"))
         for path in reports:
             r = int(path.stem[4:])
