@@ -79,6 +79,23 @@ def bucket_paths_and_many_pieces():
         assert np.all(g == mean + k % 3), f"gradient {k}: {g} != {mean + k % 3}"
 
 
+def large_bucket_of_separate_arrays():
+    # Over 16 MiB in one bucket: on one node, pieces of the block inside one array
+    # are reduced straight into it with streaming stores, pieces that straddle two
+    # arrays go through a buffer; odd sizes put both kinds on every rank.
+    shapes = [(2_000_001,), (1_999_999,), (1_000_003,)]
+    grads = [np.full(s, 4 * (rank + 1) + k, np.float32) for k, s in enumerate(shapes)]
+    red = cx.GradientReducer(grads, bucket_mb=32, first_bucket_mb=32)
+    assert len(red.buckets) == 1, red.buckets
+    for step in range(2):
+        red.reduce()
+        for k, g in enumerate(grads):
+            expect = 2 * (size + 1) + k
+            wrong = np.flatnonzero(g != expect)
+            assert wrong.size == 0, f"step {step}, gradient {k}: {wrong.size} wrong, first at {wrong[:3]}"
+            g[...] = 4 * (rank + 1) + k
+
+
 def zeros_like_each_gives_one_span_per_bucket():
     like = integer_grads(rank)
     grads = cx.zeros_like_each(like)
@@ -300,6 +317,7 @@ def training_follows_one_process():
 for name, fn in [
     ("reducer equals per-tensor all-reduce", reducer_equals_per_tensor_allreduce),
     ("bucket paths and many pieces", bucket_paths_and_many_pieces),
+    ("large bucket of separate arrays", large_bucket_of_separate_arrays),
     ("zeros_like_each", zeros_like_each_gives_one_span_per_bucket),
     ("ready in any order", ready_in_any_order),
     ("misuse", misuse_is_a_clear_error),

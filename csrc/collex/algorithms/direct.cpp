@@ -549,25 +549,33 @@ void allreduce_segments(Window& w, const Op& o) {
   std::vector<char>& buf = *o.scratch;
   if (buf.size() < 3 * piece * c.es) buf.resize(3 * piece * c.es);
   char* tmp[2] = {buf.data(), buf.data() + piece * c.es};
-  char* acc = buf.data() + 2 * piece * c.es;  // the reduced piece, before it is scattered back
-  std::vector<Span> spans;
+  char* acc = buf.data() + 2 * piece * c.es;  // the reduced piece, or this rank's part set aside
+  const bool streaming = o.count * c.es >= kStreamingBytes;
+  std::vector<Span> spans, own;
   const Range block = block_range(o.count, c.p, c.me);
   for (std::size_t done = 0; done < block.count && c.p > 1; done += piece) {
     const std::size_t k = std::min(piece, block.count - done);
     const std::size_t first = (block.offset + done) * c.es, bytes = k * c.es;
-    combine_ranks(c, acc, k, tmp, /*streaming=*/false, [&](int r, char* into) -> const char* {
-      slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
-      if (r == c.me && spans.size() == 1) return reinterpret_cast<const char*>(spans[0].address);
+    slice(mine, starts, first, bytes, own);
+    // A piece inside one of this rank's segments is reduced straight into it
+    // (streaming past the cache when the bucket is large). Only rank 0's own part
+    // is then read in place: a later rank's would be overwritten before it is
+    // read, or alias the kernel's second source, so it is copied aside first.
+    const bool in_place = own.size() == 1;
+    char* to = in_place ? reinterpret_cast<char*>(own[0].address) : acc;
+    if (in_place && c.me != 0) std::memcpy(acc, to, bytes);
+    combine_ranks(c, to, k, tmp, streaming && in_place, [&](int r, char* into) -> const char* {
+      if (r == c.me && in_place) return c.me == 0 ? to : acc;
       if (r == c.me) {
-        gather(spans, into);
-      } else {
-        const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
-        w.read_spans(r, spans.data(), spans.size(), &local, 1);
+        gather(own, into);
+        return into;
       }
+      slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
+      const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
+      w.read_spans(r, spans.data(), spans.size(), &local, 1);
       return into;
     });
-    slice(mine, starts, first, bytes, spans);
-    scatter(acc, spans);
+    if (!in_place) scatter(acc, own);
   }
   c.sync(2, 3);  // every block reduced where it lies
 
