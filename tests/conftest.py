@@ -1,4 +1,4 @@
-"""Test helpers: launching real MPI jobs.
+"""Test helpers: launching real MPI jobs, and the kernels' instruction sets.
 
 MPI tests are scripts under tests/mpi/ run by `mpirun -n N python SCRIPT ARGS`;
 each launch runs many cases (a launch costs about a second) and prints one line
@@ -17,6 +17,21 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).parent / "mpi"
+
+
+def kernel_isas() -> list:
+    """The instruction sets the kernels are built for, as test parameters; those
+    this CPU cannot run are skipped with a reason, so that a run shows what it
+    did not check instead of quietly testing less."""
+    from collex import _core
+
+    before = _core.kernel_isa()
+    params = []
+    for isa in ("generic", "avx2", "avx512"):
+        skip = pytest.mark.skipif(not _core._use_kernel_isa(isa), reason=f"this CPU cannot run {isa} kernels")
+        params.append(pytest.param(isa, marks=skip))
+    _core._use_kernel_isa(before)
+    return params
 
 
 def mpirun_path() -> str:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from collex import _core
 from collex._dtypes import CODES
+from conftest import kernel_isas
 
-ISAS = [isa for isa in ("generic", "avx2", "avx512") if _core._use_kernel_isa(isa)]
+ISAS = kernel_isas()
 F32, F64, F16, BF16 = (CODES[np.dtype(t)] for t in (np.float32, np.float64, np.float16, ml_dtypes.bfloat16))
 KIB = 1024
 
