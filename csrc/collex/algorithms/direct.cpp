@@ -162,18 +162,10 @@ void fetch_reduced_blocks(Ctx& c) {
   }
 }
 
-// The staged path of a reduction: every rank stages `staged_bytes` of its input,
-// then `dst` (null on a rank that keeps no result) gets elements [first, first + n)
-// of the reduction, combined from every rank's slot in rank order.
+// The staged path of an all-reduce or reduce-scatter: every rank stages
+// `staged_bytes` of its input, then `dst` gets elements [first, first + n) of the
+// reduction, combined from every rank's slot in rank order.
 void reduce_staged(Ctx& c, std::size_t staged_bytes, std::size_t first, std::size_t n, void* dst) {
-  if (dst == nullptr) {
-    // A rank that keeps no result reads no one: it stages and is done without
-    // waiting for the others (its slot is not written again before every rank has
-    // finished this operation).
-    put_in_slot(c, c.o.in, staged_bytes, 1);
-    done_reading(c);
-    return;
-  }
   auto slots = stage(c, c.o.in, staged_bytes, 1);
   for (auto& s : slots) s += first * c.es;
   combine(dst, slots.data(), c.p, n, c.o.dtype, c.o.op);
@@ -359,8 +351,16 @@ void broadcast(Window& w, const Op& o) {
 
 namespace {
 
+// A small reduce on a rank that keeps no result: it reads no one, so it stages
+// its input and is done without waiting for the others (its slot is not written
+// again before every rank has finished this operation).
+void reduce_staged_not_root(Ctx& c, std::size_t bytes) {
+  put_in_slot(c, c.o.in, bytes, 1);
+  done_reading(c);
+}
+
 // The root's side of a small reduce: the other ranks stage their inputs and are
-// done (reduce_staged with no result); the root reads its own input in place, so
+// done (reduce_staged_not_root); the root reads its own input in place, so
 // it neither stages nor marks a first step, and waits for nobody but the others'
 // staging. Its slot, unwritten, needs no wait for the operation two back.
 void reduce_staged_at_root(Ctx& c, std::size_t bytes) {
@@ -388,10 +388,7 @@ void reduce_staged_at_root(Ctx& c, std::size_t bytes) {
 void reduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) {
-    if (c.me == o.root) return reduce_staged_at_root(c, bytes);
-    return reduce_staged(c, bytes, 0, o.count, nullptr);
-  }
+  if (staged(w, bytes)) return c.me == o.root ? reduce_staged_at_root(c, bytes) : reduce_staged_not_root(c, bytes);
   // Reduce-scatter into the root's result or a scratch block, then the root gathers.
   const Range mine = block_range(o.count, c.p, c.me);
   char* dst = c.out(mine.offset);
