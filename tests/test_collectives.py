@@ -2,6 +2,7 @@
 machine may have fewer cores than ranks: oversubscribed waits must still finish)."""
 
 import os
+import re
 
 import pytest
 from conftest import run_mpi
@@ -40,9 +41,8 @@ def test_pretend_nodes(ranks, node_size):
 
 
 # Mid-size all-reduces, broadcasts and all-gathers stream through the slots or
-# read the source in one copy, whichever the node's calibration at start-up found
-# faster: both ways must give the same results (the "large" sizes fall in that
-# range, with blocks that do not divide evenly).
+# read the source in one copy: both ways must give the same results (the "large"
+# sizes fall in that range, with blocks that do not divide evenly).
 @pytest.mark.parametrize("way", ["slots", "attach"])
 def test_midsize_copies_either_way(way):
     env = {"COLLEX_MIDSIZE_COPY": way, "COLLEX_DEBUG": "1"}
@@ -50,9 +50,22 @@ def test_midsize_copies_either_way(way):
     assert " 0 failed" in proc.stdout and f"mid-size copies: {way}" in proc.stderr
 
 
-def test_midsize_copy_is_calibrated_when_not_forced():
-    proc = run_mpi(2, "lifecycle.py", env={"COLLEX_DEBUG": "1"})
-    assert "mid-size copies: slots up to" in proc.stderr, proc.stderr[-2000:]
+# Not forced, the way is re-decided while running: results stay right through
+# probes of the other way, and every rank reaches the same decisions (the ranks
+# would otherwise wait on markers the others never set, or read stale data).
+def test_midsize_copies_redecided_alike_on_every_rank():
+    proc = run_mpi(3, "copy_ways.py", env={"COLLEX_DEBUG": "1"})
+    assert " 0 failed" in proc.stdout
+    decisions: dict[int, list[str]] = {}
+    for line in proc.stderr.splitlines():
+        m = re.match(r"collex: \[rank (\d)\] mid-size copies: (.+: (keeps|switches to) .+)", line)
+        if m:
+            decisions.setdefault(int(m[1]), []).append(m[2])
+    assert sorted(decisions) == [0, 1, 2], proc.stderr[-2000:]
+    assert decisions[0] == decisions[1] == decisions[2]
+    # Two probes or more in each of the 9 classes (3 collectives x 3 sizes).
+    classes = {d.split(":")[0] for d in decisions[0]}
+    assert len(classes) == 9 and len(decisions[0]) >= 18, decisions[0]
 
 
 def test_shared_memory_is_used_and_leaves_nothing_behind():

@@ -397,7 +397,7 @@ PYBIND11_MODULE(_core, m) {
       .def("reduce_scatter_now", &reduce_scatter_now)
       .def("allocate_symmetric", &Communicator::allocate_symmetric)
       .def_property_readonly("window", &Communicator::window_name)
-      .def_property_readonly("slots_limit", &Communicator::slots_limit)
+      .def("copy_ways", &Communicator::copy_ways, Guard())
       .def("broadcast_now", &broadcast_now)
       .def(
           "allreduce",

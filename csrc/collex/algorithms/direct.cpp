@@ -30,10 +30,10 @@ constexpr std::size_t kPieceBytes = 256 * 1024;
 // stores: far larger than the caches, the result would be evicted before use.
 constexpr std::size_t kStreamingBytes = 16 * 1024 * 1024;
 
-// Broadcasts up to o.slots_limit stream through the root's staging slot in
+// Broadcasts up to kSlotsLimit may stream through the root's staging slot in
 // chunks (see broadcast_pipelined), all-gathers whose blocks are up to a quarter
-// of kSlotsLimit likewise (allgather_pipelined; on 3 ranks they lost at 32 MiB);
-// larger ones read the source in one copy (bench/README.md).
+// of it likewise (allgather_pipelined; on 3 ranks they lost at 32 MiB); larger
+// ones read the source in one copy (bench/README.md).
 constexpr std::size_t kPipelinedAllgatherBytes = kSlotsLimit / 4;
 // Chunks in flight in a slot: the owner fills one while its readers empty others.
 constexpr std::size_t kRingChunks = 4;
@@ -180,9 +180,15 @@ bool staged(const Window& w, std::size_t bytes) { return bytes <= std::min(w.slo
 // Bytes of each block that one step of allreduce_pipelined moves: a chunk of the
 // slot holds one such piece per rank. 0 when that would be too small to pay for
 // the step's three synchronisations.
-std::size_t pipelined_piece_bytes(const Ctx& c) {
-  const std::size_t piece = c.w.slot_bytes() / kRingChunks / static_cast<std::size_t>(c.p) / 64 * 64;
+std::size_t pipelined_piece_bytes(const Window& w) {
+  const std::size_t piece = w.slot_bytes() / kRingChunks / static_cast<std::size_t>(w.size()) / 64 * 64;
   return piece >= kMinPipelinedPieceBytes ? piece : 0;
+}
+
+// Whether a mid-size operation streams through the slots (see midsize_bytes).
+bool streams(const Window& w, Streamable kind, const Op& o) {
+  const std::size_t bytes = midsize_bytes(w, kind, o);
+  return bytes > 0 && (bytes <= o.slots_limit || !w.can_read_peers());
 }
 
 // Mid-size all-reduces of ordinary arrays stream through the slots, for the reason
@@ -244,13 +250,22 @@ void allreduce_pipelined(Ctx& c, std::size_t piece_bytes) {
 
 bool supported(const Window& w, std::size_t staged_bytes) { return staged(w, staged_bytes) || w.can_read_peers(); }
 
+std::size_t midsize_bytes(const Window& w, Streamable kind, const Op& o) {
+  const std::size_t bytes = o.count * dtype_size(o.dtype);
+  if (staged(w, bytes)) return 0;
+  switch (kind) {
+    case Streamable::kAllreduce: return bytes <= kPipelinedReduceBytes && pipelined_piece_bytes(w) > 0 ? bytes : 0;
+    case Streamable::kBroadcast: return bytes <= kSlotsLimit ? bytes : 0;
+    case Streamable::kAllgather: return bytes <= kPipelinedAllgatherBytes ? bytes : 0;
+  }
+  return 0;
+}
+
 void allreduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
   if (staged(w, bytes)) return reduce_staged(c, bytes, 0, o.count, o.out);
-  if (bytes <= std::min(o.slots_limit, kPipelinedReduceBytes)) {
-    if (const std::size_t piece = pipelined_piece_bytes(c); piece > 0) return allreduce_pipelined(c, piece);
-  }
+  if (streams(w, Streamable::kAllreduce, o)) return allreduce_pipelined(c, pipelined_piece_bytes(w));
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), reinterpret_cast<std::uintptr_t>(o.out));
   c.sync(1, 3);
   const Range mine = block_range(o.count, c.p, c.me);
@@ -327,7 +342,7 @@ void broadcast(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
-  if (bytes <= std::min(o.slots_limit, kSlotsLimit)) return broadcast_pipelined(c);
+  if (streams(w, Streamable::kBroadcast, o)) return broadcast_pipelined(c);
   // The root writes block `root` of the data into every receiver while each
   // receiver reads the other p - 1 blocks: every rank copies (p - 1)/p of the
   // buffer, instead of receivers copying all of it while the root idles.
@@ -457,7 +472,7 @@ void allgather(Window& w, const Op& o) {
     done_reading(c);
     return;
   }
-  if (bytes <= std::min(o.slots_limit, kPipelinedAllgatherBytes)) return allgather_pipelined(c);
+  if (streams(w, Streamable::kAllgather, o)) return allgather_pipelined(c);
   char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
   if (own != o.in) std::memmove(own, o.in, bytes);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);

@@ -45,13 +45,22 @@ struct Op {
   std::vector<char>* scratch;                   // grown as needed for pieces read from peers
   std::vector<char>* block;                     // reduce: a non-root's reduced block (kept between calls)
   const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies
-  // Broadcasts of up to this many bytes, and all-gathers whose blocks are,
-  // stream through the slots (two copies, both in cache; at most kSlotsLimit
-  // in direct.cpp); larger ones read the source where it lies (one copy that pins
-  // its pages). Where the two cross depends on the machine (the communicator
-  // measures it); every rank of the window must pass the same.
+  // Mid-size operations (see midsize_bytes) of up to this many bytes stream
+  // through the slots (two copies, both in cache); larger ones read the source
+  // where it lies (one copy that pins its pages). Which is faster depends on the
+  // machine and the moment (the communicator times both); every rank of the
+  // window must pass the same.
   std::size_t slots_limit = kSlotsLimit;
 };
+
+// The collectives whose mid-size data can move either way.
+enum class Streamable { kAllreduce, kBroadcast, kAllgather };
+
+// The bytes such an operation compares with o.slots_limit (its whole data, or an
+// all-gather's block), or 0 when its path does not depend on that limit: staged
+// whole, or too large to stream. (A window that cannot read peers streams every
+// mid-size operation, whatever the limit.)
+std::size_t midsize_bytes(const Window& w, Streamable kind, const Op& o);
 
 // Whether an operation staging `bytes` per rank can run here: small enough to
 // stage, or the window can read peers' buffers. All-reduce, reduce and

@@ -1,9 +1,9 @@
 #include "collex/core/communicator.h"
 
 #include <mpi.h>
-#include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -119,7 +119,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   // every rank of it takes the same branch; all nodes agree through the allreduce).
   if (config_.transport != "mpi" && local_size_ > 1)
     window_ = ShmWindow::create(mpi_->local, slot_bytes_for(local_size_));
-  if (window_) choose_midsize_copy();
+  if (window_) set_up_copy_ways();
   if (local_size_ < size_) {
     // Every node must take the hierarchical path alike: with a window that can read
     // peers (so any size runs), or as a node of one rank.
@@ -151,83 +151,26 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
 
 const char* Communicator::window_name() const { return window_ ? window_->name() : ""; }
 
-// Streaming a broadcast through the slots (two copies, both in cache) and reading
-// the root's buffer in one copy by cross-memory attach (which pins every page)
-// cross at a size that depends on the machine: measured on 2 ranks, streaming won
-// up to 2 MiB on the project's 2-core VM one day and lost from 1 MiB there a day
-// later, and lost from 256 KiB on a 16-core Intel Xeon VM (bench/README.md). So
-// each node times both at sizes from 256 KiB to 16 MiB, every rank takes the
-// slowest rank's times, and the slots serve up to the largest size at which they
-// won (a near tie at one size must not hand a clear win at the next to attach).
-//
-// Attaching pins pages one at a time, so its speed depends on the page size of
-// the arrays it serves: NumPy asks for huge pages for arrays of 4 MiB or more, so
-// the sizes straddle that line and the calibration asks likewise (just below it,
-// on 4 KiB pages, streaming won by 1.6x one day; just above, on huge pages,
-// attaching won by 3x). About 30 ms, once per communicator.
-void Communicator::choose_midsize_copy() {
-  if (!window_->can_read_peers() || config_.midsize_copy != "auto") {
-    // Without cross-memory attach only the slots can move mid-size data.
-    const bool attach = window_->can_read_peers() && config_.midsize_copy == "attach";
-    slots_limit_ = attach ? 0 : direct::kSlotsLimit;
-    if (config_.debug >= 1) {
-      std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", rank_, attach ? "attach" : "slots");
-    }
+// Mid-size copies are re-decided while running (CopyWays) unless
+// COLLEX_MIDSIZE_COPY forces a way; without cross-memory attach only the slots
+// can move them.
+void Communicator::set_up_copy_ways() {
+  const bool attach = window_->can_read_peers();
+  if (attach && config_.midsize_copy == "auto") {
+    if (config_.debug >= 1)
+      std::fprintf(stderr, "collex: [rank %d] mid-size copies: timed both ways while running\n", rank_);
     return;
   }
-  constexpr std::size_t kHugeFrom = 4 * 1024 * 1024, kHugePage = 2 * 1024 * 1024;
-  constexpr std::size_t kSizes[] = {256 * 1024, 1024 * 1024, kHugeFrom - 64 * 1024, kHugeFrom, direct::kSlotsLimit};
-  constexpr int kCount = 5;
-  std::vector<char> small(kHugeFrom, 1);
-  std::unique_ptr<char, decltype(&std::free)> large(
-      static_cast<char*>(std::aligned_alloc(kHugePage, kSizes[kCount - 1])), &std::free);
-  if (!large) throw std::bad_alloc();
-  madvise(large.get(), kSizes[kCount - 1], MADV_HUGEPAGE);  // a request; the system may decline
-  std::memset(large.get(), 1, kSizes[kCount - 1]);
+  copy_ways_.fix(!attach || config_.midsize_copy == "slots");
+  if (config_.debug >= 1)
+    std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", rank_, copy_ways_.describe().c_str());
+}
 
-  // Each way runs a few times in a row (the first runs warm up; the best of the
-  // rest counts), and the two ways take turns twice, so that a host whose speed
-  // drifts while it is measured (a shared machine) slows both alike. Alternating
-  // on every call instead would time neither way in its steady state: on one
-  // host, attaching measured 5-8x faster than streaming when each ran in a row,
-  // and as slow as streaming when they alternated call by call.
-  double times[kCount][2];  // seconds, per size: through the slots, by attaching
-  for (int s = 0; s < kCount; ++s) {
-    times[s][0] = times[s][1] = 1e30;
-    for (int turn = 0; turn < 2; ++turn) {
-      for (int way = 0; way < 2; ++way) {
-        for (int i = 0; i < 5; ++i) {
-          direct::Op o = window_base();
-          o.in = o.out = kSizes[s] >= kHugeFrom ? large.get() : small.data();
-          o.count = kSizes[s];
-          o.label = OpLabel{rank_, "calibration broadcast", 0, way == 0 ? "slots" : "attach", DType::kUInt8, kSizes[s]};
-          o.slots_limit = way == 0 ? direct::kSlotsLimit : 0;
-          o.epoch = ++window_epoch_;
-          const auto start = std::chrono::steady_clock::now();
-          direct::broadcast(*window_, o);
-          const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-          if (i >= 2) times[s][way] = std::min(times[s][way], took.count());
-        }
-      }
-    }
-  }
-  double slowest[kCount][2];
-  MPI_Allreduce(times, slowest, 2 * kCount, MPI_DOUBLE, MPI_MAX, mpi_->local);
-  slots_limit_ = 0;
-  for (int s = 0; s < kCount; ++s) {
-    if (slowest[s][0] < slowest[s][1]) slots_limit_ = kSizes[s];
-  }
-  if (config_.debug >= 1) {
-    std::string report;
-    for (int s = 0; s < kCount; ++s) {
-      char line[96];
-      std::snprintf(line, sizeof line, "%s %zu B %.1f/%.1f", s == 0 ? "" : ",", kSizes[s], slowest[s][0] * 1e6,
-                    slowest[s][1] * 1e6);
-      report += line;
-    }
-    std::fprintf(stderr, "collex: [rank %d] mid-size copies: slots up to %zu B (broadcast us, slots/attach:%s)\n",
-                 rank_, slots_limit_, report.c_str());
-  }
+std::string Communicator::copy_ways() {
+  std::string text;
+  // Read on the engine's thread, which changes the ways, after queued operations.
+  engine_.submit([&] { text = window_ ? copy_ways_.describe() : ""; }, /*async=*/false);
+  return text;
 }
 
 std::shared_ptr<SymmetricMemory> Communicator::allocate_symmetric(std::size_t bytes) {
@@ -421,7 +364,6 @@ direct::Op Communicator::window_base() {
   o.timeout_s = config_.timeout_s;
   o.scratch = &pieces_;
   o.block = &scratch_;
-  o.slots_limit = slots_limit_;
   return o;
 }
 
@@ -480,8 +422,7 @@ void Communicator::run_hierarchical(const Call& c) {
   if (leaders_) ring_allreduce_across(*leaders_, c, c.out.bytes_at(0), c.in.count, "hier");
   if (window_) {
     o.in = o.out = c.out.data;
-    o.epoch = ++window_epoch_;
-    direct::broadcast(*window_, o);
+    run_streamable(direct::Streamable::kBroadcast, o, c.seq);
   }
 }
 
@@ -503,20 +444,60 @@ void Communicator::run_hierarchical_slices(const Call& c) {
 
 void Communicator::run_direct(const Call& c) {
   direct::Op o = window_op(c, "direct", c.op);
-  o.epoch = ++window_epoch_;
   if (c.segments) {
     o.segments = c.segments.get();
+    o.epoch = ++window_epoch_;
     return direct::allreduce_segments(*window_, o);
   }
   switch (c.kind) {
-    case Collective::kAllreduce: return direct::allreduce(*window_, o);
-    case Collective::kBroadcast: return direct::broadcast(*window_, o);
+    case Collective::kAllreduce: return run_streamable(direct::Streamable::kAllreduce, o, c.seq);
+    case Collective::kBroadcast: return run_streamable(direct::Streamable::kBroadcast, o, c.seq);
+    case Collective::kAllgather: return run_streamable(direct::Streamable::kAllgather, o, c.seq);
+    default: break;
+  }
+  o.epoch = ++window_epoch_;
+  switch (c.kind) {
     case Collective::kReduce: return direct::reduce(*window_, o);
-    case Collective::kAllgather: return direct::allgather(*window_, o);
     case Collective::kReduceScatter: return direct::reduce_scatter(*window_, o);
     case Collective::kBarrier: return direct::barrier(*window_, o);
     default: break;
   }
+}
+
+void Communicator::run_streamable(direct::Streamable kind, direct::Op& o, std::uint64_t seq) {
+  const std::size_t bytes = direct::midsize_bytes(*window_, kind, o);
+  const CopyWays::Pick pick = copy_ways_.pick(kind, bytes);
+  o.slots_limit = pick.slots_limit;
+  o.epoch = ++window_epoch_;
+  const auto start = std::chrono::steady_clock::now();
+  switch (kind) {
+    case direct::Streamable::kAllreduce: direct::allreduce(*window_, o); break;
+    case direct::Streamable::kBroadcast: direct::broadcast(*window_, o); break;
+    case direct::Streamable::kAllgather: direct::allgather(*window_, o); break;
+  }
+  if (pick.size_class < 0) return;
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  copy_ways_.record(pick, bytes, took.count());
+  if (pick.settle) settle_copy_way(pick, seq);
+}
+
+// Every rank takes the slowest rank's best time each way (a small all-reduce
+// through the window, right after the operation that ended the probe: all ranks
+// are there at once), so that all reach the same decision.
+void Communicator::settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq) {
+  const std::array<double, 2> mine = copy_ways_.best(pick);
+  std::array<double, 2> slowest{};
+  direct::Op o = window_base();
+  o.in = mine.data();
+  o.out = slowest.data();
+  o.count = slowest.size();
+  o.dtype = DType::kFloat64;
+  o.op = ReduceOp::kMax;
+  o.label = OpLabel{rank_, "copy-way timings", seq, "direct", DType::kFloat64, sizeof slowest};
+  o.epoch = ++window_epoch_;
+  direct::allreduce(*window_, o);
+  const std::string decision = copy_ways_.settle(pick, slowest);
+  if (config_.debug >= 1) std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", rank_, decision.c_str());
 }
 
 void Communicator::run_collective(const Call& c) {

@@ -16,6 +16,7 @@
 #include "collex/common/buffer.h"
 #include "collex/common/config.h"
 #include "collex/common/reduce_op.h"
+#include "collex/core/copy_ways.h"
 #include "collex/core/engine.h"
 #include "collex/core/tuner.h"
 #include "collex/transport/window.h"
@@ -85,10 +86,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   // The name of the window the direct algorithms use ("shm"), or "" when there is none.
   const char* window_name() const;
-  // Up to which size broadcasts (and all-gather blocks) stream through the
-  // window's slots rather than being read in one copy (measured at creation; see
-  // choose_midsize_copy); 0 without a window.
-  std::size_t slots_limit() const { return window_ ? slots_limit_ : 0; }
+  // How mid-size all-reduces, broadcasts and all-gathers move now, per size
+  // class (CopyWays::describe), after queued operations; "" without a window.
+  std::string copy_ways();
 
   // Collective: `bytes` of this rank's own in memory every rank reads in place
   // (null when the ranks have no shared window). Ordered with queued operations.
@@ -118,9 +118,13 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::size_t chunk_elements(std::size_t block_bytes, DType dtype, bool across_nodes) const;
   // A ring all-reduce of `count` elements at `data` among the ranks of `t` (leaders or slices).
   void ring_allreduce_across(Transport& t, const Call& call, char* data, std::size_t count, const char* algo);
-  // Sets slots_limit_: times broadcasts of growing sizes both ways on the window,
-  // unless COLLEX_MIDSIZE_COPY forces one. Collective over the node.
-  void choose_midsize_copy();
+  // Fixes the way of mid-size copies where COLLEX_MIDSIZE_COPY or the window says.
+  void set_up_copy_ways();
+  // Runs a window operation whose mid-size data may move either way (o without
+  // its epoch), taking and timing the way copy_ways_ picks.
+  void run_streamable(direct::Streamable kind, direct::Op& o, std::uint64_t seq);
+  // After the operation that ends a probe: the ranks exchange their times and decide.
+  void settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
@@ -130,14 +134,14 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   std::unique_ptr<MpiHandles> mpi_;
   std::unique_ptr<Transport> transport_;
-  std::unique_ptr<ShmWindow> window_;              // this rank's node, when it has several ranks
-  std::unique_ptr<Transport> leaders_;             // node leaders (local rank 0) across nodes
-  std::unique_ptr<Transport> slices_;              // local rank i of every node, when nodes are of equal size
-  int leader_rank_ = -1;                           // this rank among the leaders, or -1
-  bool hier_everywhere_ = false;                   // every node can run the hierarchical path
-  std::uint64_t window_epoch_ = 0;                 // direct operations so far, alike on every rank
-  std::vector<char> pieces_;                       // direct algorithms' read buffers
-  std::size_t slots_limit_ = direct::kSlotsLimit;  // see direct::Op::slots_limit
+  std::unique_ptr<ShmWindow> window_;   // this rank's node, when it has several ranks
+  std::unique_ptr<Transport> leaders_;  // node leaders (local rank 0) across nodes
+  std::unique_ptr<Transport> slices_;   // local rank i of every node, when nodes are of equal size
+  int leader_rank_ = -1;                // this rank among the leaders, or -1
+  bool hier_everywhere_ = false;        // every node can run the hierarchical path
+  std::uint64_t window_epoch_ = 0;      // direct operations so far, alike on every rank
+  std::vector<char> pieces_;            // direct algorithms' read buffers
+  CopyWays copy_ways_;                  // how mid-size window operations move
   Engine engine_;
   Tuner tuner_;
   Config config_;

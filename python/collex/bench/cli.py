@@ -254,18 +254,17 @@ class Bench:
                 os.environ["COLLEX_TRANSPORT"] = transport
                 comms[transport] = c = self.cx.Communicator(self.comm)
                 if c.shared_memory:
-                    # Measured when the communicator is made; it decides how mid-size
-                    # broadcasts and all-gathers move, so a result says which it was.
-                    limit = c._c.slots_limit
-                    how = (
-                        f"stream through the shared slots up to {limit} B (all-reduces and all-gather "
-                        f"blocks up to {min(limit, 4 << 20)} B), larger ones are read in one copy"
-                        if limit
-                        else "are read in one copy"
-                    )
+                    # How mid-size all-reduces, broadcasts and all-gathers move decides
+                    # their times, so a result says how that was chosen (and, at the
+                    # end, what was chosen).
                     forced = os.environ.get("COLLEX_MIDSIZE_COPY", "auto")
-                    source = "measured at start-up" if forced == "auto" else f"COLLEX_MIDSIZE_COPY={forced}"
-                    note = f"{transport}: mid-size all-reduces, broadcasts and all-gathers {how} ({source})"
+                    how = (
+                        "take whichever way (streamed through the shared slots, or read in one "
+                        "copy) timed faster while running"
+                        if forced == "auto"
+                        else f"take one way: COLLEX_MIDSIZE_COPY={forced}"
+                    )
+                    note = f"{transport}: mid-size all-reduces, broadcasts and all-gathers {how}"
                     self.notes.append(note)
                     if self.rank == 0:
                         print(f"note: {note}")
@@ -301,6 +300,12 @@ class Bench:
                 progress.close()
                 table.add(row)
         progress.close()
+        for transport, c in comms.items():
+            if c.shared_memory:
+                note = f"{transport}: mid-size copies at the end: {c._c.copy_ways()}"
+                self.notes.append(note)
+                if self.rank == 0:
+                    print(f"note: {note}")
         wrong = sum(r["collex"]["wrong"] for r in rows)
         if self.rank == 0:
             self.outputs(rows)

@@ -1,0 +1,75 @@
+// How mid-size all-reduces, broadcasts and all-gathers on a node move their
+// data: streamed through the ranks' slots in the shared segment (two copies,
+// both in cache, no system calls), or read from the peers' buffers in one copy
+// by cross-memory attach (which pins every page it copies). Which is faster
+// depends on the machine and, on a shared virtual machine, on the minute: on
+// the project's 2-core VM one core handed freshly written cache lines to the
+// other at 12 GB/s one day and at 2-4 GB/s another, and a start-up measurement
+// chose the slots minutes before they ran 2-5x slower than attaching
+// (bench/README.md).
+//
+// So the way is decided while running, from the operations themselves, per
+// collective and size class (sizes up to a power of two): now and then a few
+// operations of a class take the other way (a probe), the ranks then agree on
+// the slowest rank's best time each way, and the other way takes over if it was
+// faster by a margin. Probes of a choice that held grow rarer, so a steady
+// machine pays little for them. Every decision depends only on operation counts
+// and exchanged times that all ranks share, so the ranks of a node always take
+// the same way (they must: the two ways synchronise differently).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "collex/algorithms/direct.h"
+
+namespace collex {
+
+class CopyWays {
+ public:
+  // Never re-decide: every mid-size operation streams through the slots (slots
+  // = true) or is read in one copy. For COLLEX_MIDSIZE_COPY, and for windows
+  // that cannot read peers.
+  void fix(bool slots);
+  bool fixed() const { return fixed_; }
+
+  // The way one operation takes, with what record() and settle() need.
+  struct Pick {
+    std::size_t slots_limit = direct::kSlotsLimit;  // for direct::Op::slots_limit
+    int kind = -1, size_class = -1;                 // -1: not timed
+    bool slots = true;                              // the way it takes
+    bool settle = false;                            // the ranks exchange their times after it
+  };
+  // `bytes` as direct::midsize_bytes gives it (0: the way plays no part).
+  Pick pick(direct::Streamable kind, std::size_t bytes);
+  // This rank's time for a picked operation that moved `bytes`.
+  void record(const Pick& pick, std::size_t bytes, double seconds);
+  // This rank's best seconds per byte over the class's timed operations,
+  // through the slots and by attaching, for the ranks to exchange.
+  std::array<double, 2> best(const Pick& pick) const;
+  // Decides from every rank's times (the slowest rank's of each way) and
+  // schedules the next probe. Returns a line for COLLEX_DEBUG.
+  std::string settle(const Pick& pick, const std::array<double, 2>& slowest);
+
+  // The way each size class used so far takes now, e.g. "broadcast <=256 KiB
+  // slots, <=1 MiB attach; all-gather ...", or the fixed way.
+  std::string describe() const;
+
+ private:
+  struct Class {
+    std::uint64_t ops = 0;          // operations of the class so far (alike on every rank)
+    bool slots = true;              // the way it takes outside probes (alike on every rank)
+    std::uint64_t probe_at = 0;     // the operation that starts the next probe
+    std::uint64_t interval = 0;     // operations from one probe to the next
+    double best[2] = {1e30, 1e30};  // this rank's best seconds per byte: slots, attach
+  };
+  static constexpr int kKinds = 3;
+  static constexpr int kClasses = 25;  // by bit width of bytes - 1: up to 16 MiB
+
+  bool fixed_ = false, fixed_slots_ = true;
+  std::array<std::array<Class, kClasses>, kKinds> classes_{};
+};
+
+}  // namespace collex

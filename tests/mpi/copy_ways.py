@@ -1,0 +1,47 @@
+"""Long loops of mid-size all-reduces, broadcasts and all-gathers, with fresh
+data every call and every result checked: the node re-decides how such copies
+move while running (probes of the other way, then a decision every rank must
+share), so results must stay right through probes and switches.
+
+Run with COLLEX_DEBUG=1: the test then compares the decisions each rank printed.
+"""
+
+from __future__ import annotations
+
+import collex as cx
+import numpy as np
+from _harness import Cases
+
+cx.init()
+rank, size = cx.rank(), cx.size()
+cases = Cases("copy_ways")
+CALLS = 120  # past the first two probes of every size class (at calls 3 and about 23)
+
+
+def loop(collective: str, n: int) -> None:
+    """CALLS calls of one collective on n float32 elements (per rank, for an
+    all-gather), each checked."""
+    for call in range(CALLS):
+        base = np.arange(n, dtype=np.float32) % 97 + call  # exact in float32
+        if collective == "allreduce":
+            got = cx.allreduce(base + rank)
+            want = size * base + size * (size - 1) // 2
+        elif collective == "broadcast":
+            root = call % size
+            got = base + rank if rank == root else np.zeros(n, np.float32)
+            cx.broadcast(got, root=root)
+            want = base + root
+        else:
+            got = cx.allgather(base + rank)
+            want = np.stack([base + r for r in range(size)])
+        wrong = np.flatnonzero(got.ravel() != want.ravel())
+        assert wrong.size == 0, f"call {call}: {wrong.size} wrong, the first at {wrong[:1]}"
+
+
+# 96 KiB to 3 MiB of float32, in three size classes that may stream either way,
+# with all-reduce blocks that do not divide evenly among 3 ranks.
+for n in (24_577, 150_001, 786_433):
+    for collective in ("allreduce", "broadcast", "allgather"):
+        cases.run(f"{collective} x{CALLS} of {n} float32", lambda c=collective, n=n: loop(c, n))
+
+cases.finish()
