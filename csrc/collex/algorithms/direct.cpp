@@ -49,9 +49,16 @@ struct Ctx {
   int me, p;
   std::size_t es;
 
-  std::string at(int step, int steps) const {
-    return o.label.describe() + " step " + std::to_string(step) + "/" + std::to_string(steps);
-  }
+  // Names step `step` of `steps` in a wait's timeout message.
+  struct Step final : WaitContext {
+    const OpLabel& label;
+    int step, steps;
+    Step(const OpLabel& l, int s, int n) : label(l), step(s), steps(n) {}
+    std::string describe() const override {
+      return label.describe() + " step " + std::to_string(step) + "/" + std::to_string(steps);
+    }
+  };
+  Step at(int step, int steps) const { return Step(o.label, step, steps); }
   char* out(std::size_t element) const { return static_cast<char*>(o.out) + element * es; }
   const char* in(std::size_t element) const { return static_cast<const char*>(o.in) + element * es; }
   // Arrives at marker step (1-3) of this operation and waits for every rank;

@@ -319,15 +319,15 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
 
 void ShmWindow::arrive(std::uint64_t marker) { control(rank_).marker.store(marker, std::memory_order_release); }
 
-void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const std::string& what) {
+void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const WaitContext& what) {
   wait_ranks(0, size_, marker, timeout_s, what);
 }
 
-void ShmWindow::wait_for(int r, std::uint64_t marker, double timeout_s, const std::string& what) {
+void ShmWindow::wait_for(int r, std::uint64_t marker, double timeout_s, const WaitContext& what) {
   wait_ranks(r, r + 1, marker, timeout_s, what);
 }
 
-void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const std::string& what) {
+void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what) {
   int r = first;
   // Fast path: the ranks are usually there already, or within a few hundred ns.
   for (int spins = 0; spins < 64 && r < last; ++spins) {
@@ -343,7 +343,7 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
     if ((polls & 255u) == 0) {
       if (deadline.expired()) {
         std::ostringstream o;
-        o << what << ": rank";
+        o << what.describe() << ": rank";
         std::ostringstream late;
         int n = 0;
         for (int q = first; q < last; ++q) {

@@ -38,8 +38,8 @@ class ShmWindow final : public Window {
   // segment that all ranks map, so that peers read each other's parts in place.
   std::shared_ptr<SymmetricMemory> allocate(std::size_t bytes);
   void arrive(std::uint64_t marker) override;
-  void wait_all(std::uint64_t marker, double timeout_s, const std::string& what) override;
-  void wait_for(int r, std::uint64_t marker, double timeout_s, const std::string& what) override;
+  void wait_all(std::uint64_t marker, double timeout_s, const WaitContext& what) override;
+  void wait_for(int r, std::uint64_t marker, double timeout_s, const WaitContext& what) override;
 
  private:
   struct Control;   // one cache line of flags and addresses per rank, in the segment
@@ -48,7 +48,7 @@ class ShmWindow final : public Window {
   ShmWindow() = default;
   Control& control(int r) const;
   void cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes);
-  void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const std::string& what);
+  void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what);
 
   int rank_ = 0;
   int size_ = 1;
