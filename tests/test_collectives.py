@@ -63,9 +63,8 @@ def test_midsize_copies_redecided_alike_on_every_rank():
             decisions.setdefault(int(m[1]), []).append(m[2])
     assert sorted(decisions) == [0, 1, 2], proc.stderr[-2000:]
     assert decisions[0] == decisions[1] == decisions[2]
-    # Two probes or more in each of the 9 classes (3 collectives x 3 sizes).
-    classes = {d.split(":")[0] for d in decisions[0]}
-    assert len(classes) == 9 and len(decisions[0]) >= 18, decisions[0]
+    # A probe decided in each of the 9 classes (3 collectives x 3 sizes).
+    assert len({d.split(":")[0] for d in decisions[0]}) == 9, decisions[0]
 
 
 def test_shared_memory_is_used_and_leaves_nothing_behind():

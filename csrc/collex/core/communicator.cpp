@@ -481,11 +481,11 @@ void Communicator::run_streamable(direct::Streamable kind, direct::Op& o, std::u
   if (pick.settle) settle_copy_way(pick, seq);
 }
 
-// Every rank takes the slowest rank's best time each way (a small all-reduce
-// through the window, right after the operation that ended the probe: all ranks
-// are there at once), so that all reach the same decision.
+// Every rank takes the slowest rank's mean time each way in the window just
+// ended (a small all-reduce through the window, right after the operation that
+// ended it: all ranks are there at once), so that all reach the same decision.
 void Communicator::settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq) {
-  const std::array<double, 2> mine = copy_ways_.best(pick);
+  const std::array<double, 2> mine = copy_ways_.mean(pick);
   std::array<double, 2> slowest{};
   direct::Op o = window_base();
   o.in = mine.data();
@@ -497,7 +497,8 @@ void Communicator::settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq
   o.epoch = ++window_epoch_;
   direct::allreduce(*window_, o);
   const std::string decision = copy_ways_.settle(pick, slowest);
-  if (config_.debug >= 1) std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", rank_, decision.c_str());
+  if (config_.debug >= 1 && !decision.empty())
+    std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", rank_, decision.c_str());
 }
 
 void Communicator::run_collective(const Call& c) {

@@ -6,16 +6,31 @@
 namespace collex {
 namespace {
 
-// Before a probe, this many operations time the way in use; a probe is this
-// many operations the other way, of which all but the first are timed (on the
-// project's VM the first all-reduce after a switch to attaching took up to 1.5x
-// as long as the next ones). Only the best time of each counts, so one
-// operation slowed by the machine does not decide.
-constexpr std::uint64_t kTimedBefore = 3, kProbeOps = 4;
+// Operations per window (the ranks exchange their times at the end of each;
+// the exchange costs about as much as a small all-reduce, a few microseconds,
+// against mid-size operations of 10 us or more). A class's first window is
+// short, so that the first probe comes early in a loop, yet past its first
+// calls, which pay for touching fresh pages whichever way they take (the first
+// two all-reduces of a loop took up to 30x as long as the third): those go untimed.
+constexpr std::uint64_t kFirstWindow = 8, kWindow = 32, kUntimedFirst = 2;
+// A probe is this many operations the other way, of which all but the first
+// are timed (on the project's VM the first all-reduce after a switch to
+// attaching took up to 1.5x as long as the next ones). The mean counts, not the
+// best: a broadcast's receiver that finds the data already there finishes in a
+// copy's time, so on that VM the best call of a window ran 3x faster than the
+// loop around it.
+constexpr std::uint64_t kProbeOps = 4;
 // Operations from one probe to the next: short after a switch, doubling each
-// time the choice holds. At the longest, a probe that runs 5x slower adds about
-// 1.5 % to the class's time.
-constexpr std::uint64_t kFirstInterval = 16, kMaxInterval = 1024;
+// time the choice holds, and never so short that probing the slower way (as
+// slow as it last measured) would cost more than kProbeShare of the class's
+// time: after a probe that ran 8x slower the next comes 1400 operations later
+// rather than 16 (it would have doubled a bench repeat of 33 calls).
+constexpr std::uint64_t kFirstInterval = 16, kMaxInterval = 4096;
+constexpr double kProbeShare = 0.02;
+// A probe comes at once when the way in use has slowed this much since it was
+// chosen: on the project's VM the slots slowed 3-4x within a minute, and a
+// probe scheduled far ahead would have left them in use.
+constexpr double kSlowedBy = 1.5;
 // The other way takes over only when it was this much faster: a near tie keeps
 // the way in use rather than flipping on noise.
 constexpr double kMargin = 0.9;
@@ -56,51 +71,66 @@ CopyWays::Pick CopyWays::pick(direct::Streamable kind, std::size_t bytes) {
   int size_class = 0;  // bytes <= 2^size_class
   while (size_class < kClasses - 1 && (std::size_t{1} << size_class) < bytes) ++size_class;
   Class& c = classes_[static_cast<std::size_t>(kind)][static_cast<std::size_t>(size_class)];
-  if (c.interval == 0) {  // the class's first operation
+  if (c.window_end == 0) {  // the class's first operation
     c.slots = (std::size_t{1} << size_class) <= kSlotsFirstUpTo;
-    c.probe_at = kTimedBefore;
+    c.window_end = kFirstWindow;
     c.interval = kFirstInterval;
   }
   const std::uint64_t n = c.ops++;
-  const bool probing = n >= c.probe_at;
-  p.slots = probing ? !c.slots : c.slots;
+  p.kind = static_cast<int>(kind);
+  p.size_class = size_class;
+  p.slots = c.probing ? !c.slots : c.slots;
   p.slots_limit = p.slots ? direct::kSlotsLimit : 0;
-  if (n + kTimedBefore >= c.probe_at && n != c.probe_at) {
-    p.kind = static_cast<int>(kind);
-    p.size_class = size_class;
-  }
-  p.settle = n + 1 == c.probe_at + kProbeOps;
+  p.timed = n >= kUntimedFirst && !(c.probing && n + kProbeOps == c.window_end);  // nor a probe's first
+  p.settle = n + 1 == c.window_end;
   return p;
 }
 
 void CopyWays::record(const Pick& p, std::size_t bytes, double seconds) {
-  if (p.kind < 0 || bytes == 0) return;
+  if (!p.timed || bytes == 0) return;
   Class& c = classes_[static_cast<std::size_t>(p.kind)][static_cast<std::size_t>(p.size_class)];
-  double& best = c.best[p.slots ? 0 : 1];
-  best = std::min(best, seconds / static_cast<double>(bytes));
+  const int way = p.slots ? 0 : 1;
+  c.seconds[way] += seconds;
+  c.bytes[way] += static_cast<double>(bytes);
 }
 
-std::array<double, 2> CopyWays::best(const Pick& p) const {
+std::array<double, 2> CopyWays::mean(const Pick& p) const {
   const Class& c = classes_[static_cast<std::size_t>(p.kind)][static_cast<std::size_t>(p.size_class)];
-  return {c.best[0], c.best[1]};
+  std::array<double, 2> per_byte{};
+  for (int way = 0; way < 2; ++way) per_byte[way] = c.bytes[way] > 0 ? c.seconds[way] / c.bytes[way] : 1e30;
+  return per_byte;
 }
 
 std::string CopyWays::settle(const Pick& p, const std::array<double, 2>& slowest) {
   Class& c = classes_[static_cast<std::size_t>(p.kind)][static_cast<std::size_t>(p.size_class)];
-  const double in_use = slowest[c.slots ? 0 : 1], other = slowest[c.slots ? 1 : 0];
-  const bool was_slots = c.slots;
-  if (other < kMargin * in_use) {
-    c.slots = !c.slots;
-    c.interval = kFirstInterval;
-  } else {
-    c.interval = std::min(2 * c.interval, kMaxInterval);
+  c.seconds[0] = c.seconds[1] = c.bytes[0] = c.bytes[1] = 0;
+  const int used = c.slots ? 0 : 1;
+  if (!c.probing) {
+    // A window of the way in use: probe next if one is due or the way has slowed.
+    c.in_use = slowest[used];
+    if (c.reference == 0) c.reference = c.in_use;
+    c.probing = c.ops >= c.probe_at || c.in_use > kSlowedBy * c.reference;
+    c.window_end = c.ops + (c.probing ? kProbeOps : kWindow);
+    return "";
   }
+  const double other = slowest[1 - used];
+  const bool was_slots = c.slots;
+  const bool switches = other < kMargin * c.in_use;
+  if (switches) c.slots = !c.slots;
+  c.reference = std::min(c.in_use, other);
+  // The slower way's time over the faster's: what the next probe will cost per operation.
+  const double gap = std::max(c.in_use, other) / std::max(c.reference, 1e-30);
+  const double affordable = static_cast<double>(kProbeOps) * (gap - 1) / kProbeShare;
+  const double interval = std::max(static_cast<double>(switches ? kFirstInterval : 2 * c.interval), affordable);
+  c.interval = static_cast<std::uint64_t>(std::min(interval, static_cast<double>(kMaxInterval)));
   c.probe_at = c.ops + c.interval;
-  c.best[0] = c.best[1] = 1e30;
+  c.probing = false;
+  c.window_end = c.ops + kWindow;
 
+  const double slots_time = was_slots ? c.in_use : other, attach_time = was_slots ? other : c.in_use;
   char line[200];
   std::snprintf(line, sizeof line, "%s <=%s: slots %.2f GB/s, attach %.2f GB/s: %s%s, next probe in %llu",
-                kind_name(p.kind), size_label(p.size_class).c_str(), 1e-9 / slowest[0], 1e-9 / slowest[1],
+                kind_name(p.kind), size_label(p.size_class).c_str(), 1e-9 / slots_time, 1e-9 / attach_time,
                 c.slots == was_slots ? "keeps " : "switches to ", c.slots ? "slots" : "attach",
                 static_cast<unsigned long long>(c.interval));
   return line;

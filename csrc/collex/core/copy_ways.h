@@ -9,13 +9,16 @@
 // (bench/README.md).
 //
 // So the way is decided while running, from the operations themselves, per
-// collective and size class (sizes up to a power of two): now and then a few
-// operations of a class take the other way (a probe), the ranks then agree on
-// the slowest rank's best time each way, and the other way takes over if it was
-// faster by a margin. Probes of a choice that held grow rarer, so a steady
-// machine pays little for them. Every decision depends only on operation counts
-// and exchanged times that all ranks share, so the ranks of a node always take
-// the same way (they must: the two ways synchronise differently).
+// collective and size class (sizes up to a power of two). Every operation of a
+// class is timed; at the end of each window of them the ranks exchange their
+// mean times (a 16-byte all-reduce through the window), so all know the slowest
+// rank's. Now and then, or at once when the way in use has slowed by half, a
+// few operations take the other way (a probe), and the other way takes over if
+// it was faster by a margin. Probes of a choice that held grow rarer, the more
+// so the slower the other way was, so a steady machine pays little for them.
+// Every decision depends only on operation counts and exchanged times that all
+// ranks share, so the ranks of a node always take the same way (they must: the
+// two ways synchronise differently).
 #pragma once
 
 #include <array>
@@ -38,19 +41,21 @@ class CopyWays {
   // The way one operation takes, with what record() and settle() need.
   struct Pick {
     std::size_t slots_limit = direct::kSlotsLimit;  // for direct::Op::slots_limit
-    int kind = -1, size_class = -1;                 // -1: not timed
+    int kind = -1, size_class = -1;                 // -1: a way that is fixed or plays no part
     bool slots = true;                              // the way it takes
-    bool settle = false;                            // the ranks exchange their times after it
+    bool timed = false;                             // record() its time
+    bool settle = false;                            // it ends a window: the ranks exchange their times after it
   };
   // `bytes` as direct::midsize_bytes gives it (0: the way plays no part).
   Pick pick(direct::Streamable kind, std::size_t bytes);
   // This rank's time for a picked operation that moved `bytes`.
   void record(const Pick& pick, std::size_t bytes, double seconds);
-  // This rank's best seconds per byte over the class's timed operations,
-  // through the slots and by attaching, for the ranks to exchange.
-  std::array<double, 2> best(const Pick& pick) const;
-  // Decides from every rank's times (the slowest rank's of each way) and
-  // schedules the next probe. Returns a line for COLLEX_DEBUG.
+  // This rank's mean seconds per byte in the window that `pick` ended, through
+  // the slots and by attaching (1e30 for a way not taken), for the ranks to exchange.
+  std::array<double, 2> mean(const Pick& pick) const;
+  // Decides from every rank's times (the slowest rank's of each way): whether
+  // to probe next, or after a probe which way to keep. Returns a line for
+  // COLLEX_DEBUG when it decided a probe, "" otherwise.
   std::string settle(const Pick& pick, const std::array<double, 2>& slowest);
 
   // The way each size class used so far takes now, e.g. "broadcast <=256 KiB
@@ -59,11 +64,17 @@ class CopyWays {
 
  private:
   struct Class {
-    std::uint64_t ops = 0;          // operations of the class so far (alike on every rank)
-    bool slots = true;              // the way it takes outside probes (alike on every rank)
-    std::uint64_t probe_at = 0;     // the operation that starts the next probe
-    std::uint64_t interval = 0;     // operations from one probe to the next
-    double best[2] = {1e30, 1e30};  // this rank's best seconds per byte: slots, attach
+    // Alike on every rank: counts, and times every rank exchanged.
+    std::uint64_t ops = 0;         // operations of the class so far
+    bool slots = true;             // the way in use (outside probes)
+    bool probing = false;          // the window under way is a probe of the other way
+    std::uint64_t window_end = 0;  // the operation count at which it ends
+    std::uint64_t probe_at = 0;    // the first window that ends at or after this is followed by a probe
+    std::uint64_t interval = 0;    // operations from one probe to the next
+    double reference = 0;          // seconds per byte of the way in use when it was last chosen
+    double in_use = 0;             // ... in the last window before a probe
+    // This rank's own: its seconds and bytes in the window under way, through the slots and by attaching.
+    double seconds[2] = {0, 0}, bytes[2] = {0, 0};
   };
   static constexpr int kKinds = 3;
   static constexpr int kClasses = 25;  // by bit width of bytes - 1: up to 16 MiB
