@@ -16,6 +16,7 @@
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
+#include "collex/core/copy_ways.h"
 #include "collex/kernels/reduce.h"
 #include "collex/kernels/stream.h"
 #include "collex/transport/window.h"
@@ -255,6 +256,25 @@ py::object broadcast_now(Communicator& c, py::handle x, py::handle root, py::han
   return py::reinterpret_borrow<py::object>(x);
 }
 
+// Drives the mid-size copy chooser as one rank alone (its times then stand for
+// every rank's), for tests of its decisions: `seconds(call, slots)` gives each
+// call's time. Returns the way each call took (True: the slots) and the
+// decisions, as (call, line).
+py::tuple copy_ways_run(std::size_t bytes, int calls, const py::function& seconds) {
+  CopyWays ways;
+  py::list taken, decisions;
+  for (int call = 0; call < calls; ++call) {
+    const CopyWays::Pick pick = ways.pick(direct::Streamable::kBroadcast, bytes);
+    taken.append(pick.slots);
+    if (pick.size_class < 0) continue;
+    ways.record(pick, bytes, seconds(call, pick.slots).cast<double>());
+    if (!pick.settle) continue;
+    const std::string line = ways.settle(pick, ways.mean(pick));
+    if (!line.empty()) decisions.append(py::make_tuple(call, line));
+  }
+  return py::make_tuple(taken, decisions);
+}
+
 // One rank's schedule as tuples (kind, channel, round, peer, offset, count, from_input), for
 // tests that check the algorithms without any transport.
 py::list schedule_steps(const std::string& name, int rank, int size, std::size_t count, std::size_t chunk, int root,
@@ -352,6 +372,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });
   m.def("set_bfloat16_type_num", [](int num) { bfloat16_type_num = num; });
 
+  m.def("_copy_ways_run", &copy_ways_run, py::arg("bytes"), py::arg("calls"), py::arg("seconds"));
   m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
         py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);
 
