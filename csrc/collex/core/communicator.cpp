@@ -422,7 +422,7 @@ void Communicator::run_hierarchical(const Call& c) {
   if (leaders_) ring_allreduce_across(*leaders_, c, c.out.bytes_at(0), c.in.count, "hier");
   if (window_) {
     o.in = o.out = c.out.data;
-    run_streamable(direct::Streamable::kBroadcast, o, c.seq);
+    run_streamable(direct::Streamable::kBroadcast, o);
   }
 }
 
@@ -450,9 +450,9 @@ void Communicator::run_direct(const Call& c) {
     return direct::allreduce_segments(*window_, o);
   }
   switch (c.kind) {
-    case Collective::kAllreduce: return run_streamable(direct::Streamable::kAllreduce, o, c.seq);
-    case Collective::kBroadcast: return run_streamable(direct::Streamable::kBroadcast, o, c.seq);
-    case Collective::kAllgather: return run_streamable(direct::Streamable::kAllgather, o, c.seq);
+    case Collective::kAllreduce: return run_streamable(direct::Streamable::kAllreduce, o);
+    case Collective::kBroadcast: return run_streamable(direct::Streamable::kBroadcast, o);
+    case Collective::kAllgather: return run_streamable(direct::Streamable::kAllgather, o);
     default: break;
   }
   o.epoch = ++window_epoch_;
@@ -464,7 +464,7 @@ void Communicator::run_direct(const Call& c) {
   }
 }
 
-void Communicator::run_streamable(direct::Streamable kind, direct::Op& o, std::uint64_t seq) {
+void Communicator::run_streamable(direct::Streamable kind, direct::Op& o) {
   const std::size_t bytes = direct::midsize_bytes(*window_, kind, o);
   const CopyWays::Pick pick = copy_ways_.pick(kind, bytes);
   o.slots_limit = pick.slots_limit;
@@ -478,13 +478,13 @@ void Communicator::run_streamable(direct::Streamable kind, direct::Op& o, std::u
   if (pick.size_class < 0) return;
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   copy_ways_.record(pick, bytes, took.count());
-  if (pick.settle) settle_copy_way(pick, seq);
+  if (pick.settle) settle_copy_way(pick, o.label);
 }
 
 // Every rank takes the slowest rank's mean time each way in the window just
 // ended (a small all-reduce through the window, right after the operation that
 // ended it: all ranks are there at once), so that all reach the same decision.
-void Communicator::settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq) {
+void Communicator::settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call) {
   const std::array<double, 2> mine = copy_ways_.mean(pick);
   std::array<double, 2> slowest{};
   direct::Op o = window_base();
@@ -493,7 +493,8 @@ void Communicator::settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq
   o.count = slowest.size();
   o.dtype = DType::kFloat64;
   o.op = ReduceOp::kMax;
-  o.label = OpLabel{rank_, "copy-way timings", seq, "direct", DType::kFloat64, sizeof slowest};
+  // Part of the call that ended the window, and named so in a timeout.
+  o.label = OpLabel{rank_, call.collective, call.seq, "direct (copy-way timings)", DType::kFloat64, sizeof slowest};
   o.epoch = ++window_epoch_;
   direct::allreduce(*window_, o);
   const std::string decision = copy_ways_.settle(pick, slowest);

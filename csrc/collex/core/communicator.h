@@ -122,9 +122,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void set_up_copy_ways();
   // Runs a window operation whose mid-size data may move either way (o without
   // its epoch), taking and timing the way copy_ways_ picks.
-  void run_streamable(direct::Streamable kind, direct::Op& o, std::uint64_t seq);
-  // After the operation that ends a probe: the ranks exchange their times and decide.
-  void settle_copy_way(const CopyWays::Pick& pick, std::uint64_t seq);
+  void run_streamable(direct::Streamable kind, direct::Op& o);
+  // After the call that ends a window (labelled `call`): the ranks exchange their times and decide.
+  void settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call);
   void check_fingerprints(const Call& call);
   void mark_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
