@@ -17,7 +17,7 @@ from .data import count_wrong, expected, rank_input
 from .model import COLLECTIVES, busbw, count_for, format_size, limit_seconds, parse_size, sweep
 from .peers import CollexPeer, GlooPeer, Mpi4pyPeer, NotSupported, Row, gloo_unavailable
 from .report import Progress, Table, plot, write_csv, write_json
-from .timing import timed
+from .timing import timed_together
 
 REDUCING = ("allreduce", "reduce", "reduce_scatter")
 WITH_ALGO = ("allreduce", "broadcast")
@@ -131,9 +131,9 @@ class Bench:
 
     # ---- measurement ----
 
-    def timed(self, fn) -> float:
+    def timed_together(self, fns) -> list[float]:
         a = self.args
-        return timed(self.comm, fn, a.warmup, a.iters, a.repeats)
+        return timed_together(self.comm, fns, a.warmup, a.iters, a.repeats)
 
     def memory_bandwidth(self, nbytes: int) -> float:
         """Bytes read+written per second at this working set, every rank at once; the slowest rank's."""
@@ -156,7 +156,9 @@ class Bench:
             return x, np.zeros(count // p, dt)
         return x, (None if inplace else np.zeros(count, dt))
 
-    def measure(self, peer, coll, count, dt, op, algo, inplace, root) -> dict[str, Any] | None:
+    def prepare(self, peer, coll, count, dt, op, algo, inplace, root) -> tuple | None:
+        """One peer's call for a row, with its arrays: (call, result, x, row), or
+        None when the peer cannot make it (alike on every rank)."""
         x, out = self.arrays(coll, count, dt, op, inplace, root)
         if self.args.symmetric and peer.name == "collex":
             x, out = (None if a is None else self.symmetric_copy(peer.comm, a) for a in (x, out))
@@ -174,26 +176,36 @@ class Bench:
                 if self.rank == 0:
                     print(f"note: {note}", file=sys.stderr)
             return None
-        seconds = self.timed(fn)
-        # Repeated in-place reductions compound; check those on a fresh call.
-        if inplace and coll in ("allreduce", "reduce"):
-            x[...] = self.arrays(coll, count, dt, op, inplace, root)[0]
-            fn()
-        got = result()
-        nbytes = count * dt.itemsize
-        wrong = 0
-        if coll != "reduce" or self.rank == root:
-            if self.args.plant_wrong and peer.name == "collex" and self.rank == 0 and got.size:
-                got.reshape(-1)[0] += 1
-            want = expected(coll, count, dt, self.size, self.rank, row.op, root)
-            wrong = count_wrong(got, want, row.op)
-        wrong = self.comm.allreduce(wrong)
-        return {
-            "time_us": seconds * 1e6,
-            "algbw": nbytes / seconds / 1e9,
-            "busbw": busbw(coll, nbytes, seconds, self.size),
-            "wrong": wrong,
-        }
+        return fn, result, x, row
+
+    def measure(self, peers, coll, count, dt, op, algo, inplace, root) -> dict[str, dict[str, Any] | None]:
+        """Each peer's time for a row (None for a peer that cannot make it), the
+        peers' repeats taking turns, and whether its result was right."""
+        prepared = {p.name: self.prepare(p, coll, count, dt, op, algo, inplace, root) for p in peers}
+        ready = {name: made for name, made in prepared.items() if made is not None}
+        times = dict(zip(ready, self.timed_together([made[0] for made in ready.values()])))
+        results: dict[str, dict[str, Any] | None] = dict.fromkeys(prepared)
+        for name, (fn, result, x, row) in ready.items():
+            # Repeated in-place reductions compound; check those on a fresh call.
+            if inplace and coll in ("allreduce", "reduce"):
+                x[...] = self.arrays(coll, count, dt, op, inplace, root)[0]
+                fn()
+            got = result()
+            nbytes = count * dt.itemsize
+            wrong = 0
+            if coll != "reduce" or self.rank == root:
+                if self.args.plant_wrong and name == "collex" and self.rank == 0 and got.size:
+                    got.reshape(-1)[0] += 1
+                want = expected(coll, count, dt, self.size, self.rank, row.op, root)
+                wrong = count_wrong(got, want, row.op)
+            seconds = times[name]
+            results[name] = {
+                "time_us": seconds * 1e6,
+                "algbw": nbytes / seconds / 1e9,
+                "busbw": busbw(coll, nbytes, seconds, self.size),
+                "wrong": self.comm.allreduce(wrong),
+            }
+        return results
 
     @staticmethod
     def symmetric_copy(comm, a: np.ndarray) -> np.ndarray:
@@ -272,10 +284,9 @@ class Bench:
             nbytes = count * dt.itemsize
             root = a.root
             algo_arg = algo if coll in WITH_ALGO else "auto"
-            mine = self.measure(CollexPeer(comms[transport]), coll, count, dt, op, algo_arg, inplace, root)
-            peers = {
-                p.name: self.measure(p, coll, count, dt, op, algo_arg, inplace, root) for p in self.peers
-            }
+            everyone = [CollexPeer(comms[transport]), *self.peers]
+            peers = self.measure(everyone, coll, count, dt, op, algo_arg, inplace, root)
+            mine = peers.pop("collex")
             limit = None
             if not a.no_limit:
                 bw = self.memory_bandwidth(nbytes)
