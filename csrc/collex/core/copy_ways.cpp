@@ -117,9 +117,9 @@ std::string CopyWays::settle(const Pick& p, const std::array<double, 2>& slowest
   const bool was_slots = c.slots;
   const bool switches = other < kMargin * c.in_use;
   if (switches) c.slots = !c.slots;
-  c.reference = std::min(c.in_use, other);
+  c.reference = switches ? other : c.in_use;  // the way now in use, as it measured
   // The slower way's time over the faster's: what the next probe will cost per operation.
-  const double gap = std::max(c.in_use, other) / std::max(c.reference, 1e-30);
+  const double gap = std::max(c.in_use, other) / std::max(std::min(c.in_use, other), 1e-30);
   const double affordable = static_cast<double>(kProbeOps) * (gap - 1) / kProbeShare;
   const double interval = std::max(static_cast<double>(switches ? kFirstInterval : 2 * c.interval), affordable);
   c.interval = static_cast<std::uint64_t>(std::min(interval, static_cast<double>(kMaxInterval)));
