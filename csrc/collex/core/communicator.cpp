@@ -469,13 +469,14 @@ void Communicator::run_streamable(direct::Streamable kind, direct::Op& o) {
   const CopyWays::Pick pick = copy_ways_.pick(kind, bytes);
   o.slots_limit = pick.slots_limit;
   o.epoch = ++window_epoch_;
-  const auto start = std::chrono::steady_clock::now();
+  const bool timed = pick.size_class >= 0;  // small calls do not read the clock
+  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   switch (kind) {
     case direct::Streamable::kAllreduce: direct::allreduce(*window_, o); break;
     case direct::Streamable::kBroadcast: direct::broadcast(*window_, o); break;
     case direct::Streamable::kAllgather: direct::allgather(*window_, o); break;
   }
-  if (pick.size_class < 0) return;
+  if (!timed) return;
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   copy_ways_.record(pick, bytes, took.count());
   if (pick.settle) settle_copy_way(pick, o.label);

@@ -3,9 +3,9 @@
 // both in cache, no system calls), or read from the peers' buffers in one copy
 // by cross-memory attach (which pins every page it copies). Which is faster
 // depends on the machine and, on a shared virtual machine, on the minute: on
-// the project's 2-core VM one core handed freshly written cache lines to the
-// other at 12 GB/s one day and at 2-4 GB/s another, and a start-up measurement
-// chose the slots minutes before they ran 2-5x slower than attaching
+// the project's 2-core VM a 128 KiB broadcast streamed at 12.7 GB/s in one
+// launch and 3.5 GB/s in another the same day, and a start-up measurement chose
+// the slots minutes before they ran up to 6x slower than attaching
 // (bench/README.md).
 //
 // So the way is decided while running, from the operations themselves, per
@@ -36,7 +36,6 @@ class CopyWays {
   // = true) or is read in one copy. For COLLEX_MIDSIZE_COPY, and for windows
   // that cannot read peers.
   void fix(bool slots);
-  bool fixed() const { return fixed_; }
 
   // The way one operation takes, with what record() and settle() need.
   struct Pick {
