@@ -134,3 +134,18 @@ def test_half_precision_rounding_ties_to_even(isa):
         _core._kernel_reduce(addr(out), addr(a16), addr(b16), a.size, CODES[np.dtype(dt)], OPS["sum"])
         want = (a16.astype(np.float32) + b16.astype(np.float32)).astype(dt)
         assert np.array_equal(out.astype(np.float32), want.astype(np.float32)), (isa, dt, out, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_copy_of_results_is_exact_at_any_alignment(isa):
+    # From 16 MiB on the copy streams (aligned body, ordinary head and tail);
+    # below it is memcpy. Odd offsets on both sides, and a guard past the end
+    # that must stay untouched.
+    assert _core._use_kernel_isa(isa)
+    rng = np.random.default_rng(7)
+    for nbytes in [(16 << 20) - 1, (16 << 20) + 97, 1000]:
+        src = rng.integers(0, 256, nbytes + 8, dtype=np.uint8)
+        dst = np.zeros(nbytes + 16, np.uint8)
+        _core._kernel_copy_result(addr(dst) + 5, addr(src) + 3, nbytes)
+        assert np.array_equal(dst[5 : 5 + nbytes], src[3 : 3 + nbytes]), (isa, nbytes)
+        assert not dst[:5].any() and not dst[5 + nbytes :].any(), (isa, nbytes)

@@ -17,6 +17,7 @@
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
 #include "collex/core/copy_ways.h"
+#include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
 #include "collex/kernels/stream.h"
 #include "collex/transport/window.h"
@@ -351,7 +352,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("inspect_array", &inspect_array, py::arg("array"), py::arg("writable"));
   bind_fusion(m);
 
-  // The reduction kernels, for tests: dst = a OP b, and dst /= divisor.
+  // The kernels, for tests: dst = a OP b, dst /= divisor, and the copy of results.
   m.def("_kernel_reduce", [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op) {
     kernels::reduce(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), n,
                     make_buffer(0, 0, dtype).dtype, make_op(op));
@@ -367,6 +368,9 @@ PYBIND11_MODULE(_core, m) {
       py::arg("divisor") = 1.0);
   m.def("_kernel_divide", [](std::uintptr_t dst, std::size_t n, int dtype, double divisor) {
     kernels::divide(reinterpret_cast<void*>(dst), n, make_buffer(0, 0, dtype).dtype, divisor);
+  });
+  m.def("_kernel_copy_result", [](std::uintptr_t dst, std::uintptr_t src, std::size_t bytes) {
+    kernels::copy_result(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
   });
   m.def("kernel_isa", &kernels::kernel_isa, "The instruction set the reduction kernels use.");
   m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "collex/algorithms/schedule.h"
+#include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
 
 namespace collex::direct {
@@ -433,6 +434,20 @@ void reduce(Window& w, const Op& o) {
 
 namespace {
 
+// An all-gather's own block, copied from the input into its place in the
+// output (nothing to do in place). Part of a result of p blocks: large ones
+// bypass the cache.
+void place_own_block(Ctx& c) {
+  const std::size_t bytes = c.o.count * c.es;
+  char* own = c.out(static_cast<std::size_t>(c.me) * c.o.count);
+  const char* in = c.in(0);
+  if (own + bytes <= in || in + bytes <= own) {
+    kernels::copy_result(own, in, bytes, bytes * static_cast<std::size_t>(c.p));
+  } else if (own != in) {
+    std::memmove(own, in, bytes);
+  }
+}
+
 // The all-gather counterpart of broadcast_pipelined: every rank streams its
 // block through its own slot, and all ranks move in step: at step k each puts
 // its chunk k in, then copies chunk k of every peer out. Two markers per step:
@@ -443,8 +458,7 @@ void allgather_pipelined(Ctx& c) {
   const int parity = static_cast<int>(o.epoch & 1);
   const std::size_t chunk = c.w.slot_bytes() / kRingChunks;
   const std::size_t chunks = (bytes + chunk - 1) / chunk;
-  char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
-  if (own != o.in) std::memmove(own, o.in, bytes);
+  place_own_block(c);
   if (o.epoch >= 2) c.w.wait_all(marker(o.epoch - 2, kDone), o.timeout_s, c.at(1, 1));  // slots free again
   const char* in = static_cast<const char*>(o.in);
   char* mine = c.w.slot(c.me, parity);
@@ -480,8 +494,7 @@ void allgather(Window& w, const Op& o) {
     return;
   }
   if (streams(w, Streamable::kAllgather, o)) return allgather_pipelined(c);
-  char* own = c.out(static_cast<std::size_t>(c.me) * o.count);
-  if (own != o.in) std::memmove(own, o.in, bytes);
+  place_own_block(c);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
   c.sync(1, 2);
   for (int r = 0; r < c.p; ++r) {

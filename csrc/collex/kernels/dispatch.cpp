@@ -1,12 +1,14 @@
 // Chooses, once at start-up, which instruction set's copy of the kernel loops
 // runs (the best the CPU has, or COLLEX_KERNELS), and forwards the type-erased
-// entry points of reduce.h and convert.h to it.
+// entry points of reduce.h, convert.h and copy.h to it.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 
 #include "collex/kernels/convert.h"
+#include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
 
 namespace collex::kernels {
@@ -20,12 +22,13 @@ struct Loops {
   CompressFn (*compress)(DType);
   DecompressFn (*decompress)(DType);
   DivideCopyFn (*divide_copy)(DType);
+  CopyFn (*copy_streaming)();
 };
 
 #define COLLEX_LOOPS(ns)                                                                                            \
   Loops {                                                                                                           \
     #ns, &ns::pick_reduce, &ns::pick_reduce_streaming, &ns::pick_max_abs, &ns::pick_compress, &ns::pick_decompress, \
-        &ns::pick_divide_copy                                                                                       \
+        &ns::pick_divide_copy, &ns::pick_copy_streaming                                                             \
   }
 constexpr Loops kGeneric = COLLEX_LOOPS(generic);
 #if defined(COLLEX_X86_KERNELS)
@@ -90,6 +93,13 @@ void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DT
 }
 
 void divide(void* dst, std::size_t n, DType dtype, double divisor) { divide_copy(dst, dst, n, dtype, divisor); }
+
+void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t result_bytes) {
+  if (std::max(bytes, result_bytes) >= kStreamingCopyBytes) {
+    if (CopyFn f = current().load(std::memory_order_relaxed)->copy_streaming()) return f(dst, src, bytes);
+  }
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
 
 float max_abs(const float* src, const float* residual, std::size_t n) {
   return current().load(std::memory_order_relaxed)->max_abs()(src, residual, n);

@@ -1,4 +1,5 @@
-// The reduction and conversion loops built for the avx2 instruction set (flags in CMakeLists.txt).
+// The reduction, conversion and copy loops built for the avx2 instruction set (flags in CMakeLists.txt).
 #define COLLEX_KERNEL_ISA avx2
 #include "collex/kernels/convert_loops.h"
+#include "collex/kernels/copy_loops.h"
 #include "collex/kernels/reduce_loops.h"

@@ -17,6 +17,7 @@
 
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
+#include "collex/kernels/copy.h"
 
 namespace collex {
 
@@ -249,9 +250,9 @@ void ShmWindow::write(int r, std::uintptr_t remote, const void* local, std::size
 void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes) {
   if (const char* in_place = mapped(r, remote, bytes)) {
     if (to_peer) {
-      std::memcpy(const_cast<char*>(in_place), local, bytes);
+      kernels::copy_result(const_cast<char*>(in_place), local, bytes);
     } else {
-      std::memcpy(local, in_place, bytes);
+      kernels::copy_result(local, in_place, bytes);
     }
     return;
   }
