@@ -5,8 +5,11 @@
 
 namespace collex::kernels {
 
-// Copies of at least this many bytes bypass the cache (streaming stores): far
-// larger than the caches, the copy would be evicted before anyone read it.
+// Results of at least this many bytes are copied with streaming stores, which
+// bypass the cache. On the project's VM an 8 MiB copy ran 1.4-1.8x faster that
+// way, and all-gathers of 4 MiB blocks went from 0.80-0.84x MPICH to 0.97-1.04x
+// when the threshold came down from 16 MiB; the price is that a consumer
+// reading the result right away finds it in memory rather than in cache.
 constexpr std::size_t kStreamingCopyBytes = 8 * 1024 * 1024;
 
 // memcpy(dst, src, bytes) for ranges that do not overlap, with streaming stores
