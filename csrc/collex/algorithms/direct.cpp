@@ -127,20 +127,26 @@ void combine_ranks(const Ctx& c, char* to, std::size_t k, char* const* tmp, bool
   for (int r = 2; r < c.p; ++r) combine(to, fetch(r, tmp[0]), r == c.p - 1);
 }
 
+// Three buffers of `piece` elements each in the scratch space, for pieces read
+// from peers. They start on a page boundary: with them where malloc put them,
+// the kernel's copy from a page-aligned peer input ran 4x slower on the
+// project's VM (a 2 MiB reduce-scatter 860-960 us, whatever the output's
+// offset); page-aligned pieces took 200-240 us at every input offset tried.
+void piece_buffers(const Ctx& c, std::size_t piece, char* tmp[3]) {
+  constexpr std::size_t kPage = 4096;
+  std::vector<char>& buf = *c.o.scratch;
+  const std::size_t need = 3 * piece * c.es + kPage;
+  if (buf.size() < need) buf.resize(need);
+  char* base = buf.data() + (kPage - reinterpret_cast<std::uintptr_t>(buf.data()) % kPage) % kPage;
+  for (int i = 0; i < 3; ++i) tmp[i] = base + static_cast<std::size_t>(i) * piece * c.es;
+}
+
 // Reduces elements [first, first + n) of every rank's input (read from the peers
 // in pieces) into dst, in rank order.
 void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
   const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
-  // Pieces start on a page boundary: with them where malloc put them, the kernel's
-  // copy from a page-aligned peer input ran 4x slower on the project's VM (a 2 MiB
-  // reduce-scatter 860-960 us, whatever the output's offset); page-aligned pieces
-  // took 200-240 us at every input offset tried.
-  std::vector<char>& buf = *c.o.scratch;
-  constexpr std::size_t kPage = 4096;
-  const std::size_t need = 3 * piece * c.es + kPage;
-  if (buf.size() < need) buf.resize(need);
-  char* base = buf.data() + (kPage - reinterpret_cast<std::uintptr_t>(buf.data()) % kPage) % kPage;
-  char* tmp[3] = {base, base + piece * c.es, base + 2 * piece * c.es};
+  char* tmp[3];
+  piece_buffers(c, piece, tmp);
   const bool streaming = c.o.count * c.es >= kStreamingBytes;
   for (std::size_t done = 0; done < n; done += piece) {
     const std::size_t k = std::min(piece, n - done);
@@ -584,10 +590,9 @@ void allreduce_segments(Window& w, const Op& o) {
 
   // Reduce-scatter: this rank's block, a piece at a time, from every rank's segments.
   const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
-  std::vector<char>& buf = *o.scratch;
-  if (buf.size() < 3 * piece * c.es) buf.resize(3 * piece * c.es);
-  char* tmp[2] = {buf.data(), buf.data() + piece * c.es};
-  char* acc = buf.data() + 2 * piece * c.es;  // the reduced piece, or this rank's part set aside
+  char* tmp[3];
+  piece_buffers(c, piece, tmp);
+  char* acc = tmp[2];  // the reduced piece, or this rank's part set aside
   const bool streaming = o.count * c.es >= kStreamingBytes;
   std::vector<Span> spans, own;
   const Range block = block_range(o.count, c.p, c.me);
