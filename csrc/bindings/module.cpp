@@ -311,6 +311,59 @@ py::list schedule_steps(const std::string& name, int rank, int size, std::size_t
 
 }  // namespace
 
+namespace {
+
+// A tuple of ints; more axes than a header carries are compared by count alone.
+MessageShape shape_of(const py::tuple& dims) {
+  MessageShape m;
+  if (dims.size() > static_cast<std::size_t>(MessageShape::kMaxDims)) return m;
+  m.ndim = static_cast<int>(dims.size());
+  for (std::size_t i = 0; i < dims.size(); ++i) m.dims[i] = dims[i].cast<std::int64_t>();
+  return m;
+}
+
+// Posts a send or receive; a blocking one is waited for here (GIL released by the caller).
+std::shared_ptr<P2pWork> post_p2p(Communicator& c, bool send, Buffer b, const MessageShape& shape, int peer, int tag,
+                                  bool async) {
+  auto w = send ? c.send(b, shape, peer, tag) : c.recv(b, shape, peer, tag);
+  if (async) return w;
+  w->wait();
+  return nullptr;
+}
+
+// The blocking fast path of send/recv for a plain array and int arguments in
+// range; anything else returns NotImplemented for the Python layer's checks.
+py::object p2p_now(Communicator& c, bool send, py::handle x, py::handle peer, py::handle tag) {
+  Plain p;
+  if (!PyLong_CheckExact(peer.ptr()) || !PyLong_CheckExact(tag.ptr()) || !plain_array(x, !send, &p)) {
+    return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  }
+  const long r = PyLong_AsLong(peer.ptr()), t = PyLong_AsLong(tag.ptr());
+  if (r < 0 || r >= c.size() || t < 0 || t > c.max_user_tag()) {
+    return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  }
+  auto a = py::reinterpret_borrow<py::array>(x);
+  MessageShape shape;
+  if (a.ndim() <= MessageShape::kMaxDims) {
+    shape.ndim = static_cast<int>(a.ndim());
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) shape.dims[i] = a.shape(i);
+  }
+  {
+    py::gil_scoped_release release;
+    post_p2p(c, send, make_buffer(p.address, p.count, p.code), shape, static_cast<int>(r), static_cast<int>(t), false);
+  }
+  return send ? py::none() : py::reinterpret_borrow<py::object>(x);
+}
+
+py::object send_now(Communicator& c, py::handle x, py::handle dst, py::handle tag) {
+  return p2p_now(c, true, x, dst, tag);
+}
+py::object recv_now(Communicator& c, py::handle x, py::handle src, py::handle tag) {
+  return p2p_now(c, false, x, src, tag);
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "collex C++ core (internal; use the collex package)";
 
@@ -403,6 +456,9 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("address", [](SymmetricMemory& s) { return reinterpret_cast<std::uintptr_t>(s.data()); });
 
   py::class_<Work, std::shared_ptr<Work>>(m, "Work").def("wait", &Work::wait, Guard()).def("done", &Work::done);
+  py::class_<P2pWork, std::shared_ptr<P2pWork>>(m, "P2pWork")
+      .def("wait", &P2pWork::wait, Guard())
+      .def("done", &P2pWork::done, Guard());
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
       .def(py::init<long, double>(), py::arg("fortran_handle"), py::arg("timeout"), Guard())
@@ -460,16 +516,19 @@ PYBIND11_MODULE(_core, m) {
           },
           Guard())
       .def("barrier", &Communicator::barrier, Guard())
-      .def(
-          "send",
-          [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int dst, int tag, bool async) {
-            return c.send(make_buffer(buf, n, dtype), dst, tag, async);
-          },
-          Guard())
-      .def(
-          "recv",
-          [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int src, int tag, bool async) {
-            return c.recv(make_buffer(buf, n, dtype), src, tag, async);
-          },
-          Guard());
+      .def("send_now", &send_now)
+      .def("recv_now", &recv_now)
+      .def("send",
+           [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int dst, int tag,
+              bool async) {
+             const MessageShape m = shape_of(shape);
+             py::gil_scoped_release release;
+             return post_p2p(c, true, make_buffer(buf, n, dtype), m, dst, tag, async);
+           })
+      .def("recv", [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int src,
+                      int tag, bool async) {
+        const MessageShape m = shape_of(shape);
+        py::gil_scoped_release release;
+        return post_p2p(c, false, make_buffer(buf, n, dtype), m, src, tag, async);
+      });
 }

@@ -305,13 +305,16 @@ class Communicator:
         return Work(h, None) if async_op else None
 
     # ---- point to point ----
+    #
+    # Every message carries the sender's dtype, element count and shape; a receive
+    # whose buffer differs raises CollectiveMismatch and writes nothing, and the
+    # sender raises too (in its send, or in its next call on this communicator).
+    # Operations are posted at once and every wait advances all of them, so no
+    # posting order across ranks can deadlock. Sends to this rank itself work.
 
-    def _p2p(
-        self, x: Any, peer: int, tag: int, name: str, peer_name: str, receive: bool, async_op: bool
-    ) -> Any:
+    def _post(self, x: Any, peer: int, tag: int, name: str, receive: bool) -> Work:
+        peer_name = "src" if receive else "dst"
         peer = check_rank_arg(peer, peer_name, self.size, name, self.rank)
-        if peer == self.rank:
-            raise ValueError(f"{where(name, self.rank)}: {peer_name}={peer} is this rank")
         if (
             isinstance(tag, bool)
             or not isinstance(tag, (int, np.integer))
@@ -320,19 +323,79 @@ class Communicator:
             raise ValueError(
                 f"{where(name, self.rank)}: tag={tag!r}: expected an int in [0, {self._c.max_user_tag}]"
             )
+        if is_device_array(x):
+            return self._device.post_p2p(x, peer, int(tag), receive)
         a = Arg(x, "x", name, self.rank, writable=receive)
         fn = self._c.recv if receive else self._c.send
-        h = fn(a.address, a.count, a.code, peer, int(tag), async_op)
-        return self._finish(h, a.array, (a.array,), async_op)
+        h = fn(a.address, a.count, a.code, tuple(np.shape(a.array)), peer, int(tag), True)
+        return Work(h, a.array if receive else None, (a.array,))
 
     def send(self, x: Any, dst: int, tag: int = 0) -> None:
-        """Sends x to rank dst; returns when x may be reused."""
-        if is_device_array(x):
-            return self._device.send(x, dst, tag)
-        self._p2p(x, dst, tag, "send", "dst", receive=False, async_op=False)
+        """Sends x to rank dst (this rank included); returns when x may be reused.
+        tag: an int in [0, 2**20); messages of one pair and tag arrive in order."""
+        if self._c.send_now(x, dst, tag) is NotImplemented:
+            self._post(x, dst, tag, "send", receive=False).wait()
 
     def recv(self, x: Any, src: int, tag: int = 0) -> Any:
-        """Receives into x from rank src (same byte count as the sender's); returns x."""
-        if is_device_array(x):
-            return self._device.recv(x, src, tag)
-        return self._p2p(x, src, tag, "recv", "src", receive=True, async_op=False)
+        """Receives into x the next message from rank src with this tag; returns x.
+        The message must have x's dtype, element count and shape, else
+        CollectiveMismatch (on both ranks) and x is left untouched."""
+        done = self._c.recv_now(x, src, tag)
+        if done is NotImplemented:
+            return self._post(x, src, tag, "recv", receive=True).wait()
+        return done
+
+    def isend(self, x: Any, dst: int, tag: int = 0) -> Work:
+        """Posts a send of x to rank dst; x must not change until the Work is done."""
+        return self._post(x, dst, tag, "isend", receive=False)
+
+    def irecv(self, x: Any, src: int, tag: int = 0) -> Work:
+        """Posts a receive into x from rank src; Work.wait() returns x."""
+        return self._post(x, src, tag, "irecv", receive=True)
+
+    def sendrecv(self, x: Any, dst: int, y: Any, src: int, tag: int = 0) -> Any:
+        """Sends x to dst and receives y from src at once (no deadlock whatever the
+        peers' order); returns y."""
+        works = self.batch_p2p([("recv", y, src, tag), ("send", x, dst, tag)])
+        wait_all(works)
+        return works[0].wait()
+
+    def batch_p2p(self, ops: Any) -> list[Work]:
+        """Posts every ``("send", x, peer)`` / ``("recv", y, peer)`` of `ops` (an
+        optional tag as a fourth item) at once and returns their Works, in order.
+        Every item is checked before any is posted."""
+        name = "batch_p2p"
+        if not isinstance(ops, (list, tuple)):
+            raise TypeError(
+                f"{where(name, self.rank)}: ops: expected a list of tuples, got {type(ops).__name__}"
+            )
+        parsed = []
+        for i, item in enumerate(ops):
+            shaped = isinstance(item, (list, tuple)) and len(item) in (3, 4)
+            if not shaped or item[0] not in ("send", "recv"):
+                raise ValueError(
+                    f"{where(name, self.rank)}: ops[{i}]={item!r}: "
+                    "expected ('send' or 'recv', array, peer[, tag])"
+                )
+            kind, x, peer = item[:3]
+            tag = item[3] if len(item) == 4 else 0
+            receive = kind == "recv"
+            check_rank_arg(peer, "peer", self.size, f"{name} ops[{i}]", self.rank)
+            if not is_device_array(x):
+                Arg(x, f"ops[{i}] array", name, self.rank, writable=receive)
+            parsed.append((x, peer, tag, receive))
+        return [self._post(x, peer, tag, name, receive) for x, peer, tag, receive in parsed]
+
+
+def wait_all(works: list) -> None:
+    """Waits for every Work, then raises the first error among them (so that no
+    operation is left running when one fails)."""
+    first = None
+    for w in works:
+        try:
+            w.wait()
+        except Exception as e:  # noqa: BLE001  (re-raised below)
+            if first is None:
+                first = e
+    if first is not None:
+        raise first

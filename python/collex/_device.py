@@ -35,6 +35,25 @@ class _Finished:
         return True
 
 
+class _CopiedUp:
+    """The Work of a receive into a CUDA array: waits for the host message, then
+    copies it up (once) and returns the array."""
+
+    def __init__(self, work: Any, host: np.ndarray, a: DeviceArg, cuda: Any):
+        self._work, self._host, self._a, self._cuda, self._copied = work, host, a, cuda, False
+
+    def wait(self) -> Any:
+        self._work.wait()
+        a = self._a
+        if not self._copied and a.nbytes:
+            self._cuda.copy(a.pointer, self._host.ctypes.data, a.nbytes, a.stream, a.device)
+        self._copied = True
+        return self._a.array
+
+    def done(self) -> bool:
+        return self._work.done()
+
+
 # An all-reduce larger than two pieces is pipelined piece by piece: copying the
 # next piece down and the last one up overlaps the host all-reduce of this one.
 PIECE_BYTES = 8 << 20
@@ -238,13 +257,17 @@ class DeviceStaging:
         self._up(ho, o, "out", name)
         return self._finish(o.array, async_op)
 
-    def send(self, x: Any, dst: int, tag: int) -> None:
-        a = self._arg(x, "x", "send", writable=False)
-        self._comm.send(self._down(a, "in", "send"), dst, tag)
-
-    def recv(self, x: Any, src: int, tag: int) -> Any:
-        a = self._arg(x, "x", "recv", writable=True)
-        h = self._host("in", a.shape, a.dtype, "recv")
-        self._comm.recv(h, src, tag)
-        self._up(h, a, "in", "recv")
-        return a.array
+    def post_p2p(self, x: Any, peer: int, tag: int, receive: bool) -> Any:
+        """A send or receive of a CUDA array through a host buffer of its own (so
+        that several may be in flight): a send copies down before posting; a
+        receive's Work copies up once the message has arrived."""
+        name = "recv" if receive else "send"
+        a = self._arg(x, "x", name, writable=receive)
+        h = np.empty(a.shape, a.dtype)
+        cuda = self._cuda(name)
+        if not receive:
+            if a.nbytes:
+                cuda.copy(h.ctypes.data, a.pointer, a.nbytes, a.stream, a.device)
+            return self._comm.isend(h, peer, tag)
+        work = self._comm.irecv(h, peer, tag)
+        return _CopiedUp(work, h, a, cuda)

@@ -133,14 +133,37 @@ def barrier(async_op: bool = False) -> Any:
 
 
 def send(x: Any, dst: int, tag: int = 0) -> None:
-    world().send(x, dst, tag)
+    w = _world
+    if w is None or w._c.send_now(x, dst, tag) is NotImplemented:
+        world().send(x, dst, tag)
 
 
 def recv(x: Any, src: int, tag: int = 0) -> Any:
+    w = _world
+    if w is not None:
+        done = w._c.recv_now(x, src, tag)
+        if done is not NotImplemented:
+            return done
     return world().recv(x, src, tag)
 
 
+def isend(x: Any, dst: int, tag: int = 0) -> Any:
+    return world().isend(x, dst, tag)
+
+
+def irecv(x: Any, src: int, tag: int = 0) -> Any:
+    return world().irecv(x, src, tag)
+
+
+def sendrecv(x: Any, dst: int, y: Any, src: int, tag: int = 0) -> Any:
+    return world().sendrecv(x, dst, y, src, tag)
+
+
+def batch_p2p(ops: Any) -> list:
+    return world().batch_p2p(ops)
+
+
 _WORLD_FUNCTIONS = (allreduce, broadcast, reduce, allgather, reduce_scatter, barrier, send, recv,
-                    empty, zeros, zeros_like_each)  # fmt: skip
+                    isend, irecv, sendrecv, batch_p2p, empty, zeros, zeros_like_each)  # fmt: skip
 for _f in _WORLD_FUNCTIONS:
     _f.__doc__ = getattr(_comm.Communicator, _f.__name__).__doc__ + "\n\nRuns on the world communicator."

@@ -99,9 +99,21 @@ expect(
     ["collex.allgather", f"shape=({size}, 8)"],
     lambda: cx.allgather(x, out=np.ones((size + 1, 8), np.float32)),
 )
-expect("send to self", ValueError, ["collex.send", "dst", "this rank"], lambda: cx.send(x, rank))
-if size > 1:
-    expect("send bad tag", ValueError, "tag=-1", lambda: cx.send(x, (rank + 1) % size, tag=-1))
+expect("send bad dst", ValueError, ["collex.send", "dst=", "out of range"], lambda: cx.send(x, size))
+expect("send bad tag", ValueError, "tag=-1", lambda: cx.send(x, (rank + 1) % size, tag=-1))
+expect(
+    "isend tag too large", ValueError, ["collex.isend", "tag=1048576"], lambda: cx.isend(x, 0, tag=1 << 20)
+)
+expect("recv read-only", ValueError, ["collex.recv", "read-only"], lambda: cx.recv(ro, 0))
+expect(
+    "batch_p2p bad kind",
+    ValueError,
+    ["collex.batch_p2p", "ops[1]"],
+    lambda: cx.batch_p2p([("send", x, 0), ("put", x, 0)]),
+)
+expect("batch_p2p bad peer", ValueError, ["ops[0]", "peer="], lambda: cx.batch_p2p([("recv", x, -1)]))
+expect("recv strided", ValueError, ["collex.recv", "C-contiguous"], lambda: cx.recv(strided, 0))
+expect("batch_p2p not a list", TypeError, "ops: expected a list", lambda: cx.batch_p2p(x))
 expect("recv bad src", ValueError, ["collex.recv", "src"], lambda: cx.recv(x, size + 3))
 
 

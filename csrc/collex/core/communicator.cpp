@@ -42,8 +42,7 @@ struct Communicator::Call {
   Buffer out{};
   ReduceOp op = ReduceOp::kSum;
   Algo algo = Algo::kAuto;
-  int root = 0;  // root, or the peer of send/recv
-  int tag = 0;   // send/recv only
+  int root = 0;
   std::uint64_t seq = 0;
   Hook before, after;  // caller's work around the collective, on the engine (may be empty)
   std::shared_ptr<const std::vector<Span>> segments;  // allreduce_segments: where the data lies
@@ -55,8 +54,6 @@ namespace {
 // fingerprint check uses channel 7 of the same operation.
 constexpr int kChannelBits = 3;
 constexpr int kCheckChannel = 7;
-// Point-to-point messages are cut at this many bytes (MPI counts are ints).
-constexpr std::size_t kP2pPieceBytes = std::size_t{1} << 28;
 // Hierarchical all-reduces above this size split the work into slices, one per
 // local rank; smaller ones go through the leaders alone.
 constexpr std::size_t kSlicesMinBytes = 64 * 1024;
@@ -114,6 +111,12 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   p2p_tag_base_ = std::uint32_t{1} << (bits - 1);
   seq_mask_ = (std::uint32_t{1} << (bits - 1 - kChannelBits)) - 1;
   transport_ = std::move(mpi);
+  // Point-to-point takes three blocks of user tags (headers, payloads, verdicts) from the upper half.
+  if (bits - 1 < PointToPoint::kUserTagBits + 2)
+    throw CollexError("collex: this MPI's tag space (MPI_TAG_UB) is too small for collex");
+  max_user_tag_ = (1 << PointToPoint::kUserTagBits) - 1;
+  p2p_ = std::make_shared<PointToPoint>(mpi_->comm, rank_, p2p_tag_base_, config_.timeout_s,
+                                        [this](const std::string& reason) { set_broken(reason); });
 
   // Nodes of several ranks get a shared-memory window (collective over the node:
   // every rank of it takes the same branch; all nodes agree through the allreduce).
@@ -193,6 +196,7 @@ void Communicator::shutdown() {
     shut_down_ = true;
   }
   engine_.stop();
+  if (p2p_) p2p_->abandon_all();
   window_.reset();
   leaders_.reset();
   slices_.reset();
@@ -200,7 +204,7 @@ void Communicator::shutdown() {
   mpi_->release();
 }
 
-int Communicator::max_user_tag() const { return static_cast<int>(p2p_tag_base_ - 1); }
+int Communicator::max_user_tag() const { return max_user_tag_; }
 
 bool Communicator::broken() const { return broken_.load(); }
 
@@ -209,12 +213,16 @@ std::string Communicator::broken_reason() const {
   return broken_reason_;
 }
 
-void Communicator::mark_broken(const std::string& reason) {
+void Communicator::set_broken(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (!broken_.load()) broken_reason_ = reason;
   }
   broken_.store(true);
+}
+
+void Communicator::mark_broken(const std::string& reason) {
+  set_broken(reason);
   // A receive the transport could not cancel may still land in the staging slots:
   // leave that memory to it rather than free it under its feet.
   new std::vector<char>(std::move(staging_.bytes));  // NOLINT: deliberate leak
@@ -266,10 +274,7 @@ void Communicator::throw_if_broken(const char* operation) const {
 
 std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   throw_if_broken(collective_name(call.kind));
-  // Collectives are numbered alike on every rank; point-to-point messages, which
-  // only two ranks see, are labelled with the current number but do not advance it.
-  const bool p2p = call.kind == Collective::kSend || call.kind == Collective::kRecv;
-  call.seq = p2p ? next_seq_ : next_seq_++;
+  call.seq = next_seq_++;  // numbered alike on every rank
   return engine_.submit([this, call] { run(call); }, async);
 }
 
@@ -277,7 +282,7 @@ void Communicator::run(const Call& call) {
   throw_if_broken(collective_name(call.kind));
   // A mismatch found by the fingerprint check is raised on every rank alike and
   // leaves the communicator usable; any failure on the wire breaks it.
-  if (config_.check && size_ > 1 && call.kind != Collective::kSend && call.kind != Collective::kRecv) {
+  if (config_.check && size_ > 1) {
     try {
       check_fingerprints(call);
     } catch (const CollectiveMismatch&) {
@@ -525,11 +530,9 @@ void Communicator::run_collective(const Call& c) {
     return;
   }
 
-  if (c.kind != Collective::kSend && c.kind != Collective::kRecv) {
-    algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c), hier_ok(c));
-    if (algo == Algo::kDirect) return run_direct(c);
-    if (algo == Algo::kHier) return run_hierarchical(c);
-  }
+  algo = tuner_.choose(c.kind, c.in.bytes(), size_, c.algo, forced_algo_, direct_ok(c), hier_ok(c));
+  if (algo == Algo::kDirect) return run_direct(c);
+  if (algo == Algo::kHier) return run_hierarchical(c);
 
   switch (c.kind) {
     case Collective::kAllreduce: {
@@ -588,30 +591,13 @@ void Communicator::run_collective(const Call& c) {
       break;
     }
     case Collective::kSend:
-    case Collective::kRecv: {
-      // Cut by bytes, not elements, so that both ends agree whatever their dtypes.
-      data = c.in.data;
-      const Range all{0, c.in.bytes()};
-      const std::size_t pieces = std::max<std::size_t>(1, chunk_count(all.count, kP2pPieceBytes));
-      for (std::size_t k = 0; k < pieces; ++k) {
-        Range piece = all.count == 0 ? all : chunk_of(all, kP2pPieceBytes, k);
-        if (c.kind == Collective::kSend) {
-          s.send(c.root, piece.offset, piece.count, 0);
-        } else {
-          s.recv_copy(c.root, piece.offset, piece.count, 0);
-        }
-      }
-      s.rounds = 1;
-      tag_base = p2p_tag_base_ + static_cast<std::uint32_t>(c.tag);
-      break;
-    }
+    case Collective::kRecv: throw CollexError("collex: internal error: point-to-point is not a collective");
   }
 
-  const bool bytewise = c.kind == Collective::kSend || c.kind == Collective::kRecv || c.kind == Collective::kBarrier;
+  const bool bytewise = c.kind == Collective::kBarrier;
   ExecArgs a = exec_args(data, bytewise ? DType::kUInt8 : c.in.dtype, c.op, tag_base);
   a.input = input;
-  OpLabel label{rank_,       collective_name(c.kind), c.seq, algo == Algo::kAuto ? "p2p" : algo_name(algo), c.in.dtype,
-                c.in.bytes()};
+  OpLabel label{rank_, collective_name(c.kind), c.seq, algo_name(algo), c.in.dtype, c.in.bytes()};
   if (c.kind == Collective::kBarrier) label.algo = "dissemination";
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
   execute(s, *transport_, a, label, staging_);
@@ -728,25 +714,21 @@ std::shared_ptr<Work> Communicator::barrier(bool async) {
   return submit(c, async);
 }
 
-std::shared_ptr<Work> Communicator::point_to_point(Collective kind, Buffer buf, int peer, int tag, bool async) {
+void Communicator::check_p2p_args(Collective kind, int peer, int tag) const {
   const char* peer_name = kind == Collective::kSend ? "dst" : "src";
-  require(peer >= 0 && peer < size_ && peer != rank_, rank_, kind,
-          std::string(peer_name) + " out of range or this rank");
+  require(peer >= 0 && peer < size_, rank_, kind, std::string(peer_name) + " out of range");
   require(tag >= 0 && tag <= max_user_tag(), rank_, kind, "tag out of range");
-  Call c;
-  c.kind = kind;
-  c.in = c.out = buf;
-  c.root = peer;
-  c.tag = tag;
-  return submit(c, async);
+  throw_if_broken(collective_name(kind));
 }
 
-std::shared_ptr<Work> Communicator::send(Buffer buf, int dst, int tag, bool async) {
-  return point_to_point(Collective::kSend, buf, dst, tag, async);
+std::shared_ptr<P2pWork> Communicator::send(Buffer buf, const MessageShape& shape, int dst, int tag) {
+  check_p2p_args(Collective::kSend, dst, tag);
+  return p2p_->send(buf, shape, dst, tag);
 }
 
-std::shared_ptr<Work> Communicator::recv(Buffer buf, int src, int tag, bool async) {
-  return point_to_point(Collective::kRecv, buf, src, tag, async);
+std::shared_ptr<P2pWork> Communicator::recv(Buffer buf, const MessageShape& shape, int src, int tag) {
+  check_p2p_args(Collective::kRecv, src, tag);
+  return p2p_->recv(buf, shape, src, tag);
 }
 
 }  // namespace collex

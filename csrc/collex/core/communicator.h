@@ -18,6 +18,7 @@
 #include "collex/common/reduce_op.h"
 #include "collex/core/copy_ways.h"
 #include "collex/core/engine.h"
+#include "collex/core/p2p.h"
 #include "collex/core/tuner.h"
 #include "collex/transport/window.h"
 
@@ -78,8 +79,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::shared_ptr<Work> allgather(Buffer in, Buffer out, bool async);
   std::shared_ptr<Work> reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async);
   std::shared_ptr<Work> barrier(bool async);
-  std::shared_ptr<Work> send(Buffer buf, int dst, int tag, bool async);
-  std::shared_ptr<Work> recv(Buffer buf, int src, int tag, bool async);
+  // Point-to-point (core/p2p.h): posted at once, beside the queued collectives;
+  // the caller waits on the handle. `shape` is what the receiver compares.
+  std::shared_ptr<P2pWork> send(Buffer buf, const MessageShape& shape, int dst, int tag);
+  std::shared_ptr<P2pWork> recv(Buffer buf, const MessageShape& shape, int src, int tag);
 
   // The largest user tag send/recv accept.
   int max_user_tag() const;
@@ -101,7 +104,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   struct Call;  // one operation's description, for schedules, tags and messages
 
   std::shared_ptr<Work> submit(Call call, bool async);
-  std::shared_ptr<Work> point_to_point(Collective kind, Buffer buf, int peer, int tag, bool async);
+  void check_p2p_args(Collective kind, int peer, int tag) const;
   void run(const Call& call);
   void run_collective(const Call& call);
   bool direct_ok(const Call& call) const;
@@ -126,7 +129,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // After the call that ends a window (labelled `call`): the ranks exchange their times and decide.
   void settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call);
   void check_fingerprints(const Call& call);
+  // Breaks the communicator on the engine's thread, after a failed collective
+  // (its staging memory is left to transfers still in flight).
   void mark_broken(const std::string& reason);
+  // Breaks it from any thread (a failed point-to-point operation).
+  void set_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
   void throw_if_broken(const char* operation) const;
   std::uint32_t collective_tag(std::uint64_t seq, int channel_block) const;
@@ -153,6 +160,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::uint64_t next_seq_ = 0;  // advanced at issue time, by the issuing thread
   std::uint32_t seq_mask_ = 0;
   std::uint32_t p2p_tag_base_ = 0;
+  int max_user_tag_ = 0;
+  std::shared_ptr<PointToPoint> p2p_;
   Staging staging_;
   std::vector<char> scratch_;
   mutable std::mutex state_mutex_;

@@ -1,0 +1,126 @@
+// Point-to-point messages of one communicator that never deliver into a buffer
+// that does not fit them, and never leave a sender waiting on a receiver that
+// refused its message.
+//
+// Every message starts with a header describing what the sender passed (dtype,
+// element count, shape). The receiver compares it with its own buffer before a
+// byte of payload lands there and answers every message with a verdict: on a
+// mismatch it raises CollectiveMismatch, tells the sender what its buffer is,
+// and drains the payload into scratch memory, so the pair's later messages still
+// match. A send completes when its verdict has come (MPI_Ssend's rule: a program
+// that is correct under MPI's rules for buffering cannot deadlock on it), so
+// the sender raises the refusal in the send itself.
+//
+// Small payloads travel inside the header's message (one MPI message, copied out
+// of a staging buffer); larger ones follow it as separate messages received
+// straight into the caller's buffer. Sends to this rank itself are copied into a
+// local queue, so a blocking send to self before the receive works too.
+//
+// Operations are posted at once (nothing waits behind the communicator's queued
+// collectives), and every wait advances all of the communicator's pending
+// point-to-point operations: posting order across ranks cannot deadlock.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "collex/common/buffer.h"
+
+namespace collex {
+
+// What a sender's or receiver's array looks like: dtype and count from the
+// Buffer, and its shape when it has one of at most kMaxDims axes.
+struct MessageShape {
+  static constexpr int kMaxDims = 8;
+  int ndim = -1;  // -1: no shape known (only the element count is compared)
+  std::int64_t dims[kMaxDims] = {};
+};
+
+class PointToPoint;
+struct P2pOp;
+
+// The handle of a posted send or receive. wait() advances every pending
+// operation of the communicator while it waits for this one.
+class P2pWork {
+ public:
+  P2pWork(std::shared_ptr<PointToPoint> owner, std::shared_ptr<P2pOp> op)
+      : owner_(std::move(owner)), op_(std::move(op)) {}
+  bool done();
+  void wait();
+
+ private:
+  std::shared_ptr<PointToPoint> owner_;
+  std::shared_ptr<P2pOp> op_;
+};
+
+class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
+ public:
+  // Tags [tag_base, tag_base + 3 * 2^20) of `comm` are this object's. `on_failure`
+  // is told of a timeout or a transport failure (the communicator breaks).
+  static constexpr int kUserTagBits = 20;
+  PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, double timeout_s,
+               std::function<void(const std::string&)> on_failure);
+  ~PointToPoint();
+
+  std::shared_ptr<P2pWork> send(const Buffer& buf, const MessageShape& shape, int dst, int tag);
+  std::shared_ptr<P2pWork> recv(const Buffer& buf, const MessageShape& shape, int src, int tag);
+
+  // Gives up on everything pending (the communicator is being shut down or broken).
+  void abandon_all();
+
+ private:
+  friend class P2pWork;
+  struct Header;
+  struct Verdict;
+
+  bool done(P2pOp& op);
+  void wait(P2pOp& op);
+  // Advances every pending operation; the caller holds mutex_.
+  void progress();
+  void progress_send(P2pOp& op);
+  void progress_recv(P2pOp& op, bool earlier_waiting);
+  bool match_self(P2pOp& op);
+  void accept_header(P2pOp& op, const Header& h, const char* inline_payload, std::size_t inline_bytes);
+  void refuse(P2pOp& op, const Header& h);
+  void poll_verdicts();
+  void post_verdict_receive();
+  void answer(P2pOp& op, const Header& h, bool accepted);
+  void finish(P2pOp& op, std::exception_ptr error);
+  void fail(P2pOp& op, const std::string& message, bool timeout);
+  std::vector<char> take_staging();
+
+  MPI_Comm comm_;
+  int rank_;
+  std::uint32_t header_tag_base_, payload_tag_base_, verdict_tag_;
+  double timeout_s_;
+  std::function<void(const std::string&)> on_failure_;
+
+  std::mutex mutex_;
+  std::deque<std::shared_ptr<P2pOp>> pending_;  // in posting order
+  // Per (peer, tag): the number of the next message sent / received, so that a
+  // refusal names the send it is about.
+  std::map<std::pair<int, int>, std::uint64_t> sent_serial_;
+  // Messages sent to this rank itself, per tag, in order: header and payload.
+  std::map<int, std::deque<std::pair<std::vector<char>, std::uint64_t>>> to_self_;
+  struct InFlight {  // verdicts being sent and refused payloads being drained
+    MPI_Request request;
+    std::shared_ptr<std::vector<char>> memory;
+  };
+  std::vector<InFlight> in_flight_;
+  std::unique_ptr<Verdict> verdict_in_;  // where the next verdict lands (any peer)
+  MPI_Request verdict_request_ = MPI_REQUEST_NULL;
+  std::vector<std::vector<char>> staging_pool_;
+  bool sent_to_peers_ = false;  // verdicts are polled only once this rank has sent
+};
+
+}  // namespace collex
