@@ -149,3 +149,15 @@ def test_training_scenarios_run_and_check_every_variant(tmp_path):
     assert set(row["seconds"]) == set(row["wrong"]) and "reducer" in row["seconds"]
     assert all(w == 0 for w in row["wrong"].values()), row["wrong"]
     assert set(row["overlap"]) == {"compute_s", "exchange_s", "together_s", "hidden"}
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_parallel_bench_runs_small_and_checks_its_results(ranks, tmp_path):
+    pytest.importorskip("threadpoolctl", reason="the bench sets BLAS threads with threadpoolctl")
+    out = tmp_path / "parallel.json"
+    args = ["-R", "1", "--iters", "50", "--d-model", "48", "--hidden", "96", "--tokens", "2x6",
+            "--json", str(out)]  # fmt: skip
+    proc = run_mpi(ranks, "-m", "collex.bench.parallel", *args, module=True, timeout=120)
+    assert "results right" in proc.stdout, proc.stdout
+    numbers = json.loads(out.read_text())
+    assert numbers["mlp_results_ok"] and set(numbers["p2p_8B_us"]) == {"collex", "mpi4py"}
