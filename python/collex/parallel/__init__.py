@@ -1,5 +1,6 @@
-"""Model parallelism on collex's collectives: process grids and Megatron-style
-tensor-parallel layers (``from collex import parallel as par``).
+"""Model parallelism on collex's collectives and point-to-point: process grids,
+Megatron-style tensor-parallel layers and pipelines (``from collex import
+parallel as par``).
 
 Every layer works on NumPy arrays and, unchanged, on CuPy arrays: the array
 module is taken from the arrays it is given. Layers only compose the
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .attention import ParallelSelfAttention
 from .grid import Grid
 from .layers import ColumnParallelLinear, ParallelMLP, RowParallelLinear
+from .pipeline import Pipeline, PipelineAborted, bubble_fraction, plot_timeline
 from .regions import sequence_shard
 
 __all__ = [
@@ -19,6 +21,10 @@ __all__ = [
     "Grid",
     "ParallelMLP",
     "ParallelSelfAttention",
+    "Pipeline",
+    "PipelineAborted",
     "RowParallelLinear",
+    "bubble_fraction",
+    "plot_timeline",
     "sequence_shard",
 ]
