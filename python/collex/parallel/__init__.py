@@ -1,6 +1,6 @@
 """Model parallelism on collex's collectives and point-to-point: process grids,
-Megatron-style tensor-parallel layers and pipelines (``from collex import
-parallel as par``).
+Megatron-style tensor-parallel layers, pipelines and sharded data parallelism
+(``from collex import parallel as par``).
 
 Every layer works on NumPy arrays and, unchanged, on CuPy arrays: the array
 module is taken from the arrays it is given. Layers only compose the
@@ -15,6 +15,7 @@ from .grid import Grid
 from .layers import ColumnParallelLinear, ParallelMLP, RowParallelLinear
 from .pipeline import Pipeline, PipelineAborted, bubble_fraction, plot_timeline
 from .regions import sequence_shard
+from .zero import ShardedOptimizer
 
 __all__ = [
     "ColumnParallelLinear",
@@ -24,6 +25,7 @@ __all__ = [
     "Pipeline",
     "PipelineAborted",
     "RowParallelLinear",
+    "ShardedOptimizer",
     "bubble_fraction",
     "plot_timeline",
     "sequence_shard",
