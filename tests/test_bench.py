@@ -156,8 +156,12 @@ def test_parallel_bench_runs_small_and_checks_its_results(ranks, tmp_path):
     pytest.importorskip("threadpoolctl", reason="the bench sets BLAS threads with threadpoolctl")
     out = tmp_path / "parallel.json"
     args = ["-R", "1", "--iters", "50", "--d-model", "48", "--hidden", "96", "--tokens", "2x6",
+            "--pipe-width", "16", "--pipe-micro", "3", "--pipe-m", "4,6", "--zero-params", "4000",
             "--json", str(out)]  # fmt: skip
     proc = run_mpi(ranks, "-m", "collex.bench.parallel", *args, module=True, timeout=120)
     assert "results right" in proc.stdout, proc.stdout
     numbers = json.loads(out.read_text())
     assert numbers["mlp_results_ok"] and set(numbers["p2p_8B_us"]) == {"collex", "mpi4py"}
+    assert numbers["pipeline_results_ok"] and numbers["zero_results_ok"]
+    assert {r["schedule"] for r in numbers["pipeline"]} == {"gpipe", "1f1b", "interleaved", "zb1p"}
+    assert [r["state_bytes"] for r in numbers["zero"]][1] < numbers["zero"][0]["state_bytes"]

@@ -1,4 +1,5 @@
-"""mpirun -n 2 python -m collex.bench.parallel: model parallelism's costs.
+"""mpirun -n 2 python -m collex.bench.parallel: model parallelism's costs
+(``--only p2p,tp,pipeline,zero`` picks parts).
 
 1. Point-to-point latency: an 8 B ping-pong between ranks 0 and 1, collex's
    send/recv beside mpi4py's Send/Recv over the same MPI (one-way time, the
@@ -11,14 +12,21 @@
    tensor-parallel result (output, dx, full weight gradients) is checked
    against the unsplit layer's.
 
-Needs threadpoolctl (pip install '.[bench]') to set the BLAS threads. Exits 1
-when a result was wrong.
+3. Pipelines of equal dense stages: every schedule at m = 4, 8, 16, time per
+   step, measured bubble beside its formula, peak live activations (and the
+   timelines as Gantt charts with --plot-dir); see bench/pipeline.py.
+4. ShardedOptimizer stages 1 and 2 beside replicated Adam: state bytes per rank
+   and step time.
+
+Needs threadpoolctl (pip install '.[bench]') to set the BLAS threads and
+matplotlib for the plots. Exits 1 when a result was wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -154,38 +162,11 @@ def _max(comm: Any) -> Any:
     return MPI.MAX
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-R", "--repeats", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=20000, help="ping-pong round trips per repeat")
-    ap.add_argument("--d-model", type=int, default=1024)
-    ap.add_argument("--hidden", type=int, default=4096)
-    ap.add_argument("--tokens", default="16x128", help="batch x sequence")
-    ap.add_argument("--json", help="write the numbers to this file")
-    args = ap.parse_args(argv)
-
-    from mpi4py import MPI
-
-    import collex as cx
-
-    comm = MPI.COMM_WORLD
-    cx.init()
-    out: dict[str, Any] = {"ranks": comm.size}
-    ok = True
-    if comm.size >= 2:
-        lat, good = ping_pong(cx, comm, args.repeats, args.iters)
-        ok &= good
-        out["p2p_8B_us"] = {k: v * 1e6 for k, v in lat.items()}
-        if comm.rank == 0:
-            c, m = lat["collex"] * 1e6, lat["mpi4py"] * 1e6
-            print(f"8 B ping-pong, one-way, ranks 0 and 1 ({args.repeats} x {args.iters} round trips)")
-            print(f"  collex send/recv   {c:7.2f} us")
-            print(f"  mpi4py Send/Recv   {m:7.2f} us   (collex takes {c / m:.2f}x MPICH's time)")
+def tensor_parallel_part(cx: Any, comm: Any, args: Any, out: dict) -> bool:
     tokens = tuple(int(t) for t in args.tokens.split("x"))
     if args.hidden % comm.size:
         raise SystemExit(f"--hidden {args.hidden} does not divide by {comm.size} ranks")
     times, good = mlp_step(cx, comm, args.repeats, args.d_model, args.hidden, tokens)
-    ok &= good
     out["mlp_step_s"] = times
     out["mlp_results_ok"] = good
     if comm.rank == 0:
@@ -201,6 +182,101 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {f'tensor-parallel, {p} ranks x 1 thread':<40} {tp * 1e3:9.1f} {one / tp:21.2f}")
         verdict = "right" if good else "WRONG"
         print(f"  tensor-parallel is {many / tp:.2f}x as fast as {p} threads; results {verdict}")
+    return good
+
+
+def pipeline_part(cx: Any, comm: Any, args: Any, out: dict) -> bool:
+    from .pipeline import pipeline_rows
+
+    rows, good = pipeline_rows(cx, comm, args, args.plot_dir)
+    out["pipeline"] = rows
+    out["pipeline_results_ok"] = good
+    if comm.rank == 0:
+        cores = os.cpu_count() or 1
+        load = f"; {comm.size} ranks on {cores} cores: oversubscribed" if comm.size > cores else ""
+        print(
+            f"\nPipeline of {comm.size} ranks x {args.pipe_layers} tanh layers of {args.pipe_width}, "
+            f"micro-batches of {args.pipe_micro} rows, float32, 1 BLAS thread{load}"
+        )
+        cols = f"{'ms/step':>9} {'bubble':>7} {'formula':>8} {'peak live':>10} {'MiB':>7}"
+        print(f"  {'schedule':<16} {'m':>3} {cols}")
+        for r in rows:
+            name = r["schedule"] + (f" v={r['v']}" if r["v"] > 1 else "")
+            print(
+                f"  {name:<16} {r['m']:>3} {r['ms']:9.1f} {r['bubble']:7.1%} {r['formula']:8.1%} "
+                f"{r['peak_live']:>10} {r['peak_bytes'] / (1 << 20):7.1f}"
+            )
+        print(f"  results {'right' if good else 'WRONG'} (every stage's gradients against the unsplit model)")
+    return good
+
+
+def zero_part(cx: Any, comm: Any, args: Any, out: dict) -> bool:
+    from .pipeline import zero_rows
+
+    rows, good = zero_rows(cx, comm, args)
+    out["zero"] = rows
+    out["zero_results_ok"] = good
+    if comm.rank == 0:
+        base = rows[0]
+        print(
+            f"\nAdam step over {args.zero_params / 1e6:.1f} M float32 parameters on {comm.size} ranks "
+            "(gradient exchange + update), median"
+        )
+        print(f"  {'variant':<38} {'ms/step':>9} {'x replicated':>13} {'state MiB':>10} {'x replicated':>13}")
+        for r in rows:
+            print(
+                f"  {r['variant']:<38} {r['ms']:9.1f} {r['ms'] / base['ms']:13.2f} "
+                f"{r['state_bytes'] / (1 << 20):10.1f} {r['state_bytes'] / base['state_bytes']:13.3f}"
+            )
+        print(f"  parameters {'equal' if good else 'DIFFERENT'} to replicated Adam's")
+    return good
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-R", "--repeats", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=20000, help="ping-pong round trips per repeat")
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--tokens", default="16x128", help="batch x sequence")
+    ap.add_argument("--only", default="p2p,tp,pipeline,zero", help="parts to run, comma separated")
+    ap.add_argument("--pipe-width", type=int, default=512, help="pipeline stages' layer width")
+    ap.add_argument("--pipe-layers", type=int, default=4, help="dense layers per rank")
+    ap.add_argument("--pipe-micro", type=int, default=64, help="rows per micro-batch")
+    ap.add_argument("--pipe-m", default="4,8,16", help="micro-batch counts")
+    ap.add_argument(
+        "--zero-params", type=int, default=1 << 23, help="parameters of the ShardedOptimizer model"
+    )
+    ap.add_argument("--plot-dir", help="write the pipeline timelines (m=8) here")
+    ap.add_argument("--json", help="write the numbers to this file")
+    args = ap.parse_args(argv)
+    args.pipe_m = [int(m) for m in args.pipe_m.split(",")]
+    parts = set(args.only.split(","))
+
+    from mpi4py import MPI
+
+    import collex as cx
+
+    comm = MPI.COMM_WORLD
+    cx.init()
+    out: dict[str, Any] = {"ranks": comm.size}
+    ok = True
+    if comm.size >= 2 and "p2p" in parts:
+        lat, good = ping_pong(cx, comm, args.repeats, args.iters)
+        ok &= good
+        out["p2p_8B_us"] = {k: v * 1e6 for k, v in lat.items()}
+        if comm.rank == 0:
+            c, m = lat["collex"] * 1e6, lat["mpi4py"] * 1e6
+            print(f"8 B ping-pong, one-way, ranks 0 and 1 ({args.repeats} x {args.iters} round trips)")
+            print(f"  collex send/recv   {c:7.2f} us")
+            print(f"  mpi4py Send/Recv   {m:7.2f} us   (collex takes {c / m:.2f}x MPICH's time)")
+    if "tp" in parts:
+        ok &= tensor_parallel_part(cx, comm, args, out)
+    if "pipeline" in parts and comm.size >= 2:
+        ok &= pipeline_part(cx, comm, args, out)
+    if "zero" in parts:
+        ok &= zero_part(cx, comm, args, out)
+    if comm.rank == 0:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(out, f, indent=1)

@@ -329,7 +329,7 @@ def plot_timeline(timelines: list[list[dict]], path: str, title: str = "") -> No
     import matplotlib.pyplot as plt
 
     colors = {"F": "#4c72b0", "B": "#dd8452", "I": "#c44e52", "W": "#55a868", "wait": "#dddddd"}
-    fig, ax = plt.subplots(figsize=(10, 0.6 * len(timelines) + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(timelines) + 1.6))
     for r, tl in enumerate(timelines):
         for e in tl:
             width = (e["end"] - e["start"]) * 1e3
@@ -342,8 +342,8 @@ def plot_timeline(timelines: list[list[dict]], path: str, title: str = "") -> No
     ax.invert_yaxis()
     ax.set_xlabel("ms from the step's start")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    ax.legend(handles, ["forward", "backward", "backward (input)", "backward (weights)", "waiting"],
-              loc="upper right", fontsize=7, ncol=5)  # fmt: skip
+    labels = ["forward", "backward", "backward (input)", "backward (weights)", "waiting"]
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.35), fontsize=7, ncol=5)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
