@@ -209,6 +209,38 @@ def sequence_parallel():
             assert identical_on_all_ranks(bias_grad), "the output bias's gradient differs across ranks"
 
 
+def contexts_in_flight():
+    """Two forwards before their backwards (forward_ctx/backward_ctx), as a pipeline
+    runs micro-batches: each dx is its own input's, the gradients their sum."""
+    ws = mlp_weights(np.float64)
+    x1, x2 = rand((2, 4, 12), np.float64, 71), rand((3, 4, 12), np.float64, 72)
+    d1, d2 = rand((2, 4, 12), np.float64, 73), rand((3, 4, 12), np.float64, 74)
+    layer = par.ParallelMLP(*ws, world)
+    (y1, c1), (y2, c2) = layer.forward_ctx(x1), layer.forward_ctx(x2)
+    dx2, dx1 = layer.backward_ctx(d2, c2), layer.backward_ctx(d1, c1)
+    r1, rd1, g1 = mlp_reference(x1, *ws, d1, "gelu")
+    r2, rd2, g2 = mlp_reference(x2, *ws, d2, "gelu")
+    for a, b in ((y1, r1), (y2, r2), (dx1, rd1), (dx2, rd2)):
+        close(a, b, np.float64, "mlp in flight")
+    for g, a, b in zip(layer.full_grads(), g1, g2):
+        close(g, a + b, np.float64, "mlp in flight grads")
+    attn = par.ParallelSelfAttention(*attention_weights(np.float64), 12, world)
+    a1, a2 = rand((2, 5, 24), np.float64, 75), rand((2, 5, 24), np.float64, 76)
+    (z1, k1), (z2, k2) = attn.forward_ctx(a1), attn.forward_ctx(a2)
+    close(z1, attention_reference(a1, *attention_weights(np.float64), 12), np.float64, "attention in flight")
+    attn.backward_ctx(z2, k2)
+    e1 = attn.backward_ctx(z1, k1)
+    solo = par.ParallelSelfAttention(*attention_weights(np.float64), 12, world)
+    solo.forward(a1)
+    close(e1, solo.backward(z1), np.float64, "attention in flight dx")
+    try:
+        solo.backward(z1)
+    except RuntimeError as e:
+        assert "no forward" in str(e)
+    else:
+        raise AssertionError("a second backward without a forward was accepted")
+
+
 def determinism():
     """Same seed and inputs: the same bits on every rank and on a second run."""
 
@@ -329,6 +361,7 @@ for label, fn in [
     ("attention", attention),
     ("attention backward", attention_backward_by_differences),
     ("sequence parallel", sequence_parallel),
+    ("contexts in flight", contexts_in_flight),
     ("determinism", determinism),
     ("init", init_matches_unsplit),
     ("bad sizes", bad_sizes),

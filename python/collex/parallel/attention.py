@@ -50,7 +50,6 @@ class ParallelSelfAttention(ShardedLayer):
         self.params = [w, b, wo, bo]
         self.grads = [xp.zeros_like(p) for p in self.params]
         self._gathers = [self._gather_qkv, self._gather_qkv, "rows", "whole"]
-        self._saved = None
 
     def _gather_qkv(self, a: Any) -> Any:
         """This rank's [q | k | v] columns back into the full (.., 3*d_model) layout."""
@@ -61,7 +60,7 @@ class ParallelSelfAttention(ShardedLayer):
         g = xp.moveaxis(g, 0, -2)  # (..., 3, p, width)
         return xp.ascontiguousarray(g).reshape(*a.shape[:-1], 3 * p * width)
 
-    def forward(self, x: Any) -> Any:
+    def forward_ctx(self, x: Any) -> tuple:
         name = "ParallelSelfAttention"
         x = rg.enter(self.comm, x, self.sequence_parallel, name)
         if x.ndim != 3 or x.shape[-1] != self.d_model:
@@ -83,14 +82,13 @@ class ParallelSelfAttention(ShardedLayer):
         probs = xp.exp(scores)
         probs /= probs.sum(axis=-1, keepdims=True)
         o = (probs @ v).transpose(0, 2, 1, 3).reshape(bsz, s, self.heads * self.dh)
-        self._saved = (x, q, k, v, probs, o)
         y = rg.leave(self.comm, o @ wo, self.sequence_parallel)
         y += bo
-        return y
+        return y, (x, q, k, v, probs, o)
 
-    def backward(self, dy: Any) -> Any:
+    def backward_ctx(self, dy: Any, ctx: Any) -> Any:
         xp = rg.array_module(dy)
-        x, q, k, v, probs, o = self._saved
+        x, q, k, v, probs, o = ctx
         w, _, wo, _ = self.params
         dw, db, dwo, dbo = self.grads
         dy = rg.leave_backward(self.comm, dy, self.sequence_parallel)

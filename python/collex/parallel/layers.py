@@ -3,8 +3,10 @@
 Each layer keeps this rank's shard of its weights (contiguous blocks in rank
 order: of n columns or rows, rank r keeps [r*n/p, (r+1)*n/p)), runs forward and
 backward on the last axis of inputs of any leading shape, and accumulates its
-weight gradients. One forward, then its backward: the layer keeps what the
-backward needs from the last forward.
+weight gradients. ``forward(x)`` then ``backward(dy)``: the layer keeps what the
+backward needs from the last forward. ``forward_ctx(x) -> (y, ctx)`` and
+``backward_ctx(dy, ctx)`` hand that over instead, so that several forwards
+may be in flight (a pipeline's micro-batches).
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ class ShardedLayer:
     params: list
     grads: list
     _gathers: list  # per param: how its shard becomes the whole ("cols", "rows", "whole", or a function)
+
+    def forward_ctx(self, x: Any) -> tuple:
+        raise NotImplementedError
+
+    def backward_ctx(self, dy: Any, ctx: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, x: Any) -> Any:
+        y, self._ctx = self.forward_ctx(x)
+        return y
+
+    def backward(self, dy: Any) -> Any:
+        """Returns dx and accumulates the weight gradients (of the last forward)."""
+        if getattr(self, "_ctx", None) is None:
+            raise RuntimeError(
+                f"collex.parallel.{type(self).__name__}.backward: no forward to go back through"
+            )
+        ctx, self._ctx = self._ctx, None
+        return self.backward_ctx(dy, ctx)
 
     def zero_grad(self) -> None:
         for g in self.grads:
@@ -110,7 +131,6 @@ class ColumnParallelLinear(ShardedLayer):
         w = rg.block(weight, comm, -1)
         b = None if bias is None else rg.block(bias, comm, -1)
         _params(self, w, b, "cols", "cols")
-        self._x = None
 
     @classmethod
     def init(
@@ -121,18 +141,17 @@ class ColumnParallelLinear(ShardedLayer):
         w, b = init_weight(in_features, out_features, seed, dtype, xp)
         return cls(w, b, comm, **kw)
 
-    def forward(self, x: Any) -> Any:
+    def forward_ctx(self, x: Any) -> tuple:
         x = rg.enter(self.comm, x, self.sequence_parallel, "ColumnParallelLinear")
-        self._x = x
         y = x @ self.params[0]
         if len(self.params) > 1:
             y += self.params[1]
-        return rg.gather_axis(self.comm, y, -1) if self.gather_output else y
+        return (rg.gather_axis(self.comm, y, -1) if self.gather_output else y), x
 
-    def backward(self, dy: Any) -> Any:
+    def backward_ctx(self, dy: Any, x: Any) -> Any:
         if self.gather_output:
             dy = rg.block(dy, self.comm, -1)
-        accumulate(self._x, dy, self.grads[0], self.grads[1] if len(self.grads) > 1 else None)
+        accumulate(x, dy, self.grads[0], self.grads[1] if len(self.grads) > 1 else None)
         dx = dy @ self.params[0].T
         return rg.enter_backward(self.comm, dx, self.sequence_parallel)
 
@@ -162,7 +181,6 @@ class RowParallelLinear(ShardedLayer):
         w = rg.block(weight, comm, 0)
         b = None if bias is None else rg.array_module(bias).array(bias, copy=True)
         _params(self, w, b, "rows", "whole")
-        self._x = None
 
     @classmethod
     def init(
@@ -173,19 +191,18 @@ class RowParallelLinear(ShardedLayer):
         w, b = init_weight(in_features, out_features, seed, dtype, xp)
         return cls(w, b, comm, **kw)
 
-    def forward(self, x: Any) -> Any:
+    def forward_ctx(self, x: Any) -> tuple:
         if not self.input_is_parallel:
             rg.check_divides(x.shape[-1], self.comm, "x.shape[-1]", "RowParallelLinear")
             x = rg.block(x, self.comm, -1)
-        self._x = x
         y = rg.leave(self.comm, x @ self.params[0], self.sequence_parallel)
         if len(self.params) > 1:
             y += self.params[1]
-        return y
+        return y, x
 
-    def backward(self, dy: Any) -> Any:
+    def backward_ctx(self, dy: Any, x: Any) -> Any:
         dy = rg.leave_backward(self.comm, dy, self.sequence_parallel)  # every token's gradient
-        accumulate(self._x, dy, self.grads[0], self.grads[1] if len(self.grads) > 1 else None)
+        accumulate(x, dy, self.grads[0], self.grads[1] if len(self.grads) > 1 else None)
         dx = dy @ self.params[0].T
         return dx if self.input_is_parallel else rg.gather_axis(self.comm, dx, -1)
 
@@ -235,7 +252,6 @@ class ParallelMLP(ShardedLayer):
         self._act, self._act_grad = ACTIVATIONS[activation]
         self.params = self.fc1.params + self.fc2.params
         self.grads = self.fc1.grads + self.fc2.grads
-        self._h = None
 
     @classmethod
     def init(
@@ -247,14 +263,15 @@ class ParallelMLP(ShardedLayer):
         w2, b2 = init_weight(d_hidden, d_model, seed + 1, dtype, xp)
         return cls(w1, b1, w2, b2, comm, **kw)
 
-    def forward(self, x: Any) -> Any:
-        h = self.fc1.forward(x)
-        self._h = h
-        return self.fc2.forward(self._act(h))
+    def forward_ctx(self, x: Any) -> tuple:
+        h, c1 = self.fc1.forward_ctx(x)
+        y, c2 = self.fc2.forward_ctx(self._act(h))
+        return y, (h, c1, c2)
 
-    def backward(self, dy: Any) -> Any:
-        da = self.fc2.backward(dy)
-        return self.fc1.backward(da * self._act_grad(self._h))
+    def backward_ctx(self, dy: Any, ctx: Any) -> Any:
+        h, c1, c2 = ctx
+        da = self.fc2.backward_ctx(dy, c2)
+        return self.fc1.backward_ctx(da * self._act_grad(h), c1)
 
     def full_params(self) -> list:
         return self.fc1.full_params() + self.fc2.full_params()
