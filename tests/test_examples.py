@@ -17,3 +17,13 @@ def test_digits_tensor_parallel_follows_one_process(ranks, dp):
                    module=True, timeout=240)  # fmt: skip
     assert f"dp {dp} x tp {ranks // dp}" in proc.stdout, proc.stdout
     assert "parameters identical on every rank: True" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("grid,zero", [("1x2x2", "0"), ("2x2x1", "2")])
+def test_gpt_in_three_dimensions_follows_one_process(grid, zero):
+    args = ["--grids", grid, "--steps", "8", "--zero", zero, "--check", "1e-4", "--generate", "20"]
+    proc = run_mpi(4, str(EXAMPLES / "gpt" / "train.py"), *args, module=True, timeout=240)
+    dp, pp, tp = grid.split("x")
+    assert f"dp {dp} x pp {pp} x tp {tp}" in proc.stdout and "text written by the model" in proc.stdout, (
+        proc.stdout
+    )
