@@ -160,7 +160,7 @@ std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShap
   }
   if (rc != MPI_SUCCESS) {
     for (MPI_Request& q : op->requests) MPI_Request_free(&q);
-    on_failure_(what(*op, rank_) + ": MPI_Isend failed");
+    if (on_failure_) on_failure_(what(*op, rank_) + ": MPI_Isend failed");
     throw CollexError(what(*op, rank_) + ": MPI_Isend failed");
   }
   pending_.push_back(op);
@@ -182,7 +182,7 @@ std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShap
     MPI_Request r;
     if (MPI_Irecv(op->staging.data(), as_int(op->staging.size()), MPI_BYTE, src,
                   static_cast<int>(header_tag_base_) + tag, comm_, &r) != MPI_SUCCESS) {
-      on_failure_(what(*op, rank_) + ": MPI_Irecv failed");
+      if (on_failure_) on_failure_(what(*op, rank_) + ": MPI_Irecv failed");
       throw CollexError(what(*op, rank_) + ": MPI_Irecv failed");
     }
     op->requests.push_back(r);
@@ -215,7 +215,7 @@ void PointToPoint::fail(P2pOp& op, const std::string& message, bool timeout) {
   op.finished = true;
   op.error =
       timeout ? std::make_exception_ptr(CollectiveTimeout(message)) : std::make_exception_ptr(CollexError(message));
-  on_failure_(message);
+  if (on_failure_) on_failure_(message);
 }
 
 void PointToPoint::poll_verdicts() {
@@ -437,6 +437,7 @@ void PointToPoint::wait(P2pOp& op) {
 
 void PointToPoint::abandon_all() {
   std::lock_guard<std::mutex> lock(mutex_);
+  on_failure_ = nullptr;  // the communicator goes away; handles may outlive it
   for (auto& p : pending_) {
     for (MPI_Request& r : p->requests) {
       if (r == MPI_REQUEST_NULL) continue;

@@ -75,7 +75,8 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
   std::shared_ptr<P2pWork> send(const Buffer& buf, const MessageShape& shape, int dst, int tag);
   std::shared_ptr<P2pWork> recv(const Buffer& buf, const MessageShape& shape, int src, int tag);
 
-  // Gives up on everything pending (the communicator is being shut down or broken).
+  // Gives up on everything pending and forgets on_failure (the communicator is
+  // being shut down; a handle Python still holds may outlive it).
   void abandon_all();
 
  private:
