@@ -67,3 +67,12 @@ def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, co
     if not complete:
         pytest.skip("MPICH's launcher ended all 8 jobs when the rank died, before any survivor could report")
     assert not [f for f in os.listdir("/dev/shm") if f.startswith("collex-")]
+
+
+# Always on, without COLLEX_CHECK: the shared window compares every rank's call
+# beside its progress marker (issue 14's four cases, and two more).
+@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather"])
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
+    proc = run_mpi(ranks, "mismatch_always.py", case, timeout=120)
+    assert " 0 failed" in proc.stdout

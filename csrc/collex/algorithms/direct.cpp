@@ -14,7 +14,7 @@ namespace {
 // block reduced) and step 3 (done reading peers), which is the last marker of
 // the operation; pipelined broadcasts and all-gathers count their chunks in
 // between. Markers only grow.
-constexpr std::uint64_t kMarkersPerOp = std::uint64_t{1} << 32;
+constexpr std::uint64_t kMarkersPerOp = kMarkersPerEpoch;
 constexpr int kDone = 3;
 constexpr std::uint64_t marker(std::uint64_t epoch, int step) {
   return epoch * kMarkersPerOp + (step == kDone ? kMarkersPerOp - 1 : static_cast<std::uint64_t>(step));

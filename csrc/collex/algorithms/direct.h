@@ -42,6 +42,7 @@ struct Op {
   std::uint64_t epoch = 0;  // numbers the window's operations alike on every rank, from 1
   double timeout_s = 300;
   OpLabel label;                                // says which operation failed, in errors
+  CallPrint print;                              // what this rank called, compared by its peers
   std::vector<char>* scratch;                   // grown as needed for pieces read from peers
   std::vector<char>* block;                     // reduce: a non-root's reduced block (kept between calls)
   const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies

@@ -76,6 +76,22 @@ int bit_width_of(std::uint32_t max_tag) {
   return bits;
 }
 
+bool reduces(Collective k) {
+  return k == Collective::kAllreduce || k == Collective::kReduce || k == Collective::kReduceScatter;
+}
+bool rooted(Collective k) { return k == Collective::kBroadcast || k == Collective::kReduce; }
+
+// Names a rank's call in a mismatch found by the window.
+std::string describe_call(const CallPrint& c) {
+  const auto kind = static_cast<Collective>(c.kind);
+  std::ostringstream o;
+  o << collective_name(kind) << "(count=" << c.count << ", " << dtype_name(static_cast<DType>(c.dtype));
+  if (reduces(kind)) o << ", op=" << reduce_op_name(static_cast<ReduceOp>(c.op));
+  if (rooted(kind)) o << ", root=" << c.root;
+  o << ")";
+  return o.str();
+}
+
 std::string rank_prefix(int rank, Collective c) {
   return "[rank " + std::to_string(rank) + "] collex." + collective_name(c) + ": ";
 }
@@ -122,7 +138,10 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   // every rank of it takes the same branch; all nodes agree through the allreduce).
   if (config_.transport != "mpi" && local_size_ > 1)
     window_ = ShmWindow::create(mpi_->local, slot_bytes_for(local_size_));
-  if (window_) set_up_copy_ways();
+  if (window_) {
+    window_->set_describer(&describe_call);
+    set_up_copy_ways();
+  }
   if (local_size_ < size_) {
     // Every node must take the hierarchical path alike: with a window that can read
     // peers (so any size runs), or as a node of one rank.
@@ -372,6 +391,11 @@ direct::Op Communicator::window_base() {
   return o;
 }
 
+void Communicator::begin_window_op(direct::Op& o) {
+  o.epoch = ++window_epoch_;
+  window_->announce(o.epoch, o.print);
+}
+
 direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op) {
   direct::Op o = window_base();
   o.in = c.in.data;
@@ -380,6 +404,11 @@ direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op)
   o.dtype = c.in.dtype;
   o.op = op;
   o.root = c.root;
+  o.print.kind = static_cast<std::uint32_t>(c.kind);
+  o.print.dtype = static_cast<std::uint32_t>(c.in.dtype);
+  o.print.op = reduces(c.kind) ? static_cast<std::uint32_t>(c.op) : 0;
+  o.print.root = rooted(c.kind) ? c.root : 0;
+  o.print.count = o.count;
   o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.describe().c_str());
   return o;
@@ -419,7 +448,7 @@ void Communicator::run_hierarchical(const Call& c) {
   direct::Op o = window_op(c, "hier", pairwise_op(c.op));
   o.root = 0;
   if (window_) {
-    o.epoch = ++window_epoch_;
+    begin_window_op(o);
     direct::reduce(*window_, o);  // the result lands on the leader only
   } else if (c.out.data != c.in.data && c.in.bytes() > 0) {
     std::memcpy(c.out.data, c.in.data, c.in.bytes());  // a node of one rank is its own leader
@@ -438,12 +467,12 @@ void Communicator::run_hierarchical(const Call& c) {
 // moving all of it.
 void Communicator::run_hierarchical_slices(const Call& c) {
   direct::Op o = window_op(c, "hier-slices", pairwise_op(c.op));
-  o.epoch = ++window_epoch_;
+  begin_window_op(o);
   direct::reduce_own_block(*window_, o);
   const Range mine = block_range(c.in.count, local_size_, local_rank_);
   ring_allreduce_across(*slices_, c, c.out.bytes_at(mine.offset), mine.count, "hier-slices");
   o.in = o.out = c.out.data;
-  o.epoch = ++window_epoch_;
+  begin_window_op(o);
   direct::gather_blocks(*window_, o);
 }
 
@@ -451,7 +480,7 @@ void Communicator::run_direct(const Call& c) {
   direct::Op o = window_op(c, "direct", c.op);
   if (c.segments) {
     o.segments = c.segments.get();
-    o.epoch = ++window_epoch_;
+    begin_window_op(o);
     return direct::allreduce_segments(*window_, o);
   }
   switch (c.kind) {
@@ -460,7 +489,7 @@ void Communicator::run_direct(const Call& c) {
     case Collective::kAllgather: return run_streamable(direct::Streamable::kAllgather, o);
     default: break;
   }
-  o.epoch = ++window_epoch_;
+  begin_window_op(o);
   switch (c.kind) {
     case Collective::kReduce: return direct::reduce(*window_, o);
     case Collective::kReduceScatter: return direct::reduce_scatter(*window_, o);
@@ -473,7 +502,7 @@ void Communicator::run_streamable(direct::Streamable kind, direct::Op& o) {
   const std::size_t bytes = direct::midsize_bytes(*window_, kind, o);
   const CopyWays::Pick pick = copy_ways_.pick(kind, bytes);
   o.slots_limit = pick.slots_limit;
-  o.epoch = ++window_epoch_;
+  begin_window_op(o);
   const bool timed = pick.size_class >= 0;  // small calls do not read the clock
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   switch (kind) {
@@ -501,7 +530,9 @@ void Communicator::settle_copy_way(const CopyWays::Pick& pick, const OpLabel& ca
   o.op = ReduceOp::kMax;
   // Part of the call that ended the window, and named so in a timeout.
   o.label = OpLabel{rank_, call.collective, call.seq, "direct (copy-way timings)", DType::kFloat64, sizeof slowest};
-  o.epoch = ++window_epoch_;
+  o.print = CallPrint{static_cast<std::uint32_t>(Collective::kAllreduce), static_cast<std::uint32_t>(DType::kFloat64),
+                      static_cast<std::uint32_t>(ReduceOp::kMax), 0, slowest.size()};
+  begin_window_op(o);
   direct::allreduce(*window_, o);
   const std::string decision = copy_ways_.settle(pick, slowest);
   if (config_.debug >= 1 && !decision.empty())

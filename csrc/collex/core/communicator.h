@@ -112,6 +112,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void run_direct(const Call& call);
   void run_hierarchical(const Call& call);
   void run_hierarchical_slices(const Call& call);
+  // Numbers the next window operation (o.epoch) and announces o.print, this rank's call.
+  void begin_window_op(direct::Op& o);
   // A window operation's settings that every call shares (timeout, buffers, slots limit).
   direct::Op window_base();
   // The window operation for a call (buffers, dtype, root, label), with `op`; the caller sets the epoch.

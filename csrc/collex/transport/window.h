@@ -29,6 +29,26 @@ class WaitContext {
   ~WaitContext() = default;
 };
 
+// What one rank called for a window operation: every rank publishes its own
+// beside its progress marker, and a rank that sees a peer's marker of the same
+// operation compares the two before it reads anything the peer wrote, so that
+// ranks that called different operations (or the same one on different sizes
+// or dtypes) raise instead of combining unrelated bytes. The fields are opaque
+// to the window; `describe` (set by the owner) names them in messages.
+struct CallPrint {
+  std::uint32_t kind = 0, dtype = 0, op = 0;
+  std::int32_t root = 0;
+  std::uint64_t count = 0;
+  bool operator==(const CallPrint& o) const {
+    return kind == o.kind && dtype == o.dtype && op == o.op && root == o.root && count == o.count;
+  }
+};
+using CallDescriber = std::string (*)(const CallPrint&);
+
+// Markers of window operation e lie in [e * kMarkersPerEpoch, (e + 1) * kMarkersPerEpoch):
+// a marker tells which operation it belongs to.
+constexpr std::uint64_t kMarkersPerEpoch = std::uint64_t{1} << 32;
+
 class Window {
  public:
   virtual ~Window() = default;
@@ -67,6 +87,14 @@ class Window {
   // Where this rank sees [remote, remote + bytes) of rank r's memory, when that
   // range lies in memory the ranks share (a symmetric buffer), else null.
   virtual const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const = 0;
+
+  // Operation `epoch` (numbered alike on every rank, from 1) is `call` on this
+  // rank: published with its first marker; every wait for a peer's marker of
+  // that operation then compares the peer's call with it and throws
+  // CollectiveMismatch on a difference (having told the other ranks, whose
+  // waits throw too). Without an announcement nothing is compared.
+  virtual void announce(std::uint64_t epoch, const CallPrint& call) = 0;
+  virtual void set_describer(CallDescriber describe) = 0;
 
   // Sets this rank's progress marker (markers only grow): everything this rank
   // wrote before is visible to a peer that then sees the marker.

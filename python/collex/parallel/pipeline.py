@@ -110,6 +110,10 @@ class Pipeline:
                 for r, e in enumerate(every)
             )
             raise ValueError(f"{here}: the pipeline's ranks disagree: {desc}")
+        # The pipeline's messages travel on a communicator of its own: a failed
+        # step leaves receives posted that nobody will match, and they must not
+        # take the messages of another pipeline (or of the caller) on `comm`.
+        self.comm = comm.split(0, key=comm.rank)
         self.n_microbatches, self.v, self.n_stages = m, v, p * v
         self.actions = schedules.build(schedule, p, m, comm.rank, v)
         self.timeline: list[dict] = []
@@ -137,13 +141,23 @@ class Pipeline:
                     )
                 self._finished_peers.add(peer)
 
+    def _give_up_after(self, start: float, what: str) -> None:
+        """Raises when a wait has made no progress for the communicator's timeout."""
+        if time.perf_counter() - start > self.comm.timeout:
+            raise PipelineAborted(
+                f"collex.parallel.Pipeline [rank {self.comm.rank}]: {what}: nothing came for "
+                f"{self.comm.timeout:.0f} s"
+            )
+
     def _wait(self, work: Any, what: tuple) -> Any:
         """Waits for `work`, running deferred weight passes meanwhile, and gives up
-        when another rank reports a failure."""
+        when another rank reports a failure or nothing comes for the timeout."""
         start = time.perf_counter()
         polls = 0
         while not work.done():
             self._check_abort()
+            if polls & 1023 == 1023:
+                self._give_up_after(start, f"waiting for {what[0]} of micro-batch {what[1]}")
             if self._run_deferred_w():
                 continue
             polls += 1
@@ -293,8 +307,10 @@ class Pipeline:
         # Each rank tells the others it finished; once all have, no message of
         # this step is left in flight.
         done = [comm.isend(np.zeros(1, np.int64), peer, _ABORT_TAG) for peer in flags]
+        start = time.perf_counter()
         while self._abort_in:
             self._check_abort()
+            self._give_up_after(start, f"waiting for ranks {sorted(self._abort_in)} to finish the step")
             time.sleep(0.0001)
         for w in done:
             w.wait()

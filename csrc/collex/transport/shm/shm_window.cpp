@@ -21,14 +21,23 @@
 
 namespace collex {
 
-// Two cache lines per rank: the marker alone (polled by every peer), then what the
-// rank publishes per operation. Only the owning rank writes either.
+// Per rank: one cache line polled by every peer (the marker, the poison word,
+// and the calls of the last two operations, so that checking a peer's call costs
+// no second line), then what the rank publishes per operation, then the text of
+// the failure it reported. Only the owning rank writes any of them.
 struct ShmWindow::Control {
   alignas(64) std::atomic<std::uint64_t> marker;
+  std::atomic<std::uint64_t> poison;  // nonzero once this rank has reported a failure
+  // print[e & 1]: operation e's call, three words: (epoch low 32 bits | kind |
+  // dtype | op), root, count. Rewritten two operations later, so a reader
+  // checks the epoch before and after reading.
+  std::atomic<std::uint64_t> print[2][3];
   alignas(64) std::uint64_t input;
   std::uint64_t result;
   std::int32_t pid;
+  char reason[512];  // the reported failure, written before `poison`
 };
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8, "the polled line holds marker, poison and two calls");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "markers must be lock-free in shared memory");
 
 // Each symmetric segment as this rank maps it, and where every rank maps it.
@@ -318,7 +327,87 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
   }
 }
 
-void ShmWindow::arrive(std::uint64_t marker) { control(rank_).marker.store(marker, std::memory_order_release); }
+namespace {
+
+std::uint64_t head_word(std::uint64_t epoch, const CallPrint& c) {
+  return (epoch << 32) | (std::uint64_t{c.kind & 0xff} << 24) | (std::uint64_t{c.dtype & 0xff} << 16) |
+         (std::uint64_t{c.op & 0xff} << 8);
+}
+
+}  // namespace
+
+void ShmWindow::announce(std::uint64_t epoch, const CallPrint& call) {
+  announced_epoch_ = epoch;
+  announced_ = call;
+  published_ = false;
+}
+
+void ShmWindow::publish() {
+  auto& words = control(rank_).print[announced_epoch_ & 1];
+  words[0].store(0, std::memory_order_relaxed);  // readers see a torn entry as changing
+  std::atomic_thread_fence(std::memory_order_release);
+  words[1].store(static_cast<std::uint64_t>(static_cast<std::uint32_t>(announced_.root)), std::memory_order_relaxed);
+  words[2].store(announced_.count, std::memory_order_relaxed);
+  words[0].store(head_word(announced_epoch_, announced_), std::memory_order_release);
+  published_ = true;
+}
+
+void ShmWindow::arrive(std::uint64_t marker) {
+  // Published at the operation's first marker, not at its announcement: a rank
+  // that starts an operation while a peer still checks the one two back (same
+  // entry) usually waits for that peer before its first marker.
+  if (!published_ && marker / kMarkersPerEpoch == announced_epoch_) publish();
+  control(rank_).marker.store(marker, std::memory_order_release);
+}
+
+void ShmWindow::verify(int r, const WaitContext& what) {
+  const std::uint64_t e = announced_epoch_;
+  if (e == 0 || r == rank_) return;
+  auto& words = control(r).print[e & 1];
+  const std::uint64_t head = words[0].load(std::memory_order_acquire);
+  if ((head >> 32) != (e & 0xffffffffu)) return;  // not (or no longer) this operation's: nothing to compare
+  const std::uint64_t root = words[1].load(std::memory_order_relaxed);
+  const std::uint64_t count = words[2].load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (words[0].load(std::memory_order_relaxed) != head) return;  // rewritten meanwhile
+  if (head == head_word(e, announced_) && root == static_cast<std::uint32_t>(announced_.root) &&
+      count == announced_.count)
+    return;
+  CallPrint theirs;
+  theirs.kind = static_cast<std::uint32_t>((head >> 24) & 0xff);
+  theirs.dtype = static_cast<std::uint32_t>((head >> 16) & 0xff);
+  theirs.op = static_cast<std::uint32_t>((head >> 8) & 0xff);
+  theirs.root = static_cast<std::int32_t>(static_cast<std::uint32_t>(root));
+  theirs.count = count;
+  fail_mismatch(r, theirs, what);
+}
+
+void ShmWindow::fail_mismatch(int r, const CallPrint& theirs, const WaitContext& what) {
+  const auto name = [&](const CallPrint& c) { return describe_ ? describe_(c) : std::string("another operation"); };
+  const std::string text = "rank " + std::to_string(rank_) + " called " + name(announced_) + ", rank " +
+                           std::to_string(r) + " called " + name(theirs) + " (window operation " +
+                           std::to_string(announced_epoch_) + ")";
+  // Tell the other ranks first, so that none waits out its timeout for this.
+  Control& me = control(rank_);
+  if (me.poison.load(std::memory_order_relaxed) == 0) {
+    std::snprintf(me.reason, sizeof me.reason, "%s", text.c_str());
+    me.poison.store(1, std::memory_order_release);
+  }
+  throw CollectiveMismatch(what.describe() + ": the ranks called different operations: " + text +
+                           "; nothing was combined from the mismatched data, and the communicator is broken "
+                           "(its ranks stopped at different points): make a new one");
+}
+
+void ShmWindow::check_poison(const WaitContext& what) {
+  for (int q = 0; q < size_; ++q) {
+    if (q == rank_ || control(q).poison.load(std::memory_order_acquire) == 0) continue;
+    char reason[sizeof(Control::reason)];
+    std::memcpy(reason, control(q).reason, sizeof reason);
+    reason[sizeof reason - 1] = '\0';
+    throw CollectiveMismatch(what.describe() + ": rank " + std::to_string(q) + " found that the ranks called " +
+                             "different operations: " + reason + "; the communicator is broken: make a new one");
+  }
+}
 
 void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const WaitContext& what) {
   wait_ranks(0, size_, marker, timeout_s, what);
@@ -331,16 +420,32 @@ void ShmWindow::wait_for(int r, std::uint64_t marker, double timeout_s, const Wa
 void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what) {
   int r = first;
   // Fast path: the ranks are usually there already, or within a few hundred ns.
+  // A peer's call is compared once its marker of this operation is seen: before
+  // anything it wrote for the operation is read.
+  const std::uint64_t epoch = marker / kMarkersPerEpoch;
+  const bool check = announced_epoch_ != 0 && epoch == announced_epoch_;
   for (int spins = 0; spins < 64 && r < last; ++spins) {
-    while (r < last && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
+    for (; r < last && control(r).marker.load(std::memory_order_acquire) >= marker; ++r) {
+      if (check) verify(r, what);
+    }
   }
   if (r == last) return;
   Deadline deadline(timeout_s);
   Backoff backoff;
   for (unsigned polls = 1;; ++polls) {
     backoff.pause();
-    while (r < last && control(r).marker.load(std::memory_order_acquire) >= marker) ++r;
+    for (; r < last && control(r).marker.load(std::memory_order_acquire) >= marker; ++r) {
+      if (check) verify(r, what);
+    }
     if (r == last) return;
+    // Slow path: a peer that found a mismatch will never arrive; and ranks that
+    // wait for each other without either arriving (e.g. two that each take
+    // themselves for a reduce's root) compare their calls here.
+    check_poison(what);
+    if (announced_epoch_ != 0) {
+      if (!published_) publish();
+      for (int q = 0; q < size_; ++q) verify(q, what);
+    }
     if ((polls & 255u) == 0) {
       if (deadline.expired()) {
         std::ostringstream o;

@@ -37,6 +37,8 @@ class ShmWindow final : public Window {
   // Collective over the node: every rank gets `bytes` of its own in one new
   // segment that all ranks map, so that peers read each other's parts in place.
   std::shared_ptr<SymmetricMemory> allocate(std::size_t bytes);
+  void announce(std::uint64_t epoch, const CallPrint& call) override;
+  void set_describer(CallDescriber describe) override { describe_ = describe; }
   void arrive(std::uint64_t marker) override;
   void wait_all(std::uint64_t marker, double timeout_s, const WaitContext& what) override;
   void wait_for(int r, std::uint64_t marker, double timeout_s, const WaitContext& what) override;
@@ -49,6 +51,14 @@ class ShmWindow final : public Window {
   Control& control(int r) const;
   void cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes);
   void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what);
+  // Writes this rank's announced call where peers read it.
+  void publish();
+  // Compares rank r's published call for this rank's operation with this rank's
+  // (nothing when r has not published one for it).
+  void verify(int r, const WaitContext& what);
+  // Throws when a peer has reported a failure (its poison word is set).
+  void check_poison(const WaitContext& what);
+  [[noreturn]] void fail_mismatch(int r, const CallPrint& theirs, const WaitContext& what);
 
   int rank_ = 0;
   int size_ = 1;
@@ -59,6 +69,10 @@ class ShmWindow final : public Window {
   std::unique_ptr<pid_t[]> pids_;
   MPI_Comm node_ = MPI_COMM_NULL;  // borrowed from the communicator, for allocate()
   std::shared_ptr<Registry> registry_;
+  std::uint64_t announced_epoch_ = 0;  // the operation this rank now runs (0: none announced)
+  CallPrint announced_{};
+  bool published_ = true;
+  CallDescriber describe_ = nullptr;
 };
 
 }  // namespace collex
