@@ -76,3 +76,15 @@ def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, co
 def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
     proc = run_mpi(ranks, "mismatch_always.py", case, timeout=120)
     assert " 0 failed" in proc.stdout
+
+
+# Over MPI alone, collective tags carry a hash of the call: a rank left waiting
+# finds a peer's message of the same operation under another hash. Only where a
+# peer sends first (not yet: ranks that all wait to receive, e.g. collectives in
+# a different order on a tree; nor a large transfer MPICH reads from a sender
+# that has given up, which fails as an MPI error).
+@pytest.mark.parametrize("case", ["count", "dtype", "allgather"])
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_mismatched_calls_over_mpi_raise_where_a_peer_sent(ranks, case):
+    proc = run_mpi(ranks, "mismatch_always.py", case, env={"COLLEX_TRANSPORT": "mpi"}, timeout=120)
+    assert " 0 failed" in proc.stdout

@@ -165,9 +165,28 @@ class Run {
       backoff.pause();
       if (t_.test(req)) return;
       if ((polls & 255u) == 0) {
+        if (a_.op_mask != 0) look_for_mismatch(st);
         if (deadline.expired()) timed_out(st);
         if (polls >= 1024 && interrupt_requested()) throw Interrupted();
       }
+    }
+  }
+
+  // A peer that called this operation differently sends under another tag, so
+  // nothing of it matches here: its message waits unreceived, and says so.
+  void look_for_mismatch(const Step& st) {
+    std::uint32_t found = 0;
+    if (t_.foreign_message(st.peer, tag(st), a_.op_mask, a_.hash_mask, &found)) {
+      throw CollectiveMismatch(label_.describe() + ": rank " + std::to_string(st.peer) +
+                               " sent data for this operation called differently (another collective, count, "
+                               "dtype, op or root): the ranks called different operations; nothing was combined "
+                               "from it, and the communicator is broken: make a new one");
+    }
+    int from = -1;
+    std::string text;
+    if (t_.take_report(a_.report_tag, &from, &text)) {
+      throw CollectiveMismatch(label_.describe() + ": rank " + std::to_string(from) +
+                               " found that the ranks called different operations: " + text);
     }
   }
 

@@ -31,6 +31,14 @@ struct ExecArgs {
   double divisor = 1.0;        // for kDivide steps
   std::uint32_t tag_base = 0;  // a step's tag is tag_base + its channel
   double timeout_s = 300.0;    // per wait: how long with no progress before giving up
+  // Tag bits that name the operation, and those that carry a hash of the call
+  // (0: no check). A wait that makes no quick progress looks for a peer's
+  // message of the same operation with another hash (the peer called it
+  // differently), and for a report on report_tag that another rank found such a
+  // mismatch; either raises CollectiveMismatch.
+  std::uint32_t op_mask = 0;
+  std::uint32_t hash_mask = 0;
+  std::uint32_t report_tag = 0;
 };
 
 // Throws CollectiveTimeout (a peer never came), CollectiveMismatch (a peer sent

@@ -54,6 +54,12 @@ namespace {
 // fingerprint check uses channel 7 of the same operation.
 constexpr int kChannelBits = 3;
 constexpr int kCheckChannel = 7;
+// A rank that found a mismatch tells the others on this channel (of sequence 0).
+constexpr int kReportChannel = 6;
+// Collective tags carry this many bits of a hash of the call (collective, count,
+// dtype, op, root): messages of ranks that called differently never match, and
+// a rank left waiting finds the other call's message pending (foreign_message).
+constexpr int kHashBits = 12;
 // Hierarchical all-reduces above this size split the work into slices, one per
 // local rank; smaller ones go through the leaders alone.
 constexpr std::size_t kSlicesMinBytes = 64 * 1024;
@@ -125,7 +131,14 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   // channel), the upper half point-to-point messages (the user's tag).
   const int bits = bit_width_of(mpi->max_tag());
   p2p_tag_base_ = std::uint32_t{1} << (bits - 1);
-  seq_mask_ = (std::uint32_t{1} << (bits - 1 - kChannelBits)) - 1;
+  // At least 8 bits of sequence number; what the tag space leaves beyond that
+  // carries the call's hash (none on an MPI of the minimum tag space).
+  hash_bits_ = std::clamp(bits - 1 - kChannelBits - 8, 0, kHashBits);
+  seq_mask_ = (std::uint32_t{1} << (bits - 1 - kChannelBits - hash_bits_)) - 1;
+  // The bits that name an operation (its sequence number, and the half of the
+  // tag space collectives use): a message that agrees on them but not on the
+  // hash belongs to the same operation called differently.
+  op_mask_ = hash_bits_ == 0 ? 0 : ((seq_mask_ << (hash_bits_ + kChannelBits)) | (std::uint32_t{1} << (bits - 1)));
   transport_ = std::move(mpi);
   // Point-to-point takes three blocks of user tags (headers, payloads, verdicts) from the upper half.
   if (bits - 1 < PointToPoint::kUserTagBits + 2)
@@ -247,8 +260,30 @@ void Communicator::mark_broken(const std::string& reason) {
   new std::vector<char>(std::move(staging_.bytes));  // NOLINT: deliberate leak
 }
 
-std::uint32_t Communicator::collective_tag(std::uint64_t seq, int channel_block) const {
-  return (static_cast<std::uint32_t>(seq & seq_mask_) << kChannelBits) | static_cast<std::uint32_t>(channel_block);
+std::uint32_t Communicator::collective_tag(std::uint64_t seq, int channel_block, std::uint32_t print_hash) const {
+  const std::uint32_t hash = print_hash & ((std::uint32_t{1} << hash_bits_) - 1);
+  return (((static_cast<std::uint32_t>(seq & seq_mask_) << hash_bits_) | hash) << kChannelBits) |
+         static_cast<std::uint32_t>(channel_block);
+}
+
+CallPrint Communicator::print_of(const Call& c) {
+  CallPrint p;
+  p.kind = static_cast<std::uint32_t>(c.kind);
+  p.dtype = static_cast<std::uint32_t>(c.in.dtype);
+  p.op = reduces(c.kind) ? static_cast<std::uint32_t>(c.op) : 0;
+  p.root = rooted(c.kind) ? c.root : 0;
+  p.count = c.kind == Collective::kReduceScatter ? c.out.count : c.in.count;
+  return p;
+}
+
+std::uint32_t Communicator::print_hash(const Call& c) const {
+  const CallPrint p = print_of(c);
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+  for (std::uint64_t v : {std::uint64_t{p.kind}, std::uint64_t{p.dtype}, std::uint64_t{p.op},
+                          static_cast<std::uint64_t>(static_cast<std::uint32_t>(p.root)), p.count}) {
+    for (int b = 0; b < 8; ++b) h = (h ^ ((v >> (8 * b)) & 0xff)) * 1099511628211ull;
+  }
+  return static_cast<std::uint32_t>(h ^ (h >> 32));
 }
 
 // What every execution shares: the average divides by the whole communicator's
@@ -261,6 +296,9 @@ ExecArgs Communicator::exec_args(void* data, DType dtype, ReduceOp op, std::uint
   a.divisor = static_cast<double>(size_);
   a.tag_base = tag_base;
   a.timeout_s = config_.timeout_s;
+  a.op_mask = op_mask_;
+  a.hash_mask = ((std::uint32_t{1} << hash_bits_) - 1) << kChannelBits;
+  a.report_tag = collective_tag(0, kReportChannel, 0);
   return a;
 }
 
@@ -319,9 +357,28 @@ void Communicator::run(const Call& call) {
     if (call.after) call.after();
   } catch (const InvalidArgument&) {
     throw;
+  } catch (const CollectiveMismatch& e) {
+    report_mismatch(e.what());
+    mark_broken(e.what());
+    throw;
   } catch (const std::exception& e) {
     mark_broken(e.what());
     throw;
+  }
+}
+
+// Tells every other rank, over MPI, that this rank found the ranks' calls
+// differ, so that a rank still waiting for it raises at once (the window's
+// poison word does the same for the ranks of the node). Sent and forgotten.
+void Communicator::report_mismatch(const std::string& what) {
+  const std::string text = what.substr(0, 480);
+  const int tag = static_cast<int>(collective_tag(0, kReportChannel, 0));
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    MPI_Request req;
+    if (MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, r, tag, mpi_->comm, &req) == MPI_SUCCESS) {
+      MPI_Request_free(&req);
+    }
   }
 }
 
@@ -360,7 +417,9 @@ void Communicator::check_fingerprints(const Call& call) {
   const std::size_t n = sizeof(Fingerprint) * all.size();
   ring::allgather(s, rank_, size_, n, n, 0);
   // The ring uses channel 0 only, so the check's messages get channel 7 of this operation.
-  const ExecArgs a = exec_args(all.data(), DType::kUInt8, ReduceOp::kSum, collective_tag(call.seq, kCheckChannel));
+  // Without the calls' hash in the tag: these messages must meet whatever the ranks called.
+  ExecArgs a = exec_args(all.data(), DType::kUInt8, ReduceOp::kSum, collective_tag(call.seq, kCheckChannel, 0));
+  a.op_mask = 0;
   OpLabel label{rank_, collective_name(call.kind), call.seq, "check", DType::kUInt8, n};
   execute(s, *transport_, a, label, staging_);
   bool same = true;
@@ -404,11 +463,7 @@ direct::Op Communicator::window_op(const Call& c, const char* algo, ReduceOp op)
   o.dtype = c.in.dtype;
   o.op = op;
   o.root = c.root;
-  o.print.kind = static_cast<std::uint32_t>(c.kind);
-  o.print.dtype = static_cast<std::uint32_t>(c.in.dtype);
-  o.print.op = reduces(c.kind) ? static_cast<std::uint32_t>(c.op) : 0;
-  o.print.root = rooted(c.kind) ? c.root : 0;
-  o.print.count = o.count;
+  o.print = print_of(c);
   o.label = OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
   if (config_.debug >= 1) std::fprintf(stderr, "collex: %s\n", o.label.describe().c_str());
   return o;
@@ -434,7 +489,7 @@ void Communicator::ring_allreduce_across(Transport& t, const Call& c, char* data
   const std::size_t chunk = chunk_elements(count * es / static_cast<std::size_t>(t.size()), c.in.dtype, true);
   ring::allreduce(s, t.rank(), t.size(), count, chunk, c.op == ReduceOp::kAvg);
   // exec_args divides an average by every rank's count, not t's: the average is over all.
-  const ExecArgs a = exec_args(data, c.in.dtype, pairwise_op(c.op), collective_tag(c.seq, 0));
+  const ExecArgs a = exec_args(data, c.in.dtype, pairwise_op(c.op), collective_tag(c.seq, 0, print_hash(c)));
   execute(s, t, a, OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()}, staging_);
 }
 
@@ -547,7 +602,7 @@ void Communicator::run_collective(const Call& c) {
   Schedule s;
   Algo algo = Algo::kAuto;
   void* data = nullptr;
-  std::uint32_t tag_base = collective_tag(c.seq, 0);
+  std::uint32_t tag_base = collective_tag(c.seq, 0, print_hash(c));
   const void* input = nullptr;  // schedules read first touches from here (null: data)
 
   if (c.segments) {

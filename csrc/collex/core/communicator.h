@@ -138,7 +138,12 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void set_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
   void throw_if_broken(const char* operation) const;
-  std::uint32_t collective_tag(std::uint64_t seq, int channel_block) const;
+  // The tag of a collective's messages: sequence number, hash of the call, channel.
+  std::uint32_t collective_tag(std::uint64_t seq, int channel_block, std::uint32_t print_hash) const;
+  // What this rank called, as its peers compare it (window) or hash it (tags).
+  static CallPrint print_of(const Call& call);
+  std::uint32_t print_hash(const Call& call) const;
+  void report_mismatch(const std::string& what);
   ExecArgs exec_args(void* data, DType dtype, ReduceOp op, std::uint32_t tag_base) const;
 
   std::unique_ptr<MpiHandles> mpi_;
@@ -161,6 +166,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   int local_size_ = 1;
   std::uint64_t next_seq_ = 0;  // advanced at issue time, by the issuing thread
   std::uint32_t seq_mask_ = 0;
+  int hash_bits_ = 0;
+  std::uint32_t op_mask_ = 0;
   std::uint32_t p2p_tag_base_ = 0;
   int max_user_tag_ = 0;
   std::shared_ptr<PointToPoint> p2p_;

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace collex {
 
@@ -38,6 +39,21 @@ class Transport {
   // Gives up on a request after a failure. Receives are cancelled so that no late
   // message lands in the buffer; sends are detached. Never blocks for long.
   virtual void abandon(Request& req) = 0;
+
+  // Whether a message from `peer` waits to be received whose tag agrees with
+  // `tag` on the bits of `same` and differs from it on the bits of `differ`; its
+  // tag in *found. Off the fast path (a wait that made no quick progress).
+  // Default: never.
+  virtual bool foreign_message(int peer, std::uint32_t tag, std::uint32_t same, std::uint32_t differ,
+                               std::uint32_t* found) {
+    (void)peer, (void)tag, (void)same, (void)differ, (void)found;
+    return false;
+  }
+  // Receives a text any rank sent on `tag`, if one waits: its sender and text.
+  virtual bool take_report(std::uint32_t tag, int* from, std::string* text) {
+    (void)tag, (void)from, (void)text;
+    return false;
+  }
 };
 
 }  // namespace collex

@@ -1,5 +1,6 @@
 #include "collex/transport/mpi/mpi_transport.h"
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
@@ -97,6 +98,31 @@ bool MpiTransport::test(Request& req) {
   if (!done) return false;
   release(req.handle);
   req.active = false;
+  return true;
+}
+
+bool MpiTransport::foreign_message(int peer, std::uint32_t tag, std::uint32_t same, std::uint32_t differ,
+                                   std::uint32_t* found) {
+  int flag = 0;
+  MPI_Status st;
+  MPI_Iprobe(peer, MPI_ANY_TAG, comm_, &flag, &st);
+  if (!flag) return false;
+  const auto t = static_cast<std::uint32_t>(st.MPI_TAG);
+  if ((t & same) != (tag & same) || (t & differ) == (tag & differ)) return false;
+  *found = t;
+  return true;
+}
+
+bool MpiTransport::take_report(std::uint32_t tag, int* from, std::string* text) {
+  int flag = 0;
+  MPI_Status st;
+  MPI_Iprobe(MPI_ANY_SOURCE, static_cast<int>(tag), comm_, &flag, &st);
+  if (!flag) return false;
+  int n = 0;
+  MPI_Get_count(&st, MPI_CHAR, &n);
+  text->assign(static_cast<std::size_t>(std::max(n, 0)), '\0');
+  MPI_Recv(text->data(), n, MPI_CHAR, st.MPI_SOURCE, static_cast<int>(tag), comm_, MPI_STATUS_IGNORE);
+  *from = st.MPI_SOURCE;
   return true;
 }
 
