@@ -276,15 +276,16 @@ def init_matches_unsplit():
         assert np.array_equal(a, b)
 
 
-def bad_sizes():
-    def expect(fn, *needles):
-        try:
-            fn()
-        except ValueError as e:
-            assert all(n in str(e) for n in needles), str(e)
-        else:
-            raise AssertionError(f"no ValueError for {needles}")
+def expect(fn, *needles):
+    try:
+        fn()
+    except ValueError as e:
+        assert all(n in str(e) for n in needles), str(e)
+    else:
+        raise AssertionError(f"no ValueError for {needles}")
 
+
+def bad_sizes():
     if size > 1:
         p = size
         expect(
@@ -337,14 +338,6 @@ def grids():
 
 
 def grid_errors():
-    def expect(fn, *needles):
-        try:
-            fn()
-        except ValueError as e:
-            assert all(n in str(e) for n in needles), str(e)
-        else:
-            raise AssertionError(f"no ValueError for {needles}")
-
     expect(lambda: par.Grid(dp=size + 1), "dp=", "ranks")
     expect(lambda: par.Grid(tp=0), "tp=0")
     expect(lambda: par.Grid(ep=2), "unknown axes", "ep")

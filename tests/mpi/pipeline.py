@@ -13,6 +13,7 @@ import numpy as np
 from _harness import Cases
 from collex import parallel as par
 from collex.parallel import schedules
+from collex.parallel.stages import DenseStage
 
 cx.init()
 rank, size = cx.rank(), cx.size()
@@ -21,42 +22,9 @@ cases = Cases("pipeline")
 WIDTH = 6
 
 
-class TanhStage:
-    """Dense layers with tanh, float64; forward/backward and the split I/W pair."""
-
-    def __init__(self, seed: int, layers: int = 2):
-        rng = np.random.default_rng(seed)
-        self.params = []
-        for _ in range(layers):
-            self.params += [rng.standard_normal((WIDTH, WIDTH)) * 0.5, rng.standard_normal(WIDTH) * 0.1]
-        self.grads = [np.zeros_like(p) for p in self.params]
-
-    def forward(self, x):
-        saved = []
-        for k in range(0, len(self.params), 2):
-            y = np.tanh(x @ self.params[k] + self.params[k + 1])
-            saved.append((x, y))
-            x = y
-        return x, saved
-
-    def backward_input(self, dy, saved):
-        parts = []
-        for k in range(len(self.params) - 2, -1, -2):
-            x, y = saved[k // 2]
-            dh = dy * (1 - y * y)
-            parts.append((k, x, dh))
-            dy = dh @ self.params[k].T
-        return dy, parts
-
-    def backward_weight(self, parts):
-        for k, x, dh in parts:
-            self.grads[k] += x.T @ dh
-            self.grads[k + 1] += dh.sum(axis=0)
-
-    def backward(self, dy, saved):
-        dx, parts = self.backward_input(dy, saved)
-        self.backward_weight(parts)
-        return dx
+def TanhStage(seed: int):
+    """The stage under test: two tanh layers of WIDTH units, float64."""
+    return DenseStage(WIDTH, 2, seed, dtype=np.float64, scale=0.5 * np.sqrt(WIDTH))
 
 
 def mse(y, t):
@@ -167,13 +135,19 @@ def configuration_errors():
         )
 
 
-class WrongGradient(TanhStage):
+class WrongGradient(DenseStage):
+    def __init__(self, seed):
+        super().__init__(WIDTH, 2, seed, dtype=np.float64)
+
     def backward(self, dy, saved):
         dx = super().backward(dy, saved)
         return np.zeros((dx.shape[0], WIDTH + 1))
 
 
-class Exploding(TanhStage):
+class Exploding(DenseStage):
+    def __init__(self, seed):
+        super().__init__(WIDTH, 2, seed, dtype=np.float64)
+
     def forward(self, x):
         raise RuntimeError("the stage exploded")
 

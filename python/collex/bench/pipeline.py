@@ -19,44 +19,7 @@ from typing import Any
 
 import numpy as np
 
-
-class DenseStage:
-    """`layers` tanh layers of `width` units; backward splits into input and weight passes."""
-
-    def __init__(self, width: int, layers: int, seed: int):
-        rng = np.random.default_rng(seed)
-        self.params = []
-        for _ in range(layers):
-            w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-            self.params += [w, np.zeros(width, np.float32)]
-        self.grads = [np.zeros_like(p) for p in self.params]
-
-    def forward(self, x):
-        saved = []
-        for k in range(0, len(self.params), 2):
-            y = np.tanh(x @ self.params[k] + self.params[k + 1])
-            saved.append((x, y))
-            x = y
-        return x, saved
-
-    def backward_input(self, dy, saved):
-        parts = []
-        for k in range(len(self.params) - 2, -1, -2):
-            x, y = saved[k // 2]
-            dh = dy * (1 - y * y)
-            parts.append((k, x, dh))
-            dy = dh @ self.params[k].T
-        return dy, parts
-
-    def backward_weight(self, parts):
-        for k, x, dh in parts:
-            self.grads[k] += x.T @ dh
-            self.grads[k + 1] += dh.sum(axis=0)
-
-    def backward(self, dy, saved):
-        dx, parts = self.backward_input(dy, saved)
-        self.backward_weight(parts)
-        return dx
+from collex.parallel.stages import DenseStage
 
 
 def mse(y, t):

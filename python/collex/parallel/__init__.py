@@ -15,10 +15,12 @@ from .grid import Grid
 from .layers import ColumnParallelLinear, ParallelMLP, RowParallelLinear
 from .pipeline import Pipeline, PipelineAborted, bubble_fraction, plot_timeline
 from .regions import sequence_shard
+from .stages import DenseStage
 from .zero import ShardedOptimizer
 
 __all__ = [
     "ColumnParallelLinear",
+    "DenseStage",
     "Grid",
     "ParallelMLP",
     "ParallelSelfAttention",
