@@ -37,8 +37,8 @@ def test_absent_peer_times_out_and_breaks(ranks, scenario):
 # Staged (64 B), streamed through the slots (1 MiB; forced, since timing may
 # choose to attach on some hosts) and read by attaching (4 MiB).
 @pytest.mark.parametrize("nbytes,copy", [(64, "auto"), (1 << 20, "slots"), (4 << 20, "auto")])
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, copy, tmp_path):
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_killed_rank_is_noticed_within_a_second_and_leaves_no_shared_memory(ranks, nbytes, copy, tmp_path):
     victim = ranks - 1
     # Now and then MPICH's launcher ends the whole job the moment a rank dies,
     # despite -disable-auto-cleanup, long before the survivors could time out (the
@@ -54,12 +54,12 @@ def test_killed_rank_leaves_a_clear_error_and_no_shared_memory(ranks, nbytes, co
         for path in reports:
             r = int(path.stem[4:])
             kind, took, message, after = path.read_text().split("\n", 3)
-            # A survivor waits for the dead rank (or for one that waits for it).
-            assert kind == "CollectiveTimeout", message
-            assert float(took) < 2.0 + 10, took
+            # A survivor notices the dead rank's exit itself, or hears of it from
+            # one that did, well within a second (the timeout is 300 s).
+            assert kind == "CommunicatorBroken", message
+            assert float(took) < 2.0, took
             assert f"[rank {r}] allreduce" in message and " step " in message, message
-            assert "not arrived" in message, message
-            assert f"rank {victim}" in message or ranks > 2, message
+            assert f"rank {victim} (pid " in message and "has exited" in message, message
             assert after.startswith("broken:"), after
         if len(reports) == ranks - 1:
             complete += 1

@@ -1,6 +1,7 @@
 #include "collex/transport/shm/shm_window.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -329,6 +330,8 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
 
 namespace {
 
+constexpr std::uint64_t kMismatchReport = 1, kExitReport = 2;  // Control::poison
+
 std::uint64_t head_word(std::uint64_t epoch, const CallPrint& c) {
   return (epoch << 32) | (std::uint64_t{c.kind & 0xff} << 24) | (std::uint64_t{c.dtype & 0xff} << 16) |
          (std::uint64_t{c.op & 0xff} << 8);
@@ -388,24 +391,60 @@ void ShmWindow::fail_mismatch(int r, const CallPrint& theirs, const WaitContext&
                            std::to_string(r) + " called " + name(theirs) + " (window operation " +
                            std::to_string(announced_epoch_) + ")";
   // Tell the other ranks first, so that none waits out its timeout for this.
-  Control& me = control(rank_);
-  if (me.poison.load(std::memory_order_relaxed) == 0) {
-    std::snprintf(me.reason, sizeof me.reason, "%s", text.c_str());
-    me.poison.store(1, std::memory_order_release);
-  }
+  report(kMismatchReport, "found that the ranks called different operations: " + text);
   throw CollectiveMismatch(what.describe() + ": the ranks called different operations: " + text +
                            "; nothing was combined from the mismatched data, and the communicator is broken "
                            "(its ranks stopped at different points): make a new one");
 }
 
+void ShmWindow::report(std::uint64_t kind, const std::string& text) {
+  Control& me = control(rank_);
+  if (me.poison.load(std::memory_order_relaxed) != 0) return;  // the first report stands
+  std::snprintf(me.reason, sizeof me.reason, "%s", text.c_str());
+  me.poison.store(kind, std::memory_order_release);
+}
+
 void ShmWindow::check_poison(const WaitContext& what) {
   for (int q = 0; q < size_; ++q) {
-    if (q == rank_ || control(q).poison.load(std::memory_order_acquire) == 0) continue;
+    if (q == rank_) continue;
+    const std::uint64_t kind = control(q).poison.load(std::memory_order_acquire);
+    if (kind == 0) continue;
     char reason[sizeof(Control::reason)];
     std::memcpy(reason, control(q).reason, sizeof reason);
     reason[sizeof reason - 1] = '\0';
-    throw CollectiveMismatch(what.describe() + ": rank " + std::to_string(q) + " found that the ranks called " +
-                             "different operations: " + reason + "; the communicator is broken: make a new one");
+    const std::string text = what.describe() + ": rank " + std::to_string(q) + " " + reason;
+    if (kind == kMismatchReport) throw CollectiveMismatch(text + "; the communicator is broken: make a new one");
+    throw CommunicatorBroken(text);
+  }
+}
+
+namespace {
+
+// Whether process `pid` has ended: gone, or a zombie its parent has not reaped.
+bool process_ended(pid_t pid) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) != 0) return errno == ESRCH;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return false;
+  char buf[256] = {};
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* close = std::strrchr(buf, ')');  // "pid (name) state ..."
+  return n > 0 && close != nullptr && close[1] == ' ' && close[2] == 'Z';
+}
+
+}  // namespace
+
+void ShmWindow::check_alive(int first, int last, std::uint64_t marker, const WaitContext& what) {
+  for (int q = first; q < last; ++q) {
+    if (q == rank_ || control(q).marker.load(std::memory_order_acquire) >= marker) continue;
+    const pid_t pid = pids_[static_cast<std::size_t>(q)];
+    if (!process_ended(pid)) continue;
+    const std::string text = "rank " + std::to_string(q) + " (pid " + std::to_string(pid) + ") has exited";
+    report(kExitReport, "found that " + text);
+    throw CommunicatorBroken(what.describe() + ": " + text + "; the communicator is broken");
   }
 }
 
@@ -432,6 +471,7 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
   if (r == last) return;
   Deadline deadline(timeout_s);
   Backoff backoff;
+  Clock::time_point next_alive_check = Clock::now() + std::chrono::milliseconds(50);
   for (unsigned polls = 1;; ++polls) {
     backoff.pause();
     for (; r < last && control(r).marker.load(std::memory_order_acquire) >= marker; ++r) {
@@ -442,6 +482,12 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
     // wait for each other without either arriving (e.g. two that each take
     // themselves for a reduce's root) compare their calls here.
     check_poison(what);
+    // A peer's exit is looked for every ~50 ms of waiting: cheap beside the wait,
+    // and well within the second a user waits for it.
+    if ((polls & 127u) == 0 && Clock::now() >= next_alive_check) {
+      check_alive(first, last, marker, what);
+      next_alive_check = Clock::now() + std::chrono::milliseconds(50);
+    }
     if (announced_epoch_ != 0) {
       if (!published_) publish();
       for (int q = 0; q < size_; ++q) verify(q, what);

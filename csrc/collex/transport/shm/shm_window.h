@@ -56,8 +56,13 @@ class ShmWindow final : public Window {
   // Compares rank r's published call for this rank's operation with this rank's
   // (nothing when r has not published one for it).
   void verify(int r, const WaitContext& what);
+  // Sets this rank's poison word (kind) and its text, once: the other ranks' waits raise.
+  void report(std::uint64_t kind, const std::string& text);
   // Throws when a peer has reported a failure (its poison word is set).
   void check_poison(const WaitContext& what);
+  // Throws CommunicatorBroken (and reports it) when a rank in [first, last) that
+  // has not reached `marker` has exited.
+  void check_alive(int first, int last, std::uint64_t marker, const WaitContext& what);
   [[noreturn]] void fail_mismatch(int r, const CallPrint& theirs, const WaitContext& what);
 
   int rank_ = 0;
