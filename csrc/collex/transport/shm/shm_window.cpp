@@ -28,7 +28,7 @@ namespace collex {
 // the failure it reported. Only the owning rank writes any of them.
 struct ShmWindow::Control {
   alignas(64) std::atomic<std::uint64_t> marker;
-  std::atomic<std::uint64_t> poison;  // nonzero once this rank has reported a failure
+  std::atomic<std::uint64_t> poison;  // 0, or the kind of failure this rank reported (kMismatchReport, ...)
   // print[e & 1]: operation e's call, three words: (epoch low 32 bits | kind |
   // dtype | op), root, count. Rewritten two operations later, so a reader
   // checks the epoch before and after reading.
