@@ -32,18 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import collex as cx  # noqa: E402
 from collex import parallel as par  # noqa: E402
 from digits_mlp import load_digits_split  # noqa: E402
-from mlp import MLP, SGD, Adam  # noqa: E402
-
-
-def softmax_xent(xp, logits, y):
-    """Mean cross-entropy and its gradient with respect to the logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-    n = logits.shape[0]
-    loss = -float(log_probs[xp.arange(n), y].mean())
-    delta = xp.exp(log_probs)
-    delta[xp.arange(n), y] -= 1
-    return loss, delta / n
+from mlp import MLP, SGD, Adam, softmax_xent  # noqa: E402
 
 
 class TensorParallelDigits:

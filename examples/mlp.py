@@ -21,6 +21,18 @@ from typing import Any
 import numpy as np
 
 
+def softmax_xent(xp: Any, logits: Any, y: Any) -> tuple[float, Any]:
+    """Mean softmax cross-entropy over the batch and its gradient with respect to the logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    n = logits.shape[0]
+    loss = -float(log_probs[xp.arange(n), y].mean())
+    delta = xp.exp(log_probs)
+    delta[xp.arange(n), y] -= 1
+    delta /= n
+    return loss, delta
+
+
 class MLP:
     """Dense layers with ReLU between them and softmax cross-entropy at the end.
 
@@ -59,16 +71,8 @@ class MLP:
     def loss_and_backward(self, x, y, ready: Callable[[int], None] | None = None) -> float:
         """Mean cross-entropy over the batch; fills self.grads, last layer first,
         calling ready(i) as soon as gradient i is final."""
-        xp = self.xp
         acts = self.forward(x)
-        logits = acts[-1]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        n = x.shape[0]
-        loss = -float(log_probs[xp.arange(n), y].mean())
-        delta = xp.exp(log_probs)
-        delta[xp.arange(n), y] -= 1
-        delta /= n
+        loss, delta = softmax_xent(self.xp, acts[-1], y)
         for k in range(len(self.params) - 2, -1, -2):
             self.grads[k + 1][...] = delta.sum(axis=0)
             if ready:

@@ -312,8 +312,9 @@ class Communicator:
     # Operations are posted at once and every wait advances all of them, so no
     # posting order across ranks can deadlock. Sends to this rank itself work.
 
-    def _post(self, x: Any, peer: int, tag: int, name: str, receive: bool) -> Work:
-        peer_name = "src" if receive else "dst"
+    def _checked_p2p(self, x: Any, peer: Any, tag: Any, name: str, receive: bool, peer_name: str) -> tuple:
+        """(array or checked Arg, peer, tag) for one send or receive, or a
+        TypeError/ValueError naming the argument; nothing is posted."""
         peer = check_rank_arg(peer, peer_name, self.size, name, self.rank)
         if (
             isinstance(tag, bool)
@@ -323,12 +324,19 @@ class Communicator:
             raise ValueError(
                 f"{where(name, self.rank)}: tag={tag!r}: expected an int in [0, {self._c.max_user_tag}]"
             )
-        if is_device_array(x):
-            return self._device.post_p2p(x, peer, int(tag), receive)
-        a = Arg(x, "x", name, self.rank, writable=receive)
+        a = x if is_device_array(x) else Arg(x, "x", name, self.rank, writable=receive)
+        return a, peer, int(tag)
+
+    def _submit_p2p(self, a: Any, peer: int, tag: int, receive: bool) -> Work:
+        if not isinstance(a, Arg):  # a CUDA array, staged through host memory
+            return self._device.post_p2p(a, peer, tag, receive)
         fn = self._c.recv if receive else self._c.send
-        h = fn(a.address, a.count, a.code, tuple(np.shape(a.array)), peer, int(tag), True)
+        h = fn(a.address, a.count, a.code, tuple(np.shape(a.array)), peer, tag, True)
         return Work(h, a.array if receive else None, (a.array,))
+
+    def _post(self, x: Any, peer: int, tag: int, name: str, receive: bool) -> Work:
+        checked = self._checked_p2p(x, peer, tag, name, receive, "src" if receive else "dst")
+        return self._submit_p2p(*checked, receive)
 
     def send(self, x: Any, dst: int, tag: int = 0) -> None:
         """Sends x to rank dst (this rank included); returns when x may be reused.
@@ -380,11 +388,8 @@ class Communicator:
             kind, x, peer = item[:3]
             tag = item[3] if len(item) == 4 else 0
             receive = kind == "recv"
-            check_rank_arg(peer, "peer", self.size, f"{name} ops[{i}]", self.rank)
-            if not is_device_array(x):
-                Arg(x, f"ops[{i}] array", name, self.rank, writable=receive)
-            parsed.append((x, peer, tag, receive))
-        return [self._post(x, peer, tag, name, receive) for x, peer, tag, receive in parsed]
+            parsed.append((*self._checked_p2p(x, peer, tag, f"{name} ops[{i}]", receive, "peer"), receive))
+        return [self._submit_p2p(*p) for p in parsed]
 
 
 def wait_all(works: list) -> None:

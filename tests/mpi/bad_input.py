@@ -112,6 +112,22 @@ expect(
     lambda: cx.batch_p2p([("send", x, 0), ("put", x, 0)]),
 )
 expect("batch_p2p bad peer", ValueError, ["ops[0]", "peer="], lambda: cx.batch_p2p([("recv", x, -1)]))
+# A bad item anywhere posts nothing: no send to self is left queued before the bad tag.
+expect(
+    "batch_p2p bad tag",
+    ValueError,
+    ["ops[1]", "tag=-5"],
+    lambda: cx.batch_p2p([("send", x, rank), ("recv", x, rank, -5)]),
+)
+
+
+def nothing_left_queued():
+    y = np.zeros(8, np.float32)
+    cx.sendrecv(np.full(8, 3, np.float32), rank, y, rank)
+    cases.check("batch_p2p posted nothing", bool((y == 3).all()), f"got {y}")
+
+
+nothing_left_queued()
 expect("recv strided", ValueError, ["collex.recv", "C-contiguous"], lambda: cx.recv(strided, 0))
 expect("batch_p2p not a list", TypeError, "ops: expected a list", lambda: cx.batch_p2p(x))
 expect("recv bad src", ValueError, ["collex.recv", "src"], lambda: cx.recv(x, size + 3))

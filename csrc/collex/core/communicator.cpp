@@ -384,35 +384,18 @@ void Communicator::report_mismatch(const std::string& what) {
 
 namespace {
 
+// What the strict check (COLLEX_CHECK=1) compares: the call, and its sequence number.
 struct Fingerprint {
-  std::uint64_t seq, kind, count, dtype, op, root;
-  bool operator==(const Fingerprint& o) const {
-    return seq == o.seq && kind == o.kind && count == o.count && dtype == o.dtype && op == o.op && root == o.root;
-  }
+  std::uint64_t seq = 0;
+  CallPrint print{};
+  bool operator==(const Fingerprint& o) const { return seq == o.seq && print == o.print; }
 };
-
-std::string describe(const Fingerprint& f) {
-  std::ostringstream o;
-  const auto kind = static_cast<Collective>(f.kind);
-  o << collective_name(kind) << " seq=" << f.seq << " count=" << f.count
-    << " dtype=" << dtype_name(static_cast<DType>(f.dtype));
-  if (kind == Collective::kAllreduce || kind == Collective::kReduce || kind == Collective::kReduceScatter) {
-    o << " op=" << reduce_op_name(static_cast<ReduceOp>(f.op));
-  }
-  if (kind == Collective::kBroadcast || kind == Collective::kReduce) o << " root=" << f.root;
-  return o.str();
-}
 
 }  // namespace
 
 void Communicator::check_fingerprints(const Call& call) {
   std::vector<Fingerprint> all(static_cast<std::size_t>(size_));
-  all[static_cast<std::size_t>(rank_)] = {call.seq,
-                                          static_cast<std::uint64_t>(call.kind),
-                                          call.in.count,
-                                          static_cast<std::uint64_t>(call.in.dtype),
-                                          static_cast<std::uint64_t>(call.op),
-                                          static_cast<std::uint64_t>(call.root)};
+  all[static_cast<std::size_t>(rank_)] = {call.seq, print_of(call)};
   Schedule s;
   const std::size_t n = sizeof(Fingerprint) * all.size();
   ring::allgather(s, rank_, size_, n, n, 0);
@@ -427,12 +410,14 @@ void Communicator::check_fingerprints(const Call& call) {
   if (same) return;
   std::ostringstream o;
   o << rank_prefix(rank_, call.kind) << "ranks issued different collectives:";
-  for (int r = 0; r < size_; ++r) o << "\n  rank " << r << ": " << describe(all[static_cast<std::size_t>(r)]);
+  for (const Fingerprint& f : all) {
+    o << "\n  rank " << (&f - all.data()) << ": " << describe_call(f.print) << " seq=" << f.seq;
+  }
   throw CollectiveMismatch(o.str());
 }
 
 bool Communicator::direct_ok(const Call& c) const {
-  if (!window_ || local_size_ != size_ || c.kind == Collective::kSend || c.kind == Collective::kRecv) return false;
+  if (!window_ || local_size_ != size_) return false;
   return direct::supported(*window_, c.in.bytes());
 }
 

@@ -119,22 +119,36 @@ std::vector<char> PointToPoint::take_staging() {
   return v;
 }
 
-std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShape& shape, int dst, int tag) {
+namespace {
+
+std::shared_ptr<P2pOp> make_op(bool is_send, const Buffer& buf, const MessageShape& shape, int peer, int tag) {
   auto op = std::make_shared<P2pOp>();
-  op->is_send = true;
-  op->peer = dst;
+  op->is_send = is_send;
+  op->peer = peer;
   op->tag = tag;
   op->buf = buf;
   op->shape = shape;
+  return op;
+}
+
+}  // namespace
+
+PointToPoint::Header PointToPoint::header_of(const P2pOp& op) {
+  Header h;
+  h.dtype = static_cast<std::uint32_t>(op.buf.dtype);
+  h.count = op.buf.count;
+  h.serial = op.serial;
+  h.ndim = op.shape.ndim;
+  h.tag = op.tag;
+  std::copy(op.shape.dims, op.shape.dims + MessageShape::kMaxDims, h.dims);
+  return h;
+}
+
+std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShape& shape, int dst, int tag) {
+  auto op = make_op(true, buf, shape, dst, tag);
   std::lock_guard<std::mutex> lock(mutex_);
   op->serial = sent_serial_[{dst, tag}]++;
-  Header h;
-  h.dtype = static_cast<std::uint32_t>(buf.dtype);
-  h.count = buf.count;
-  h.serial = op->serial;
-  h.ndim = shape.ndim;
-  h.tag = tag;
-  std::copy(shape.dims, shape.dims + MessageShape::kMaxDims, h.dims);
+  const Header h = header_of(*op);
   const std::size_t bytes = buf.bytes();
   // To this rank itself the whole payload is copied, whatever its size.
   const bool inline_payload = bytes <= kInlineBytes || dst == rank_;
@@ -168,11 +182,7 @@ std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShap
 }
 
 std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShape& shape, int src, int tag) {
-  auto op = std::make_shared<P2pOp>();
-  op->peer = src;
-  op->tag = tag;
-  op->buf = buf;
-  op->shape = shape;
+  auto op = make_op(false, buf, shape, src, tag);
   std::lock_guard<std::mutex> lock(mutex_);
   if (src != rank_) {
     // Posted now, so that MPI matches this rank's receives of one (peer, tag) in
@@ -247,10 +257,7 @@ void PointToPoint::answer(P2pOp& op, const Header& h, bool accepted) {
   v.serial = h.serial;
   v.tag = op.tag;
   v.accepted = accepted ? 1 : 0;
-  v.receiver.dtype = static_cast<std::uint32_t>(op.buf.dtype);
-  v.receiver.count = op.buf.count;
-  v.receiver.ndim = op.shape.ndim;
-  std::copy(op.shape.dims, op.shape.dims + MessageShape::kMaxDims, v.receiver.dims);
+  v.receiver = header_of(op);
   std::memcpy(memory->data(), &v, sizeof v);
   MPI_Request q;
   MPI_Isend(memory->data(), sizeof v, MPI_BYTE, op.peer, static_cast<int>(verdict_tag_), comm_, &q);

@@ -84,6 +84,8 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
   struct Header;
   struct Verdict;
 
+  // What `op`'s array is (dtype, count, shape), as a message header carries it.
+  static Header header_of(const P2pOp& op);
   bool done(P2pOp& op);
   void wait(P2pOp& op);
   // Advances every pending operation; the caller holds mutex_.

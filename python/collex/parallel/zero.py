@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _core
+from .._dtypes import CODES
 from .regions import array_module
 
 MIB = 1 << 20
@@ -19,14 +21,9 @@ class _Bucket:
     """Gradients reduced together: their place in one flat array, padded to a
     multiple of the ranks, of which rank r owns the contiguous block r."""
 
-    def __init__(self, members: list, counts: list, size: int):
-        self.members = members
-        self.offsets, at = [], 0
-        for n in counts:
-            self.offsets.append(at)
-            at += n
-        self.count = at
-        self.block = -(-at // size)  # ceil
+    def __init__(self, members: list, offsets: list, count: int, size: int):
+        self.members, self.offsets, self.count = list(members), list(offsets), count
+        self.block = -(-count // size)  # ceil
         self.padded = self.block * size
 
 
@@ -121,22 +118,13 @@ class ShardedOptimizer:
         return _wire_dtype(self.compression) if self.compression and dt == np.float32 else dt
 
     def _assign(self, cap: int, first_cap: int) -> list[_Bucket]:
-        buckets: list[_Bucket] = []
-        members: list[int] = []
-        counts: list[int] = []
-        nbytes = 0
-        for i in reversed(range(len(self.grads))):
-            g = self.grads[i]
-            limit = first_cap if not buckets else cap
-            same_dtype = not members or self.grads[members[0]].dtype == g.dtype
-            if members and (nbytes + g.nbytes > limit or not same_dtype):
-                buckets.append(_Bucket(members, counts, self.comm.size))
-                members, counts, nbytes = [], [], 0
-            members.append(i)
-            counts.append(int(g.size))
-            nbytes += g.nbytes
-        if members:
-            buckets.append(_Bucket(members, counts, self.comm.size))
+        """GradientReducer's assignment (the core's, in reverse registration order,
+        one dtype per bucket), each bucket padded to a multiple of the ranks."""
+        specs = [(int(g.size), CODES[np.dtype(g.dtype)]) for g in self.grads]
+        buckets = []
+        for _, members, offsets in _core._assign_buckets(specs, cap, first_cap):
+            count = offsets[-1] + int(self.grads[members[-1]].size)
+            buckets.append(_Bucket(members, offsets, count, self.comm.size))
         return buckets
 
     def _pack(self, b: _Bucket, arrays: list, dt: Any, out: Any = None) -> Any:
