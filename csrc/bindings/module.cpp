@@ -471,7 +471,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("broken_reason", &Communicator::broken_reason)
       .def_property_readonly("max_user_tag", &Communicator::max_user_tag)
       .def_property_readonly("timeout", [](const Communicator& c) { return c.config().timeout_s; })
-      .def("shutdown", &Communicator::shutdown, Guard())
+      .def("shutdown", &Communicator::shutdown, py::arg("why") = std::string(), Guard())
       .def("allreduce_now", &allreduce_now)
       .def("reduce_now", &reduce_now)
       .def("allgather_now", &allgather_now)

@@ -4,6 +4,7 @@ arrays and hands (address, count, dtype code) to the C++ core."""
 from __future__ import annotations
 
 import atexit
+import sys
 import weakref
 from typing import Any
 
@@ -21,15 +22,36 @@ CollexError = _core.CollexError
 _live: weakref.WeakSet = weakref.WeakSet()
 
 
+# Why this process leaves its communicators, as peers that still wait for it are
+# told: set when the program ends on an uncaught exception.
+_leaving_because = ""
+
+
 def shutdown_all() -> None:
-    """Finishes queued operations on every communicator and releases them."""
+    """Finishes queued operations on every communicator, tells peers still
+    waiting for this rank that it left (and why), and releases them."""
     for c in list(_live):
-        c.shutdown()
+        c._c.shutdown(_leaving_because)
 
 
 # Registered after mpi4py's own exit hook (collex imports mpi4py first), so it runs
 # before MPI is finalised: atexit handlers run last-in first-out.
 atexit.register(shutdown_all)
+
+
+def _note_uncaught(kind: type, error: BaseException, tb: Any) -> None:
+    """sys.excepthook: remembers which exception ends the program, so that the
+    peers' errors name it (they would otherwise wait out their timeout, or hang
+    while this rank waits for them in MPI_Finalize)."""
+    global _leaving_because
+    if not hasattr(sys, "ps1"):  # an interactive interpreter goes on after it
+        text = str(error).splitlines()[0][:200] if str(error) else ""
+        _leaving_because = f"ended on an uncaught {kind.__name__}" + (f" ({text})" if text else "")
+    _previous_excepthook(kind, error, tb)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _note_uncaught
 
 
 class Work:

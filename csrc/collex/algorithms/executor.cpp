@@ -160,12 +160,19 @@ class Run {
   void wait(Request& req, const Step& st) {
     if (t_.test(req)) return;
     Deadline deadline(a_.timeout_s);
+    StallWarning stall(a_.warn_after_s);
     Backoff backoff;
     for (unsigned polls = 1;; ++polls) {
       backoff.pause();
       if (t_.test(req)) return;
       if ((polls & 255u) == 0) {
+        if (stall.due())
+          warn(where(st) + " has waited " + seconds_text(a_.warn_after_s) + " (COLLEX_WARN_AFTER): " + waiting_for(st) +
+               " yet");
         if (a_.op_mask != 0) look_for_mismatch(st);
+        if (a_.watch != nullptr) {
+          if (const PeerFailure f = a_.watch->check(st.peer, label_.seq)) raise_failure(f, where(st));
+        }
         if (deadline.expired()) timed_out(st);
         if (polls >= 1024 && interrupt_requested()) throw Interrupted();
       }
@@ -182,26 +189,25 @@ class Run {
                                "dtype, op or root): the ranks called different operations; nothing was combined "
                                "from it, and the communicator is broken: make a new one");
     }
-    int from = -1;
-    std::string text;
-    if (t_.take_report(a_.report_tag, &from, &text)) {
-      throw CollectiveMismatch(label_.describe() + ": rank " + std::to_string(from) +
-                               " found that the ranks called different operations: " + text);
-    }
+  }
+
+  // The operation and the step a message names: "[rank 0] allreduce seq=3 ... step 2/4".
+  std::string where(const Step& st) const {
+    return label_.describe() + " step " + std::to_string(st.round + 1) + "/" +
+           std::to_string(std::max(s_.rounds, st.round + 1));
+  }
+
+  // What a stalled step waits for. Over a transport a rank knows only the peer
+  // of its step, not where the others are.
+  static std::string waiting_for(const Step& st) {
+    return st.kind == StepKind::kSend ? "rank " + std::to_string(st.peer) + " did not take data from this rank"
+                                      : "no data from rank " + std::to_string(st.peer);
   }
 
   [[noreturn]] void timed_out(const Step& st) {
-    std::ostringstream o;
-    o << label_.describe() << " step " << (st.round + 1) << "/" << std::max(s_.rounds, st.round + 1) << ": ";
-    if (st.kind == StepKind::kSend) {
-      o << "rank " << st.peer << " did not take data from this rank";
-    } else {
-      o << "no data from rank " << st.peer;
-    }
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.1f", a_.timeout_s);
-    o << " after " << secs << " s";
-    throw CollectiveTimeout(o.str());
+    throw CollectiveTimeout(where(st) + ": " + waiting_for(st) + " after " + secs + " s");
   }
 
   void abandon_all() {

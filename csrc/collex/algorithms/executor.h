@@ -12,6 +12,7 @@
 #include "collex/algorithms/op_label.h"
 #include "collex/algorithms/schedule.h"
 #include "collex/common/dtype.h"
+#include "collex/common/failure.h"
 #include "collex/common/reduce_op.h"
 #include "collex/transport/transport.h"
 
@@ -31,14 +32,15 @@ struct ExecArgs {
   double divisor = 1.0;        // for kDivide steps
   std::uint32_t tag_base = 0;  // a step's tag is tag_base + its channel
   double timeout_s = 300.0;    // per wait: how long with no progress before giving up
+  double warn_after_s = 60.0;  // per wait: how long before it tells stderr what it waits for
   // Tag bits that name the operation, and those that carry a hash of the call
   // (0: no check). A wait that makes no quick progress looks for a peer's
   // message of the same operation with another hash (the peer called it
-  // differently), and for a report on report_tag that another rank found such a
-  // mismatch; either raises CollectiveMismatch.
+  // differently), which raises CollectiveMismatch.
   std::uint32_t op_mask = 0;
   std::uint32_t hash_mask = 0;
-  std::uint32_t report_tag = 0;
+  // Asked by the same waits about the peer they wait for (null: nobody asked).
+  PeerWatch* watch = nullptr;
 };
 
 // Throws CollectiveTimeout (a peer never came), CollectiveMismatch (a peer sent

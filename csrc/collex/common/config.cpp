@@ -70,6 +70,7 @@ Config Config::from_env(double timeout_s) {
   }
   if (const char* v = env("COLLEX_TIMEOUT"); v != nullptr && !(timeout_s > 0))
     c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);
+  if (const char* v = env("COLLEX_WARN_AFTER")) c.warn_after_s = parse_positive_double("COLLEX_WARN_AFTER", v);
   if (const char* v = env("COLLEX_CHECK")) c.check = parse_int("COLLEX_CHECK", v, 0) != 0;
   if (const char* v = env("COLLEX_DEBUG")) c.debug = static_cast<int>(parse_int("COLLEX_DEBUG", v, 0));
   if (const char* v = env("COLLEX_NODE_SIZE")) c.node_size = static_cast<int>(parse_int("COLLEX_NODE_SIZE", v, 1));

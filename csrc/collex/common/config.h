@@ -12,6 +12,7 @@ struct Config {
   std::size_t chunk_bytes = 512 * 1024;  // COLLEX_CHUNK_BYTES: pipelining granularity
   bool chunk_bytes_set = false;          // COLLEX_CHUNK_BYTES was given (no larger chunks between nodes)
   double timeout_s = 300.0;              // COLLEX_TIMEOUT (init(timeout=) when not set)
+  double warn_after_s = 60.0;            // COLLEX_WARN_AFTER: a wait this long says who is missing
   bool check = false;                    // COLLEX_CHECK: compare call fingerprints
   int debug = 0;                         // COLLEX_DEBUG: 0 quiet, 1 ops, 2 steps
   int node_size = 0;                     // COLLEX_NODE_SIZE: pretend nodes of k ranks (0: real nodes)

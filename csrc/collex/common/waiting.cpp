@@ -2,7 +2,9 @@
 
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <mutex>
 #include <thread>
 
@@ -34,6 +36,19 @@ void Backoff::pause() {
   const long us = waited < std::chrono::milliseconds(50) ? 20 : 500;
   timespec ts{0, us * 1000L};
   nanosleep(&ts, nullptr);
+}
+
+void warn(const std::string& text) {
+  const std::string line = "collex: " + text + "\n";
+  if (::write(2, line.data(), line.size()) < 0) {
+    // Nothing to do: stderr is gone.
+  }
+}
+
+std::string seconds_text(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", seconds);
+  return text;
 }
 
 void set_interrupt_check(InterruptCheck check) {

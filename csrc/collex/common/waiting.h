@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <string>
 
 namespace collex {
 
@@ -21,6 +22,31 @@ class Deadline {
   double seconds_;
   Clock::time_point at_;
 };
+
+// A wait that lasts: says once, when it has lasted `after_s`, that it is time
+// to tell the user (who would otherwise stare at a silent hang until the timeout).
+class StallWarning {
+ public:
+  explicit StallWarning(double after_s) : after_s_(after_s), deadline_(after_s) {}
+  // True the first time it is asked after `after_s` seconds; false ever after.
+  bool due() {
+    if (warned_ || !deadline_.expired()) return false;
+    warned_ = true;
+    return true;
+  }
+  double after_s() const { return after_s_; }
+
+ private:
+  double after_s_;
+  Deadline deadline_;
+  bool warned_ = false;
+};
+
+// Writes "collex: <text>" and a newline to stderr at once (one write, so that
+// the lines of several ranks do not interleave mid-line).
+void warn(const std::string& text);
+// "0.3 s", "60 s": a duration as messages show it.
+std::string seconds_text(double seconds);
 
 class Backoff {
  public:

@@ -14,6 +14,7 @@
 #include "collex/algorithms/ring.h"
 #include "collex/algorithms/tree.h"
 #include "collex/common/errors.h"
+#include "collex/core/failure_watch.h"
 #include "collex/transport/mpi/mpi_transport.h"
 #include "collex/transport/shm/shm_window.h"
 
@@ -54,8 +55,6 @@ namespace {
 // fingerprint check uses channel 7 of the same operation.
 constexpr int kChannelBits = 3;
 constexpr int kCheckChannel = 7;
-// A rank that found a mismatch tells the others on this channel (of sequence 0).
-constexpr int kReportChannel = 6;
 // Collective tags carry this many bits of a hash of the call (collective, count,
 // dtype, op, root): messages of ranks that called differently never match, and
 // a rank left waiting finds the other call's message pending (foreign_message).
@@ -140,12 +139,16 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   // hash belongs to the same operation called differently.
   op_mask_ = hash_bits_ == 0 ? 0 : ((seq_mask_ << (hash_bits_ + kChannelBits)) | (std::uint32_t{1} << (bits - 1)));
   transport_ = std::move(mpi);
-  // Point-to-point takes three blocks of user tags (headers, payloads, verdicts) from the upper half.
+  // Point-to-point takes three blocks of user tags (headers, payloads, verdicts)
+  // from the upper half, and failure reports the first tag of the fourth: never
+  // one a collective's wait could take for a peer's differently called operation.
   if (bits - 1 < PointToPoint::kUserTagBits + 2)
     throw CollexError("collex: this MPI's tag space (MPI_TAG_UB) is too small for collex");
+  watch_ = std::make_unique<FailureWatch>(
+      mpi_->comm, mpi_->local, static_cast<int>(p2p_tag_base_ + (std::uint32_t{3} << PointToPoint::kUserTagBits)));
   max_user_tag_ = (1 << PointToPoint::kUserTagBits) - 1;
-  p2p_ = std::make_shared<PointToPoint>(mpi_->comm, rank_, p2p_tag_base_, config_.timeout_s,
-                                        [this](const std::string& reason) { set_broken(reason); });
+  p2p_ = std::make_shared<PointToPoint>(mpi_->comm, rank_, p2p_tag_base_, config_.timeout_s, config_.warn_after_s,
+                                        watch_.get(), [this](const std::string& reason) { set_broken(reason); });
 
   // Nodes of several ranks get a shared-memory window (collective over the node:
   // every rank of it takes the same branch; all nodes agree through the allreduce).
@@ -153,6 +156,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
     window_ = ShmWindow::create(mpi_->local, slot_bytes_for(local_size_));
   if (window_) {
     window_->set_describer(&describe_call);
+    window_->set_warn_after(config_.warn_after_s);
     set_up_copy_ways();
   }
   if (local_size_ < size_) {
@@ -221,18 +225,27 @@ std::shared_ptr<SymmetricMemory> Communicator::allocate_symmetric(std::size_t by
 
 Communicator::~Communicator() { shutdown(); }
 
-void Communicator::shutdown() {
+void Communicator::shutdown(const std::string& why) {
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (shut_down_) return;
     shut_down_ = true;
   }
   engine_.stop();
+  // A peer that still waits for this rank (its program went on, or this one
+  // ended early) raises at once instead of waiting out its timeout. A broken
+  // communicator has told its peers already.
+  if (!broken() && size_ > 1) {
+    const std::string text = why.empty() ? "left the communicator (collex.finalize(), or the end of its program)" : why;
+    if (window_) window_->report(Failure::kLeft, text);
+    if (watch_) watch_->report(Failure::kLeft, next_seq_, text);
+  }
   if (p2p_) p2p_->abandon_all();
   window_.reset();
   leaders_.reset();
   slices_.reset();
   transport_.reset();
+  watch_.reset();
   mpi_->release();
 }
 
@@ -296,9 +309,10 @@ ExecArgs Communicator::exec_args(void* data, DType dtype, ReduceOp op, std::uint
   a.divisor = static_cast<double>(size_);
   a.tag_base = tag_base;
   a.timeout_s = config_.timeout_s;
+  a.warn_after_s = config_.warn_after_s;
   a.op_mask = op_mask_;
   a.hash_mask = ((std::uint32_t{1} << hash_bits_) - 1) << kChannelBits;
-  a.report_tag = collective_tag(0, kReportChannel, 0);
+  a.watch = watch_.get();
   return a;
 }
 
@@ -345,6 +359,7 @@ void Communicator::run(const Call& call) {
     } catch (const CollectiveMismatch&) {
       throw;
     } catch (const std::exception& e) {
+      tell_others(e);
       mark_broken(e.what());
       throw;
     }
@@ -357,29 +372,21 @@ void Communicator::run(const Call& call) {
     if (call.after) call.after();
   } catch (const InvalidArgument&) {
     throw;
-  } catch (const CollectiveMismatch& e) {
-    report_mismatch(e.what());
-    mark_broken(e.what());
-    throw;
   } catch (const std::exception& e) {
+    tell_others(e);
     mark_broken(e.what());
     throw;
   }
 }
 
-// Tells every other rank, over MPI, that this rank found the ranks' calls
-// differ, so that a rank still waiting for it raises at once (the window's
-// poison word does the same for the ranks of the node). Sent and forgotten.
-void Communicator::report_mismatch(const std::string& what) {
-  const std::string text = what.substr(0, 480);
-  const int tag = static_cast<int>(collective_tag(0, kReportChannel, 0));
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    MPI_Request req;
-    if (MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, r, tag, mpi_->comm, &req) == MPI_SUCCESS) {
-      MPI_Request_free(&req);
-    }
-  }
+// A failure this rank found (not one it heard of) goes to every other rank, so
+// that none waits out its timeout for a rank that will not come: on the node's
+// window (its waits look at the poison word) and over MPI (waits there ask the watch).
+void Communicator::tell_others(const std::exception& e) {
+  const Failure kind = failure_of(e);
+  if (kind == Failure::kNone || is_relayed(e) || size_ == 1) return;
+  if (window_) window_->report(kind, e.what());
+  watch_->report(kind, 0, e.what());
 }
 
 namespace {

@@ -28,6 +28,7 @@ class Transport;
 class Window;
 class SymmetricMemory;
 class ShmWindow;
+class FailureWatch;
 struct MpiHandles;  // the MPI objects, kept out of this header
 
 class Communicator : public std::enable_shared_from_this<Communicator> {
@@ -97,8 +98,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // (null when the ranks have no shared window). Ordered with queued operations.
   std::shared_ptr<SymmetricMemory> allocate_symmetric(std::size_t bytes);
 
-  // Finishes queued operations and releases the MPI objects. Idempotent.
-  void shutdown();
+  // Finishes queued operations, tells the peers this rank left (`why`, the text
+  // their errors carry if they still wait for it; empty: finalize or the end of
+  // the program) and releases the MPI objects. Idempotent.
+  void shutdown(const std::string& why = "");
 
  private:
   struct Call;  // one operation's description, for schedules, tags and messages
@@ -143,19 +146,21 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // What this rank called, as its peers compare it (window) or hash it (tags).
   static CallPrint print_of(const Call& call);
   std::uint32_t print_hash(const Call& call) const;
-  void report_mismatch(const std::string& what);
+  // Reports a failure this rank found in an operation to every other rank.
+  void tell_others(const std::exception& e);
   ExecArgs exec_args(void* data, DType dtype, ReduceOp op, std::uint32_t tag_base) const;
 
   std::unique_ptr<MpiHandles> mpi_;
   std::unique_ptr<Transport> transport_;
-  std::unique_ptr<ShmWindow> window_;   // this rank's node, when it has several ranks
-  std::unique_ptr<Transport> leaders_;  // node leaders (local rank 0) across nodes
-  std::unique_ptr<Transport> slices_;   // local rank i of every node, when nodes are of equal size
-  int leader_rank_ = -1;                // this rank among the leaders, or -1
-  bool hier_everywhere_ = false;        // every node can run the hierarchical path
-  std::uint64_t window_epoch_ = 0;      // direct operations so far, alike on every rank
-  std::vector<char> pieces_;            // direct algorithms' read buffers
-  CopyWays copy_ways_;                  // how mid-size window operations move
+  std::unique_ptr<FailureWatch> watch_;  // failures and departures of the other ranks, over MPI
+  std::unique_ptr<ShmWindow> window_;    // this rank's node, when it has several ranks
+  std::unique_ptr<Transport> leaders_;   // node leaders (local rank 0) across nodes
+  std::unique_ptr<Transport> slices_;    // local rank i of every node, when nodes are of equal size
+  int leader_rank_ = -1;                 // this rank among the leaders, or -1
+  bool hier_everywhere_ = false;         // every node can run the hierarchical path
+  std::uint64_t window_epoch_ = 0;       // direct operations so far, alike on every rank
+  std::vector<char> pieces_;             // direct algorithms' read buffers
+  CopyWays copy_ways_;                   // how mid-size window operations move
   Engine engine_;
   Tuner tuner_;
   Config config_;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "collex/common/errors.h"
+#include "collex/common/failure.h"
 #include "collex/common/waiting.h"
 
 namespace collex {
@@ -88,14 +89,16 @@ std::string what(const P2pOp& op, int rank) {
 bool P2pWork::done() { return owner_->done(*op_); }
 void P2pWork::wait() { owner_->wait(*op_); }
 
-PointToPoint::PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, double timeout_s,
-                           std::function<void(const std::string&)> on_failure)
+PointToPoint::PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, double timeout_s, double warn_after_s,
+                           PeerWatch* watch, std::function<void(const std::string&)> on_failure)
     : comm_(comm),
       rank_(rank),
       header_tag_base_(tag_base),
       payload_tag_base_(tag_base + (std::uint32_t{1} << kUserTagBits)),
       verdict_tag_(tag_base + (std::uint32_t{2} << kUserTagBits)),
       timeout_s_(timeout_s),
+      warn_after_s_(warn_after_s),
+      watch_(watch),
       on_failure_(std::move(on_failure)) {
   verdict_in_ = std::make_unique<Verdict>();
   post_verdict_receive();
@@ -213,6 +216,12 @@ void PointToPoint::finish(P2pOp& op, std::exception_ptr error) {
 }
 
 void PointToPoint::fail(P2pOp& op, const std::string& message, bool timeout) {
+  fail(op,
+       timeout ? std::make_exception_ptr(CollectiveTimeout(message)) : std::make_exception_ptr(CollexError(message)),
+       message);
+}
+
+void PointToPoint::fail(P2pOp& op, std::exception_ptr error, const std::string& message) {
   // Receives are cancelled so no late message lands; sends are left to MPI.
   // Memory MPI may still touch is leaked rather than freed under its feet.
   for (MPI_Request& r : op.requests) {
@@ -223,8 +232,7 @@ void PointToPoint::fail(P2pOp& op, const std::string& message, bool timeout) {
   new std::vector<char>(std::move(op.staging));  // NOLINT: deliberate leak
   op.requests.clear();
   op.finished = true;
-  op.error =
-      timeout ? std::make_exception_ptr(CollectiveTimeout(message)) : std::make_exception_ptr(CollexError(message));
+  op.error = std::move(error);
   if (on_failure_) on_failure_(message);
 }
 
@@ -420,20 +428,39 @@ bool PointToPoint::done(P2pOp& op) {
 
 void PointToPoint::wait(P2pOp& op) {
   const Deadline deadline(timeout_s_);
+  StallWarning stall(warn_after_s_);
   Backoff backoff;
   for (unsigned polls = 0;; ++polls) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!op.finished) progress();
       if (op.finished) break;
-      if ((polls & 1023) == 1023 && deadline.expired()) {
-        std::ostringstream o;
-        o << what(op, rank_) << " (" << describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims)
-          << "): " << (op.is_send ? "not received" : "no message") << " after " << timeout_s_ << " s";
-        fail(op, o.str(), true);
-        pending_.erase(std::remove_if(pending_.begin(), pending_.end(), [](const auto& p) { return p->finished; }),
-                       pending_.end());
-        break;
+      if ((polls & 1023) == 1023) {
+        // A peer that has exited, left or failed will not come: say so now.
+        if (watch_ != nullptr) {
+          if (const PeerFailure f = watch_->check(op.peer, kNoSequence)) {
+            try {
+              raise_failure(f, what(op, rank_));
+            } catch (const std::exception& e) {
+              fail(op, std::current_exception(), e.what());
+            }
+            forget_finished();
+            break;
+          }
+        }
+        if (stall.due()) {
+          warn(what(op, rank_) + " (" + describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims) +
+               ") has waited " + seconds_text(warn_after_s_) +
+               " (COLLEX_WARN_AFTER): " + (op.is_send ? "not received" : "no message") + " yet");
+        }
+        if (deadline.expired()) {
+          std::ostringstream o;
+          o << what(op, rank_) << " (" << describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims)
+            << "): " << (op.is_send ? "not received" : "no message") << " after " << timeout_s_ << " s";
+          fail(op, o.str(), true);
+          forget_finished();
+          break;
+        }
       }
     }
     if ((polls & 1023) == 1023 && interrupt_requested()) throw Interrupted();
@@ -442,9 +469,15 @@ void PointToPoint::wait(P2pOp& op) {
   if (op.error) std::rethrow_exception(op.error);
 }
 
+void PointToPoint::forget_finished() {
+  pending_.erase(std::remove_if(pending_.begin(), pending_.end(), [](const auto& p) { return p->finished; }),
+                 pending_.end());
+}
+
 void PointToPoint::abandon_all() {
   std::lock_guard<std::mutex> lock(mutex_);
   on_failure_ = nullptr;  // the communicator goes away; handles may outlive it
+  watch_ = nullptr;
   for (auto& p : pending_) {
     for (MPI_Request& r : p->requests) {
       if (r == MPI_REQUEST_NULL) continue;

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "collex/common/buffer.h"
+#include "collex/common/failure.h"
 
 namespace collex {
 
@@ -67,8 +68,10 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
  public:
   // Tags [tag_base, tag_base + 3 * 2^20) of `comm` are this object's. `on_failure`
   // is told of a timeout or a transport failure (the communicator breaks).
+  // Waits that last tell stderr after `warn_after_s`, and ask `watch` (which
+  // outlives this object's waits; may be null) whether their peer is gone.
   static constexpr int kUserTagBits = 20;
-  PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, double timeout_s,
+  PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, double timeout_s, double warn_after_s, PeerWatch* watch,
                std::function<void(const std::string&)> on_failure);
   ~PointToPoint();
 
@@ -100,12 +103,17 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
   void answer(P2pOp& op, const Header& h, bool accepted);
   void finish(P2pOp& op, std::exception_ptr error);
   void fail(P2pOp& op, const std::string& message, bool timeout);
+  void fail(P2pOp& op, std::exception_ptr error, const std::string& message);
+  // Drops finished operations from pending_ (after a wait failed one).
+  void forget_finished();
   std::vector<char> take_staging();
 
   MPI_Comm comm_;
   int rank_;
   std::uint32_t header_tag_base_, payload_tag_base_, verdict_tag_;
   double timeout_s_;
+  double warn_after_s_;
+  PeerWatch* watch_;
   std::function<void(const std::string&)> on_failure_;
 
   std::mutex mutex_;

@@ -49,11 +49,6 @@ class Transport {
     (void)peer, (void)tag, (void)same, (void)differ, (void)found;
     return false;
   }
-  // Receives a text any rank sent on `tag`, if one waits: its sender and text.
-  virtual bool take_report(std::uint32_t tag, int* from, std::string* text) {
-    (void)tag, (void)from, (void)text;
-    return false;
-  }
 };
 
 }  // namespace collex

@@ -113,19 +113,6 @@ bool MpiTransport::foreign_message(int peer, std::uint32_t tag, std::uint32_t sa
   return true;
 }
 
-bool MpiTransport::take_report(std::uint32_t tag, int* from, std::string* text) {
-  int flag = 0;
-  MPI_Status st;
-  MPI_Iprobe(MPI_ANY_SOURCE, static_cast<int>(tag), comm_, &flag, &st);
-  if (!flag) return false;
-  int n = 0;
-  MPI_Get_count(&st, MPI_CHAR, &n);
-  text->assign(static_cast<std::size_t>(std::max(n, 0)), '\0');
-  MPI_Recv(text->data(), n, MPI_CHAR, st.MPI_SOURCE, static_cast<int>(tag), comm_, MPI_STATUS_IGNORE);
-  *from = st.MPI_SOURCE;
-  return true;
-}
-
 void MpiTransport::abandon(Request& req) {
   if (!req.active) return;
   MPI_Request& r = slots_[req.handle];

@@ -27,7 +27,6 @@ class MpiTransport final : public Transport {
   void abandon(Request& req) override;
   bool foreign_message(int peer, std::uint32_t tag, std::uint32_t same, std::uint32_t differ,
                        std::uint32_t* found) override;
-  bool take_report(std::uint32_t tag, int* from, std::string* text) override;
 
  private:
   std::uint64_t park(MPI_Request r);

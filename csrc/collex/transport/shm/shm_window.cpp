@@ -1,7 +1,6 @@
 #include "collex/transport/shm/shm_window.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -13,10 +12,11 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <sstream>
 #include <vector>
 
 #include "collex/common/errors.h"
+#include "collex/common/failure.h"
+#include "collex/common/process.h"
 #include "collex/common/waiting.h"
 #include "collex/kernels/copy.h"
 
@@ -28,7 +28,7 @@ namespace collex {
 // the failure it reported. Only the owning rank writes any of them.
 struct ShmWindow::Control {
   alignas(64) std::atomic<std::uint64_t> marker;
-  std::atomic<std::uint64_t> poison;  // 0, or the kind of failure this rank reported (kMismatchReport, ...)
+  std::atomic<std::uint64_t> poison;  // 0, or the Failure this rank reported (or kLeft: it shut down)
   // print[e & 1]: operation e's call, three words: (epoch low 32 bits | kind |
   // dtype | op), root, count. Rewritten two operations later, so a reader
   // checks the epoch before and after reading.
@@ -330,8 +330,6 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
 
 namespace {
 
-constexpr std::uint64_t kMismatchReport = 1, kExitReport = 2;  // Control::poison
-
 std::uint64_t head_word(std::uint64_t epoch, const CallPrint& c) {
   return (epoch << 32) | (std::uint64_t{c.kind & 0xff} << 24) | (std::uint64_t{c.dtype & 0xff} << 16) |
          (std::uint64_t{c.op & 0xff} << 8);
@@ -390,62 +388,63 @@ void ShmWindow::fail_mismatch(int r, const CallPrint& theirs, const WaitContext&
   const std::string text = "rank " + std::to_string(rank_) + " called " + name(announced_) + ", rank " +
                            std::to_string(r) + " called " + name(theirs) + " (window operation " +
                            std::to_string(announced_epoch_) + ")";
-  // Tell the other ranks first, so that none waits out its timeout for this.
-  report(kMismatchReport, "found that the ranks called different operations: " + text);
   throw CollectiveMismatch(what.describe() + ": the ranks called different operations: " + text +
                            "; nothing was combined from the mismatched data, and the communicator is broken "
                            "(its ranks stopped at different points): make a new one");
 }
 
-void ShmWindow::report(std::uint64_t kind, const std::string& text) {
+void ShmWindow::report(Failure kind, const std::string& text) {
   Control& me = control(rank_);
   if (me.poison.load(std::memory_order_relaxed) != 0) return;  // the first report stands
   std::snprintf(me.reason, sizeof me.reason, "%s", text.c_str());
-  me.poison.store(kind, std::memory_order_release);
+  me.poison.store(static_cast<std::uint64_t>(kind), std::memory_order_release);
 }
 
-void ShmWindow::check_poison(const WaitContext& what) {
+void ShmWindow::check_poison(int first, int last, std::uint64_t marker, const WaitContext& what) {
   for (int q = 0; q < size_; ++q) {
     if (q == rank_) continue;
-    const std::uint64_t kind = control(q).poison.load(std::memory_order_acquire);
-    if (kind == 0) continue;
+    const auto kind = static_cast<Failure>(control(q).poison.load(std::memory_order_acquire));
+    if (kind == Failure::kNone) continue;
+    // A rank that left took part in everything before: only a wait for it to arrive fails.
+    if (kind == Failure::kLeft &&
+        (q < first || q >= last || control(q).marker.load(std::memory_order_acquire) >= marker))
+      continue;
     char reason[sizeof(Control::reason)];
     std::memcpy(reason, control(q).reason, sizeof reason);
     reason[sizeof reason - 1] = '\0';
-    const std::string text = what.describe() + ": rank " + std::to_string(q) + " " + reason;
-    if (kind == kMismatchReport) throw CollectiveMismatch(text + "; the communicator is broken: make a new one");
-    throw CommunicatorBroken(text);
+    const std::string who =
+        "rank " + std::to_string(q) + " (pid " + std::to_string(pids_[static_cast<std::size_t>(q)]) + ")";
+    if (kind == Failure::kLeft)
+      raise_failure({Failure::kBroken, false, who + " " + reason + " before this operation"}, what.describe());
+    raise_failure({kind, true, who + " reported: " + reason}, what.describe());
   }
 }
-
-namespace {
-
-// Whether process `pid` has ended: gone, or a zombie its parent has not reaped.
-bool process_ended(pid_t pid) {
-  if (pid <= 0) return false;
-  if (kill(pid, 0) != 0) return errno == ESRCH;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (f == nullptr) return false;
-  char buf[256] = {};
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  const char* close = std::strrchr(buf, ')');  // "pid (name) state ..."
-  return n > 0 && close != nullptr && close[1] == ' ' && close[2] == 'Z';
-}
-
-}  // namespace
 
 void ShmWindow::check_alive(int first, int last, std::uint64_t marker, const WaitContext& what) {
   for (int q = first; q < last; ++q) {
     if (q == rank_ || control(q).marker.load(std::memory_order_acquire) >= marker) continue;
     const pid_t pid = pids_[static_cast<std::size_t>(q)];
     if (!process_ended(pid)) continue;
-    const std::string text = "rank " + std::to_string(q) + " (pid " + std::to_string(pid) + ") has exited";
-    report(kExitReport, "found that " + text);
-    throw CommunicatorBroken(what.describe() + ": " + text + "; the communicator is broken");
+    raise_failure(
+        {Failure::kBroken, false, "rank " + std::to_string(q) + " (pid " + std::to_string(pid) + ") has exited"},
+        what.describe());
   }
+}
+
+std::string ShmWindow::arrivals(int first, int last, std::uint64_t marker, const char* when) const {
+  std::string late, there;
+  int n_late = 0, n_there = 0;
+  for (int q = first; q < last; ++q) {
+    const bool arrived = q == rank_ || control(q).marker.load(std::memory_order_acquire) >= marker;
+    std::string& list = arrived ? there : late;
+    list += (list.empty() ? "" : ", ") + std::to_string(q);
+    ++(arrived ? n_there : n_late);
+  }
+  std::string text =
+      (n_late > 1 ? "ranks " : "rank ") + late + (n_late > 1 ? " have" : " has") + " not arrived " + when;
+  if (n_there > 0) text += " (arrived: " + std::string(n_there > 1 ? "ranks " : "rank ") + there + ")";
+  if (announced_epoch_ != 0 && describe_ != nullptr) text += "; this rank called " + describe_(announced_);
+  return text;
 }
 
 void ShmWindow::wait_all(std::uint64_t marker, double timeout_s, const WaitContext& what) {
@@ -470,6 +469,7 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
   }
   if (r == last) return;
   Deadline deadline(timeout_s);
+  StallWarning stall(warn_after_s_);
   Backoff backoff;
   Clock::time_point next_alive_check = Clock::now() + std::chrono::milliseconds(50);
   for (unsigned polls = 1;; ++polls) {
@@ -481,7 +481,7 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
     // Slow path: a peer that found a mismatch will never arrive; and ranks that
     // wait for each other without either arriving (e.g. two that each take
     // themselves for a reduce's root) compare their calls here.
-    check_poison(what);
+    check_poison(first, last, marker, what);
     // A peer's exit is looked for every ~50 ms of waiting: cheap beside the wait,
     // and well within the second a user waits for it.
     if ((polls & 127u) == 0 && Clock::now() >= next_alive_check) {
@@ -493,18 +493,13 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
       for (int q = 0; q < size_; ++q) verify(q, what);
     }
     if ((polls & 255u) == 0) {
+      if (stall.due())
+        warn(what.describe() + " has waited " + seconds_text(warn_after_s_) +
+             " (COLLEX_WARN_AFTER): " + arrivals(first, last, marker, "yet"));
       if (deadline.expired()) {
-        std::ostringstream o;
-        o << what.describe() << ": rank";
-        std::ostringstream late;
-        int n = 0;
-        for (int q = first; q < last; ++q) {
-          if (control(q).marker.load(std::memory_order_acquire) < marker) late << (n++ ? ", " : " ") << q;
-        }
         char secs[32];
-        std::snprintf(secs, sizeof secs, "%.1f", timeout_s);
-        o << (n > 1 ? "s" : "") << late.str() << (n > 1 ? " had" : " has") << " not arrived after " << secs << " s";
-        throw CollectiveTimeout(o.str());
+        std::snprintf(secs, sizeof secs, "after %.1f s", timeout_s);
+        throw CollectiveTimeout(what.describe() + ": " + arrivals(first, last, marker, secs));
       }
       if (polls >= 1024 && interrupt_requested()) throw Interrupted();
     }

@@ -9,6 +9,7 @@
 
 #include <memory>
 
+#include "collex/common/failure.h"
 #include "collex/transport/window.h"
 
 namespace collex {
@@ -39,9 +40,15 @@ class ShmWindow final : public Window {
   std::shared_ptr<SymmetricMemory> allocate(std::size_t bytes);
   void announce(std::uint64_t epoch, const CallPrint& call) override;
   void set_describer(CallDescriber describe) override { describe_ = describe; }
+  // How long a wait lasts before it tells stderr who has not arrived (COLLEX_WARN_AFTER).
+  void set_warn_after(double seconds) { warn_after_s_ = seconds; }
   void arrive(std::uint64_t marker) override;
   void wait_all(std::uint64_t marker, double timeout_s, const WaitContext& what) override;
   void wait_for(int r, std::uint64_t marker, double timeout_s, const WaitContext& what) override;
+  // Sets this rank's poison word to `kind`, with the text the others' errors
+  // will carry, once (the first report stands): every wait of the others looks
+  // at it. kLeft (this rank shut down) fails only waits for this rank.
+  void report(Failure kind, const std::string& text);
 
  private:
   struct Control;   // one cache line of flags and addresses per rank, in the segment
@@ -56,13 +63,15 @@ class ShmWindow final : public Window {
   // Compares rank r's published call for this rank's operation with this rank's
   // (nothing when r has not published one for it).
   void verify(int r, const WaitContext& what);
-  // Sets this rank's poison word (kind) and its text, once: the other ranks' waits raise.
-  void report(std::uint64_t kind, const std::string& text);
-  // Throws when a peer has reported a failure (its poison word is set).
-  void check_poison(const WaitContext& what);
+  // Throws when a peer has reported a failure (its poison word is set), or has
+  // left while this wait, for ranks [first, last) to reach `marker`, needs it.
+  void check_poison(int first, int last, std::uint64_t marker, const WaitContext& what);
   // Throws CommunicatorBroken (and reports it) when a rank in [first, last) that
   // has not reached `marker` has exited.
   void check_alive(int first, int last, std::uint64_t marker, const WaitContext& what);
+  // Who of ranks [first, last) has not reached `marker` `when` (e.g. "after
+  // 300.0 s"), who has, and what this rank called: a stalled wait's facts.
+  std::string arrivals(int first, int last, std::uint64_t marker, const char* when) const;
   [[noreturn]] void fail_mismatch(int r, const CallPrint& theirs, const WaitContext& what);
 
   int rank_ = 0;
@@ -78,6 +87,7 @@ class ShmWindow final : public Window {
   CallPrint announced_{};
   bool published_ = true;
   CallDescriber describe_ = nullptr;
+  double warn_after_s_ = 60.0;
 };
 
 }  // namespace collex
