@@ -122,12 +122,16 @@ def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
 
 
 # Over MPI alone, collective tags carry a hash of the call: a rank left waiting
-# finds a peer's message of the same operation under another hash. Only where a
-# peer sends first (not yet: ranks that all wait to receive, e.g. collectives in
-# a different order on a tree; nor a large transfer MPICH reads from a sender
-# that has given up, which fails as an MPI error).
-@pytest.mark.parametrize("case", ["count", "dtype", "allgather"])
-@pytest.mark.parametrize("ranks", [2, 3, 4])
-def test_mismatched_calls_over_mpi_raise_where_a_peer_sent(ranks, case):
-    proc = run_mpi(ranks, "mismatch_always.py", case, env={"COLLEX_TRANSPORT": "mpi"}, timeout=120)
+# finds a peer's message of the same operation under another hash; where every
+# rank only waits to receive (collectives in another order on a tree), a wait
+# that lasts tells its peer what it called. Between pretend nodes (2 ranks
+# each) the window and MPI meet: not yet "order" there (a rank waiting on its
+# node's window does not hear the notes of ranks waiting over MPI).
+@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather"])
+@pytest.mark.parametrize("ranks,setting", [(2, "mpi"), (3, "mpi"), (4, "mpi"), (4, "two-nodes")])
+def test_mismatched_calls_raise_on_every_rank_over_mpi(ranks, setting, case):
+    if setting == "two-nodes" and case == "order":
+        pytest.skip("not yet: ranks on a node's window do not hear notes sent over MPI")
+    env = {"COLLEX_TRANSPORT": "mpi"} if setting == "mpi" else {"COLLEX_NODE_SIZE": "2"}
+    proc = run_mpi(ranks, "mismatch_always.py", case, env=env, timeout=120)
     assert " 0 failed" in proc.stdout

@@ -169,9 +169,18 @@ py::object allreduce_now(Communicator& c, py::handle x, py::handle out, py::hand
   return py::reinterpret_borrow<py::object>(out.is_none() ? x : out);
 }
 
+// A Python int that fits a long, read without raising: an int too large for
+// one is left to the Python layer's checks (which name it) like any bad value.
+bool exact_long(py::handle h, long* value) {
+  if (!PyLong_CheckExact(h.ptr())) return false;
+  int overflow = 0;
+  *value = PyLong_AsLongAndOverflow(h.ptr(), &overflow);
+  return overflow == 0;
+}
+
 py::object reduce_now(Communicator& c, py::handle x, py::handle out, py::handle op, py::handle root) {
-  if (!PyLong_CheckExact(root.ptr())) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  const long r = PyLong_AsLong(root.ptr());
+  long r = 0;
+  if (!exact_long(root, &r)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   Plain in, res;
   int opc;
   if (r < 0 || r >= c.size() || !plain_reduction(x, out, op, r == c.rank(), &in, &res, &opc)) {
@@ -245,8 +254,8 @@ py::object reduce_scatter_now(Communicator& c, py::handle x, py::handle out, py:
 
 py::object broadcast_now(Communicator& c, py::handle x, py::handle root, py::handle algo) {
   py::object slow = py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  if (!PyLong_CheckExact(root.ptr())) return slow;
-  const long r = PyLong_AsLong(root.ptr());
+  long r = 0;
+  if (!exact_long(root, &r)) return slow;
   Plain buf;
   Algo a;
   if (r < 0 || r >= c.size() || !algo_code(algo, &a) || !plain_array(x, r != c.rank(), &buf)) return slow;
@@ -335,10 +344,10 @@ std::shared_ptr<P2pWork> post_p2p(Communicator& c, bool send, Buffer b, const Me
 // range; anything else returns NotImplemented for the Python layer's checks.
 py::object p2p_now(Communicator& c, bool send, py::handle x, py::handle peer, py::handle tag) {
   Plain p;
-  if (!PyLong_CheckExact(peer.ptr()) || !PyLong_CheckExact(tag.ptr()) || !plain_array(x, !send, &p)) {
+  long r = 0, t = 0;
+  if (!exact_long(peer, &r) || !exact_long(tag, &t) || !plain_array(x, !send, &p)) {
     return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   }
-  const long r = PyLong_AsLong(peer.ptr()), t = PyLong_AsLong(tag.ptr());
   if (r < 0 || r >= c.size() || t < 0 || t > c.max_user_tag()) {
     return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   }

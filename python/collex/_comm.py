@@ -59,7 +59,8 @@ class Work:
 
     ``wait()`` blocks until the operation finished and returns its result array
     (the same array the synchronous call would have returned); ``done()`` tells
-    without blocking. The handle keeps the arrays alive until it is released.
+    without blocking. The operation's arrays stay alive until it has finished,
+    even when the handle is dropped before that.
     """
 
     __slots__ = ("_handle", "_result", "_keep")
@@ -68,6 +69,15 @@ class Work:
         self._handle = handle
         self._result = result
         self._keep = keep
+        if _orphans:
+            _orphans[:] = [o for o in _orphans if not _finished(o[0])]
+
+    def __del__(self) -> None:
+        # Dropped while pending: the engine (and peers reading this rank's memory)
+        # still use the arrays, so they outlive the handle until it finishes.
+        handle = getattr(self, "_handle", None)
+        if handle is not None and not _finished(handle):
+            _orphans.append((handle, self._result, self._keep))
 
     def wait(self) -> Any:
         self._handle.wait()
@@ -78,6 +88,17 @@ class Work:
 
     def __repr__(self) -> str:
         return f"<collex.Work {'done' if self.done() else 'pending'}>"
+
+
+# Operations whose handles were dropped before they finished, with their arrays.
+_orphans: list = []
+
+
+def _finished(handle: Any) -> bool:
+    try:
+        return bool(handle.done())
+    except Exception:  # noqa: BLE001 - it failed: it is finished, and wait() would say why
+        return True
 
 
 def _algo(algo: Any, name: str, rank: int) -> str:

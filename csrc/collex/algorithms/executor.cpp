@@ -25,6 +25,8 @@ namespace {
 constexpr std::size_t kWindow = 4;
 // How far ahead of the current step the executor looks for receives to post.
 constexpr std::size_t kLookahead = 64;
+// How long a wait lasts before it tells its peer what this rank called.
+constexpr auto kNoteAfter = std::chrono::milliseconds(10);
 
 bool overlaps(std::size_t a_off, std::size_t a_n, std::size_t b_off, std::size_t b_n) {
   return a_off < b_off + b_n && b_off < a_off + a_n;
@@ -52,6 +54,7 @@ class Run {
       for (std::size_t i = 0; i < s_.steps.size(); ++i) step(i);
       for (auto& p : sends_) wait(p.req, s_.steps[p.index]);
       sends_.clear();
+      if (a_.watch != nullptr) a_.watch->drain();
     } catch (...) {
       abandon_all();
       throw;
@@ -161,6 +164,7 @@ class Run {
     if (t_.test(req)) return;
     Deadline deadline(a_.timeout_s);
     StallWarning stall(a_.warn_after_s);
+    const Clock::time_point began = Clock::now();
     Backoff backoff;
     for (unsigned polls = 1;; ++polls) {
       backoff.pause();
@@ -171,7 +175,13 @@ class Run {
                " yet");
         if (a_.op_mask != 0) look_for_mismatch(st);
         if (a_.watch != nullptr) {
-          if (const PeerFailure f = a_.watch->check(st.peer, label_.seq)) raise_failure(f, where(st));
+          const int peer = a_.watch_ranks != nullptr ? (*a_.watch_ranks)[static_cast<std::size_t>(st.peer)] : st.peer;
+          if (const PeerFailure f = a_.watch->check(peer, label_.seq, a_.call)) raise_failure(f, where(st));
+          // Long enough not to be a transfer in progress: say what this rank called.
+          if (a_.call != nullptr && !noted_ && Clock::now() - began >= kNoteAfter) {
+            a_.watch->note_waiting(peer, label_.seq, *a_.call);
+            noted_ = true;
+          }
         }
         if (deadline.expired()) timed_out(st);
         if (polls >= 1024 && interrupt_requested()) throw Interrupted();
@@ -230,6 +240,7 @@ class Run {
   std::deque<PostedRecv> posted_;
   std::vector<PendingSend> sends_;
   std::size_t next_ = 0;
+  bool noted_ = false;  // the peer of a stalled wait has been told what this rank called
 };
 
 }  // namespace

@@ -39,8 +39,12 @@ struct ExecArgs {
   // differently), which raises CollectiveMismatch.
   std::uint32_t op_mask = 0;
   std::uint32_t hash_mask = 0;
-  // Asked by the same waits about the peer they wait for (null: nobody asked).
+  // Asked by the same waits about the peer they wait for (null: nobody asked);
+  // a wait that lasts tells that peer `call`, what this rank called (null: nothing to tell).
   PeerWatch* watch = nullptr;
+  const CallPrint* call = nullptr;
+  // The watch's number for each of the transport's ranks (null: the same).
+  const std::vector<int>* watch_ranks = nullptr;
 };
 
 // Throws CollectiveTimeout (a peer never came), CollectiveMismatch (a peer sent

@@ -7,6 +7,7 @@
 #include <exception>
 #include <string>
 
+#include "collex/common/call_print.h"
 #include "collex/common/errors.h"
 
 namespace collex {
@@ -59,7 +60,17 @@ constexpr std::uint64_t kNoSequence = ~std::uint64_t{0};
 // will never end. seq: the operation's sequence number on this communicator.
 class PeerWatch {
  public:
-  virtual PeerFailure check(int peer, std::uint64_t seq) = 0;
+  // `call`: what this rank called for operation `seq` (null outside the numbered
+  // operations), compared with what waiting peers said they called.
+  virtual PeerFailure check(int peer, std::uint64_t seq, const CallPrint* call) = 0;
+  // Tells `peer` that this rank has long waited for it in operation `seq`,
+  // having called `call`, once per operation: a peer that called something
+  // else finds the mismatch even where both only wait to receive (no message
+  // of either carries its call).
+  virtual void note_waiting(int peer, std::uint64_t seq, const CallPrint& call) = 0;
+  // Takes in now and then what peers sent (cheap; on the fast path), so that
+  // the notes of peers that waited do not pile up in MPI.
+  virtual void drain() = 0;
 
  protected:
   ~PeerWatch() = default;

@@ -97,6 +97,21 @@ std::string describe_call(const CallPrint& c) {
   return o.str();
 }
 
+// Rank i of `part` is rank result[i] of `whole` (part's ranks all belong to whole).
+std::vector<int> ranks_in_comm(MPI_Comm part, MPI_Comm whole) {
+  MPI_Group pg, wg;
+  MPI_Comm_group(part, &pg);
+  MPI_Comm_group(whole, &wg);
+  int n = 0;
+  MPI_Group_size(pg, &n);
+  std::vector<int> mine(static_cast<std::size_t>(n)), theirs(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) mine[static_cast<std::size_t>(i)] = i;
+  MPI_Group_translate_ranks(pg, n, mine.data(), wg, theirs.data());
+  MPI_Group_free(&pg);
+  MPI_Group_free(&wg);
+  return theirs;
+}
+
 std::string rank_prefix(int rank, Collective c) {
   return "[rank " + std::to_string(rank) + "] collex." + collective_name(c) + ": ";
 }
@@ -145,7 +160,8 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   if (bits - 1 < PointToPoint::kUserTagBits + 2)
     throw CollexError("collex: this MPI's tag space (MPI_TAG_UB) is too small for collex");
   watch_ = std::make_unique<FailureWatch>(
-      mpi_->comm, mpi_->local, static_cast<int>(p2p_tag_base_ + (std::uint32_t{3} << PointToPoint::kUserTagBits)));
+      mpi_->comm, mpi_->local, static_cast<int>(p2p_tag_base_ + (std::uint32_t{3} << PointToPoint::kUserTagBits)),
+      &describe_call);
   max_user_tag_ = (1 << PointToPoint::kUserTagBits) - 1;
   p2p_ = std::make_shared<PointToPoint>(mpi_->comm, rank_, p2p_tag_base_, config_.timeout_s, config_.warn_after_s,
                                         watch_.get(), [this](const std::string& reason) { set_broken(reason); });
@@ -169,6 +185,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
       MPI_Comm_set_errhandler(mpi_->leaders, MPI_ERRORS_RETURN);
       leaders_ = std::make_unique<MpiTransport>(mpi_->leaders);
       leader_rank_ = leaders_->rank();
+      leader_ranks_ = ranks_in_comm(mpi_->leaders, mpi_->comm);
     }
     hier_everywhere_ = all != 0 && config_.transport != "mpi";
     // Nodes of equal size can all-reduce a slice per local rank across nodes at
@@ -179,6 +196,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
       MPI_Comm_split(mpi_->comm, local_rank_, rank_, &mpi_->slices);
       MPI_Comm_set_errhandler(mpi_->slices, MPI_ERRORS_RETURN);
       slices_ = std::make_unique<MpiTransport>(mpi_->slices);
+      slice_ranks_ = ranks_in_comm(mpi_->slices, mpi_->comm);
     }
   }
   if (config_.transport == "shm" && size_ > 1 && !window_) {
@@ -313,6 +331,7 @@ ExecArgs Communicator::exec_args(void* data, DType dtype, ReduceOp op, std::uint
   a.op_mask = op_mask_;
   a.hash_mask = ((std::uint32_t{1} << hash_bits_) - 1) << kChannelBits;
   a.watch = watch_.get();
+  a.call = &running_;
   return a;
 }
 
@@ -351,6 +370,7 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
 
 void Communicator::run(const Call& call) {
   throw_if_broken(collective_name(call.kind));
+  running_ = print_of(call);
   // A mismatch found by the fingerprint check is raised on every rank alike and
   // leaves the communicator usable; any failure on the wire breaks it.
   if (config_.check && size_ > 1) {
@@ -379,14 +399,16 @@ void Communicator::run(const Call& call) {
   }
 }
 
-// A failure this rank found (not one it heard of) goes to every other rank, so
-// that none waits out its timeout for a rank that will not come: on the node's
-// window (its waits look at the poison word) and over MPI (waits there ask the watch).
+// A failure this rank found goes to every other rank, so that none waits out its
+// timeout for a rank that will not come: on the node's window (its waits look at
+// the poison word) and over MPI (waits there ask the watch).
 void Communicator::tell_others(const std::exception& e) {
   const Failure kind = failure_of(e);
-  if (kind == Failure::kNone || is_relayed(e) || size_ == 1) return;
+  if (kind == Failure::kNone || size_ == 1) return;
+  // A failure heard over MPI still goes on the window: node-mates waiting there
+  // do not listen to MPI. Heard ones are not sent over MPI again (all got them).
   if (window_) window_->report(kind, e.what());
-  watch_->report(kind, 0, e.what());
+  if (!is_relayed(e)) watch_->report(kind, 0, e.what());
 }
 
 namespace {
@@ -410,6 +432,7 @@ void Communicator::check_fingerprints(const Call& call) {
   // Without the calls' hash in the tag: these messages must meet whatever the ranks called.
   ExecArgs a = exec_args(all.data(), DType::kUInt8, ReduceOp::kSum, collective_tag(call.seq, kCheckChannel, 0));
   a.op_mask = 0;
+  a.call = nullptr;  // the exchange must meet whatever the ranks called
   OpLabel label{rank_, collective_name(call.kind), call.seq, "check", DType::kUInt8, n};
   execute(s, *transport_, a, label, staging_);
   bool same = true;
@@ -481,7 +504,10 @@ void Communicator::ring_allreduce_across(Transport& t, const Call& c, char* data
   const std::size_t chunk = chunk_elements(count * es / static_cast<std::size_t>(t.size()), c.in.dtype, true);
   ring::allreduce(s, t.rank(), t.size(), count, chunk, c.op == ReduceOp::kAvg);
   // exec_args divides an average by every rank's count, not t's: the average is over all.
-  const ExecArgs a = exec_args(data, c.in.dtype, pairwise_op(c.op), collective_tag(c.seq, 0, print_hash(c)));
+  ExecArgs a = exec_args(data, c.in.dtype, pairwise_op(c.op), collective_tag(c.seq, 0, print_hash(c)));
+  // The watch knows the communicator's ranks, not the leaders' or slices' numbering.
+  if (&t == leaders_.get()) a.watch_ranks = &leader_ranks_;
+  if (&t == slices_.get()) a.watch_ranks = &slice_ranks_;
   execute(s, t, a, OpLabel{rank_, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()}, staging_);
 }
 

@@ -157,6 +157,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::unique_ptr<Transport> leaders_;   // node leaders (local rank 0) across nodes
   std::unique_ptr<Transport> slices_;    // local rank i of every node, when nodes are of equal size
   int leader_rank_ = -1;                 // this rank among the leaders, or -1
+  std::vector<int> leader_ranks_;        // each leader's rank in this communicator
+  std::vector<int> slice_ranks_;         // each slice member's rank in this communicator
   bool hier_everywhere_ = false;         // every node can run the hierarchical path
   std::uint64_t window_epoch_ = 0;       // direct operations so far, alike on every rank
   std::vector<char> pieces_;             // direct algorithms' read buffers
@@ -177,6 +179,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   int max_user_tag_ = 0;
   std::shared_ptr<PointToPoint> p2p_;
   Staging staging_;
+  CallPrint running_;  // what this rank called for the operation the engine runs now
   std::vector<char> scratch_;
   mutable std::mutex state_mutex_;
   std::atomic<bool> broken_{false};

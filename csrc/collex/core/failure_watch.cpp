@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -15,15 +16,21 @@ namespace {
 constexpr std::size_t kHead = 9;
 constexpr std::size_t kMaxText = 900;
 constexpr auto kPidCheckEvery = std::chrono::milliseconds(50);
+// The kind byte of a waiting note (not a failure): sequence number, then the CallPrint.
+constexpr char kWaitingNote = 100;
+// drain() receives on every this-many-th call.
+constexpr unsigned kDrainEvery = 64;
 
 }  // namespace
 
-FailureWatch::FailureWatch(MPI_Comm comm, MPI_Comm local, int tag) : comm_(comm), tag_(tag) {
+FailureWatch::FailureWatch(MPI_Comm comm, MPI_Comm local, int tag, CallDescriber describe)
+    : comm_(comm), tag_(tag), describe_(describe) {
   MPI_Comm_rank(comm, &rank_);
   MPI_Comm_size(comm, &size_);
   pids_.assign(static_cast<std::size_t>(size_), 0);
   left_at_.assign(static_cast<std::size_t>(size_), std::numeric_limits<std::uint64_t>::max());
   left_why_.resize(static_cast<std::size_t>(size_));
+  notes_.resize(static_cast<std::size_t>(size_));
   int local_size = 1;
   MPI_Comm_size(local, &local_size);
   long long mine[2] = {rank_, static_cast<long long>(getpid())};
@@ -38,15 +45,32 @@ FailureWatch::FailureWatch(MPI_Comm comm, MPI_Comm local, int tag) : comm_(comm)
 FailureWatch::~FailureWatch() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (finalized || sent_.empty()) return;
-  int done = 0;
-  MPI_Testall(static_cast<int>(sent_.size()), sent_.data(), &done, MPI_STATUSES_IGNORE);
-  if (done) return;
-  // A report still on its way: MPI reads its text later, so it stays.
-  for (MPI_Request& r : sent_) {
-    if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+  if (finalized) return;
+  for (Sent& m : sent_) {
+    int done = 0;
+    MPI_Test(&m.request, &done, MPI_STATUS_IGNORE);
+    if (done) continue;
+    // Still on its way: MPI reads the text later, so it stays.
+    MPI_Request_free(&m.request);
+    m.text.release();  // NOLINT: deliberate leak
   }
-  new std::vector<std::string>(std::move(outbox_));  // NOLINT: deliberate leak
+}
+
+void FailureWatch::send(int to, const std::string& message) {
+  auto text = std::make_unique<std::string>(message);  // where it lies must not move while MPI reads it
+  MPI_Request req;
+  if (MPI_Isend(text->data(), static_cast<int>(text->size()), MPI_CHAR, to, tag_, comm_, &req) != MPI_SUCCESS) return;
+  sent_.push_back({req, std::move(text)});
+  // Forget what has gone out (notes are sent now and then for as long as the communicator lives).
+  if (sent_.size() >= 64) {
+    sent_.erase(std::remove_if(sent_.begin(), sent_.end(),
+                               [](Sent& m) {
+                                 int done = 0;
+                                 MPI_Test(&m.request, &done, MPI_STATUS_IGNORE);
+                                 return done != 0;
+                               }),
+                sent_.end());
+  }
 }
 
 void FailureWatch::report(Failure kind, std::uint64_t seq, const std::string& text) {
@@ -58,14 +82,26 @@ void FailureWatch::report(Failure kind, std::uint64_t seq, const std::string& te
   message[0] = static_cast<char>(kind);
   std::memcpy(&message[1], &seq, sizeof seq);
   message += text.substr(0, kMaxText);
-  outbox_.push_back(std::move(message));
-  const std::string& m = outbox_.back();
   for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    MPI_Request req;
-    if (MPI_Isend(m.data(), static_cast<int>(m.size()), MPI_CHAR, r, tag_, comm_, &req) == MPI_SUCCESS)
-      sent_.push_back(req);
+    if (r != rank_) send(r, message);
   }
+}
+
+void FailureWatch::note_waiting(int peer, std::uint64_t seq, const CallPrint& call) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (seq == noted_seq_ || peer == rank_) return;
+  noted_seq_ = seq;
+  std::string message(kHead + sizeof call, '\0');
+  message[0] = kWaitingNote;
+  std::memcpy(&message[1], &seq, sizeof seq);
+  std::memcpy(&message[kHead], &call, sizeof call);
+  send(peer, message);
+}
+
+void FailureWatch::drain() {
+  if (++drains_ % kDrainEvery != 0) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  receive_reports();
 }
 
 void FailureWatch::receive_reports() {
@@ -84,7 +120,12 @@ void FailureWatch::receive_reports() {
     std::memcpy(&seq, &m[1], sizeof seq);
     const std::string text = m.substr(kHead);
     const auto from = static_cast<std::size_t>(st.MPI_SOURCE);
-    if (kind == Failure::kLeft) {
+    if (m[0] == kWaitingNote) {
+      if (text.size() == sizeof(CallPrint)) {
+        notes_[from].seq = seq;
+        std::memcpy(&notes_[from].call, text.data(), sizeof(CallPrint));
+      }
+    } else if (kind == Failure::kLeft) {
       left_at_[from] = seq;
       left_why_[from] = text.empty() ? "left the communicator" : text;
     } else if (!heard_) {
@@ -93,10 +134,22 @@ void FailureWatch::receive_reports() {
   }
 }
 
-PeerFailure FailureWatch::check(int peer, std::uint64_t seq) {
+PeerFailure FailureWatch::check(int peer, std::uint64_t seq, const CallPrint* call) {
   std::lock_guard<std::mutex> lock(mutex_);
   receive_reports();
   if (heard_) return heard_;
+  if (call != nullptr) {
+    // A peer waiting in this same operation, having called something else.
+    for (int q = 0; q < size_; ++q) {
+      const Note& n = notes_[static_cast<std::size_t>(q)];
+      if (q == rank_ || n.seq != seq || n.call == *call) continue;
+      const auto name = [&](const CallPrint& c) { return describe_ ? describe_(c) : std::string("another call"); };
+      return {Failure::kMismatch, false,
+              "the ranks called different operations: rank " + std::to_string(rank_) + " called " + name(*call) +
+                  ", rank " + std::to_string(q) + " called " + name(n.call) +
+                  " (found while both waited); nothing was combined from mismatched data"};
+    }
+  }
   const auto p = static_cast<std::size_t>(peer);
   const auto who = [&] {
     return "rank " + std::to_string(peer) + (pids_[p] ? " (pid " + std::to_string(pids_[p]) + ")" : "");

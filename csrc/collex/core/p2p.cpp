@@ -438,7 +438,7 @@ void PointToPoint::wait(P2pOp& op) {
       if ((polls & 1023) == 1023) {
         // A peer that has exited, left or failed will not come: say so now.
         if (watch_ != nullptr) {
-          if (const PeerFailure f = watch_->check(op.peer, kNoSequence)) {
+          if (const PeerFailure f = watch_->check(op.peer, kNoSequence, nullptr)) {
             try {
               raise_failure(f, what(op, rank_));
             } catch (const std::exception& e) {

@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "collex/common/call_print.h"
+
 namespace collex {
 
 // A range of bytes in some rank's memory.
@@ -28,22 +30,6 @@ class WaitContext {
  protected:
   ~WaitContext() = default;
 };
-
-// What one rank called for a window operation: every rank publishes its own
-// beside its progress marker, and a rank that sees a peer's marker of the same
-// operation compares the two before it reads anything the peer wrote, so that
-// ranks that called different operations (or the same one on different sizes
-// or dtypes) raise instead of combining unrelated bytes. The fields are opaque
-// to the window; `describe` (set by the owner) names them in messages.
-struct CallPrint {
-  std::uint32_t kind = 0, dtype = 0, op = 0;
-  std::int32_t root = 0;
-  std::uint64_t count = 0;
-  bool operator==(const CallPrint& o) const {
-    return kind == o.kind && dtype == o.dtype && op == o.op && root == o.root && count == o.count;
-  }
-};
-using CallDescriber = std::string (*)(const CallPrint&);
 
 // Markers of window operation e lie in [e * kMarkersPerEpoch, (e + 1) * kMarkersPerEpoch):
 // a marker tells which operation it belongs to.

@@ -93,7 +93,8 @@ bool MpiTransport::test(Request& req) {
                                " sent more data than this rank expected (the ranks called "
                                "different collectives or counts)");
     }
-    throw CollexError("MPI transfer with rank " + std::to_string(req.peer) + " failed: " + mpi_error_string(rc));
+    throw CommunicatorBroken("MPI transfer with rank " + std::to_string(req.peer) + " failed: " + mpi_error_string(rc) +
+                             " (the rank, or its node, may have died)");
   }
   if (!done) return false;
   release(req.handle);
