@@ -1,5 +1,7 @@
 #include "collex/algorithms/executor.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <deque>
@@ -156,19 +158,19 @@ class Run {
   }
 
   void reap_sends() {
-    sends_.erase(std::remove_if(sends_.begin(), sends_.end(), [&](PendingSend& p) { return t_.test(p.req); }),
+    sends_.erase(std::remove_if(sends_.begin(), sends_.end(), [&](PendingSend& p) { return test(p.req, label_.seq); }),
                  sends_.end());
   }
 
   void wait(Request& req, const Step& st) {
-    if (t_.test(req)) return;
+    if (test(req, label_.seq)) return;
     Deadline deadline(a_.timeout_s);
     StallWarning stall(a_.warn_after_s);
     const Clock::time_point began = Clock::now();
     Backoff backoff;
     for (unsigned polls = 1;; ++polls) {
       backoff.pause();
-      if (t_.test(req)) return;
+      if (test(req, label_.seq)) return;
       if ((polls & 255u) == 0) {
         if (stall.due())
           warn(where(st) + " has waited " + seconds_text(a_.warn_after_s) + " (COLLEX_WARN_AFTER): " + waiting_for(st) +
@@ -186,6 +188,27 @@ class Run {
         if (deadline.expired()) timed_out(st);
         if (polls >= 1024 && interrupt_requested()) throw Interrupted();
       }
+    }
+  }
+
+  // Whether `req` has completed. A transfer that failed (the peer gave up on it,
+  // e.g. a sender that found a mismatch and went on, taking its buffer with it)
+  // most often has a cause another rank is reporting: that cause is raised when
+  // it arrives within a moment, rather than the transport's error.
+  bool test(Request& req, std::uint64_t seq) {
+    try {
+      return t_.test(req);
+    } catch (const CommunicatorBroken&) {
+      if (a_.watch == nullptr) throw;
+      const int peer = a_.watch_ranks != nullptr ? (*a_.watch_ranks)[static_cast<std::size_t>(req.peer)] : req.peer;
+      const Deadline grace(0.5);
+      while (!grace.expired()) {
+        const PeerFailure f = a_.watch->check(peer, seq, a_.call);
+        if (f && f.relayed) raise_failure(f, label_.describe());
+        struct timespec pause{0, 1000000};
+        nanosleep(&pause, nullptr);
+      }
+      throw;
     }
   }
 
