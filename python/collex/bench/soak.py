@@ -253,22 +253,21 @@ def main(argv: list | None = None) -> int:
     cx.init()
     world = MPI.COMM_WORLD
     soak = Soak(cx, args.seed)
-    deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
-    start = time.monotonic()
     soak.warm_up()
+    soak.settle()
     base_rss, base_fds = resident_bytes(), open_fds()
-    while True:
+    # The mix proper: counted and timed from here.
+    soak.ops, soak.checked, soak.counts = 0, 0, {}
+    start = time.monotonic()
+    deadline = None if args.minutes is None else start + 60 * args.minutes
+    go = True
+    while go:
+        soak.issue()
         # Every rank decides alike whether to go on (rank 0's clock decides).
         if deadline is None:
             go = soak.ops < args.ops
         elif soak.ops % 100 == 0:
             go = world.bcast(time.monotonic() < deadline if world.rank == 0 else None, root=0)
-        if not go:
-            break
-        soak.issue()
-        if os.environ.get("SOAK_TRACE") and soak.ops % 500 == 0 and world.rank == 0:
-            soak.settle()
-            print("trace", soak.ops, resident_bytes() >> 20, flush=True)
     soak.settle()
     seconds = time.monotonic() - start
     rss, fds = resident_bytes(), open_fds()
