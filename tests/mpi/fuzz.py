@@ -40,17 +40,6 @@ DTYPES = list(DTYPES)
 OPS = list(OPS)
 
 
-def inputs(seed: int, r: int, shape: tuple, dtype: str, op: str) -> np.ndarray:
-    return small_ints(seed, r, shape, dtype, op)
-
-
-def reduced(seed: int, shape: tuple, dtype: str, op: str) -> np.ndarray:
-    return reduction_of(seed, size, shape, dtype, op)
-
-
-close = matches
-
-
 def placed(a: np.ndarray, view: str, seed: int) -> np.ndarray:
     """`a` as the caller might hold it: its own array, a contiguous slice with an
     offset inside a larger one (misaligned for vector loads), or a reshaped view."""
@@ -70,24 +59,28 @@ def placed(a: np.ndarray, view: str, seed: int) -> np.ndarray:
 def run_one(step: dict) -> str:
     """Runs one operation described by `step` and returns "" or what was wrong."""
     kind, dtype, op, shape, seed = step["kind"], step["dtype"], step["op"], tuple(step["shape"]), step["seed"]
-    mine = placed(inputs(seed, rank, shape, dtype, op), step["view"], seed)
+    mine = placed(small_ints(seed, rank, shape, dtype, op), step["view"], seed)
     kept = mine.copy()
     async_op = step["async"]
     if kind == "allreduce":
         out = None if step["inplace"] else np.empty_like(mine)
         w = cx.allreduce(mine, op=op, out=out, algo=step["algo"], async_op=async_op)
-        return lambda: check(w, async_op, mine, kept, reduced(seed, shape, dtype, op), out, dtype, op)
+        return lambda: check(
+            w, async_op, mine, kept, reduction_of(seed, size, shape, dtype, op), out, dtype, op
+        )
     if kind == "broadcast":
         root = step["root"] % size
         w = cx.broadcast(mine, root=root, algo=step["algo"], async_op=async_op)
-        want = inputs(seed, root, shape, dtype, op).astype(np.float64)
+        want = small_ints(seed, root, shape, dtype, op).astype(np.float64)
         return lambda: check(w, async_op, mine, None, want, None, dtype, "sum")
     if kind == "reduce":
         root = step["root"] % size
         out = None if step["inplace"] else np.empty_like(mine)
         w = cx.reduce(mine, op=op, root=root, out=out, async_op=async_op)
         if rank == root:
-            return lambda: check(w, async_op, mine, kept, reduced(seed, shape, dtype, op), out, dtype, op)
+            return lambda: check(
+                w, async_op, mine, kept, reduction_of(seed, size, shape, dtype, op), out, dtype, op
+            )
 
         # Elsewhere the input is untouched (and out, if given, holds nothing defined).
         def untouched():
@@ -98,11 +91,11 @@ def run_one(step: dict) -> str:
         return untouched
     if kind == "allgather":
         w = cx.allgather(mine, async_op=async_op)
-        want = np.stack([inputs(seed, r, shape, dtype, op).astype(np.float64) for r in range(size)])
+        want = np.stack([small_ints(seed, r, shape, dtype, op).astype(np.float64) for r in range(size)])
         return lambda: check(w, async_op, mine, kept, want, "new", dtype, "sum")
     if kind == "reduce_scatter":
         w = cx.reduce_scatter(mine, op=op, async_op=async_op)
-        full = reduced(seed, shape, dtype, op)
+        full = reduction_of(seed, size, shape, dtype, op)
         block = shape[0] // size
         return lambda: check(
             w, async_op, mine, kept, full[rank * block : (rank + 1) * block], "new", dtype, op
@@ -110,8 +103,8 @@ def run_one(step: dict) -> str:
     # a ring of sendrecv: each rank sends its input to the next and receives the previous one's
     got = np.empty_like(mine)
     cx.sendrecv(mine, (rank + 1) % size, got, (rank - 1) % size, tag=step["root"] % 1000)
-    want = inputs(seed, (rank - 1) % size, shape, dtype, op).astype(np.float64)
-    return lambda: "" if close(got, want, dtype, "sum") else f"sendrecv got {got.ravel()[:6]}"
+    want = small_ints(seed, (rank - 1) % size, shape, dtype, op).astype(np.float64)
+    return lambda: "" if matches(got, want, dtype, "sum") else f"sendrecv got {got.ravel()[:6]}"
 
 
 def check(w, async_op, mine, kept, want, out, dtype, op) -> str:
@@ -119,14 +112,14 @@ def check(w, async_op, mine, kept, want, out, dtype, op) -> str:
     if out is None:  # in place: the result is x itself
         if res is not mine:
             return "in-place result is not x"
-        return "" if close(mine, want, dtype, op) else f"got {mine.ravel()[:6]}, want {want.ravel()[:6]}"
+        return "" if matches(mine, want, dtype, op) else f"got {mine.ravel()[:6]}, want {want.ravel()[:6]}"
     if kept is not None and not (mine == kept).all():
         return "x changed by an out-of-place call"
     got = res if isinstance(out, str) else out
     if not isinstance(out, str) and res is not out:
         return "result is not out"
     return (
-        "" if close(got, want, dtype, op) else f"got {np.asarray(got).ravel()[:6]}, want {want.ravel()[:6]}"
+        "" if matches(got, want, dtype, op) else f"got {np.asarray(got).ravel()[:6]}, want {want.ravel()[:6]}"
     )
 
 

@@ -177,7 +177,7 @@ class Run {
                " yet");
         if (a_.op_mask != 0) look_for_mismatch(st);
         if (a_.watch != nullptr) {
-          const int peer = a_.watch_ranks != nullptr ? (*a_.watch_ranks)[static_cast<std::size_t>(st.peer)] : st.peer;
+          const int peer = watched(st.peer);
           if (const PeerFailure f = a_.watch->check(peer, label_.seq, a_.call)) raise_failure(f, where(st));
           // Long enough not to be a transfer in progress: say what this rank called.
           if (a_.call != nullptr && !noted_ && Clock::now() - began >= kNoteAfter) {
@@ -191,6 +191,11 @@ class Run {
     }
   }
 
+  // The watch's number for the transport's rank `peer`.
+  int watched(int peer) const {
+    return a_.watch_ranks != nullptr ? (*a_.watch_ranks)[static_cast<std::size_t>(peer)] : peer;
+  }
+
   // Whether `req` has completed. A transfer that failed (the peer gave up on it,
   // e.g. a sender that found a mismatch and went on, taking its buffer with it)
   // most often has a cause another rank is reporting: that cause is raised when
@@ -200,7 +205,7 @@ class Run {
       return t_.test(req);
     } catch (const CommunicatorBroken&) {
       if (a_.watch == nullptr) throw;
-      const int peer = a_.watch_ranks != nullptr ? (*a_.watch_ranks)[static_cast<std::size_t>(req.peer)] : req.peer;
+      const int peer = watched(req.peer);
       const Deadline grace(0.5);
       while (!grace.expired()) {
         const PeerFailure f = a_.watch->check(peer, seq, a_.call);

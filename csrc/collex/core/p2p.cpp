@@ -84,6 +84,11 @@ std::string what(const P2pOp& op, int rank) {
   return o.str();
 }
 
+// what(), and the array: "[rank 0] collex.recv from rank 1 tag 0 (float64 shape (8,))".
+std::string what_with_array(const P2pOp& op, int rank) {
+  return what(op, rank) + " (" + describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims) + ")";
+}
+
 }  // namespace
 
 bool P2pWork::done() { return owner_->done(*op_); }
@@ -449,14 +454,13 @@ void PointToPoint::wait(P2pOp& op) {
           }
         }
         if (stall.due()) {
-          warn(what(op, rank_) + " (" + describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims) +
-               ") has waited " + seconds_text(warn_after_s_) +
+          warn(what_with_array(op, rank_) + " has waited " + seconds_text(warn_after_s_) +
                " (COLLEX_WARN_AFTER): " + (op.is_send ? "not received" : "no message") + " yet");
         }
         if (deadline.expired()) {
           std::ostringstream o;
-          o << what(op, rank_) << " (" << describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims)
-            << "): " << (op.is_send ? "not received" : "no message") << " after " << timeout_s_ << " s";
+          o << what_with_array(op, rank_) << ": " << (op.is_send ? "not received" : "no message") << " after "
+            << timeout_s_ << " s";
           fail(op, o.str(), true);
           forget_finished();
           break;
