@@ -178,7 +178,11 @@ class Run {
         if (a_.op_mask != 0) look_for_mismatch(st);
         if (a_.watch != nullptr) {
           const int peer = watched(st.peer);
-          if (const PeerFailure f = a_.watch->check(peer, label_.seq, a_.call)) raise_failure(f, where(st));
+          if (const PeerFailure f = a_.watch->check(peer, label_.seq, a_.call)) {
+            // Data the peer sent before it ended has arrived by now: take it first.
+            if (test(req, label_.seq)) return;
+            raise_failure(f, where(st));
+          }
           // Long enough not to be a transfer in progress: say what this rank called.
           if (a_.call != nullptr && !noted_ && Clock::now() - began >= kNoteAfter) {
             a_.watch->note_waiting(peer, label_.seq, *a_.call);

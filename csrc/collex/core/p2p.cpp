@@ -444,6 +444,10 @@ void PointToPoint::wait(P2pOp& op) {
         // A peer that has exited, left or failed will not come: say so now.
         if (watch_ != nullptr) {
           if (const PeerFailure f = watch_->check(op.peer, kNoSequence, nullptr)) {
+            // What the peer sent before it left or ended (a verdict, a message)
+            // has arrived by now: take it before deciding the operation failed.
+            progress();
+            if (op.finished) break;
             try {
               raise_failure(f, what(op, rank_));
             } catch (const std::exception& e) {
