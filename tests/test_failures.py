@@ -125,13 +125,12 @@ def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
 # finds a peer's message of the same operation under another hash; where every
 # rank only waits to receive (collectives in another order on a tree), a wait
 # that lasts tells its peer what it called. Between pretend nodes (2 ranks
-# each) the window and MPI meet: not yet "order" there (a rank waiting on its
-# node's window does not hear the notes of ranks waiting over MPI).
+# each) the window and MPI meet: a rank waiting on its node's window asks the
+# watch too, and tells its peer what it called ("order": rank 0's hierarchical
+# all-reduce waits on the window for rank 1, whose broadcast waits over MPI).
 @pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather"])
 @pytest.mark.parametrize("ranks,setting", [(2, "mpi"), (3, "mpi"), (4, "mpi"), (4, "two-nodes")])
 def test_mismatched_calls_raise_on_every_rank_over_mpi(ranks, setting, case):
-    if setting == "two-nodes" and case == "order":
-        pytest.skip("not yet: ranks on a node's window do not hear notes sent over MPI")
     env = {"COLLEX_TRANSPORT": "mpi"} if setting == "mpi" else {"COLLEX_NODE_SIZE": "2"}
     proc = run_mpi(ranks, "mismatch_always.py", case, env=env, timeout=120)
     assert " 0 failed" in proc.stdout

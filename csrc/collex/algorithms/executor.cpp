@@ -27,8 +27,6 @@ namespace {
 constexpr std::size_t kWindow = 4;
 // How far ahead of the current step the executor looks for receives to post.
 constexpr std::size_t kLookahead = 64;
-// How long a wait lasts before it tells its peer what this rank called.
-constexpr auto kNoteAfter = std::chrono::milliseconds(10);
 
 bool overlaps(std::size_t a_off, std::size_t a_n, std::size_t b_off, std::size_t b_n) {
   return a_off < b_off + b_n && b_off < a_off + a_n;
@@ -184,7 +182,7 @@ class Run {
             raise_failure(f, where(st));
           }
           // Long enough not to be a transfer in progress: say what this rank called.
-          if (a_.call != nullptr && !noted_ && Clock::now() - began >= kNoteAfter) {
+          if (a_.call != nullptr && !noted_ && Clock::now() - began >= kNoteWaitingAfter) {
             a_.watch->note_waiting(peer, label_.seq, *a_.call);
             noted_ = true;
           }

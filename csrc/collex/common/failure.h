@@ -3,6 +3,7 @@
 // watch that waits ask about their peers, and the exceptions a report becomes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -54,6 +55,10 @@ struct PeerFailure {
 // The sequence number checks pass for a wait outside the numbered operations
 // (point-to-point): a peer that left fails it, whenever it left.
 constexpr std::uint64_t kNoSequence = ~std::uint64_t{0};
+
+// How long a wait lasts before it tells its peer what this rank called
+// (PeerWatch::note_waiting): longer than a transfer in progress takes.
+constexpr auto kNoteWaitingAfter = std::chrono::milliseconds(10);
 
 // What a wait that makes no quick progress asks now and then (off the fast
 // path) about the rank it waits for: whether a failure elsewhere means the wait

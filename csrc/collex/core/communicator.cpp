@@ -173,6 +173,9 @@ Communicator::Communicator(long fortran_handle, double timeout_s) : mpi_(std::ma
   if (window_) {
     window_->set_describer(&describe_call);
     window_->set_warn_after(config_.warn_after_s);
+    // Ranks of other nodes wait over MPI: waits on the window hear of them through the watch.
+    if (local_size_ < size_)
+      window_->set_watch(watch_.get(), ranks_in_comm(mpi_->local, mpi_->comm), &running_seq_, &running_);
     set_up_copy_ways();
   }
   if (local_size_ < size_) {
@@ -371,6 +374,7 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
 void Communicator::run(const Call& call) {
   throw_if_broken(collective_name(call.kind));
   running_ = print_of(call);
+  running_seq_ = call.seq;
   // A mismatch found by the fingerprint check is raised on every rank alike and
   // leaves the communicator usable; any failure on the wire breaks it.
   if (config_.check && size_ > 1) {

@@ -15,6 +15,7 @@
 #include "collex/algorithms/executor.h"
 #include "collex/common/buffer.h"
 #include "collex/common/config.h"
+#include "collex/common/failure.h"
 #include "collex/common/reduce_op.h"
 #include "collex/core/copy_ways.h"
 #include "collex/core/engine.h"
@@ -179,7 +180,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   int max_user_tag_ = 0;
   std::shared_ptr<PointToPoint> p2p_;
   Staging staging_;
-  CallPrint running_;  // what this rank called for the operation the engine runs now
+  CallPrint running_;                        // what this rank called for the operation the engine runs now
+  std::uint64_t running_seq_ = kNoSequence;  // and its sequence number
   std::vector<char> scratch_;
   mutable std::mutex state_mutex_;
   std::atomic<bool> broken_{false};

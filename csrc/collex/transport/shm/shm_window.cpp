@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <vector>
 
@@ -238,13 +239,35 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
 namespace {
 
 // The error of a failed cross-memory copy with rank r, naming the rank and why.
-CollexError copy_failed(const char* what, int r) {
-  const int err = errno;
-  return CollexError(std::string(what) + " rank " + std::to_string(r) + "'s memory failed: " + std::strerror(err) +
-                     (err == ESRCH ? " (the rank has exited)" : ""));
-}
-
 }  // namespace
+
+void ShmWindow::fail_copy(const char* what, int r) {
+  const std::string where =
+      std::string(what) + " rank " + std::to_string(r) + "'s memory failed (" + std::strerror(errno) + ")";
+  // Most often the peer gave up on the operation, taking its buffer with it,
+  // because of a failure found elsewhere (a mismatch) that it reports within a
+  // moment: that cause is what this rank raises.
+  const Deadline grace(0.5);
+  while (!grace.expired()) {
+    for (int q = 0; q < size_; ++q) {
+      const auto kind = static_cast<Failure>(control(q).poison.load(std::memory_order_acquire));
+      if (q == rank_ || kind == Failure::kNone || (kind == Failure::kLeft && q != r)) continue;
+      raise_failure(poison_of(q), where);
+    }
+    if (watch_ != nullptr) {
+      if (const PeerFailure f = watch_->check(watch_ranks_[static_cast<std::size_t>(r)], kNoSequence, nullptr))
+        raise_failure(f, where);
+    }
+    if (process_ended(pids_[static_cast<std::size_t>(r)])) break;
+    struct timespec pause{0, 1000000};
+    nanosleep(&pause, nullptr);
+  }
+  const std::string who =
+      "rank " + std::to_string(r) + " (pid " + std::to_string(pids_[static_cast<std::size_t>(r)]) + ")";
+  raise_failure({Failure::kBroken, false,
+                 process_ended(pids_[static_cast<std::size_t>(r)]) ? who + " has exited" : "no rank said why"},
+                where);
+}
 
 void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
   cross_copy(false, r, remote, static_cast<char*>(local), bytes);
@@ -271,7 +294,7 @@ void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* loc
     iovec l{local, bytes};
     iovec rv{reinterpret_cast<void*>(remote), bytes};
     const ssize_t n = to_peer ? process_vm_writev(pid, &l, 1, &rv, 1, 0) : process_vm_readv(pid, &l, 1, &rv, 1, 0);
-    if (n <= 0) throw copy_failed(to_peer ? "writing" : "reading", r);
+    if (n <= 0) fail_copy(to_peer ? "writing" : "reading", r);
     local += n;
     remote += static_cast<std::uintptr_t>(n);
     bytes -= static_cast<std::size_t>(n);
@@ -321,7 +344,7 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
     to.fill(lv, kMaxIov);
     const ssize_t n =
         process_vm_readv(pids_[static_cast<std::size_t>(r)], lv.data(), lv.size(), rv.data(), rv.size(), 0);
-    if (n <= 0) throw copy_failed("reading", r);
+    if (n <= 0) fail_copy("reading", r);
     from.advance(static_cast<std::size_t>(n));
     to.advance(static_cast<std::size_t>(n));
     remaining -= std::min(remaining, static_cast<std::size_t>(n));
@@ -409,14 +432,35 @@ void ShmWindow::check_poison(int first, int last, std::uint64_t marker, const Wa
     if (kind == Failure::kLeft &&
         (q < first || q >= last || control(q).marker.load(std::memory_order_acquire) >= marker))
       continue;
-    char reason[sizeof(Control::reason)];
-    std::memcpy(reason, control(q).reason, sizeof reason);
-    reason[sizeof reason - 1] = '\0';
-    const std::string who =
-        "rank " + std::to_string(q) + " (pid " + std::to_string(pids_[static_cast<std::size_t>(q)]) + ")";
-    if (kind == Failure::kLeft)
-      raise_failure({Failure::kBroken, false, who + " " + reason + " before this operation"}, what.describe());
-    raise_failure({kind, true, who + " reported: " + reason}, what.describe());
+    raise_failure(poison_of(q), what.describe());
+  }
+}
+
+PeerFailure ShmWindow::poison_of(int q) const {
+  const auto kind = static_cast<Failure>(control(q).poison.load(std::memory_order_acquire));
+  if (kind == Failure::kNone) return {};
+  char reason[sizeof(Control::reason)];
+  std::memcpy(reason, control(q).reason, sizeof reason);
+  reason[sizeof reason - 1] = '\0';
+  const std::string who =
+      "rank " + std::to_string(q) + " (pid " + std::to_string(pids_[static_cast<std::size_t>(q)]) + ")";
+  if (kind == Failure::kLeft) return {Failure::kBroken, false, who + " " + reason + " before this operation"};
+  return {kind, true, who + " reported: " + reason};
+}
+
+void ShmWindow::set_watch(PeerWatch* watch, std::vector<int> ranks, const std::uint64_t* seq, const CallPrint* call) {
+  watch_ = watch;
+  watch_ranks_ = std::move(ranks);
+  watch_seq_ = seq;
+  watch_call_ = call;
+}
+
+void ShmWindow::ask_watch(int r, Clock::time_point began, bool& noted, const WaitContext& what) {
+  const int peer = watch_ranks_[static_cast<std::size_t>(r)];
+  if (const PeerFailure f = watch_->check(peer, *watch_seq_, watch_call_)) raise_failure(f, what.describe());
+  if (!noted && Clock::now() - began >= kNoteWaitingAfter) {
+    watch_->note_waiting(peer, *watch_seq_, *watch_call_);
+    noted = true;
   }
 }
 
@@ -471,7 +515,9 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
   Deadline deadline(timeout_s);
   StallWarning stall(warn_after_s_);
   Backoff backoff;
-  Clock::time_point next_alive_check = Clock::now() + std::chrono::milliseconds(50);
+  const Clock::time_point began = Clock::now();
+  Clock::time_point next_alive_check = began + std::chrono::milliseconds(50);
+  bool noted = false;
   for (unsigned polls = 1;; ++polls) {
     backoff.pause();
     for (; r < last && control(r).marker.load(std::memory_order_acquire) >= marker; ++r) {
@@ -493,6 +539,7 @@ void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double tim
       for (int q = 0; q < size_; ++q) verify(q, what);
     }
     if ((polls & 255u) == 0) {
+      if (watch_ != nullptr) ask_watch(r, began, noted, what);
       if (stall.due())
         warn(what.describe() + " has waited " + seconds_text(warn_after_s_) +
              " (COLLEX_WARN_AFTER): " + arrivals(first, last, marker, "yet"));

@@ -8,8 +8,10 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <vector>
 
 #include "collex/common/failure.h"
+#include "collex/common/waiting.h"
 #include "collex/transport/window.h"
 
 namespace collex {
@@ -49,6 +51,14 @@ class ShmWindow final : public Window {
   // will carry, once (the first report stands): every wait of the others looks
   // at it. kLeft (this rank shut down) fails only waits for this rank.
   void report(Failure kind, const std::string& text);
+  // Where some of the communicator's ranks wait elsewhere (over MPI, on other
+  // nodes): waits that make no quick progress also ask `watch` about the rank
+  // they wait for, and tell it after a while what this rank called, so that a
+  // rank waiting here and one waiting over MPI in the same operation, having
+  // called differently, find it. `ranks`: each window rank's number for the
+  // watch; `seq` and `call`: the communicator's operation now running and this
+  // rank's call of it (read at each wait). All borrowed.
+  void set_watch(PeerWatch* watch, std::vector<int> ranks, const std::uint64_t* seq, const CallPrint* call);
 
  private:
   struct Control;   // one cache line of flags and addresses per rank, in the segment
@@ -63,6 +73,11 @@ class ShmWindow final : public Window {
   // Compares rank r's published call for this rank's operation with this rank's
   // (nothing when r has not published one for it).
   void verify(int r, const WaitContext& what);
+  // Rank q's poison word as what a wait raises (none: q has reported nothing).
+  PeerFailure poison_of(int q) const;
+  // Raises why a copy from or to rank r (`what`: "reading", "writing") failed:
+  // a cause some rank reports within a moment, or r's exit, or the copy's error.
+  [[noreturn]] void fail_copy(const char* what, int r);
   // Throws when a peer has reported a failure (its poison word is set), or has
   // left while this wait, for ranks [first, last) to reach `marker`, needs it.
   void check_poison(int first, int last, std::uint64_t marker, const WaitContext& what);
@@ -73,6 +88,9 @@ class ShmWindow final : public Window {
   // 300.0 s"), who has, and what this rank called: a stalled wait's facts.
   std::string arrivals(int first, int last, std::uint64_t marker, const char* when) const;
   [[noreturn]] void fail_mismatch(int r, const CallPrint& theirs, const WaitContext& what);
+  // The slow path's question to the watch about window rank r (set_watch);
+  // `noted`: whether this wait has told r what this rank called.
+  void ask_watch(int r, Clock::time_point began, bool& noted, const WaitContext& what);
 
   int rank_ = 0;
   int size_ = 1;
@@ -88,6 +106,10 @@ class ShmWindow final : public Window {
   bool published_ = true;
   CallDescriber describe_ = nullptr;
   double warn_after_s_ = 60.0;
+  PeerWatch* watch_ = nullptr;  // set_watch
+  std::vector<int> watch_ranks_;
+  const std::uint64_t* watch_seq_ = nullptr;
+  const CallPrint* watch_call_ = nullptr;
 };
 
 }  // namespace collex
