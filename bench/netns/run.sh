@@ -8,6 +8,7 @@
 #
 # mpirun comes from PATH (activate the environment collex is installed in);
 # options placed before the command go to mpirun (e.g. -genv COLLEX_CHUNK_BYTES 4M).
+# CX_RANKS_PER_HOST=k (default 1) puts k consecutive ranks on each host: N*k ranks.
 #
 # Everything it makes (namespaces cxh1..cxhN, bridge br-cx, veths vcx1..vcxN on
 # 10.77.0.0/24) is removed when it ends.
@@ -42,11 +43,11 @@ for i in $(seq 1 "$n"); do
   # transfer stalls for a 200 ms retransmission timeout now and then.
   ip link set "vcx$i" txqueuelen 10000
   ip netns exec "cxh$i" ip link set eth0 txqueuelen 10000
-  hosts+=("10.77.0.$((10 + i))")
+  hosts+=("10.77.0.$((10 + i)):${CX_RANKS_PER_HOST:-1}")
 done
 
 # Hydra starts each rank through launch.sh (in the rank's namespace, with its own
 # hostname); UCX is kept to TCP, since its shared-memory transports would
 # otherwise find the peers on the same machine and bypass the network.
 mpirun -hosts "$(IFS=,; echo "${hosts[*]}")" -launcher ssh -launcher-exec "$here/launch.sh" -iface br-cx \
-  -n "$n" -genv UCX_TLS tcp -genv UCX_NET_DEVICES eth0 "$@"
+  -n "$((n * ${CX_RANKS_PER_HOST:-1}))" -genv UCX_TLS tcp -genv UCX_NET_DEVICES eth0 "$@"

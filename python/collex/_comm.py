@@ -4,6 +4,7 @@ arrays and hands (address, count, dtype code) to the C++ core."""
 from __future__ import annotations
 
 import atexit
+import itertools
 import sys
 import weakref
 from typing import Any
@@ -18,8 +19,11 @@ from ._dtypes import ALGOS, CODES, NAMES
 
 CollexError = _core.CollexError
 
-# Every live Communicator, so that finalize() can shut them all down.
-_live: weakref.WeakSet = weakref.WeakSet()
+# Every live Communicator by the order of its making, so that finalize() can
+# shut them all down, newest first: in the same order on every rank, since each
+# shutdown waits a moment for the peers' word that they left too.
+_live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_made = itertools.count()
 
 
 # Why this process leaves its communicators, as peers that still wait for it are
@@ -30,8 +34,10 @@ _leaving_because = ""
 def shutdown_all() -> None:
     """Finishes queued operations on every communicator, tells peers still
     waiting for this rank that it left (and why), and releases them."""
-    for c in list(_live):
-        c._c.shutdown(_leaving_because)
+    for key in sorted(_live.keys(), reverse=True):
+        c = _live.get(key)
+        if c is not None:
+            c._c.shutdown(_leaving_because)
 
 
 # Registered after mpi4py's own exit hook (collex imports mpi4py first), so it runs
@@ -144,7 +150,7 @@ class Communicator:
         self.local_rank: int = core.local_rank
         self.local_size: int = core.local_size
         self._staging: DeviceStaging | None = None
-        _live.add(self)
+        _live[next(_made)] = self
 
     @property
     def _device(self) -> DeviceStaging:

@@ -259,7 +259,10 @@ void Communicator::shutdown(const std::string& why) {
   if (!broken() && size_ > 1) {
     const std::string text = why.empty() ? "left the communicator (collex.finalize(), or the end of its program)" : why;
     if (window_) window_->report(Failure::kLeft, text);
-    if (watch_) watch_->report(Failure::kLeft, next_seq_, text);
+    if (watch_) {
+      watch_->report(Failure::kLeft, next_seq_, text);
+      watch_->settle(0.2);
+    }
   }
   if (p2p_) p2p_->abandon_all();
   window_.reset();

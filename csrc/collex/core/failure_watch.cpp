@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <limits>
 
 #include "collex/common/process.h"
@@ -83,7 +84,11 @@ void FailureWatch::report(Failure kind, std::uint64_t seq, const std::string& te
   std::memcpy(&message[1], &seq, sizeof seq);
   message += text.substr(0, kMaxText);
   for (int r = 0; r < size_; ++r) {
-    if (r != rank_) send(r, message);
+    // Not to a node-mate whose process has ended: MPICH (5.0.2, UCX between
+    // nodes) may crash in MPI_Isend to a dead peer, and take the next sends of
+    // the ranks this one talks to with it.
+    const pid_t pid = pids_[static_cast<std::size_t>(r)];
+    if (r != rank_ && !(pid != 0 && process_ended(pid))) send(r, message);
   }
 }
 
@@ -102,6 +107,20 @@ void FailureWatch::drain() {
   if (++drains_ % kDrainEvery != 0) return;
   std::lock_guard<std::mutex> lock(mutex_);
   receive_reports();
+}
+
+void FailureWatch::settle(double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Deadline deadline(seconds);
+  for (;;) {
+    receive_reports();
+    bool all_left = true;
+    for (int r = 0; r < size_ && all_left; ++r)
+      all_left = r == rank_ || !left_why_[static_cast<std::size_t>(r)].empty();
+    if (all_left || deadline.expired()) return;
+    struct timespec pause{0, 200000};
+    nanosleep(&pause, nullptr);
+  }
 }
 
 void FailureWatch::receive_reports() {

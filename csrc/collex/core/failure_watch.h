@@ -33,6 +33,11 @@ class FailureWatch final : public PeerWatch {
   PeerFailure check(int peer, std::uint64_t seq, const CallPrint* call) override;
   void note_waiting(int peer, std::uint64_t seq, const CallPrint& call) override;
   void drain() override;
+  // Takes in what the others still send, until each has said it left, for up to
+  // `seconds`: a message left unreceived at the end makes some networks' MPI
+  // warn (UCX between nodes: "unexpected tag-receive descriptor ... was not
+  // matched"). Ranks that leave together, as at finalize, settle at once.
+  void settle(double seconds);
   // The process id of `rank` when it runs on this node, else 0.
   pid_t pid_of(int rank) const { return pids_[static_cast<std::size_t>(rank)]; }
 
