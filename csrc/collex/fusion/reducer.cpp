@@ -5,9 +5,9 @@
 #include <cstring>
 
 #include "collex/common/errors.h"
+#include "collex/common/memory.h"
 #include "collex/core/communicator.h"
 #include "collex/kernels/convert.h"
-#include "collex/transport/window.h"
 
 namespace collex::fusion {
 namespace {

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "collex/common/buffer.h"
+#include "collex/common/memory.h"
 #include "collex/fusion/bucketer.h"
-#include "collex/transport/window.h"
 
 namespace collex {
 class Communicator;

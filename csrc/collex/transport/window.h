@@ -11,14 +11,9 @@
 #include <string>
 
 #include "collex/common/call_print.h"
+#include "collex/common/memory.h"
 
 namespace collex {
-
-// A range of bytes in some rank's memory.
-struct Span {
-  std::uintptr_t address = 0;
-  std::size_t bytes = 0;
-};
 
 // What a wait is for, named in its timeout message. Formatted only when a wait
 // times out: building the text before every wait took about a tenth of a small
@@ -92,15 +87,6 @@ class Window {
 
   // The same for rank r alone.
   virtual void wait_for(int r, std::uint64_t marker, double timeout_s, const WaitContext& what) = 0;
-};
-
-// Memory every rank of the window can read in place: each rank's part of a
-// collectively made buffer. Unmapped when the last reference goes.
-class SymmetricMemory {
- public:
-  virtual ~SymmetricMemory() = default;
-  virtual void* data() const = 0;         // this rank's part
-  virtual std::size_t bytes() const = 0;  // its size
 };
 
 }  // namespace collex
