@@ -236,11 +236,6 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
                                         std::move(entry));
 }
 
-namespace {
-
-// The error of a failed cross-memory copy with rank r, naming the rank and why.
-}  // namespace
-
 void ShmWindow::fail_copy(const char* what, int r) {
   const std::string where =
       std::string(what) + " rank " + std::to_string(r) + "'s memory failed (" + std::strerror(errno) + ")";
