@@ -1,7 +1,5 @@
 #include "collex/algorithms/executor.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <deque>
@@ -208,13 +206,11 @@ class Run {
     } catch (const CommunicatorBroken&) {
       if (a_.watch == nullptr) throw;
       const int peer = watched(req.peer);
-      const Deadline grace(0.5);
-      while (!grace.expired()) {
-        const PeerFailure f = a_.watch->check(peer, seq, a_.call);
-        if (f && f.relayed) raise_failure(f, label_.describe());
-        struct timespec pause{0, 1000000};
-        nanosleep(&pause, nullptr);
-      }
+      const PeerFailure cause = await_cause(0.5, [&] {
+        PeerFailure f = a_.watch->check(peer, seq, a_.call);
+        return f.relayed ? f : PeerFailure{};
+      });
+      if (cause) raise_failure(cause, label_.describe());
       throw;
     }
   }

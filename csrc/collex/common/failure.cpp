@@ -1,5 +1,9 @@
 #include "collex/common/failure.h"
 
+#include <ctime>
+
+#include "collex/common/waiting.h"
+
 namespace collex {
 
 Failure failure_of(const std::exception& e) {
@@ -11,6 +15,16 @@ Failure failure_of(const std::exception& e) {
 }
 
 bool is_relayed(const std::exception& e) { return dynamic_cast<const Relayed*>(&e) != nullptr; }
+
+PeerFailure await_cause(double seconds, const std::function<PeerFailure()>& look) {
+  const Deadline deadline(seconds);
+  for (;;) {
+    if (PeerFailure f = look()) return f;
+    if (deadline.expired()) return {};
+    struct timespec pause{0, 1000000};
+    nanosleep(&pause, nullptr);
+  }
+}
 
 void raise_failure(const PeerFailure& f, const std::string& where) {
   // A relayed text is the reporter's whole message, its advice included.

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <string>
 
 #include "collex/common/call_print.h"
@@ -48,6 +49,12 @@ struct PeerFailure {
   std::string text;
   explicit operator bool() const { return kind != Failure::kNone; }
 };
+
+// Asks `look` every millisecond, for up to `seconds`, until it finds a failure
+// (returned; none when the time runs out): for an error of this rank's own (a
+// transfer or a copy that failed because the peer gave up) whose cause another
+// rank reports a moment later, and which should be raised instead.
+PeerFailure await_cause(double seconds, const std::function<PeerFailure()>& look);
 
 // Throws the exception of `f`'s kind: "<where>: <f.text>", with the advice the kind calls for.
 [[noreturn]] void raise_failure(const PeerFailure& f, const std::string& where);

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <mutex>
 #include <vector>
 
@@ -242,26 +241,20 @@ void ShmWindow::fail_copy(const char* what, int r) {
   // Most often the peer gave up on the operation, taking its buffer with it,
   // because of a failure found elsewhere (a mismatch) that it reports within a
   // moment: that cause is what this rank raises.
-  const Deadline grace(0.5);
-  while (!grace.expired()) {
+  const pid_t pid = pids_[static_cast<std::size_t>(r)];
+  const std::string who = "rank " + std::to_string(r) + " (pid " + std::to_string(pid) + ")";
+  const PeerFailure cause = await_cause(0.5, [&]() -> PeerFailure {
     for (int q = 0; q < size_; ++q) {
       const auto kind = static_cast<Failure>(control(q).poison.load(std::memory_order_acquire));
-      if (q == rank_ || kind == Failure::kNone || (kind == Failure::kLeft && q != r)) continue;
-      raise_failure(poison_of(q), where);
+      if (q != rank_ && kind != Failure::kNone && (kind != Failure::kLeft || q == r)) return poison_of(q);
     }
     if (watch_ != nullptr) {
-      if (const PeerFailure f = watch_->check(watch_ranks_[static_cast<std::size_t>(r)], kNoSequence, nullptr))
-        raise_failure(f, where);
+      if (PeerFailure f = watch_->check(watch_ranks_[static_cast<std::size_t>(r)], kNoSequence, nullptr)) return f;
     }
-    if (process_ended(pids_[static_cast<std::size_t>(r)])) break;
-    struct timespec pause{0, 1000000};
-    nanosleep(&pause, nullptr);
-  }
-  const std::string who =
-      "rank " + std::to_string(r) + " (pid " + std::to_string(pids_[static_cast<std::size_t>(r)]) + ")";
-  raise_failure({Failure::kBroken, false,
-                 process_ended(pids_[static_cast<std::size_t>(r)]) ? who + " has exited" : "no rank said why"},
-                where);
+    if (process_ended(pid)) return {Failure::kBroken, false, who + " has exited"};
+    return {};
+  });
+  raise_failure(cause ? cause : PeerFailure{Failure::kBroken, false, "no rank said why"}, where);
 }
 
 void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
