@@ -4,6 +4,8 @@ No timing is asserted anywhere."""
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +167,42 @@ def test_parallel_bench_runs_small_and_checks_its_results(ranks, tmp_path):
     assert numbers["pipeline_results_ok"] and numbers["zero_results_ok"]
     assert {r["schedule"] for r in numbers["pipeline"]} == {"gpipe", "1f1b", "interleaved", "zb1p"}
     assert [r["state_bytes"] for r in numbers["zero"]][1] < numbers["zero"][0]["state_bytes"]
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+def _expand(pattern):
+    """Brace ({a,b}, {1..6}) and glob (*) expansion of a path named in the docs."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    body = match.group(1)
+    span = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    choices = [str(i) for i in range(int(span[1]), int(span[2]) + 1)] if span else body.split(",")
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    return [p for choice in choices for p in _expand(head + choice + tail)]
+
+
+def _named_files(pattern):
+    return {f for p in _expand(pattern) for f in RESULTS.glob(p)}
+
+
+def test_every_result_file_is_indexed_and_every_quoted_path_exists():
+    index = (RESULTS / "README.md").read_text()
+    indexed = set()
+    for pattern in re.findall(r"`((?:latest|history)/[^`]+)`", index):
+        named = _named_files(pattern)
+        assert named, f"bench/results/README.md names {pattern}, which matches no file"
+        indexed |= named
+    for name in re.findall(r"`((?!latest|history)[\w.{},-]+)`", index):
+        # a bare file name in the same row as its folder (e.g. `training-2ranks.png`)
+        indexed |= {f for p in _expand(name) for f in RESULTS.rglob(p)}
+    on_disk = {f for f in RESULTS.rglob("*") if f.is_file() and f.name != "README.md"}
+    assert sorted(map(str, on_disk - indexed)) == []
+    bench_readme = (RESULTS.parent / "README.md").read_text()
+    for pattern in re.findall(r"results/((?:latest|history)/(?:[^\s`)|,;{}]|\{[^}]*\})+)", bench_readme):
+        pattern = pattern.rstrip(".")
+        # a set named without its extension (`…-run{1,2,3}`) stands for all its files
+        named = _named_files(pattern) or _named_files(pattern + ".*")
+        assert named, f"bench/README.md quotes results/{pattern}: no such file"
