@@ -1,5 +1,10 @@
 #include "collex/algorithms/barrier.h"
 
+#include <cmath>
+
+#include "collex/algorithms/algorithm.h"
+#include "collex/algorithms/message_runner.h"
+
 namespace collex::barrier {
 
 void dissemination(Schedule& s, int rank, int size) {
@@ -12,3 +17,34 @@ void dissemination(Schedule& s, int rank, int size) {
 }
 
 }  // namespace collex::barrier
+
+// ---- the dissemination barrier as an algorithm, over the communicator's transport ----
+
+namespace collex {
+namespace {
+
+class Dissemination final : public Algorithm {
+ public:
+  Algo id() const override { return Algo::kDissemination; }
+
+  Offer offer(const CollectiveCall& c, const Site& site, const CostModel& model) const override {
+    if (c.kind != Collective::kBarrier) return Offer::decline("dissemination runs barriers only");
+    return Offer::at(model.messages.of(std::ceil(log2_ranks(site.size)), 0));
+  }
+
+  void run(const CollectiveCall& c, const Site& site) const override {
+    static char nothing = 0;
+    Schedule s;
+    barrier::dissemination(s, site.rank, site.size);
+    site.messages->run_call(s, *site.world, c, &nothing, nullptr, "dissemination");
+  }
+};
+
+}  // namespace
+
+const Algorithm& dissemination_algorithm() {
+  static const Dissemination dissemination;
+  return dissemination;
+}
+
+}  // namespace collex

@@ -18,6 +18,10 @@ std::string OpLabel::describe() const {
   return o.str();
 }
 
+void note_label(int debug, const OpLabel& label) {
+  if (debug >= 1) std::fprintf(stderr, "collex: %s\n", label.describe().c_str());
+}
+
 namespace {
 
 // Receives posted ahead of the step being executed; enough to overlap the

@@ -22,4 +22,7 @@ struct OpLabel {
   std::string describe() const;  // "[rank 1] allreduce seq=42 float32 4194304 B algo=ring"
 };
 
+// Prints an operation's label to stderr when COLLEX_DEBUG is 1 or more.
+void note_label(int debug, const OpLabel& label);
+
 }  // namespace collex

@@ -1,5 +1,10 @@
 #include "collex/algorithms/ring.h"
 
+#include <cstring>
+
+#include "collex/algorithms/algorithm.h"
+#include "collex/algorithms/message_runner.h"
+
 namespace collex::ring {
 namespace {
 
@@ -77,3 +82,68 @@ void broadcast(Schedule& s, int rank, int size, int root, std::size_t count, std
 }
 
 }  // namespace collex::ring
+
+// ---- the ring as an algorithm: its schedules on the communicator's transport ----
+
+namespace collex {
+namespace {
+
+class Ring final : public Algorithm {
+ public:
+  Algo id() const override { return Algo::kRing; }
+
+  // Each rank sends on one link: p - 1 steps per pass, carrying a share of the data.
+  Offer offer(const CollectiveCall& c, const Site& site, const CostModel& model) const override {
+    if (c.segments) return Offer::decline("segmented all-reduces need the node's window");
+    const double p = site.size, n = static_cast<double>(c.in.bytes());
+    switch (c.kind) {
+      case Collective::kAllreduce: return Offer::at(model.messages.of(2 * (p - 1), 2 * (p - 1) / p * n));
+      case Collective::kBroadcast: return Offer::at(model.messages.of(p - 1, n));
+      case Collective::kAllgather: return Offer::at(model.messages.of(p - 1, (p - 1) * n));
+      case Collective::kReduceScatter: return Offer::at(model.messages.of(p - 1, (p - 1) / p * n));
+      case Collective::kReduce: return Offer::decline("the ring has no reduce (the tree runs it)");
+      default: return Offer::decline("the ring has no barrier");
+    }
+  }
+
+  void run(const CollectiveCall& c, const Site& site) const override {
+    MessageRunner& m = *site.messages;
+    const std::size_t chunk = m.chunk_for(c, site);
+    const bool average = c.op == ReduceOp::kAvg;
+    Schedule s;
+    switch (c.kind) {
+      case Collective::kAllreduce:
+        ring::allreduce(s, site.rank, site.size, c.in.count, chunk, average);
+        return m.run_call(s, *site.world, c, c.out.data, c.in.data, "ring");
+      case Collective::kBroadcast:
+        ring::broadcast(s, site.rank, site.size, c.root, c.in.count, chunk);
+        return m.run_call(s, *site.world, c, c.in.data, nullptr, "ring");
+      case Collective::kAllgather: {
+        char* own = c.out.bytes_at(static_cast<std::size_t>(site.rank) * c.in.count);
+        if (own != c.in.data && c.in.count > 0) std::memmove(own, c.in.data, c.in.bytes());
+        ring::allgather(s, site.rank, site.size, c.out.count, chunk);
+        return m.run_call(s, *site.world, c, c.out.data, nullptr, "ring");
+      }
+      case Collective::kReduceScatter: {
+        // Partial blocks pass through a scratch buffer; the input stays untouched.
+        std::vector<char>& scratch = *site.scratch;
+        scratch.resize(c.in.bytes());
+        ring::reduce_scatter(s, site.rank, site.size, c.in.count, chunk, average);
+        m.run_call(s, *site.world, c, scratch.data(), c.in.data, "ring");
+        if (c.out.count > 0)
+          std::memcpy(c.out.data, scratch.data() + static_cast<std::size_t>(site.rank) * c.out.bytes(), c.out.bytes());
+        return;
+      }
+      default: break;
+    }
+  }
+};
+
+}  // namespace
+
+const Algorithm& ring_algorithm() {
+  static const Ring ring;
+  return ring;
+}
+
+}  // namespace collex

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include "collex/algorithms/algorithm.h"
+#include "collex/algorithms/message_runner.h"
+
 namespace collex::tree {
 namespace {
 
@@ -109,3 +112,68 @@ void allreduce(Schedule& s, int rank, int size, std::size_t count, std::size_t c
 }
 
 }  // namespace collex::tree
+
+// ---- the tree as an algorithm: its schedules on the communicator's transport ----
+
+namespace collex {
+namespace {
+
+class Tree final : public Algorithm {
+ public:
+  Algo id() const override { return Algo::kTree; }
+
+  // log2(p) steps each way. The double tree's all-reduce moves every byte up and
+  // down (twice the ring's share); a broadcast, once per level.
+  Offer offer(const CollectiveCall& c, const Site& site, const CostModel& model) const override {
+    if (c.segments) return Offer::decline("segmented all-reduces need the node's window");
+    const double depth = log2_ranks(site.size), n = static_cast<double>(c.in.bytes());
+    switch (c.kind) {
+      case Collective::kAllreduce: return Offer::at(model.messages.of(2 * depth, 2 * n));
+      case Collective::kBroadcast: return Offer::at(model.messages.of(depth, model.tree_broadcast_bytes * n));
+      case Collective::kReduce: return Offer::at(model.messages.of(depth, n));
+      case Collective::kAllgather: return Offer::decline("the tree has no all-gather (the ring runs it)");
+      case Collective::kReduceScatter: return Offer::decline("the tree has no reduce-scatter (the ring runs it)");
+      default: return Offer::decline("the tree has no barrier");
+    }
+  }
+
+  void run(const CollectiveCall& c, const Site& site) const override {
+    MessageRunner& m = *site.messages;
+    const std::size_t chunk = m.chunk_for(c, site);
+    const bool average = c.op == ReduceOp::kAvg;
+    Schedule s;
+    switch (c.kind) {
+      case Collective::kAllreduce:
+        tree::allreduce(s, site.rank, site.size, c.in.count, chunk, average);
+        return m.run_call(s, *site.world, c, c.out.data, c.in.data, "tree");
+      case Collective::kBroadcast:
+        tree::broadcast(s, site.rank, site.size, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk);
+        return m.run_call(s, *site.world, c, c.in.data, nullptr, "tree");
+      case Collective::kReduce: {
+        const tree::Links links = tree::links(site.rank, site.size, tree::Layout::kRotated, c.root);
+        void* data = nullptr;
+        if (site.rank == c.root) {
+          data = c.out.data;
+        } else if (links.num_children == 0) {
+          data = c.in.data;  // a leaf only sends its input
+        } else {
+          // Interior ranks accumulate their children's values; the input stays untouched.
+          site.scratch->resize(c.in.bytes());
+          data = site.scratch->data();
+        }
+        tree::reduce(s, site.rank, site.size, tree::Layout::kRotated, c.root, {0, c.in.count}, chunk, average);
+        return m.run_call(s, *site.world, c, data, c.in.data, "tree");
+      }
+      default: break;
+    }
+  }
+};
+
+}  // namespace
+
+const Algorithm& tree_algorithm() {
+  static const Tree tree;
+  return tree;
+}
+
+}  // namespace collex

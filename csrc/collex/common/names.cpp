@@ -1,3 +1,9 @@
+// The printable names of the core's enums (dtypes, ops, collectives, algorithms) and
+// the conversions from codes and names: the one table each, which the bindings
+// hand to the Python layer.
+#include <initializer_list>
+
+#include "collex/common/collective.h"
 #include "collex/common/dtype.h"
 #include "collex/common/reduce_op.h"
 
@@ -38,6 +44,42 @@ bool reduce_op_from_int(int code, ReduceOp* out) {
   if (code < 0 || code > static_cast<int>(ReduceOp::kAvg)) return false;
   *out = static_cast<ReduceOp>(code);
   return true;
+}
+
+const char* algo_name(Algo a) {
+  switch (a) {
+    case Algo::kAuto: return "auto";
+    case Algo::kRing: return "ring";
+    case Algo::kTree: return "tree";
+    case Algo::kDirect: return "direct";
+    case Algo::kHier: return "hier";
+    case Algo::kDissemination: return "dissemination";
+  }
+  return "?";
+}
+
+const char* collective_name(Collective c) {
+  switch (c) {
+    case Collective::kAllreduce: return "allreduce";
+    case Collective::kBroadcast: return "broadcast";
+    case Collective::kReduce: return "reduce";
+    case Collective::kAllgather: return "allgather";
+    case Collective::kReduceScatter: return "reduce_scatter";
+    case Collective::kBarrier: return "barrier";
+    case Collective::kSend: return "send";
+    case Collective::kRecv: return "recv";
+  }
+  return "?";
+}
+
+bool algo_from_string(const std::string& s, Algo* out) {
+  for (Algo a : {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect, Algo::kHier}) {
+    if (s == algo_name(a)) {
+      *out = a;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace collex

@@ -11,26 +11,23 @@
 #include <string>
 #include <vector>
 
-#include "collex/algorithms/direct.h"
-#include "collex/algorithms/executor.h"
+#include "collex/algorithms/algorithm.h"
 #include "collex/common/buffer.h"
 #include "collex/common/config.h"
 #include "collex/common/failure.h"
+#include "collex/common/memory.h"
 #include "collex/common/reduce_op.h"
-#include "collex/core/copy_ways.h"
+#include "collex/common/tags.h"
 #include "collex/core/engine.h"
 #include "collex/core/p2p.h"
 #include "collex/core/tuner.h"
-#include "collex/transport/window.h"
 
 namespace collex {
 
-class Transport;
-class Window;
-class SymmetricMemory;
-class ShmWindow;
 class FailureWatch;
-struct MpiHandles;  // the MPI objects, kept out of this header
+class MessageRunner;
+class WindowRunner;
+class Topology;  // the MPI objects, kept out of this header
 
 class Communicator : public std::enable_shared_from_this<Communicator> {
  public:
@@ -47,8 +44,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
-  int local_rank() const { return local_rank_; }
-  int local_size() const { return local_size_; }
+  int local_rank() const { return site_.local_rank; }
+  int local_size() const { return site_.local_size; }
   const Config& config() const { return config_; }
   bool broken() const;
   std::string broken_reason() const;
@@ -105,36 +102,19 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void shutdown(const std::string& why = "");
 
  private:
-  struct Call;  // one operation's description, for schedules, tags and messages
+  // One operation as queued: the call the algorithms see, what the caller asked
+  // for, and the caller's work around it.
+  struct Call {
+    CollectiveCall call;
+    Algo algo = Algo::kAuto;
+    Hook before, after;                                 // on the engine, around the collective (may be empty)
+    std::shared_ptr<const std::vector<Span>> segments;  // keeps call.segments alive
+  };
 
   std::shared_ptr<Work> submit(Call call, bool async);
   void check_p2p_args(Collective kind, int peer, int tag) const;
   void run(const Call& call);
   void run_collective(const Call& call);
-  bool direct_ok(const Call& call) const;
-  bool hier_ok(const Call& call) const;
-  void run_direct(const Call& call);
-  void run_hierarchical(const Call& call);
-  void run_hierarchical_slices(const Call& call);
-  // Numbers the next window operation (o.epoch) and announces o.print, this rank's call.
-  void begin_window_op(direct::Op& o);
-  // A window operation's settings that every call shares (timeout, buffers, slots limit).
-  direct::Op window_base();
-  // The window operation for a call (buffers, dtype, root, label), with `op`; the caller sets the epoch.
-  direct::Op window_op(const Call& call, const char* algo, ReduceOp op);
-  // The pipelining chunk (elements) for schedules moving blocks of `block_bytes`:
-  // COLLEX_CHUNK_BYTES, or larger between nodes when that is not set.
-  std::size_t chunk_elements(std::size_t block_bytes, DType dtype, bool across_nodes) const;
-  // A ring all-reduce of `count` elements at `data` among the ranks of `t` (leaders or slices).
-  void ring_allreduce_across(Transport& t, const Call& call, char* data, std::size_t count, const char* algo);
-  // Fixes the way of mid-size copies where COLLEX_MIDSIZE_COPY or the window says.
-  void set_up_copy_ways();
-  // Runs a window operation whose mid-size data may move either way (o without
-  // its epoch), taking and timing the way copy_ways_ picks.
-  void run_streamable(direct::Streamable kind, direct::Op& o);
-  // After the call that ends a window (labelled `call`): the ranks exchange their times and decide.
-  void settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call);
-  void check_fingerprints(const Call& call);
   // Breaks the communicator on the engine's thread, after a failed collective
   // (its staging memory is left to transfers still in flight).
   void mark_broken(const std::string& reason);
@@ -142,47 +122,27 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void set_broken(const std::string& reason);
   // Raises CommunicatorBroken naming `operation` when an earlier failure broke this communicator.
   void throw_if_broken(const char* operation) const;
-  // The tag of a collective's messages: sequence number, hash of the call, channel.
-  std::uint32_t collective_tag(std::uint64_t seq, int channel_block, std::uint32_t print_hash) const;
-  // What this rank called, as its peers compare it (window) or hash it (tags).
-  static CallPrint print_of(const Call& call);
-  std::uint32_t print_hash(const Call& call) const;
   // Reports a failure this rank found in an operation to every other rank.
   void tell_others(const std::exception& e);
-  ExecArgs exec_args(void* data, DType dtype, ReduceOp op, std::uint32_t tag_base) const;
 
-  std::unique_ptr<MpiHandles> mpi_;
-  std::unique_ptr<Transport> transport_;
+  Config config_;
+  std::unique_ptr<Topology> topo_;
   std::unique_ptr<FailureWatch> watch_;  // failures and departures of the other ranks, over MPI
-  std::unique_ptr<ShmWindow> window_;    // this rank's node, when it has several ranks
-  std::unique_ptr<Transport> leaders_;   // node leaders (local rank 0) across nodes
-  std::unique_ptr<Transport> slices_;    // local rank i of every node, when nodes are of equal size
-  int leader_rank_ = -1;                 // this rank among the leaders, or -1
-  std::vector<int> leader_ranks_;        // each leader's rank in this communicator
-  std::vector<int> slice_ranks_;         // each slice member's rank in this communicator
-  bool hier_everywhere_ = false;         // every node can run the hierarchical path
-  std::uint64_t window_epoch_ = 0;       // direct operations so far, alike on every rank
-  std::vector<char> pieces_;             // direct algorithms' read buffers
-  CopyWays copy_ways_;                   // how mid-size window operations move
+  std::unique_ptr<MessageRunner> messages_;
+  std::unique_ptr<WindowRunner> node_;  // beside topo_->window, when there is one
+  std::vector<char> scratch_;           // partial results of reduce and reduce-scatter
+  Site site_;                           // what the algorithms see of all the above
   Engine engine_;
   Tuner tuner_;
-  Config config_;
+  TagSpace tags_;
   Algo forced_algo_ = Algo::kAuto;
   int rank_ = 0;
   int size_ = 1;
-  int local_rank_ = 0;
-  int local_size_ = 1;
   std::uint64_t next_seq_ = 0;  // advanced at issue time, by the issuing thread
-  std::uint32_t seq_mask_ = 0;
-  int hash_bits_ = 0;
-  std::uint32_t op_mask_ = 0;
-  std::uint32_t p2p_tag_base_ = 0;
   int max_user_tag_ = 0;
   std::shared_ptr<PointToPoint> p2p_;
-  Staging staging_;
   CallPrint running_;                        // what this rank called for the operation the engine runs now
   std::uint64_t running_seq_ = kNoSequence;  // and its sequence number
-  std::vector<char> scratch_;
   mutable std::mutex state_mutex_;
   std::atomic<bool> broken_{false};
   std::string broken_reason_;

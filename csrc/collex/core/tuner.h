@@ -1,34 +1,44 @@
-// Which algorithm runs a collective, from its size and the rank count. Defaults
-// are a size threshold per collective; a per-call choice wins over COLLEX_ALGO,
-// which wins over the table.
+// Which algorithm runs a collective. The tuner asks every candidate algorithm
+// (algorithms/algorithm.h) for its offer on the call and runs the cheapest by
+// its cost model; a per-call choice (algo=) wins over COLLEX_ALGO, which wins
+// over the model, as long as that algorithm can run the call: one that
+// declines falls back to the model, and COLLEX_DEBUG=1 prints why.
 #pragma once
 
+#include <array>
 #include <cstddef>
-#include <string>
+
+#include "collex/algorithms/algorithm.h"
 
 namespace collex {
 
-// kDirect: the node's ranks read each other's memory (needs a Window).
-// kHier: direct inside each node, a ring across nodes (all-reduce on several nodes).
-enum class Algo { kAuto = 0, kRing = 1, kTree = 2, kDirect = 3, kHier = 4 };
+class Tuner {
+ public:
+  explicit Tuner(int debug = 0) : debug_(debug) {}
 
-enum class Collective { kAllreduce, kBroadcast, kReduce, kAllgather, kReduceScatter, kBarrier, kSend, kRecv };
+  // `requested` is the per-call choice, `forced` COLLEX_ALGO's (kAuto: none).
+  // Depends only on what every rank shares, so every rank chooses alike.
+  const Algorithm& choose(const CollectiveCall& call, const Site& site, Algo requested, Algo forced);
 
-const char* algo_name(Algo a);
-const char* collective_name(Collective c);
-bool algo_from_string(const std::string& s, Algo* out);
+  const CostModel& model() const { return model_; }
 
-struct Tuner {
-  // Below these sizes (bytes) the tree's log(p) latency beats the ring's p steps.
-  std::size_t allreduce_tree_below = 256 * 1024;
-  std::size_t broadcast_tree_below = 1024 * 1024;
+  // The model's parameters (core/tuner.cpp says where they come from).
+  static CostModel measured_model();
 
-  // `requested` is the per-call choice, `forced` the COLLEX_ALGO setting;
-  // `direct_ok` whether the direct algorithm can run this call (all ranks on one
-  // node with a shared window), `hier_ok` whether the hierarchical one can (several
-  // nodes, each with a window). A choice that cannot run declines to the table.
-  Algo choose(Collective c, std::size_t bytes, int ranks, Algo requested, Algo forced, bool direct_ok,
-              bool hier_ok = false) const;
+ private:
+  const Algorithm& decide(const CollectiveCall& call, const Site& site, Algo requested, Algo forced) const;
+
+  CostModel model_ = measured_model();
+  int debug_;
+  // The last decision: calls repeat (a training step, a bench loop), and asking
+  // every candidate costs more than comparing three fields.
+  struct Last {
+    Collective kind = Collective::kBarrier;
+    std::size_t bytes = ~std::size_t{0};
+    Algo requested = Algo::kAuto;
+    bool segments = false;
+    const Algorithm* chosen = nullptr;
+  } last_;
 };
 
 }  // namespace collex

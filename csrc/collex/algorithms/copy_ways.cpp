@@ -1,4 +1,4 @@
-#include "collex/core/copy_ways.h"
+#include "collex/algorithms/copy_ways.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -1,0 +1,21 @@
+// How the bindings' files (module.cpp, fast_paths.cpp, testing.cpp,
+// fusion.cpp) hand their parts to the module.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <memory>
+
+#include "collex/core/communicator.h"
+
+namespace collex::bindings {
+
+using CommunicatorClass = pybind11::class_<Communicator, std::shared_ptr<Communicator>>;
+
+// The *_now fast paths and send/recv on the Communicator class.
+void bind_fast_paths(CommunicatorClass& c);
+// Hooks for tests: the kernels, the schedules, the copy-way chooser, and
+// algorithms run on threads of this process (core/in_process.h).
+void bind_testing(pybind11::module_& m);
+
+}  // namespace collex::bindings

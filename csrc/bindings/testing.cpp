@@ -1,0 +1,154 @@
+// Hooks for tests, named with a leading underscore: the kernels alone, one
+// rank's schedule as data, the mid-size copy chooser driven by given times, and
+// algorithms run on ranks that are threads of this process.
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "bindings/arrays.h"
+#include "bindings/bindings.h"
+#include "collex/algorithms/barrier.h"
+#include "collex/algorithms/copy_ways.h"
+#include "collex/algorithms/ring.h"
+#include "collex/algorithms/tree.h"
+#include "collex/common/errors.h"
+#include "collex/core/in_process.h"
+#include "collex/kernels/copy.h"
+#include "collex/kernels/reduce.h"
+
+namespace collex::bindings {
+namespace {
+
+// Drives the mid-size copy chooser as one rank alone (its times then stand for
+// every rank's), for tests of its decisions: `seconds(call, slots)` gives each
+// call's time. Returns the way each call took (True: the slots) and the
+// decisions, as (call, line).
+py::tuple copy_ways_run(std::size_t bytes, int calls, const py::function& seconds) {
+  CopyWays ways;
+  py::list taken, decisions;
+  for (int call = 0; call < calls; ++call) {
+    const CopyWays::Pick pick = ways.pick(direct::Streamable::kBroadcast, bytes);
+    taken.append(pick.slots);
+    if (pick.size_class < 0) continue;
+    ways.record(pick, bytes, seconds(call, pick.slots).cast<double>());
+    if (!pick.settle) continue;
+    const std::string line = ways.settle(pick, ways.mean(pick));
+    if (!line.empty()) decisions.append(py::make_tuple(call, line));
+  }
+  return py::make_tuple(taken, decisions);
+}
+
+// One rank's schedule as tuples (kind, channel, round, peer, offset, count, from_input), for
+// tests that check the algorithms without any transport.
+py::list schedule_steps(const std::string& name, int rank, int size, std::size_t count, std::size_t chunk, int root,
+                        bool average) {
+  Schedule s;
+  if (name == "ring_allreduce") {
+    ring::allreduce(s, rank, size, count, chunk, average);
+  } else if (name == "ring_reduce_scatter") {
+    ring::reduce_scatter(s, rank, size, count, chunk, average);
+  } else if (name == "ring_allgather") {
+    ring::allgather(s, rank, size, count, chunk);
+  } else if (name == "ring_broadcast") {
+    ring::broadcast(s, rank, size, root, count, chunk);
+  } else if (name == "tree_allreduce") {
+    tree::allreduce(s, rank, size, count, chunk, average);
+  } else if (name == "tree_reduce") {
+    tree::reduce(s, rank, size, tree::Layout::kRotated, root, {0, count}, chunk, average);
+  } else if (name == "tree_broadcast") {
+    tree::broadcast(s, rank, size, tree::Layout::kRotated, root, {0, count}, chunk);
+  } else if (name == "barrier") {
+    barrier::dissemination(s, rank, size);
+  } else {
+    throw InvalidArgument("unknown schedule " + name);
+  }
+  static const char* kinds[] = {"send", "recv_reduce", "recv_copy", "divide"};
+  py::list out;
+  for (const Step& st : s.steps) {
+    out.append(py::make_tuple(kinds[static_cast<int>(st.kind)], st.channel, st.round, st.peer, st.offset, st.count,
+                              st.from_input));
+  }
+  return out;
+}
+
+// Runs `algo` for `collective` on as many ranks as `inputs` has addresses, each
+// a thread of this process: rank r reads inputs[r] and writes outputs[r]
+// (`count` elements of x; of out for reduce-scatter, which reads size times as many).
+void run_in_threads_hook(const std::string& algo, const std::string& collective,
+                         const std::vector<std::uintptr_t>& inputs, const std::vector<std::uintptr_t>& outputs,
+                         std::size_t count, int dtype, int op, int root, std::size_t chunk_bytes, double timeout_s) {
+  static const std::pair<const char*, Collective> kinds[] = {{"allreduce", Collective::kAllreduce},
+                                                             {"broadcast", Collective::kBroadcast},
+                                                             {"reduce", Collective::kReduce},
+                                                             {"allgather", Collective::kAllgather},
+                                                             {"reduce_scatter", Collective::kReduceScatter},
+                                                             {"barrier", Collective::kBarrier}};
+  Collective kind = Collective::kAllreduce;
+  bool known = false;
+  for (const auto& k : kinds)
+    if (collective == k.first) kind = k.second, known = true;
+  if (!known) throw InvalidArgument("unknown collective " + collective);
+  Algo a = Algo::kAuto;
+  if (algo == "dissemination") {
+    a = Algo::kDissemination;
+  } else if (!algo_from_string(algo, &a)) {
+    throw InvalidArgument("unknown algo " + algo);
+  }
+  if (inputs.size() != outputs.size() || inputs.empty()) throw InvalidArgument("one input and one output per rank");
+  const std::size_t size = inputs.size();
+  std::vector<CollectiveCall> calls(size);
+  for (std::size_t r = 0; r < size; ++r) {
+    CollectiveCall& c = calls[r];
+    c.kind = kind;
+    c.op = make_op(op);
+    c.root = root;
+    const std::size_t in_count = kind == Collective::kReduceScatter ? count * size : count;
+    const std::size_t out_count = kind == Collective::kAllgather ? count * size : count;
+    c.in = make_buffer(inputs[r], in_count, dtype);
+    c.out = make_buffer(outputs[r], out_count, dtype);
+    if (kind == Collective::kBroadcast) c.out = c.in;  // in place, as the communicator calls it
+  }
+  InProcessOptions options;
+  options.chunk_bytes = chunk_bytes;
+  options.timeout_s = timeout_s;
+  py::gil_scoped_release release;
+  run_in_threads(a, calls, options);
+}
+
+}  // namespace
+
+void bind_testing(py::module_& m) {
+  // The kernels, for tests: dst = a OP b, dst /= divisor, and the copy of results.
+  m.def("_kernel_reduce", [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op) {
+    kernels::reduce(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), n,
+                    make_buffer(0, 0, dtype).dtype, make_op(op));
+  });
+  m.def(
+      "_kernel_reduce_streaming",
+      [](std::uintptr_t dst, std::uintptr_t a, std::uintptr_t b, std::size_t n, int dtype, int op, double divisor) {
+        kernels::reduce_streaming(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(a),
+                                  reinterpret_cast<const void*>(b), n, make_buffer(0, 0, dtype).dtype, make_op(op),
+                                  divisor);
+      },
+      py::arg("dst"), py::arg("a"), py::arg("b"), py::arg("n"), py::arg("dtype"), py::arg("op"),
+      py::arg("divisor") = 1.0);
+  m.def("_kernel_divide", [](std::uintptr_t dst, std::size_t n, int dtype, double divisor) {
+    kernels::divide(reinterpret_cast<void*>(dst), n, make_buffer(0, 0, dtype).dtype, divisor);
+  });
+  m.def("_kernel_copy_result", [](std::uintptr_t dst, std::uintptr_t src, std::size_t bytes) {
+    kernels::copy_result(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
+  });
+  m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });
+
+  m.def("_copy_ways_run", &copy_ways_run, py::arg("bytes"), py::arg("calls"), py::arg("seconds"));
+  m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
+        py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);
+
+  m.def("_run_in_threads", &run_in_threads_hook, py::arg("algo"), py::arg("collective"), py::arg("inputs"),
+        py::arg("outputs"), py::arg("count"), py::arg("dtype"), py::arg("op") = 0, py::arg("root") = 0,
+        py::arg("chunk_bytes") = 512 * 1024, py::arg("timeout") = 30.0);
+}
+
+}  // namespace collex::bindings

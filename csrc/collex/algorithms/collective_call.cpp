@@ -1,0 +1,39 @@
+// A call's print (what peers compare), its hash (what tags carry) and its
+// description (what mismatch messages say).
+#include <initializer_list>
+#include <sstream>
+
+#include "collex/algorithms/algorithm.h"
+
+namespace collex {
+
+CallPrint print_of(const CollectiveCall& c) {
+  CallPrint p;
+  p.kind = static_cast<std::uint32_t>(c.kind);
+  p.dtype = static_cast<std::uint32_t>(c.in.dtype);
+  p.op = reduces(c.kind) ? static_cast<std::uint32_t>(c.op) : 0;
+  p.root = rooted(c.kind) ? c.root : 0;
+  p.count = c.count();
+  return p;
+}
+
+std::uint32_t print_hash(const CallPrint& p) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+  for (std::uint64_t v : {std::uint64_t{p.kind}, std::uint64_t{p.dtype}, std::uint64_t{p.op},
+                          static_cast<std::uint64_t>(static_cast<std::uint32_t>(p.root)), p.count}) {
+    for (int b = 0; b < 8; ++b) h = (h ^ ((v >> (8 * b)) & 0xff)) * 1099511628211ull;
+  }
+  return static_cast<std::uint32_t>(h ^ (h >> 32));
+}
+
+std::string describe_call(const CallPrint& c) {
+  const auto kind = static_cast<Collective>(c.kind);
+  std::ostringstream o;
+  o << collective_name(kind) << "(count=" << c.count << ", " << dtype_name(static_cast<DType>(c.dtype));
+  if (reduces(kind)) o << ", op=" << reduce_op_name(static_cast<ReduceOp>(c.op));
+  if (rooted(kind)) o << ", root=" << c.root;
+  o << ")";
+  return o.str();
+}
+
+}  // namespace collex

@@ -1,0 +1,145 @@
+#include "collex/algorithms/window_runner.h"
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+
+#include "collex/transport/window.h"
+
+namespace collex {
+
+// Mid-size copies are re-decided while running (CopyWays) unless
+// COLLEX_MIDSIZE_COPY forces a way; without cross-memory attach only the slots
+// can move them.
+WindowRunner::WindowRunner(Window& window, const Settings& settings, std::vector<char>* scratch)
+    : window_(window), settings_(settings), scratch_(scratch) {
+  const bool attach = window_.can_read_peers();
+  if (attach && settings_.midsize_copy == "auto") {
+    if (settings_.debug >= 1)
+      std::fprintf(stderr, "collex: [rank %d] mid-size copies: timed both ways while running\n", settings_.rank);
+    return;
+  }
+  copy_ways_.fix(!attach || settings_.midsize_copy == "slots");
+  if (settings_.debug >= 1)
+    std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", settings_.rank, copy_ways_.describe().c_str());
+}
+
+bool WindowRunner::supports(std::size_t staged_bytes) const { return direct::supported(window_, staged_bytes); }
+
+direct::Op WindowRunner::op_for(const CollectiveCall& c, const char* algo, ReduceOp op) {
+  direct::Op o;
+  o.timeout_s = settings_.timeout_s;
+  o.scratch = &pieces_;
+  o.block = scratch_;
+  o.in = c.in.data;
+  o.out = c.out.data;
+  o.count = c.count();
+  o.dtype = c.in.dtype;
+  o.op = op;
+  o.root = c.root;
+  o.segments = c.segments;
+  o.print = print_of(c);
+  o.label = OpLabel{settings_.rank, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
+  return o;
+}
+
+void WindowRunner::begin(direct::Op& o) {
+  o.epoch = ++epoch_;
+  window_.announce(o.epoch, o.print);
+}
+
+void WindowRunner::run(const CollectiveCall& c, const char* algo) {
+  direct::Op o = op_for(c, algo, c.op);
+  note_label(settings_.debug, o.label);
+  if (c.segments) {
+    begin(o);
+    return direct::allreduce_segments(window_, o);
+  }
+  switch (c.kind) {
+    case Collective::kAllreduce: return run_streamable(direct::Streamable::kAllreduce, o);
+    case Collective::kBroadcast: return run_streamable(direct::Streamable::kBroadcast, o);
+    case Collective::kAllgather: return run_streamable(direct::Streamable::kAllgather, o);
+    default: break;
+  }
+  begin(o);
+  switch (c.kind) {
+    case Collective::kReduce: return direct::reduce(window_, o);
+    case Collective::kReduceScatter: return direct::reduce_scatter(window_, o);
+    case Collective::kBarrier: return direct::barrier(window_, o);
+    default: break;
+  }
+}
+
+void WindowRunner::reduce_to_leader(const CollectiveCall& c, ReduceOp op, const char* algo) {
+  direct::Op o = op_for(c, algo, op);
+  o.root = 0;
+  begin(o);
+  direct::reduce(window_, o);  // the result lands on the leader only
+}
+
+void WindowRunner::broadcast_from_leader(const CollectiveCall& c, const char* algo) {
+  direct::Op o = op_for(c, algo, c.op);
+  o.root = 0;
+  o.in = o.out = c.out.data;
+  run_streamable(direct::Streamable::kBroadcast, o);
+}
+
+void WindowRunner::reduce_own_block(const CollectiveCall& c, ReduceOp op, const char* algo) {
+  direct::Op o = op_for(c, algo, op);
+  begin(o);
+  direct::reduce_own_block(window_, o);
+}
+
+void WindowRunner::gather_blocks(const CollectiveCall& c, const char* algo) {
+  direct::Op o = op_for(c, algo, c.op);
+  o.in = o.out = c.out.data;
+  begin(o);
+  direct::gather_blocks(window_, o);
+}
+
+void WindowRunner::run_streamable(direct::Streamable kind, direct::Op& o) {
+  const std::size_t bytes = direct::midsize_bytes(window_, kind, o);
+  const CopyWays::Pick pick = copy_ways_.pick(kind, bytes);
+  o.slots_limit = pick.slots_limit;
+  begin(o);
+  const bool timed = pick.size_class >= 0;  // small calls do not read the clock
+  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  switch (kind) {
+    case direct::Streamable::kAllreduce: direct::allreduce(window_, o); break;
+    case direct::Streamable::kBroadcast: direct::broadcast(window_, o); break;
+    case direct::Streamable::kAllgather: direct::allgather(window_, o); break;
+  }
+  if (!timed) return;
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  copy_ways_.record(pick, bytes, took.count());
+  if (pick.settle) settle_copy_way(pick, o.label);
+}
+
+// Every rank takes the slowest rank's mean time each way in the window just
+// ended (a small all-reduce through the window, right after the operation that
+// ended it: all ranks are there at once), so that all reach the same decision.
+void WindowRunner::settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call) {
+  const std::array<double, 2> mine = copy_ways_.mean(pick);
+  std::array<double, 2> slowest{};
+  direct::Op o;
+  o.timeout_s = settings_.timeout_s;
+  o.scratch = &pieces_;
+  o.block = scratch_;
+  o.in = mine.data();
+  o.out = slowest.data();
+  o.count = slowest.size();
+  o.dtype = DType::kFloat64;
+  o.op = ReduceOp::kMax;
+  // Part of the call that ended the window, and named so in a timeout.
+  o.label =
+      OpLabel{settings_.rank, call.collective, call.seq, "direct (copy-way timings)", DType::kFloat64, sizeof slowest};
+  o.print = CallPrint{static_cast<std::uint32_t>(Collective::kAllreduce), static_cast<std::uint32_t>(DType::kFloat64),
+                      static_cast<std::uint32_t>(ReduceOp::kMax), 0, slowest.size()};
+  begin(o);
+  direct::allreduce(window_, o);
+  const std::string decision = copy_ways_.settle(pick, slowest);
+  if (settings_.debug >= 1 && !decision.empty())
+    std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", settings_.rank, decision.c_str());
+}
+
+}  // namespace collex
