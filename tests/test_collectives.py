@@ -1,42 +1,120 @@
 """Every collective against NumPy under real mpirun jobs of 1 to 5 ranks (the
-machine may have fewer cores than ranks: oversubscribed waits must still finish)."""
+machine may have fewer cores than ranks: oversubscribed waits must still finish).
 
+One test function per collective and algorithm (and launch: ranks, transport,
+sizes), e.g. ``pytest -k "allreduce and tree and mpi"``. Each launch of
+tests/mpi/collectives.py runs, once, every group of cases that the selected
+tests ask of it, and each test reads its own group's counts from the launch."""
+
+from __future__ import annotations
+
+import json
 import os
 import re
+from typing import NamedTuple
 
 import pytest
 from conftest import run_mpi
 
 # A small chunk makes the edge matrix's largest size span many pipelined chunks.
-SMALL_CHUNKS = {"COLLEX_CHUNK_BYTES": "256"}
+SMALL_CHUNKS = (("COLLEX_CHUNK_BYTES", "256"),)
+ALGOS = ("ring", "tree", "direct", "hier")
+GROUPS = [f"allreduce:{a}" for a in ALGOS] + [f"broadcast:{a}" for a in ALGOS]
+GROUPS += ["reduce", "allgather", "reduce_scatter", "extras"]
+
+
+class Launch(NamedTuple):
+    """One mpirun of collectives.py: its ranks, sizes (edge or large) and environment."""
+
+    ranks: int
+    mode: str
+    env: tuple = ()
+    timeout: float = 240
+
+    def __str__(self) -> str:
+        settings = "-".join(f"{k.removeprefix('COLLEX_').lower()}={v}" for k, v in self.env)
+        return f"{self.ranks}ranks-{self.mode}" + (f"-{settings}" if settings else "")
 
 
 # "auto" puts ranks of one node on shared memory (direct algorithms); "mpi" forces
-# every collective onto MPI messages (ring and tree).
-@pytest.mark.parametrize("transport", ["auto", "mpi"])
-@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5])
-def test_edge_sizes_every_dtype_op_algorithm(ranks, transport):
-    if ranks == 1 and transport == "mpi":
-        pytest.skip("one rank exchanges nothing: the transport plays no part")
-    proc = run_mpi(ranks, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_TRANSPORT": transport})
-    assert " 0 failed" in proc.stdout
-
-
-@pytest.mark.parametrize(("ranks", "transport"), [(2, "auto"), (3, "auto"), (5, "auto"), (3, "mpi")])
-def test_megabyte_buffers_default_chunking(ranks, transport):
-    proc = run_mpi(ranks, "collectives.py", "large", timeout=300, env={"COLLEX_TRANSPORT": transport})
-    assert " 0 failed" in proc.stdout
-
-
+# every collective onto MPI messages (ring and tree). One rank with "mpi" exchanges
+# nothing, so it is left out.
+EDGE = [Launch(n, "edge", SMALL_CHUNKS) for n in range(1, 6)]
+EDGE += [Launch(n, "edge", (*SMALL_CHUNKS, ("COLLEX_TRANSPORT", "mpi"))) for n in range(2, 6)]
+LARGE = [Launch(n, "large", timeout=300) for n in (2, 3, 5)]
+LARGE += [Launch(3, "large", (("COLLEX_TRANSPORT", "mpi"),), timeout=300)]
 # Pretend nodes (COLLEX_NODE_SIZE) split one machine's ranks into nodes of k, each
 # with its own window: all-reduce then runs hierarchically (direct inside a node, a
 # ring across the nodes' leaders), the other collectives over MPI.
-@pytest.mark.parametrize(("ranks", "node_size"), [(4, 2), (5, 3), (5, 2)])
-def test_pretend_nodes(ranks, node_size):
-    env = {"COLLEX_NODE_SIZE": str(node_size)}
-    proc = run_mpi(ranks, "collectives.py", "edge", env={**SMALL_CHUNKS, **env})
-    assert " 0 failed" in proc.stdout
-    proc = run_mpi(ranks, "collectives.py", "large", env={**env, "COLLEX_DEBUG": "1"}, timeout=300)
+NODES = [
+    Launch(
+        ranks, mode, (*(SMALL_CHUNKS if mode == "edge" else ()), ("COLLEX_NODE_SIZE", str(k))), timeout=300
+    )
+    for ranks, k in ((4, 2), (5, 3), (5, 2))
+    for mode in ("edge", "large")
+]
+
+_results: dict[Launch, tuple] = {}
+
+
+def launch_result(request, launch: Launch, env_extra: dict | None = None):
+    """(groups' counts, process) of `launch`, run once with every group the
+    session's selected tests need from it."""
+    if launch not in _results:
+        wanted = {
+            item.callspec.params["group"]
+            for item in request.session.items
+            if getattr(item, "callspec", None) and item.callspec.params.get("launch") == launch
+        } or set(GROUPS)
+        groups = ",".join(g for g in GROUPS if g in wanted)
+        proc = run_mpi(
+            launch.ranks,
+            "collectives.py",
+            launch.mode,
+            groups,
+            timeout=launch.timeout,
+            env={**dict(launch.env), **(env_extra or {})},
+            expect_rc=None,
+        )
+        found = re.search(r"^GROUPS (\{.*\})$", proc.stdout, re.M)
+        _results[launch] = (json.loads(found[1]) if found else {}, proc)
+    return _results[launch]
+
+
+def check_group(request, launch: Launch, group: str):
+    counts, proc = launch_result(request, launch)
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL") and f"[{group}]" in line]
+    assert group in counts, (
+        f"{launch}: no result for {group}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    )
+    passed, failed = counts[group]
+    assert failed == 0 and not failures, "\n".join(failures[:20])
+    assert passed > 0
+    return proc
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.replace(":", "-"))
+@pytest.mark.parametrize("launch", EDGE, ids=str)
+def test_edge_sizes_every_dtype_and_op(request, launch, group):
+    check_group(request, launch, group)
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.replace(":", "-"))
+@pytest.mark.parametrize("launch", LARGE, ids=str)
+def test_megabyte_buffers_default_chunking(request, launch, group):
+    check_group(request, launch, group)
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.replace(":", "-"))
+@pytest.mark.parametrize("launch", NODES, ids=str)
+def test_pretend_nodes(request, launch, group):
+    check_group(request, launch, group)
+
+
+def test_pretend_nodes_reduce_hierarchically():
+    proc = run_mpi(
+        4, "collectives.py", "large", "allreduce:hier", env={"COLLEX_NODE_SIZE": "2", "COLLEX_DEBUG": "1"}
+    )
     assert " 0 failed" in proc.stdout and "algo=hier" in proc.stderr
 
 
@@ -68,19 +146,19 @@ def test_midsize_copies_redecided_alike_on_every_rank():
 
 
 def test_shared_memory_is_used_and_leaves_nothing_behind():
-    proc = run_mpi(
-        3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_TRANSPORT": "shm", "COLLEX_DEBUG": "1"}
-    )
+    env = {**dict(SMALL_CHUNKS), "COLLEX_TRANSPORT": "shm", "COLLEX_DEBUG": "1"}
+    proc = run_mpi(3, "collectives.py", "edge", env=env)
     assert "algo=direct" in proc.stderr
     assert not [f for f in os.listdir("/dev/shm") if f.startswith("collex-")]
 
 
 def test_forced_algorithm_from_environment():
-    proc = run_mpi(
-        3, "collectives.py", "edge", env={**SMALL_CHUNKS, "COLLEX_ALGO": "tree", "COLLEX_DEBUG": "1"}
-    )
-    # Explicit algo= wins over the environment; auto follows it.
+    env = {**dict(SMALL_CHUNKS), "COLLEX_ALGO": "tree", "COLLEX_DEBUG": "1"}
+    proc = run_mpi(3, "collectives.py", "edge", env=env)
+    # Explicit algo= wins over the environment; auto follows it; where the tree
+    # cannot run (all-gather) it declines and says why.
     assert "algo=tree" in proc.stderr and "algo=ring" in proc.stderr
+    assert "algo=tree declines (the tree has no all-gather" in proc.stderr
 
 
 @pytest.mark.parametrize("variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY"])

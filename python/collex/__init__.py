@@ -29,7 +29,8 @@ if "mpi4py.MPI" not in _sys.modules:
 from mpi4py import MPI as _MPI  # noqa: E402, F401  (import for its side effect)
 
 from . import _core
-from ._comm import Communicator, Work
+from ._comm import Communicator
+from ._dtypes import SUPPORTED as SUPPORTED_DTYPES
 from ._fusion import DistributedOptimizer, GradientReducer, broadcast_parameters
 from ._runtime import (
     allgather,
@@ -56,6 +57,7 @@ from ._runtime import (
     zeros,
     zeros_like_each,
 )
+from ._work import Work
 
 CollexError = _core.CollexError
 CollectiveTimeout = _core.CollectiveTimeout
@@ -64,6 +66,18 @@ CommunicatorBroken = _core.CommunicatorBroken
 
 __version__ = "0.1.0"
 
+
+def kernel_isa() -> str:
+    """The instruction set collex's reduction kernels use on this CPU (avx512, avx2 or generic)."""
+    return _core.kernel_isa()
+
+
+def memory_bandwidth(nbytes: int, repeats: int = 5) -> tuple[float, float]:
+    """This process's memory bandwidth at a working set of `nbytes`, as (copy, add)
+    in bytes read and written per second (the bench's memory limit)."""
+    return _core._stream(max(int(nbytes), 64), repeats)
+
+
 __all__ = [
     "CollectiveMismatch",
     "CollectiveTimeout",
@@ -71,6 +85,7 @@ __all__ = [
     "CommunicatorBroken",
     "Communicator",
     "DistributedOptimizer",
+    "SUPPORTED_DTYPES",
     "GradientReducer",
     "Work",
     "allgather",
@@ -85,8 +100,10 @@ __all__ = [
     "irecv",
     "is_initialized",
     "isend",
+    "kernel_isa",
     "local_rank",
     "local_size",
+    "memory_bandwidth",
     "rank",
     "recv",
     "reduce",

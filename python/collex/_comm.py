@@ -13,9 +13,10 @@ import numpy as np
 
 from . import _core
 from ._arrays import Arg, check_out, check_rank_arg, op_code, where
-from ._device import DeviceStaging
-from ._device_arrays import is_device_array
 from ._dtypes import ALGOS, CODES, NAMES
+from ._work import Work, wait_all
+from .cuda.arguments import is_device_array
+from .cuda.staging import DeviceStaging
 
 CollexError = _core.CollexError
 
@@ -58,53 +59,6 @@ def _note_uncaught(kind: type, error: BaseException, tb: Any) -> None:
 
 _previous_excepthook = sys.excepthook
 sys.excepthook = _note_uncaught
-
-
-class Work:
-    """Handle of an asynchronous operation (``async_op=True``).
-
-    ``wait()`` blocks until the operation finished and returns its result array
-    (the same array the synchronous call would have returned); ``done()`` tells
-    without blocking. The operation's arrays stay alive until it has finished,
-    even when the handle is dropped before that.
-    """
-
-    __slots__ = ("_handle", "_result", "_keep")
-
-    def __init__(self, handle: Any, result: Any, keep: tuple = ()):
-        self._handle = handle
-        self._result = result
-        self._keep = keep
-        if _orphans:
-            _orphans[:] = [o for o in _orphans if not _finished(o[0])]
-
-    def __del__(self) -> None:
-        # Dropped while pending: the engine (and peers reading this rank's memory)
-        # still use the arrays, so they outlive the handle until it finishes.
-        handle = getattr(self, "_handle", None)
-        if handle is not None and not _finished(handle):
-            _orphans.append((handle, self._result, self._keep))
-
-    def wait(self) -> Any:
-        self._handle.wait()
-        return self._result
-
-    def done(self) -> bool:
-        return bool(self._handle.done())
-
-    def __repr__(self) -> str:
-        return f"<collex.Work {'done' if self.done() else 'pending'}>"
-
-
-# Operations whose handles were dropped before they finished, with their arrays.
-_orphans: list = []
-
-
-def _finished(handle: Any) -> bool:
-    try:
-        return bool(handle.done())
-    except Exception:  # noqa: BLE001 - it failed: it is finished, and wait() would say why
-        return True
 
 
 def _algo(algo: Any, name: str, rank: int) -> str:
@@ -181,6 +135,12 @@ class Communicator:
     def shared_memory(self) -> bool:
         """Whether the ranks share a node window (direct algorithms, symmetric buffers)."""
         return bool(self._c.window)
+
+    def copy_ways(self) -> str:
+        """How mid-size all-reduces, broadcasts and all-gathers on this node move now,
+        per size class ("broadcast <=256 KiB slots, <=1 MiB attach; ..."), after
+        the queued operations; "" without a node window."""
+        return self._c.copy_ways()
 
     def empty(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
         """A NumPy array in memory every rank of this communicator can read in place
@@ -439,17 +399,3 @@ class Communicator:
             receive = kind == "recv"
             parsed.append((*self._checked_p2p(x, peer, tag, f"{name} ops[{i}]", receive, "peer"), receive))
         return [self._submit_p2p(*p) for p in parsed]
-
-
-def wait_all(works: list) -> None:
-    """Waits for every Work, then raises the first error among them (so that no
-    operation is left running when one fails)."""
-    first = None
-    for w in works:
-        try:
-            w.wait()
-        except Exception as e:  # noqa: BLE001  (re-raised below)
-            if first is None:
-                first = e
-    if first is not None:
-        raise first

@@ -16,9 +16,9 @@ import numpy as np
 from . import _core, _runtime
 from ._arrays import Arg, where
 from ._comm import Communicator
-from ._device_arrays import is_device_array
-from ._device_mirror import HostMirror
 from ._dtypes import FLOATING, SUPPORTED
+from .cuda.arguments import is_device_array
+from .cuda.mirror import HostMirror
 
 COMPRESSIONS = ("none", "fp16", "bf16")
 MIB = 1 << 20

@@ -1,8 +1,12 @@
 """Shared by the MPI test scripts: run named cases, collect failures, agree on
-the outcome across ranks, exit non-zero if any rank failed."""
+the outcome across ranks, exit non-zero if any rank failed. Cases may belong to
+groups (`cases.group = "..."` before them): rank 0 then prints every group's
+passed and failed counts over all ranks on one line, `GROUPS {json}`, for the
+test functions that each check one group of a launch."""
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 
@@ -16,21 +20,33 @@ class Cases:
         self.name = name
         self.passed = 0
         self.failed: list[str] = []
+        self.group = ""
+        self.counts: dict[str, list[int]] = {}  # group: [passed, failed]
+
+    def _count(self, ok: bool) -> None:
+        self.counts.setdefault(self.group, [0, 0])[0 if ok else 1] += 1
 
     def check(self, label: str, ok: bool, detail: str = "") -> None:
+        self._count(ok)
         if ok:
             self.passed += 1
         else:
-            self.failed.append(f"{label}: {detail}")
+            self.failed.append(f"{self._where()}{label}: {detail}")
+
+    def _where(self) -> str:
+        return f"[{self.group}] " if self.group else ""
 
     def run(self, label: str, fn) -> None:
         try:
             fn()
         except AssertionError as e:
-            self.failed.append(f"{label}: {e}")
+            self._count(False)
+            self.failed.append(f"{self._where()}{label}: {e}")
         except Exception:
-            self.failed.append(f"{label}: raised\n{traceback.format_exc()}")
+            self._count(False)
+            self.failed.append(f"{self._where()}{label}: raised\n{traceback.format_exc()}")
         else:
+            self._count(True)
             self.passed += 1
 
     def finish(self) -> None:
@@ -39,6 +55,15 @@ class Cases:
             print(f"FAIL [rank {comm.rank}] {self.name} {f}", flush=True)
         total_failed = comm.allreduce(len(self.failed))
         total_passed = comm.allreduce(self.passed)
+        every = comm.gather(self.counts, root=0)
+        if comm.rank == 0 and any(g for counts in every for g in counts):
+            groups: dict[str, list[int]] = {}
+            for counts in every:
+                for g, (p, f) in counts.items():
+                    total = groups.setdefault(g, [0, 0])
+                    total[0] += p
+                    total[1] += f
+            print("GROUPS " + json.dumps(groups), flush=True)
         if comm.rank == 0:
             print(
                 f"{self.name}: {total_passed} passed, {total_failed} failed on {comm.size} ranks", flush=True

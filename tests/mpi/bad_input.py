@@ -177,6 +177,32 @@ expect("Communicator of a non-comm", TypeError, "mpi4py communicator", lambda: c
 expect("Communicator bad timeout", ValueError, "timeout", lambda: cx.Communicator(None, timeout=-1))
 
 
+# The core checks again what it relies on, with messages of the same shape (the
+# Python layer's checks come first; these reach the core's entry points directly).
+core = cx.world()._c
+ints = np.ones(size, np.int32)
+at = ints.ctypes.data
+expect(
+    "core: avg of integers",
+    ValueError,
+    [f"collex.allreduce {where}: op='avg': expected a floating-point dtype, got int32"],
+    lambda: core.allreduce(at, at, size, 6, 4, "auto", False),
+)
+expect(
+    "core: root out of range",
+    ValueError,
+    [f"collex.broadcast {where}: root: expected 0 <= root < {size}, got {size}"],
+    lambda: core.broadcast(at, size, 6, size, "auto", False),
+)
+if size > 1:  # one rank's out is all of x: any size divides
+    expect(
+        "core: reduce_scatter of a size that does not divide",
+        ValueError,
+        [f"collex.reduce_scatter {where}: x: expected {size} int32 elements", f"got {size + 1} int32"],
+        lambda: core.reduce_scatter(at, at, size + 1, 6, 0, False),
+    )
+
+
 # A read-only input is fine when the result goes elsewhere, and so are other buffers.
 def still_usable():
     y = np.zeros(8, np.float32)

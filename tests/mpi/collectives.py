@@ -1,10 +1,14 @@
 """Every collective x algorithm x dtype x op x edge size against NumPy, in place
-and out of place, plus async handles and point-to-point.
+and out of place, plus async handles and point-to-point, in groups of cases
+that tests/test_collectives.py selects one by one.
 
-usage: collectives.py edge|large
-  edge:  sizes 0, 1, p-1, p+1 and one spanning many chunks (run with a small
-         COLLEX_CHUNK_BYTES so that "many chunks" stays cheap)
-  large: buffers of a few hundred kilobytes to megabytes with the default chunking
+usage: collectives.py edge|large [GROUPS]
+  edge:   sizes 0, 1, p-1, p+1 and one spanning many chunks (run with a small
+          COLLEX_CHUNK_BYTES so that "many chunks" stays cheap)
+  large:  buffers of a few hundred kilobytes to megabytes with the default chunking
+  GROUPS: comma-separated, of allreduce:ALGO, broadcast:ALGO (ALGO: ring, tree,
+          direct, hier), reduce, allgather, reduce_scatter, extras; all by default.
+          Rank 0 prints each group's counts on a line "GROUPS {json}".
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ rank, size = cx.rank(), cx.size()
 # "hier" on several (pretend) nodes; a choice that cannot run declines to the tuner's.
 ALGOS = ("ring", "tree", "direct", "hier")
 mode = sys.argv[1] if len(sys.argv) > 1 else "edge"
+ALL_GROUPS = [f"allreduce:{a}" for a in ALGOS] + [f"broadcast:{a}" for a in ALGOS]
+ALL_GROUPS += ["reduce", "allgather", "reduce_scatter", "extras"]
+groups = sys.argv[2].split(",") if len(sys.argv) > 2 else ALL_GROUPS
+unknown = set(groups) - set(ALL_GROUPS)
+if unknown:
+    raise SystemExit(f"collectives.py: unknown groups {sorted(unknown)}; known: {ALL_GROUPS}")
 cases = Cases(f"collectives[{mode}]")
 
 if mode == "edge":
@@ -84,13 +94,12 @@ def mismatch(got, want) -> str:
     return f"{bad.size} elements differ, first at {i}: got {first[0]} want {first[1]}"
 
 
-salt = 0
-for dt in DTYPES_HERE:
-    name = np.dtype(dt).name
-    for n in SIZES:
-        # ---- allreduce ----
-        for op in ops_for(dt):
-            for algo in ALGOS:
+def allreduce_cases(algo: str) -> None:
+    salt = 1000
+    for dt in DTYPES_HERE:
+        name = np.dtype(dt).name
+        for n in SIZES:
+            for op in ops_for(dt):
                 for inplace in (True, False):
                     salt += 1
                     inputs = [data(n, dt, r, op, salt) for r in range(size)]
@@ -106,8 +115,26 @@ for dt in DTYPES_HERE:
                         ok = got is out and np.array_equal(x, inputs[rank])
                     cases.check(label, ok and same(got, want, dt, op), mismatch(got, want))
                     cases.check(label + " identical", identical_on_all_ranks(got))
-        # ---- broadcast ----
-        for algo in ALGOS:
+    s = cx.allreduce(np.float64(0) + np.ones(()), algo=algo)
+    cases.check(f"allreduce {algo} 0-d", s.shape == () and s == size)
+    # Floats with rounding: float32 accumulation, bitwise identical everywhere, deterministic.
+    for dt in (np.float16, ml_dtypes.bfloat16, np.float32):
+        everyone = [np.random.default_rng([99, r]).standard_normal(3001).astype(dt) for r in range(size)]
+        want = np.sum([e.astype(np.float64) for e in everyone], axis=0)
+        got = cx.allreduce(everyone[rank].copy(), algo=algo)
+        err = np.abs(got.astype(np.float64) - want).max() if got.size else 0.0
+        tol = {np.float16: 0.02, ml_dtypes.bfloat16: 0.15, np.float32: 1e-5}[dt] * size
+        cases.check(f"random {np.dtype(dt).name} {algo} accuracy", err <= tol, f"max error {err} > {tol}")
+        cases.check(f"random {np.dtype(dt).name} {algo} identical", identical_on_all_ranks(got))
+        again = cx.allreduce(everyone[rank].copy(), algo=algo)
+        cases.check(f"random {np.dtype(dt).name} {algo} deterministic", np.array_equal(again, got))
+
+
+def broadcast_cases(algo: str) -> None:
+    salt = 2000
+    for dt in DTYPES_HERE:
+        name = np.dtype(dt).name
+        for n in SIZES:
             for root in sorted({0, size - 1}):
                 salt += 1
                 src = data(n, dt, root, "sum", salt)
@@ -118,77 +145,73 @@ for dt in DTYPES_HERE:
                     got is x and np.array_equal(x, src),
                     mismatch(x, src),
                 )
-        # ---- reduce ----
-        for op in ops_for(dt):
-            for root in sorted({0, size - 1}):
-                for inplace in (True, False):
-                    salt += 1
-                    inputs = [data(n, dt, r, op, salt) for r in range(size)]
-                    want = reference(inputs, dt, op)
-                    x = inputs[rank].copy()
-                    out = None if inplace else np.full_like(x, 7)
-                    got = cx.reduce(x, op=op, root=root, out=out)
-                    label = f"reduce {name} {op} n={n} root={root} {'inplace' if inplace else 'out'}"
-                    if rank == root:
-                        cases.check(label, same(got, want, dt, op), mismatch(got, want))
-                    else:
-                        untouched = np.array_equal(x, inputs[rank]) and (out is None or (out == 7).all())
-                        cases.check(label + " untouched", untouched)
-        # ---- allgather ----
-        for with_out in (False, True):
-            salt += 1
-            inputs = [data(n, dt, r, "sum", salt) for r in range(size)]
-            want = np.stack(inputs)
-            out = np.zeros((size, n), dt) if with_out else None
-            got = cx.allgather(inputs[rank].copy(), out=out)
-            cases.check(
-                f"allgather {name} n={n} out={with_out}",
-                (out is None or got is out) and np.array_equal(got, want),
-                mismatch(got, want),
-            )
-        # ---- reduce_scatter ----
-        for op in ops_for(dt):
-            salt += 1
-            m = n * size
-            inputs = [data(m, dt, r, op, salt) for r in range(size)]
-            want = reference(inputs, dt, op)[rank * n : (rank + 1) * n]
-            x = inputs[rank].copy()
-            got = cx.reduce_scatter(x, op=op)
-            cases.check(
-                f"reduce_scatter {name} {op} n={n}",
-                same(got, want, dt, op) and np.array_equal(x, inputs[rank]),
-                mismatch(got, want),
-            )
 
-# ---- shapes: results keep the caller's shape ----
-x = np.full((2, 3), rank + 1, np.float32)
-g = cx.allgather(x)
-cases.check("allgather 2-d shape", g.shape == (size, 2, 3) and (g[:, 0, 0] == np.arange(1, size + 1)).all())
-x = np.ones((2 * size, 3), np.int32)
-r = cx.reduce_scatter(x)
-cases.check("reduce_scatter 2-d shape", r.shape == (2, 3) and (r == size).all())
-s = cx.allreduce(np.float64(0) + np.ones(()))
-cases.check("allreduce 0-d", s.shape == () and s == size)
 
-# ---- floats with rounding: float32 accumulation, bitwise identical everywhere ----
-for dt in (np.float16, ml_dtypes.bfloat16, np.float32):
-    for algo in ALGOS:
-        rng = np.random.default_rng([99, rank])
-        x = rng.standard_normal(3001).astype(dt)
-        everyone = [np.random.default_rng([99, r]).standard_normal(3001).astype(dt) for r in range(size)]
-        want = np.sum([e.astype(np.float64) for e in everyone], axis=0)
-        got = cx.allreduce(x, algo=algo)
-        err = np.abs(got.astype(np.float64) - want).max() if got.size else 0.0
-        tol = {np.float16: 0.02, ml_dtypes.bfloat16: 0.15, np.float32: 1e-5}[dt] * size
-        cases.check(f"random {np.dtype(dt).name} {algo} accuracy", err <= tol, f"max error {err} > {tol}")
-        cases.check(f"random {np.dtype(dt).name} {algo} identical", identical_on_all_ranks(got))
-        again = cx.allreduce(
-            rng.standard_normal(0).astype(dt)
-            if False
-            else np.random.default_rng([99, rank]).standard_normal(3001).astype(dt),
-            algo=algo,
-        )
-        cases.check(f"random {np.dtype(dt).name} {algo} deterministic", np.array_equal(again, got))
+def reduce_cases() -> None:
+    salt = 3000
+    for dt in DTYPES_HERE:
+        name = np.dtype(dt).name
+        for n in SIZES:
+            for op in ops_for(dt):
+                for root in sorted({0, size - 1}):
+                    for inplace in (True, False):
+                        salt += 1
+                        inputs = [data(n, dt, r, op, salt) for r in range(size)]
+                        want = reference(inputs, dt, op)
+                        x = inputs[rank].copy()
+                        out = None if inplace else np.full_like(x, 7)
+                        got = cx.reduce(x, op=op, root=root, out=out)
+                        label = f"reduce {name} {op} n={n} root={root} {'inplace' if inplace else 'out'}"
+                        if rank == root:
+                            cases.check(label, same(got, want, dt, op), mismatch(got, want))
+                        else:
+                            untouched = np.array_equal(x, inputs[rank]) and (out is None or (out == 7).all())
+                            cases.check(label + " untouched", untouched)
+
+
+def allgather_cases() -> None:
+    salt = 4000
+    for dt in DTYPES_HERE:
+        name = np.dtype(dt).name
+        for n in SIZES:
+            for with_out in (False, True):
+                salt += 1
+                inputs = [data(n, dt, r, "sum", salt) for r in range(size)]
+                want = np.stack(inputs)
+                out = np.zeros((size, n), dt) if with_out else None
+                got = cx.allgather(inputs[rank].copy(), out=out)
+                cases.check(
+                    f"allgather {name} n={n} out={with_out}",
+                    (out is None or got is out) and np.array_equal(got, want),
+                    mismatch(got, want),
+                )
+    x = np.full((2, 3), rank + 1, np.float32)
+    g = cx.allgather(x)
+    cases.check(
+        "allgather 2-d shape", g.shape == (size, 2, 3) and (g[:, 0, 0] == np.arange(1, size + 1)).all()
+    )
+
+
+def reduce_scatter_cases() -> None:
+    salt = 5000
+    for dt in DTYPES_HERE:
+        name = np.dtype(dt).name
+        for n in SIZES:
+            for op in ops_for(dt):
+                salt += 1
+                m = n * size
+                inputs = [data(m, dt, r, op, salt) for r in range(size)]
+                want = reference(inputs, dt, op)[rank * n : (rank + 1) * n]
+                x = inputs[rank].copy()
+                got = cx.reduce_scatter(x, op=op)
+                cases.check(
+                    f"reduce_scatter {name} {op} n={n}",
+                    same(got, want, dt, op) and np.array_equal(x, inputs[rank]),
+                    mismatch(got, want),
+                )
+    x = np.ones((2 * size, 3), np.int32)
+    r = cx.reduce_scatter(x)
+    cases.check("reduce_scatter 2-d shape", r.shape == (2, 3) and (r == size).all())
 
 
 # ---- symmetric buffers: every collective reads peers in place ----
@@ -228,9 +251,6 @@ def symmetric_buffers():
     assert (cx.allreduce(plain, out=cx.empty(200000, np.float32)) == size).all()
 
 
-cases.run("symmetric buffers", symmetric_buffers)
-
-
 # ---- async handles, in order with synchronous calls ----
 def async_mix():
     xs = [np.full(1000 * (k + 1), rank + k, np.float64) for k in range(4)]
@@ -253,10 +273,6 @@ def async_mix():
     cx.barrier(async_op=True).wait()
 
 
-cases.run("async mix", async_mix)
-cases.run("barrier", lambda: [cx.barrier() for _ in range(5)])
-
-
 # ---- point to point: a ring exchange ----
 def ring_exchange():
     if size == 1:
@@ -273,6 +289,26 @@ def ring_exchange():
     assert (got == np.arange(5000, dtype=np.float32) + left).all()
 
 
-cases.run("send/recv ring", ring_exchange)
+def extras() -> None:
+    cases.run("symmetric buffers", symmetric_buffers)
+    cases.run("async mix", async_mix)
+    cases.run("barrier", lambda: [cx.barrier() for _ in range(5)])
+    cases.run("send/recv ring", ring_exchange)
 
+
+RUN = {
+    "reduce": reduce_cases,
+    "allgather": allgather_cases,
+    "reduce_scatter": reduce_scatter_cases,
+    "extras": extras,
+}
+for group in groups:
+    cases.group = group
+    kind, _, algo = group.partition(":")
+    if kind == "allreduce":
+        allreduce_cases(algo)
+    elif kind == "broadcast":
+        broadcast_cases(algo)
+    else:
+        RUN[kind]()
 cases.finish()

@@ -78,7 +78,7 @@ def posting_order_and_tags():
             got = np.zeros(3000 if k % 2 else 3, np.int64)
             cx.recv(got, left, tag=tag)
             assert (got == k * 10 + tag).all(), (tag, k, got[:3])
-    cx._comm.wait_all(sends)
+    cx._work.wait_all(sends)
     # Posted receives match in posting order too (irecvs first, then the sends).
     got = [np.zeros(2000, np.int32) for _ in range(4)]
     works = [cx.irecv(g, left, tag=7) for g in got]

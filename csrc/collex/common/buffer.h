@@ -1,4 +1,10 @@
-// The one description of memory that flows through every room.
+// The one description of memory that flows through every room: where the
+// elements are, how many of what type, and on which device. A CUDA buffer
+// (device.kind == kCuda, device.id the CUDA ordinal) comes with the stream its
+// producer wrote it on, so that a GPU algorithm orders its kernels after that
+// work without synchronising the host. Today only host buffers reach the core
+// (the CUDA path stages in python/collex/cuda/), and the core's entry points
+// refuse any other with an InvalidArgument.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +27,7 @@ struct Buffer {
   Device device{};
   void* stream = nullptr;  // cudaStream_t for CUDA buffers; unused on the CPU
 
+  bool on_host() const { return device.kind == DeviceKind::kCpu; }
   std::size_t bytes() const { return count * dtype_size(dtype); }
   char* bytes_at(std::size_t element) const { return static_cast<char*>(data) + element * dtype_size(dtype); }
 };

@@ -9,8 +9,37 @@
 namespace collex {
 namespace {
 
-void require(bool ok, int rank, Collective c, const std::string& what) {
-  if (!ok) throw InvalidArgument("[rank " + std::to_string(rank) + "] collex." + collective_name(c) + ": " + what);
+// The message shape every argument error has, in Python's layer too:
+// "collex.<op> [rank r]: <argument>: expected ..., got ...". `what` makes the
+// text only when the check fails: the checks run on every call.
+template <typename What>
+void require(bool ok, int rank, Collective c, What&& what) {
+  if (!ok)
+    throw InvalidArgument(std::string("collex.") + collective_name(c) + " [rank " + std::to_string(rank) +
+                          "]: " + what());
+}
+
+// The core runs on host memory; CUDA arrays are staged (or reduced over CUDA IPC)
+// by python/collex/cuda/ before they reach it.
+void require_host(int rank, Collective c, const char* argument, const Buffer& b) {
+  require(b.on_host(), rank, c, [&] {
+    return std::string(argument) + ": expected host memory, got cuda:" + std::to_string(b.device.id) +
+           " (CUDA arrays go through collex.cuda)";
+  });
+}
+
+std::string elements(const Buffer& b) { return std::to_string(b.count) + " " + dtype_name(b.dtype) + " elements"; }
+
+std::string same_as_x(const Buffer& in, const Buffer& out) {
+  return "out: expected " + elements(in) + " (as x), got " + elements(out);
+}
+
+std::string avg_needs_float(const Buffer& in) {
+  return std::string("op='avg': expected a floating-point dtype, got ") + dtype_name(in.dtype);
+}
+
+std::string root_in_range(int root, int size) {
+  return "root: expected 0 <= root < " + std::to_string(size) + ", got " + std::to_string(root);
 }
 
 }  // namespace
@@ -21,10 +50,12 @@ std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op
 
 std::shared_ptr<Work> Communicator::allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after,
                                                    bool async, Algo algo) {
+  require_host(rank_, Collective::kAllreduce, "x", in);
+  require_host(rank_, Collective::kAllreduce, "out", out);
   require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce,
-          "out must match x in size and dtype");
+          [&] { return same_as_x(in, out); });
   require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kAllreduce,
-          "op='avg' needs a floating-point dtype");
+          [&] { return avg_needs_float(in); });
   Call c;
   c.call.kind = Collective::kAllreduce;
   c.call.in = in;
@@ -44,11 +75,16 @@ bool Communicator::can_reduce_segments() const {
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
                                                        std::size_t count, DType dtype, ReduceOp op, bool async) {
-  require(can_reduce_segments(), rank_, Collective::kAllreduce,
-          "segmented all-reduce needs every rank on one node with a shared window");
+  require(can_reduce_segments(), rank_, Collective::kAllreduce, [&] {
+    return "segments: expected every rank on one node with a shared window, got " +
+           std::to_string(size_ - site_.local_size) + " ranks elsewhere or no window";
+  });
   std::size_t bytes = 0;
   for (const Span& s : *segments) bytes += s.bytes;
-  require(bytes == count * dtype_size(dtype), rank_, Collective::kAllreduce, "segments do not add up to count");
+  require(bytes == count * dtype_size(dtype), rank_, Collective::kAllreduce, [&] {
+    return "segments: expected " + std::to_string(count * dtype_size(dtype)) + " bytes in all, got " +
+           std::to_string(bytes);
+  });
   Call c;
   c.call.kind = Collective::kAllreduce;
   c.call.in = c.call.out = Buffer{nullptr, count, dtype};
@@ -60,7 +96,8 @@ std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std
 }
 
 std::shared_ptr<Work> Communicator::broadcast(Buffer buf, int root, Algo algo, bool async) {
-  require(root >= 0 && root < size_, rank_, Collective::kBroadcast, "root out of range");
+  require_host(rank_, Collective::kBroadcast, "x", buf);
+  require(root >= 0 && root < size_, rank_, Collective::kBroadcast, [&] { return root_in_range(root, size_); });
   Call c;
   c.call.kind = Collective::kBroadcast;
   c.call.in = c.call.out = buf;
@@ -70,11 +107,13 @@ std::shared_ptr<Work> Communicator::broadcast(Buffer buf, int root, Algo algo, b
 }
 
 std::shared_ptr<Work> Communicator::reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async) {
-  require(root >= 0 && root < size_, rank_, Collective::kReduce, "root out of range");
+  require_host(rank_, Collective::kReduce, "x", in);
+  require_host(rank_, Collective::kReduce, "out", out);
+  require(root >= 0 && root < size_, rank_, Collective::kReduce, [&] { return root_in_range(root, size_); });
   require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kReduce,
-          "out must match x in size and dtype");
+          [&] { return same_as_x(in, out); });
   require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduce,
-          "op='avg' needs a floating-point dtype");
+          [&] { return avg_needs_float(in); });
   Call c;
   c.call.kind = Collective::kReduce;
   c.call.in = in;
@@ -85,8 +124,13 @@ std::shared_ptr<Work> Communicator::reduce(Buffer in, Buffer out, ReduceOp op, i
 }
 
 std::shared_ptr<Work> Communicator::allgather(Buffer in, Buffer out, bool async) {
+  require_host(rank_, Collective::kAllgather, "x", in);
+  require_host(rank_, Collective::kAllgather, "out", out);
   require(out.count == in.count * static_cast<std::size_t>(size_) && in.dtype == out.dtype, rank_,
-          Collective::kAllgather, "out must hold size * x.size elements of x's dtype");
+          Collective::kAllgather, [&] {
+            return "out: expected " + std::to_string(in.count * static_cast<std::size_t>(size_)) + " " +
+                   dtype_name(in.dtype) + " elements (size * x.size), got " + elements(out);
+          });
   Call c;
   c.call.kind = Collective::kAllgather;
   c.call.in = in;
@@ -95,10 +139,15 @@ std::shared_ptr<Work> Communicator::allgather(Buffer in, Buffer out, bool async)
 }
 
 std::shared_ptr<Work> Communicator::reduce_scatter(Buffer in, Buffer out, ReduceOp op, bool async) {
+  require_host(rank_, Collective::kReduceScatter, "x", in);
+  require_host(rank_, Collective::kReduceScatter, "out", out);
   require(out.count * static_cast<std::size_t>(size_) == in.count && in.dtype == out.dtype, rank_,
-          Collective::kReduceScatter, "x must hold size * out.size elements of out's dtype");
+          Collective::kReduceScatter, [&] {
+            return "x: expected " + std::to_string(out.count * static_cast<std::size_t>(size_)) + " " +
+                   dtype_name(out.dtype) + " elements (size * out.size), got " + elements(in);
+          });
   require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduceScatter,
-          "op='avg' needs a floating-point dtype");
+          [&] { return avg_needs_float(in); });
   Call c;
   c.call.kind = Collective::kReduceScatter;
   c.call.in = in;
@@ -116,17 +165,24 @@ std::shared_ptr<Work> Communicator::barrier(bool async) {
 
 void Communicator::check_p2p_args(Collective kind, int peer, int tag) const {
   const char* peer_name = kind == Collective::kSend ? "dst" : "src";
-  require(peer >= 0 && peer < size_, rank_, kind, std::string(peer_name) + " out of range");
-  require(tag >= 0 && tag <= max_user_tag(), rank_, kind, "tag out of range");
+  require(peer >= 0 && peer < size_, rank_, kind, [&] {
+    return std::string(peer_name) + ": expected 0 <= " + peer_name + " < " + std::to_string(size_) + ", got " +
+           std::to_string(peer);
+  });
+  require(tag >= 0 && tag <= max_user_tag(), rank_, kind, [&] {
+    return "tag: expected an int in [0, " + std::to_string(max_user_tag()) + "], got " + std::to_string(tag);
+  });
   throw_if_broken(collective_name(kind));
 }
 
 std::shared_ptr<P2pWork> Communicator::send(Buffer buf, const MessageShape& shape, int dst, int tag) {
+  require_host(rank_, Collective::kSend, "x", buf);
   check_p2p_args(Collective::kSend, dst, tag);
   return p2p_->send(buf, shape, dst, tag);
 }
 
 std::shared_ptr<P2pWork> Communicator::recv(Buffer buf, const MessageShape& shape, int src, int tag) {
+  require_host(rank_, Collective::kRecv, "x", buf);
   check_p2p_args(Collective::kRecv, src, tag);
   return p2p_->recv(buf, shape, src, tag);
 }

@@ -104,9 +104,8 @@ class Bench:
         from mpi4py import MPI
 
         import collex as cx
-        from collex import _core
 
-        self.args, self.MPI, self.cx, self.core = args, MPI, cx, _core
+        self.args, self.MPI, self.cx = args, MPI, cx
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.rank, self.comm.size
         self.notes: list[str] = []
@@ -139,7 +138,7 @@ class Bench:
         """Bytes read+written per second at this working set, every rank at once; the slowest rank's."""
         if nbytes not in self.stream_cache:
             self.comm.Barrier()
-            copy, add = self.core._stream(max(nbytes, 64), 3)
+            copy, add = self.cx.memory_bandwidth(nbytes, 3)
             self.stream_cache[nbytes] = self.comm.allreduce(max(copy, add), op=self.MPI.MIN)
         return self.stream_cache[nbytes]
 
@@ -222,7 +221,7 @@ class Bench:
         items = []
         import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy
 
-        from collex._dtypes import CODES
+        from collex import SUPPORTED_DTYPES
 
         for transport in split_list(a.transport):
             for coll in split_list(a.collectives):
@@ -232,7 +231,7 @@ class Bench:
                     )
                 for dname in split_list(a.dtype):
                     dt = np.dtype(ml_dtypes.bfloat16) if dname == "bfloat16" else np.dtype(dname)
-                    if dt not in CODES:
+                    if dt not in SUPPORTED_DTYPES:
                         raise SystemExit(f"collex.bench: unsupported dtype {dname!r}")
                     ops = split_list(a.op) if coll in REDUCING else ["-"]
                     for op in ops:
@@ -313,7 +312,7 @@ class Bench:
         progress.close()
         for transport, c in comms.items():
             if c.shared_memory:
-                note = f"{transport}: mid-size copies at the end: {c._c.copy_ways()}"
+                note = f"{transport}: mid-size copies at the end: {c.copy_ways()}"
                 self.notes.append(note)
                 if self.rank == 0:
                     print(f"note: {note}")

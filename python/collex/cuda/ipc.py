@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ._device_arrays import DeviceArg
-from ._dtypes import CODES
+from .._dtypes import CODES
+from .arguments import DeviceArg
 
 # Each rank's device staging buffer (larger all-reduces go through it in pieces).
 IPC_BYTES = 32 << 20

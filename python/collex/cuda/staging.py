@@ -1,7 +1,7 @@
-"""A communicator's collectives on CUDA arrays (see _device_arrays.py).
+"""A communicator's collectives on CUDA arrays (see arguments.py).
 
 All-reduce above 1 MiB between ranks of one node reads the peers' device memory
-directly (_device_ipc.py). Everything else (other collectives, several nodes,
+directly (ipc.py). Everything else (other collectives, several nodes,
 builds without the kernels, COLLEX_CUDA_IPC=0) is staged through pinned host
 memory: the input is copied down (in order on the
 array's stream, which is then waited for), the host collective runs on that
@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_rank_arg, op_code, where
-from ._device_arrays import DeviceArg, cuda_module, is_device_array, new_device_array
-from ._device_ipc import IPC_MIN_BYTES, PeerBuffers
+from .._arrays import check_rank_arg, op_code, where
+from .._work import Work
+from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
+from .ipc import IPC_MIN_BYTES, PeerBuffers
 
 
 class _Finished:
@@ -185,8 +186,6 @@ class DeviceStaging:
     def _finish(result: Any, async_op: bool) -> Any:
         if not async_op:
             return result
-        from ._comm import Work
-
         return Work(_Finished(), result)
 
     # ---- the collectives, each the host collective between two copies ----

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import where
-from ._dtypes import CODES, NAMES
+from .._arrays import where
+from .._dtypes import CODES, NAMES
 
 
 def is_device_array(x: Any) -> bool:
@@ -25,7 +25,7 @@ def cuda_module(op: str, rank: int) -> Any:
     if _module is not None:
         return _module
     try:
-        from . import _cuda
+        from .. import _cuda
     except ImportError:
         raise TypeError(
             f"{where(op, rank)}: got a CUDA array, but this build of collex has no CUDA module (the CUDA "

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._device_arrays import DeviceArg, cuda_module
+from .arguments import DeviceArg, cuda_module
 
 
 class HostMirror:
