@@ -52,7 +52,8 @@ def test_memory_traffic_model():
     s = 1 << 20
     # Two ranks: reduce half of both inputs (read S, write S/2), fetch the other half (S/2 + S/2).
     assert model.memory_traffic("allreduce", s, 2) == pytest.approx(2.5 * s)
-    assert model.memory_traffic("reduce", s, 4) == pytest.approx(s * 11 / 4)
+    # Reduce: each rank's block of every input (S) into the root's result (S/p).
+    assert model.memory_traffic("reduce", s, 4) == pytest.approx(s * 5 / 4)
     assert model.memory_traffic("broadcast", s, 5) == pytest.approx(1.6 * s)
     assert model.memory_traffic("allgather", s, 3) == 2 * s
     assert model.memory_traffic("reduce_scatter", s, 4) == pytest.approx(1.25 * s)

@@ -230,6 +230,13 @@ def symmetric_buffers():
         red = cx.zeros(n, np.float32)
         cx.reduce(ones, root=size - 1, out=red)
         assert rank != size - 1 or (red == size * (size + 1) / 2).all()
+        # In place at a root that peers write their reduced blocks into, while the
+        # last rank's block is still to be read from it (root >= 2 on 3+ ranks).
+        inplace = cx.empty(n, np.float32)
+        inplace[:] = np.arange(n) % 7 + rank
+        cx.reduce(inplace, root=size - 1)
+        want = size * (np.arange(n) % 7) + size * (size - 1) / 2
+        assert np.array_equal(inplace, want if rank == size - 1 else np.arange(n) % 7 + rank), inplace[:4]
         b = cx.empty((2, n), np.int64)
         b[:] = rank
         cx.broadcast(b, root=size - 1)

@@ -44,7 +44,6 @@ struct Op {
   OpLabel label;                                // says which operation failed, in errors
   CallPrint print;                              // what this rank called, compared by its peers
   std::vector<char>* scratch;                   // grown as needed for pieces read from peers
-  std::vector<char>* block;                     // reduce: a non-root's reduced block (kept between calls)
   const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies
   // Mid-size operations (see midsize_bytes) of up to this many bytes stream
   // through the slots (two copies, both in cache); larger ones read the source

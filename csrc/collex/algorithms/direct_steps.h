@@ -136,26 +136,44 @@ inline void combine_ranks(const Ctx& c, char* to, std::size_t k, char* const* tm
 // the kernel's copy from a page-aligned peer input ran 4x slower on the
 // project's VM (a 2 MiB reduce-scatter 860-960 us, whatever the output's
 // offset); page-aligned pieces took 200-240 us at every input offset tried.
-inline void piece_buffers(const Ctx& c, std::size_t piece, char* tmp[3]) {
+// A fourth holds a result piece on its way to another rank's memory.
+inline void piece_buffers(const Ctx& c, std::size_t piece, char* tmp[4]) {
   constexpr std::size_t kPage = 4096;
   std::vector<char>& buf = *c.o.scratch;
-  const std::size_t need = 3 * piece * c.es + kPage;
+  const std::size_t need = 4 * piece * c.es + kPage;
   if (buf.size() < need) buf.resize(need);
   char* base = buf.data() + (kPage - reinterpret_cast<std::uintptr_t>(buf.data()) % kPage) % kPage;
-  for (int i = 0; i < 3; ++i) tmp[i] = base + static_cast<std::size_t>(i) * piece * c.es;
+  for (int i = 0; i < 4; ++i) tmp[i] = base + static_cast<std::size_t>(i) * piece * c.es;
 }
 
+// Where reduce_from_inputs puts its result: this rank's memory at `local`, or
+// rank `rank`'s at address `remote` (a reduce's root: each rank writes the block
+// it reduced straight into the root's output, so the root fetches nothing after).
+struct ResultAt {
+  char* local = nullptr;
+  int rank = -1;
+  std::uintptr_t remote = 0;
+};
+
 // Reduces elements [first, first + n) of every rank's input (read from the peers
-// in pieces) into dst, in rank order.
-inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
+// in pieces) into `at`, in rank order.
+inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, ResultAt at) {
   const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
-  char* tmp[3];
+  char* tmp[4];
   piece_buffers(c, piece, tmp);
-  const bool streaming = c.o.count * c.es >= kStreamingBytes;
+  const bool elsewhere = at.rank >= 0 && at.rank != c.me;
   for (std::size_t done = 0; done < n; done += piece) {
     const std::size_t k = std::min(piece, n - done);
     const std::size_t off = first + done;
-    char* to = dst + done * c.es;
+    // A result for another rank is made in a piece buffer that stays in cache and
+    // then written across (or in place, when its memory is mapped here).
+    char* to = elsewhere ? tmp[3] : at.local + done * c.es;
+    const char* mapped_to = elsewhere ? c.w.mapped(at.rank, at.remote + done * c.es, k * c.es) : nullptr;
+    // In place there, the result overwrites that rank's input: combined into
+    // directly, it would be written before a rank after the second is read.
+    if (mapped_to && at.rank >= 2 && c.w.peer_input(at.rank) == c.w.peer_result(at.rank)) mapped_to = nullptr;
+    if (mapped_to) to = const_cast<char*>(mapped_to);
+    const bool streaming = c.o.count * c.es >= kStreamingBytes && (!elsewhere || mapped_to);
     // Own input, saved first if the result overwrites it before it is combined.
     const char* own = c.in(off);
     if (static_cast<const void*>(to) == static_cast<const void*>(own) && c.me >= 2) {
@@ -171,10 +189,15 @@ inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* d
     };
     if (c.p == 1) {
       if (to != own) std::memmove(to, own, k * c.es);
-      continue;
+    } else {
+      combine_ranks(c, to, k, tmp, streaming, fetch);
     }
-    combine_ranks(c, to, k, tmp, streaming, fetch);
+    if (elsewhere && !mapped_to) c.w.write(at.rank, at.remote + done * c.es, to, k * c.es);
   }
+}
+
+inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* dst) {
+  reduce_from_inputs(c, first, n, ResultAt{dst, -1, 0});
 }
 
 // Copies every peer's reduced block (block r of rank r's published result) into

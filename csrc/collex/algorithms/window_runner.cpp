@@ -11,8 +11,7 @@ namespace collex {
 // Mid-size copies are re-decided while running (CopyWays) unless
 // COLLEX_MIDSIZE_COPY forces a way; without cross-memory attach only the slots
 // can move them.
-WindowRunner::WindowRunner(Window& window, const Settings& settings, std::vector<char>* scratch)
-    : window_(window), settings_(settings), scratch_(scratch) {
+WindowRunner::WindowRunner(Window& window, const Settings& settings) : window_(window), settings_(settings) {
   const bool attach = window_.can_read_peers();
   if (attach && settings_.midsize_copy == "auto") {
     if (settings_.debug >= 1)
@@ -30,7 +29,6 @@ direct::Op WindowRunner::op_for(const CollectiveCall& c, const char* algo, Reduc
   direct::Op o;
   o.timeout_s = settings_.timeout_s;
   o.scratch = &pieces_;
-  o.block = scratch_;
   o.in = c.in.data;
   o.out = c.out.data;
   o.count = c.count();
@@ -124,7 +122,6 @@ void WindowRunner::settle_copy_way(const CopyWays::Pick& pick, const OpLabel& ca
   direct::Op o;
   o.timeout_s = settings_.timeout_s;
   o.scratch = &pieces_;
-  o.block = scratch_;
   o.in = mine.data();
   o.out = slowest.data();
   o.count = slowest.size();

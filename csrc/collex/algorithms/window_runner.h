@@ -28,8 +28,7 @@ class WindowRunner {
     // COLLEX_MIDSIZE_COPY: "auto" (timed while running), "slots" or "attach".
     std::string midsize_copy = "auto";
   };
-  // `scratch`: a buffer shared with the message algorithms (a reduce's partial block).
-  WindowRunner(Window& window, const Settings& settings, std::vector<char>* scratch);
+  WindowRunner(Window& window, const Settings& settings);
 
   Window& window() { return window_; }
   // Whether an operation staging `bytes` per rank can run on this window.
@@ -62,7 +61,6 @@ class WindowRunner {
 
   Window& window_;
   Settings settings_;
-  std::vector<char>* scratch_;
   std::uint64_t epoch_ = 0;   // window operations so far, alike on every rank
   std::vector<char> pieces_;  // pieces read from peers
   CopyWays copy_ways_;

@@ -130,7 +130,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::unique_ptr<FailureWatch> watch_;  // failures and departures of the other ranks, over MPI
   std::unique_ptr<MessageRunner> messages_;
   std::unique_ptr<WindowRunner> node_;  // beside topo_->window, when there is one
-  std::vector<char> scratch_;           // partial results of reduce and reduce-scatter
+  std::vector<char> scratch_;           // partial results of the tree's reduce and the ring's reduce-scatter
   Site site_;                           // what the algorithms see of all the above
   Engine engine_;
   Tuner tuner_;

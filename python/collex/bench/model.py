@@ -91,7 +91,8 @@ def memory_traffic(coll: str, nbytes: int, ranks: int) -> float:
 
       allreduce       reduce S/p of all p inputs (read S, write S/p), then fetch the
                       other p-1 reduced blocks (read and write S(p-1)/p): S(3p-1)/p
-      reduce          the root does the same work as an all-reduce rank: S(3p-1)/p
+      reduce          every rank reduces its S/p block of all p inputs (read S) into
+                      the root's result (write S/p): S(p+1)/p, as reduce_scatter
       broadcast       every receiver must read the root's S and write its own S:
                       2S(p-1) in all, shared by p ranks when the root writes part
                       of it into the receivers: 2S(p-1)/p
@@ -102,13 +103,13 @@ def memory_traffic(coll: str, nbytes: int, ranks: int) -> float:
     if p == 1:
         # Alone, the out-of-place result is one copy (read S, write S).
         return 2 * s
-    if coll in ("allreduce", "reduce"):
+    if coll == "allreduce":
         return s * (3 * p - 1) / p
     if coll == "broadcast":
         return 2 * s * (p - 1) / p
     if coll == "allgather":
         return 2 * s
-    if coll == "reduce_scatter":
+    if coll in ("reduce_scatter", "reduce"):
         return s * (p + 1) / p
     raise ValueError(f"unknown collective {coll!r}")
 
