@@ -1,7 +1,11 @@
-// The synchronous fast path of every collective and of send/recv, for the
-// common call: plain arrays and arguments that need no conversion, checked in
-// one step. Anything else returns NotImplemented and the Python layer runs its
-// full checks (and error messages), then the general entry points.
+// The entry of every collective and of send/recv from Python. The synchronous
+// call on plain arrays with arguments that need no conversion, checked in one
+// step, runs from here; anything else (async, CUDA arrays, other array types,
+// a bad argument) goes to the Python layer's one dispatch function,
+// Communicator._dispatch(name, *args), which routes CUDA arrays to
+// python/collex/cuda/ and runs the full checks (and error messages) of the
+// rest before the general entry points. The caller's Communicator comes along
+// as `owner`, so the fast path costs one Python frame and no look-up.
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -180,16 +184,56 @@ py::object recv_now(Communicator& c, py::handle x, py::handle src, py::handle ta
   return p2p_now(c, false, x, src, tag);
 }
 
+// The fast path's answer, or the Python layer's for a call it declines.
+template <typename... Args>
+py::object or_dispatch(py::object done, py::handle owner, const char* name, Args... args) {
+  if (done.ptr() != Py_NotImplemented) return done;
+  return owner.attr("_dispatch")(name, args...);
+}
+
+bool synchronous(py::handle async_op) { return async_op.ptr() == Py_False; }
+
+py::object not_fast() { return py::reinterpret_borrow<py::object>(Py_NotImplemented); }
+
 }  // namespace
 
 void bind_fast_paths(CommunicatorClass& c) {
-  c.def("allreduce_now", &allreduce_now)
-      .def("reduce_now", &reduce_now)
-      .def("allgather_now", &allgather_now)
-      .def("reduce_scatter_now", &reduce_scatter_now)
-      .def("broadcast_now", &broadcast_now)
-      .def("send_now", &send_now)
-      .def("recv_now", &recv_now)
+  // Arguments in the order of the Python methods', then the owner.
+  c.def("allreduce_call",
+        [](Communicator& c, py::handle x, py::handle op, py::handle out, py::handle algo, py::handle async_op,
+           py::handle owner) {
+          py::object done = synchronous(async_op) ? allreduce_now(c, x, out, op, algo) : not_fast();
+          return or_dispatch(done, owner, "allreduce", x, op, out, algo, async_op);
+        })
+      .def("broadcast_call",
+           [](Communicator& c, py::handle x, py::handle root, py::handle algo, py::handle async_op, py::handle owner) {
+             py::object done = synchronous(async_op) ? broadcast_now(c, x, root, algo) : not_fast();
+             return or_dispatch(done, owner, "broadcast", x, root, algo, async_op);
+           })
+      .def("reduce_call",
+           [](Communicator& c, py::handle x, py::handle op, py::handle root, py::handle out, py::handle async_op,
+              py::handle owner) {
+             py::object done = synchronous(async_op) ? reduce_now(c, x, out, op, root) : not_fast();
+             return or_dispatch(done, owner, "reduce", x, op, root, out, async_op);
+           })
+      .def("allgather_call",
+           [](Communicator& c, py::handle x, py::handle out, py::handle async_op, py::handle owner) {
+             py::object done = synchronous(async_op) ? allgather_now(c, x, out) : not_fast();
+             return or_dispatch(done, owner, "allgather", x, out, async_op);
+           })
+      .def("reduce_scatter_call",
+           [](Communicator& c, py::handle x, py::handle op, py::handle out, py::handle async_op, py::handle owner) {
+             py::object done = synchronous(async_op) ? reduce_scatter_now(c, x, out, op) : not_fast();
+             return or_dispatch(done, owner, "reduce_scatter", x, op, out, async_op);
+           })
+      .def("send_call",
+           [](Communicator& c, py::handle x, py::handle dst, py::handle tag, py::handle owner) {
+             return or_dispatch(send_now(c, x, dst, tag), owner, "send", x, dst, tag);
+           })
+      .def("recv_call",
+           [](Communicator& c, py::handle x, py::handle src, py::handle tag, py::handle owner) {
+             return or_dispatch(recv_now(c, x, src, tag), owner, "recv", x, src, tag);
+           })
       .def("send",
            [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int dst, int tag,
               bool async) {

@@ -67,6 +67,18 @@ def _algo(algo: Any, name: str, rank: int) -> str:
     return algo
 
 
+# Where each collective's arrays are among its arguments (in the public methods'
+# order): a CUDA array among them sends the call to the device path. Send and
+# receive check their one array themselves.
+_ARRAY_ARGUMENTS = {
+    "allreduce": (0, 2),
+    "broadcast": (0,),
+    "reduce": (0, 3),
+    "allgather": (0, 1),
+    "reduce_scatter": (0, 2),
+}
+
+
 class Communicator:
     """A group of ranks on which collectives run.
 
@@ -207,6 +219,19 @@ class Communicator:
         return Work(handle, result, keep) if async_op else result
 
     # ---- collectives ----
+    #
+    # Each public method hands its arguments, and itself, to the binding
+    # (csrc/bindings/fast_paths.cpp), which runs a synchronous call on plain NumPy
+    # arrays at once and gives every other call to _dispatch.
+
+    def _dispatch(self, name: str, *args: Any) -> Any:
+        """The one way on for a call the binding's fast path declines (async, CUDA
+        arrays, other array types, a bad argument): CUDA arrays go to
+        collex/cuda/staging.py, the rest to the checked host path, whose errors
+        name the argument."""
+        if any(is_device_array(args[i]) for i in _ARRAY_ARGUMENTS.get(name, ())):
+            return getattr(self._device, name)(*args)
+        return getattr(self, "_checked_" + name)(*args)
 
     def allreduce(
         self, x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False
@@ -217,12 +242,9 @@ class Communicator:
         algo: auto (the tuner), direct (ranks of one node read each other's memory),
         hier (direct inside nodes, a ring across them), ring or tree (MPI messages).
         A choice that cannot run here falls back to the tuner's."""
-        if not async_op:
-            done = self._c.allreduce_now(x, out, op, algo)
-            if done is not NotImplemented:
-                return done
-        if is_device_array(x) or is_device_array(out):
-            return self._device.allreduce(x, op, out, algo, async_op)
+        return self._c.allreduce_call(x, op, out, algo, async_op, self)
+
+    def _checked_allreduce(self, x: Any, op: Any, out: Any, algo: Any, async_op: bool) -> Any:
         name = "allreduce"
         a = Arg(x, "x", name, self.rank, writable=out is None)
         code = op_code(op, name, self.rank, a.array.dtype)
@@ -233,12 +255,9 @@ class Communicator:
 
     def broadcast(self, x: Any, root: int = 0, algo: str = "auto", async_op: bool = False) -> Any:
         """Copies root's x into x on every rank (in place); returns x."""
-        if not async_op:
-            done = self._c.broadcast_now(x, root, algo)
-            if done is not NotImplemented:
-                return done
-        if is_device_array(x):
-            return self._device.broadcast(x, root, algo, async_op)
+        return self._c.broadcast_call(x, root, algo, async_op, self)
+
+    def _checked_broadcast(self, x: Any, root: Any, algo: Any, async_op: bool) -> Any:
         name = "broadcast"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=self.rank != root)
@@ -249,12 +268,9 @@ class Communicator:
     def reduce(self, x: Any, op: str = "sum", root: int = 0, out: Any = None, async_op: bool = False) -> Any:
         """Reduces x over all ranks into root's out (x when out is None).
         Other ranks' arrays are left untouched. Returns out (or x)."""
-        if not async_op:
-            done = self._c.reduce_now(x, out, op, root)
-            if done is not NotImplemented:
-                return done
-        if is_device_array(x) or is_device_array(out):
-            return self._device.reduce(x, op, root, out, async_op)
+        return self._c.reduce_call(x, op, root, out, async_op, self)
+
+    def _checked_reduce(self, x: Any, op: Any, root: Any, out: Any, async_op: bool) -> Any:
         name = "reduce"
         root = check_rank_arg(root, "root", self.size, name, self.rank)
         a = Arg(x, "x", name, self.rank, writable=out is None and self.rank == root)
@@ -265,12 +281,9 @@ class Communicator:
 
     def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
         """Gathers every rank's x; the result has shape (size, *x.shape)."""
-        if not async_op:
-            done = self._c.allgather_now(x, out)
-            if done is not NotImplemented:
-                return done
-        if is_device_array(x) or is_device_array(out):
-            return self._device.allgather(x, out, async_op)
+        return self._c.allgather_call(x, out, async_op, self)
+
+    def _checked_allgather(self, x: Any, out: Any, async_op: bool) -> Any:
         name = "allgather"
         a = Arg(x, "x", name, self.rank, writable=False)
         shape = (self.size, *a.array.shape)
@@ -285,12 +298,9 @@ class Communicator:
         """Reduces x over all ranks and gives each rank its block of the result:
         x.shape[0] must divide by size; the result has shape
         (x.shape[0] // size, *x.shape[1:]). x is left untouched."""
-        if not async_op:
-            done = self._c.reduce_scatter_now(x, out, op)
-            if done is not NotImplemented:
-                return done
-        if is_device_array(x) or is_device_array(out):
-            return self._device.reduce_scatter(x, op, out, async_op)
+        return self._c.reduce_scatter_call(x, op, out, async_op, self)
+
+    def _checked_reduce_scatter(self, x: Any, op: Any, out: Any, async_op: bool) -> Any:
         name = "reduce_scatter"
         a = Arg(x, "x", name, self.rank, writable=False)
         code = op_code(op, name, self.rank, a.array.dtype)
@@ -350,17 +360,19 @@ class Communicator:
     def send(self, x: Any, dst: int, tag: int = 0) -> None:
         """Sends x to rank dst (this rank included); returns when x may be reused.
         tag: an int in [0, 2**20); messages of one pair and tag arrive in order."""
-        if self._c.send_now(x, dst, tag) is NotImplemented:
-            self._post(x, dst, tag, "send", receive=False).wait()
+        self._c.send_call(x, dst, tag, self)
+
+    def _checked_send(self, x: Any, dst: Any, tag: Any) -> None:
+        self._post(x, dst, tag, "send", receive=False).wait()
 
     def recv(self, x: Any, src: int, tag: int = 0) -> Any:
         """Receives into x the next message from rank src with this tag; returns x.
         The message must have x's dtype, element count and shape, else
         CollectiveMismatch (on both ranks) and x is left untouched."""
-        done = self._c.recv_now(x, src, tag)
-        if done is NotImplemented:
-            return self._post(x, src, tag, "recv", receive=True).wait()
-        return done
+        return self._c.recv_call(x, src, tag, self)
+
+    def _checked_recv(self, x: Any, src: Any, tag: Any) -> Any:
+        return self._post(x, src, tag, "recv", receive=True).wait()
 
     def isend(self, x: Any, dst: int, tag: int = 0) -> Work:
         """Posts a send of x to rank dst; x must not change until the Work is done."""
