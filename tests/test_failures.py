@@ -114,11 +114,12 @@ def test_a_rank_that_ends_is_named_by_every_other_within_a_second(ranks, how, tr
 
 # Always on, without COLLEX_CHECK: the shared window compares every rank's call
 # beside its progress marker (issue 14's four cases, and two more).
-@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather"])
+@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather", "empty"])
 @pytest.mark.parametrize("ranks", [2, 3, 4])
 def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
     proc = run_mpi(ranks, "mismatch_always.py", case, timeout=120)
     assert " 0 failed" in proc.stdout
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("collex-")]
 
 
 # Over MPI alone, collective tags carry a hash of the call: a rank left waiting

@@ -63,7 +63,8 @@ void WindowRunner::run(const CollectiveCall& c, const char* algo) {
   switch (c.kind) {
     case Collective::kReduce: return direct::reduce(window_, o);
     case Collective::kReduceScatter: return direct::reduce_scatter(window_, o);
-    case Collective::kBarrier: return direct::barrier(window_, o);
+    case Collective::kBarrier:
+    case Collective::kAllocate: return direct::barrier(window_, o);
     default: break;
   }
 }

@@ -7,7 +7,18 @@
 
 namespace collex {
 
-enum class Collective { kAllreduce, kBroadcast, kReduce, kAllgather, kReduceScatter, kBarrier, kSend, kRecv };
+// kAllocate: the node's ranks meeting to make a symmetric buffer (collex.empty).
+enum class Collective {
+  kAllreduce,
+  kBroadcast,
+  kReduce,
+  kAllgather,
+  kReduceScatter,
+  kBarrier,
+  kSend,
+  kRecv,
+  kAllocate
+};
 
 // kDirect: the node's ranks read each other's memory (needs a Window).
 // kHier: direct inside each node, a ring across nodes (all-reduce on several nodes).

@@ -68,6 +68,7 @@ const char* collective_name(Collective c) {
     case Collective::kBarrier: return "barrier";
     case Collective::kSend: return "send";
     case Collective::kRecv: return "recv";
+    case Collective::kAllocate: return "empty";
   }
   return "?";
 }

@@ -98,7 +98,23 @@ std::shared_ptr<SymmetricMemory> Communicator::allocate_symmetric(std::size_t by
   engine_.submit(
       [&] {
         throw_if_broken("empty");
-        if (topo_->window) memory = topo_->window->allocate(bytes);
+        if (!node_) return;
+        // The segment is made with MPI calls that have no deadline, so the node's
+        // ranks first meet on the window, which compares what each called: when
+        // a rank called something else (or another size), every rank raises
+        // CollectiveMismatch, and no rank waits in MPI or leaves a segment behind.
+        CollectiveCall meet;
+        meet.kind = Collective::kAllocate;
+        meet.in = meet.out = Buffer{nullptr, bytes, DType::kUInt8};
+        meet.seq = next_seq_;
+        try {
+          node_->run(meet, "direct");
+        } catch (const std::exception& e) {
+          tell_others(e);
+          mark_broken(e.what());
+          throw;
+        }
+        memory = topo_->window->allocate(bytes);
       },
       /*async=*/false);
   return memory;
