@@ -42,6 +42,14 @@ std::string root_in_range(int root, int size) {
   return "root: expected 0 <= root < " + std::to_string(size) + ", got " + std::to_string(root);
 }
 
+// What every reduction into an `out` of x's size relies on (all-reduce, reduce).
+void check_reduction(int rank, Collective c, const Buffer& in, const Buffer& out, ReduceOp op) {
+  require_host(rank, c, "x", in);
+  require_host(rank, c, "out", out);
+  require(in.count == out.count && in.dtype == out.dtype, rank, c, [&] { return same_as_x(in, out); });
+  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank, c, [&] { return avg_needs_float(in); });
+}
+
 }  // namespace
 
 std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op, Algo algo, bool async) {
@@ -50,12 +58,7 @@ std::shared_ptr<Work> Communicator::allreduce(Buffer in, Buffer out, ReduceOp op
 
 std::shared_ptr<Work> Communicator::allreduce_with(Buffer in, Buffer out, ReduceOp op, Hook before, Hook after,
                                                    bool async, Algo algo) {
-  require_host(rank_, Collective::kAllreduce, "x", in);
-  require_host(rank_, Collective::kAllreduce, "out", out);
-  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kAllreduce,
-          [&] { return same_as_x(in, out); });
-  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kAllreduce,
-          [&] { return avg_needs_float(in); });
+  check_reduction(rank_, Collective::kAllreduce, in, out, op);
   Call c;
   c.call.kind = Collective::kAllreduce;
   c.call.in = in;
@@ -107,13 +110,8 @@ std::shared_ptr<Work> Communicator::broadcast(Buffer buf, int root, Algo algo, b
 }
 
 std::shared_ptr<Work> Communicator::reduce(Buffer in, Buffer out, ReduceOp op, int root, bool async) {
-  require_host(rank_, Collective::kReduce, "x", in);
-  require_host(rank_, Collective::kReduce, "out", out);
   require(root >= 0 && root < size_, rank_, Collective::kReduce, [&] { return root_in_range(root, size_); });
-  require(in.count == out.count && in.dtype == out.dtype, rank_, Collective::kReduce,
-          [&] { return same_as_x(in, out); });
-  require(op != ReduceOp::kAvg || dtype_is_float(in.dtype), rank_, Collective::kReduce,
-          [&] { return avg_needs_float(in); });
+  check_reduction(rank_, Collective::kReduce, in, out, op);
   Call c;
   c.call.kind = Collective::kReduce;
   c.call.in = in;
