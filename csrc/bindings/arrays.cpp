@@ -1,7 +1,5 @@
 #include "bindings/arrays.h"
 
-#include <cstring>
-
 #include "collex/common/errors.h"
 
 namespace collex::bindings {
@@ -16,6 +14,8 @@ Buffer make_buffer(std::uintptr_t address, std::size_t count, int dtype_code) {
   return b;
 }
 
+Buffer make_buffer(const Plain& p) { return make_buffer(p.address, p.count, p.code); }
+
 ReduceOp make_op(int code) {
   ReduceOp op;
   if (!reduce_op_from_int(code, &op)) throw InvalidArgument("collex: unknown op code");
@@ -28,13 +28,10 @@ Algo make_algo(const std::string& name) {
   return a;
 }
 
-bool plain_array(py::handle obj, bool writable, Plain* out) {
-  if (!py::isinstance<py::array>(obj)) return false;
-  auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!(a.flags() & py::array::c_style)) return false;
-  if (writable && !a.writeable()) return false;
-  py::dtype dt = a.dtype();
-  if (dt.byteorder() == '>') return false;
+int dtype_code(const py::dtype& dt) {
+  if (dt.byteorder() == '>') return -1;
+  if (dt.num() == bfloat16_type_num) return static_cast<int>(DType::kBFloat16);
+  // NumPy's kind and size name a type whatever its type number (int64 has two).
   const char kind = dt.kind();
   const auto size = dt.itemsize();
   DType t;
@@ -52,53 +49,9 @@ bool plain_array(py::handle obj, bool writable, Plain* out) {
     t = DType::kInt64;
   else if (kind == 'u' && size == 1)
     t = DType::kUInt8;
-  else if (dt.num() == bfloat16_type_num)
-    t = DType::kBFloat16;
   else
-    return false;
-  out->address = reinterpret_cast<std::uintptr_t>(a.data());
-  out->count = static_cast<std::size_t>(a.size());
-  out->code = static_cast<int>(t);
-  return true;
-}
-
-py::object inspect_array(py::handle obj, bool writable) {
-  Plain p;
-  if (!plain_array(obj, writable, &p)) return py::none();
-  return py::make_tuple(p.address, p.count, p.code);
-}
-
-bool same_shape(py::handle a, py::handle b) {
-  auto x = py::reinterpret_borrow<py::array>(a);
-  auto y = py::reinterpret_borrow<py::array>(b);
-  if (x.ndim() != y.ndim()) return false;
-  for (py::ssize_t i = 0; i < x.ndim(); ++i) {
-    if (x.shape(i) != y.shape(i)) return false;
-  }
-  return true;
-}
-
-int op_code(py::handle op) {
-  if (!PyUnicode_Check(op.ptr())) return -1;
-  const char* s = PyUnicode_AsUTF8(op.ptr());
-  static const char* names[] = {"sum", "prod", "min", "max", "avg"};
-  for (int i = 0; i < 5; ++i) {
-    if (s != nullptr && std::strcmp(s, names[i]) == 0) return i;
-  }
-  return -1;
-}
-
-bool algo_code(py::handle algo, Algo* out) {
-  if (!PyUnicode_Check(algo.ptr())) return false;
-  const char* s = PyUnicode_AsUTF8(algo.ptr());
-  return s != nullptr && algo_from_string(s, out);
-}
-
-bool exact_long(py::handle h, long* value) {
-  if (!PyLong_CheckExact(h.ptr())) return false;
-  int overflow = 0;
-  *value = PyLong_AsLongAndOverflow(h.ptr(), &overflow);
-  return overflow == 0;
+    return -1;
+  return static_cast<int>(t);
 }
 
 }  // namespace collex::bindings

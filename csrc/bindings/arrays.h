@@ -1,7 +1,6 @@
 // What the bindings share: turning Python objects into the core's arguments.
-// A plain array (C-contiguous NumPy array of a supported dtype in native byte
-// order) becomes a Buffer; names become ReduceOp and Algo codes by the core's
-// own tables (common/names.cpp).
+// A checked array (bindings/checks.h) becomes a Buffer; codes and names become
+// DType, ReduceOp and Algo by the core's own tables (common/names.cpp).
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -19,7 +18,15 @@ namespace collex::bindings {
 namespace py = pybind11;
 using Guard = py::call_guard<py::gil_scoped_release>;
 
+// A checked array (bindings/checks.h): its address, element count and dtype code.
+struct Plain {
+  std::uintptr_t address = 0;
+  std::size_t count = 0;
+  int code = -1;
+};
+
 Buffer make_buffer(std::uintptr_t address, std::size_t count, int dtype_code);
+Buffer make_buffer(const Plain& p);
 ReduceOp make_op(int code);
 Algo make_algo(const std::string& name);
 
@@ -27,26 +34,8 @@ Algo make_algo(const std::string& name);
 // from Python (collex/_dtypes.py).
 extern int bfloat16_type_num;
 
-// A plain array's address, element count and dtype code.
-struct Plain {
-  std::uintptr_t address = 0;
-  std::size_t count = 0;
-  int code = -1;
-};
-
-// The fast path of the Python layer's array checks. False sends the call to the
-// Python layer, whose full checks produce the error message; checking here in one
-// step instead of several attribute look-ups keeps small collectives cheap.
-bool plain_array(py::handle obj, bool writable, Plain* out);
-// For the Python layer: (address, element count, dtype code), or None.
-py::object inspect_array(py::handle obj, bool writable);
-bool same_shape(py::handle a, py::handle b);
-// The code of an op name, or -1 (not a str, or no such op).
-int op_code(py::handle op);
-// An algorithm a caller may name (algo_from_string), from a str.
-bool algo_code(py::handle algo, Algo* out);
-// A Python int that fits a long, read without raising: an int too large for
-// one is left to the Python layer's checks (which name it) like any bad value.
-bool exact_long(py::handle h, long* value);
+// The core's code of a NumPy dtype, or -1 for one collex does not handle
+// (other kinds and sizes, and non-native byte order).
+int dtype_code(const py::dtype& dt);
 
 }  // namespace collex::bindings

@@ -1,4 +1,4 @@
-// How the bindings' files (module.cpp, fast_paths.cpp, testing.cpp,
+// How the bindings' files (module.cpp, calls.cpp, testing.cpp,
 // fusion.cpp) hand their parts to the module.
 #pragma once
 
@@ -12,8 +12,8 @@ namespace collex::bindings {
 
 using CommunicatorClass = pybind11::class_<Communicator, std::shared_ptr<Communicator>>;
 
-// The *_now fast paths and send/recv on the Communicator class.
-void bind_fast_paths(CommunicatorClass& c);
+// The checked entry of each collective and send/recv (allreduce_call, ...) on the Communicator class.
+void bind_calls(CommunicatorClass& c);
 // Hooks for tests: the kernels, the schedules, the copy-way chooser, and
 // algorithms run on threads of this process (core/in_process.h).
 void bind_testing(pybind11::module_& m);

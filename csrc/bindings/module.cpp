@@ -1,6 +1,6 @@
 // The module's root: the exceptions the core raises as Python's, the tables of
 // names and codes the Python layer reads (dtypes, ops, algorithms), the handles,
-// and the Communicator class. The fast paths are in fast_paths.cpp, the test
+// and the Communicator class. The checked calls are in calls.cpp, their checks in checks.cpp, the test
 // hooks in testing.cpp, the fusion layer in fusion.cpp; arrays.h turns Python
 // objects into Buffers. The only C++ that knows Python.
 #include <pybind11/functional.h>
@@ -11,6 +11,7 @@
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "bindings/checks.h"
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
@@ -87,7 +88,7 @@ PYBIND11_MODULE(_core, m) {
     return PyErr_CheckSignals() != 0;
   });
 
-  m.def("inspect_array", &inspect_array, py::arg("array"), py::arg("writable"));
+  bind_checks(m);
   m.def("set_bfloat16_type_num", [](int num) { bfloat16_type_num = num; });
   m.def("kernel_isa", &kernels::kernel_isa, "The instruction set the reduction kernels use.");
   bind_tables(m);
@@ -172,5 +173,5 @@ PYBIND11_MODULE(_core, m) {
           },
           Guard())
       .def("barrier", &Communicator::barrier, Guard());
-  bind_fast_paths(comm);
+  bind_calls(comm);
 }

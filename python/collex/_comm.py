@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import Arg, check_out, check_rank_arg, op_code, where
-from ._dtypes import ALGOS, CODES, NAMES
+from ._arrays import Arg, as_ndarray, where
+from ._dtypes import CODES, NAMES
 from ._work import Work, wait_all
 from .cuda.arguments import is_device_array
 from .cuda.staging import DeviceStaging
@@ -61,21 +61,17 @@ _previous_excepthook = sys.excepthook
 sys.excepthook = _note_uncaught
 
 
-def _algo(algo: Any, name: str, rank: int) -> str:
-    if algo not in ALGOS:
-        raise ValueError(f"{where(name, rank)}: algo={algo!r}: expected one of {', '.join(map(repr, ALGOS))}")
-    return algo
-
-
-# Where each collective's arrays are among its arguments (in the public methods'
-# order): a CUDA array among them sends the call to the device path. Send and
-# receive check their one array themselves.
+# Where each call's arrays are among its arguments (in the public methods'
+# order), and their names: a CUDA array among them sends the call to the device
+# path; any other array that is not a NumPy array is viewed as one.
 _ARRAY_ARGUMENTS = {
-    "allreduce": (0, 2),
-    "broadcast": (0,),
-    "reduce": (0, 3),
-    "allgather": (0, 1),
-    "reduce_scatter": (0, 2),
+    "allreduce": ((0, "x"), (2, "out")),
+    "broadcast": ((0, "x"),),
+    "reduce": ((0, "x"), (3, "out")),
+    "allgather": ((0, "x"), (1, "out")),
+    "reduce_scatter": ((0, "x"), (2, "out")),
+    "send": ((0, "x"),),
+    "recv": ((0, "x"),),
 }
 
 
@@ -221,17 +217,26 @@ class Communicator:
     # ---- collectives ----
     #
     # Each public method hands its arguments, and itself, to the binding
-    # (csrc/bindings/fast_paths.cpp), which runs a synchronous call on plain NumPy
-    # arrays at once and gives every other call to _dispatch.
+    # (csrc/bindings/calls.cpp), which checks and runs a call on NumPy arrays
+    # (queued when async_op; the Work comes from _finish) and gives a call on any
+    # other array to _dispatch.
 
     def _dispatch(self, name: str, *args: Any) -> Any:
-        """The one way on for a call the binding's fast path declines (async, CUDA
-        arrays, other array types, a bad argument): CUDA arrays go to
-        collex/cuda/staging.py, the rest to the checked host path, whose errors
-        name the argument."""
-        if any(is_device_array(args[i]) for i in _ARRAY_ARGUMENTS.get(name, ())):
+        """The one way on for a call on arrays the binding does not take as they
+        are: CUDA arrays go to collex/cuda/staging.py; any other host array
+        (bytearray, memoryview, array.array, ...) is viewed as a NumPy array and
+        the call goes back to the binding, which checks it (its messages name the
+        argument)."""
+        arrays = _ARRAY_ARGUMENTS[name]
+        if any(is_device_array(args[i]) for i, _ in arrays):
+            if name in ("send", "recv"):
+                return self._post(*args, name, receive=name == "recv").wait()
             return getattr(self._device, name)(*args)
-        return getattr(self, "_checked_" + name)(*args)
+        adapted = list(args)
+        for i, arg in arrays:
+            if i == 0 or adapted[i] is not None:
+                adapted[i] = as_ndarray(adapted[i], arg, name, self.rank)
+        return getattr(self._c, name + "_call")(*adapted, self)
 
     def allreduce(
         self, x: Any, op: str = "sum", out: Any = None, algo: str = "auto", async_op: bool = False
@@ -244,79 +249,24 @@ class Communicator:
         A choice that cannot run here falls back to the tuner's."""
         return self._c.allreduce_call(x, op, out, algo, async_op, self)
 
-    def _checked_allreduce(self, x: Any, op: Any, out: Any, algo: Any, async_op: bool) -> Any:
-        name = "allreduce"
-        a = Arg(x, "x", name, self.rank, writable=out is None)
-        code = op_code(op, name, self.rank, a.array.dtype)
-        algo = _algo(algo, name, self.rank)
-        o = a if out is None else check_out(out, a.array.shape, a.array.dtype, a, name, self.rank)
-        h = self._c.allreduce(a.address, o.address, a.count, a.code, code, algo, async_op)
-        return self._finish(h, o.array, (a.array, o.array), async_op)
-
     def broadcast(self, x: Any, root: int = 0, algo: str = "auto", async_op: bool = False) -> Any:
         """Copies root's x into x on every rank (in place); returns x."""
         return self._c.broadcast_call(x, root, algo, async_op, self)
-
-    def _checked_broadcast(self, x: Any, root: Any, algo: Any, async_op: bool) -> Any:
-        name = "broadcast"
-        root = check_rank_arg(root, "root", self.size, name, self.rank)
-        a = Arg(x, "x", name, self.rank, writable=self.rank != root)
-        algo = _algo(algo, name, self.rank)
-        h = self._c.broadcast(a.address, a.count, a.code, root, algo, async_op)
-        return self._finish(h, a.array, (a.array,), async_op)
 
     def reduce(self, x: Any, op: str = "sum", root: int = 0, out: Any = None, async_op: bool = False) -> Any:
         """Reduces x over all ranks into root's out (x when out is None).
         Other ranks' arrays are left untouched. Returns out (or x)."""
         return self._c.reduce_call(x, op, root, out, async_op, self)
 
-    def _checked_reduce(self, x: Any, op: Any, root: Any, out: Any, async_op: bool) -> Any:
-        name = "reduce"
-        root = check_rank_arg(root, "root", self.size, name, self.rank)
-        a = Arg(x, "x", name, self.rank, writable=out is None and self.rank == root)
-        code = op_code(op, name, self.rank, a.array.dtype)
-        o = a if out is None else check_out(out, a.array.shape, a.array.dtype, a, name, self.rank)
-        h = self._c.reduce(a.address, o.address, a.count, a.code, code, root, async_op)
-        return self._finish(h, o.array, (a.array, o.array), async_op)
-
     def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
         """Gathers every rank's x; the result has shape (size, *x.shape)."""
         return self._c.allgather_call(x, out, async_op, self)
-
-    def _checked_allgather(self, x: Any, out: Any, async_op: bool) -> Any:
-        name = "allgather"
-        a = Arg(x, "x", name, self.rank, writable=False)
-        shape = (self.size, *a.array.shape)
-        if out is None:
-            o = Arg(np.empty(shape, a.array.dtype), "out", name, self.rank, writable=True)
-        else:
-            o = check_out(out, shape, a.array.dtype, a, name, self.rank)
-        h = self._c.allgather(a.address, o.address, a.count, a.code, async_op)
-        return self._finish(h, o.array, (a.array, o.array), async_op)
 
     def reduce_scatter(self, x: Any, op: str = "sum", out: Any = None, async_op: bool = False) -> Any:
         """Reduces x over all ranks and gives each rank its block of the result:
         x.shape[0] must divide by size; the result has shape
         (x.shape[0] // size, *x.shape[1:]). x is left untouched."""
         return self._c.reduce_scatter_call(x, op, out, async_op, self)
-
-    def _checked_reduce_scatter(self, x: Any, op: Any, out: Any, async_op: bool) -> Any:
-        name = "reduce_scatter"
-        a = Arg(x, "x", name, self.rank, writable=False)
-        code = op_code(op, name, self.rank, a.array.dtype)
-        shape = a.array.shape
-        if len(shape) == 0 or shape[0] % self.size:
-            raise ValueError(
-                f"{where(name, self.rank)}: x: expected x.shape[0] divisible by the communicator size "
-                f"{self.size}, got shape={shape}"
-            )
-        oshape = (shape[0] // self.size, *shape[1:])
-        if out is None:
-            o = Arg(np.empty(oshape, a.array.dtype), "out", name, self.rank, writable=True)
-        else:
-            o = check_out(out, oshape, a.array.dtype, a, name, self.rank)
-        h = self._c.reduce_scatter(a.address, o.address, a.count, a.code, code, async_op)
-        return self._finish(h, o.array, (a.array, o.array), async_op)
 
     def barrier(self, async_op: bool = False) -> Work | None:
         """Returns once every rank has entered the barrier."""
@@ -334,17 +284,10 @@ class Communicator:
     def _checked_p2p(self, x: Any, peer: Any, tag: Any, name: str, receive: bool, peer_name: str) -> tuple:
         """(array or checked Arg, peer, tag) for one send or receive, or a
         TypeError/ValueError naming the argument; nothing is posted."""
-        peer = check_rank_arg(peer, peer_name, self.size, name, self.rank)
-        if (
-            isinstance(tag, bool)
-            or not isinstance(tag, (int, np.integer))
-            or not 0 <= tag <= self._c.max_user_tag
-        ):
-            raise ValueError(
-                f"{where(name, self.rank)}: tag={tag!r}: expected an int in [0, {self._c.max_user_tag}]"
-            )
+        peer = _core.check_rank(peer, peer_name, self.size, name, self.rank)
+        tag = _core.check_tag(tag, self._c.max_user_tag, name, self.rank)
         a = x if is_device_array(x) else Arg(x, "x", name, self.rank, writable=receive)
-        return a, peer, int(tag)
+        return a, peer, tag
 
     def _submit_p2p(self, a: Any, peer: int, tag: int, receive: bool) -> Work:
         if not isinstance(a, Arg):  # a CUDA array, staged through host memory
@@ -362,17 +305,11 @@ class Communicator:
         tag: an int in [0, 2**20); messages of one pair and tag arrive in order."""
         self._c.send_call(x, dst, tag, self)
 
-    def _checked_send(self, x: Any, dst: Any, tag: Any) -> None:
-        self._post(x, dst, tag, "send", receive=False).wait()
-
     def recv(self, x: Any, src: int, tag: int = 0) -> Any:
         """Receives into x the next message from rank src with this tag; returns x.
         The message must have x's dtype, element count and shape, else
         CollectiveMismatch (on both ranks) and x is left untouched."""
         return self._c.recv_call(x, src, tag, self)
-
-    def _checked_recv(self, x: Any, src: Any, tag: Any) -> Any:
-        return self._post(x, src, tag, "recv", receive=True).wait()
 
     def isend(self, x: Any, dst: int, tag: int = 0) -> Work:
         """Posts a send of x to rank dst; x must not change until the Work is done."""

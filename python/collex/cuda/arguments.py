@@ -1,6 +1,8 @@
 """CUDA array arguments: anything exposing ``__cuda_array_interface__`` (CuPy,
-Numba, PyTorch CUDA tensors), checked the way _arrays.py checks host arrays, and
-the optional CUDA module (collex._cuda) that moves their bytes."""
+Numba, PyTorch CUDA tensors), checked by the same checks as host arrays
+(_core.check_device_array, csrc/bindings/checks.cpp) besides what only a CUDA
+array has (its interface's fields, its device), and the optional CUDA module
+(collex._cuda) that moves their bytes."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import _core
 from .._arrays import where
-from .._dtypes import CODES, NAMES
+from .._dtypes import SUPPORTED
 
 
 def is_device_array(x: Any) -> bool:
@@ -51,25 +54,18 @@ class DeviceArg:
         except (KeyError, TypeError, ValueError):
             raise TypeError(f"{here}: malformed __cuda_array_interface__: {cai!r}") from None
         try:
-            self.dtype = np.dtype(typestr)
+            dtype = np.dtype(typestr)
         except TypeError:
-            self.dtype = None
-        if self.dtype not in CODES:
-            raise TypeError(f"{here}: unsupported dtype {typestr!r}; expected one of {NAMES}")
+            dtype = None
         if cai.get("mask") is not None:
             raise TypeError(f"{here}: masked CUDA arrays are not supported")
-        count = int(np.prod(self.shape, dtype=np.int64))
-        self.nbytes = count * self.dtype.itemsize
         strides = cai.get("strides")
-        contiguous = strides is None or tuple(strides) == _c_strides(self.shape, self.dtype.itemsize)
-        if count > 1 and not contiguous:
-            raise ValueError(
-                f"{here}: expected a C-contiguous array, got shape={self.shape} strides={tuple(strides)} "
-                f"dtype={self.dtype}"
-            )
-        self.pointer = int(pointer or 0)
-        if writable and readonly:
-            raise ValueError(f"{here}: the result is written into it, but the array is read-only")
+        self.pointer, count, code = _core.check_device_array(
+            self.shape, None if strides is None else tuple(strides), dtype, str(typestr), int(pointer or 0),
+            bool(readonly), arg, op, rank, writable,
+        )  # fmt: skip
+        self.dtype = SUPPORTED[code]
+        self.nbytes = count * self.dtype.itemsize
         # The interface's stream (version 3): None when the data needs no ordering,
         # else a handle (1 and 2 are the legacy and per-thread default streams).
         self.stream = int(cai.get("stream") or 0)
@@ -83,14 +79,6 @@ class DeviceArg:
                 raise ValueError(
                     f"{here}: its __cuda_array_interface__ points at memory that is not on a CUDA device"
                 )
-
-
-def _c_strides(shape: tuple, itemsize: int) -> tuple:
-    strides, step = [], itemsize
-    for s in reversed(shape):
-        strides.append(step)
-        step *= max(s, 1)
-    return tuple(reversed(strides))
 
 
 def new_device_array(like: DeviceArg, shape: tuple, op: str, rank: int) -> DeviceArg:

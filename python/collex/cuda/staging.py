@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import check_rank_arg, op_code, where
+from .. import _core
+from .._arrays import where
+from .._dtypes import CODES
 from .._work import Work
 from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
 from .ipc import IPC_MIN_BYTES, PeerBuffers
@@ -168,18 +170,10 @@ class DeviceStaging:
         if out is None:
             return new_device_array(x, shape, op, self._comm.rank)
         o = self._arg(out, "out", op, writable=True)
-        if o.shape != shape or o.dtype != x.dtype:
-            raise ValueError(
-                f"{where(op, self._comm.rank)}: out: expected shape={shape} dtype={x.dtype}, "
-                f"got shape={o.shape} dtype={o.dtype}"
-            )
-        same = o.pointer == x.pointer and o.nbytes == x.nbytes
-        if o.nbytes and x.nbytes and not same:
-            if o.pointer < x.pointer + x.nbytes and x.pointer < o.pointer + o.nbytes:
-                raise ValueError(
-                    f"{where(op, self._comm.rank)}: out: overlaps x without being x; "
-                    "pass out=None for in place"
-                )
+        _core.check_device_out(
+            (o.pointer, o.nbytes // o.dtype.itemsize, CODES[o.dtype]), o.shape, tuple(shape),
+            (x.pointer, x.nbytes // x.dtype.itemsize, CODES[x.dtype]), op, self._comm.rank,
+        )  # fmt: skip
         return o
 
     @staticmethod
@@ -194,7 +188,7 @@ class DeviceStaging:
         name = "allreduce"
         a = self._arg(x, "x", name, writable=out is None)
         o = a if out is None else self._out(a, out, a.shape, name)
-        code = op_code(op, name, self._comm.rank, a.dtype)  # before anything touches the wire
+        code = _core.check_op(op, CODES[a.dtype], name, self._comm.rank)  # before anything touches the wire
         ipc = self._peer_buffers(a) if a.nbytes > IPC_MIN_BYTES and o.device == a.device else None
         if ipc:
             ipc.allreduce(a, o, code)
@@ -208,7 +202,7 @@ class DeviceStaging:
 
     def broadcast(self, x: Any, root: int, algo: str, async_op: bool) -> Any:
         name = "broadcast"
-        root = check_rank_arg(root, "root", self._comm.size, name, self._comm.rank)
+        root = _core.check_rank(root, "root", self._comm.size, name, self._comm.rank)
         mine = self._comm.rank == root
         a = self._arg(x, "x", name, writable=not mine)
         h = self._down(a, "in", name) if mine else self._host("in", a.shape, a.dtype, name)
@@ -219,7 +213,7 @@ class DeviceStaging:
 
     def reduce(self, x: Any, op: str, root: int, out: Any, async_op: bool) -> Any:
         name = "reduce"
-        root = check_rank_arg(root, "root", self._comm.size, name, self._comm.rank)
+        root = _core.check_rank(root, "root", self._comm.size, name, self._comm.rank)
         mine = self._comm.rank == root
         a = self._arg(x, "x", name, writable=out is None and mine)
         o = a if out is None else self._out(a, out, a.shape, name)

@@ -1,0 +1,241 @@
+// The entry of every collective and of send/recv from Python. A call on NumPy
+// arrays is checked (bindings/checks.h, which raise the messages) and run from
+// here, synchronously or queued (the Python layer wraps the handle in a Work);
+// a call with any other array (CUDA arrays, lists, buffers) goes to the Python
+// layer's one dispatch function, Communicator._dispatch(name, *args), which
+// routes CUDA arrays to python/collex/cuda/ and makes NumPy arrays of the rest,
+// then calls back in. The caller's Communicator comes along as `owner`, so a
+// call costs one Python frame and no look-up.
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "bindings/checks.h"
+#include "collex/core/communicator.h"
+
+namespace collex::bindings {
+namespace {
+
+bool ndarray(py::handle x) { return py::isinstance<py::array>(x); }
+// x and, where given, out are NumPy arrays: the call is checked and run here.
+bool host_arrays(py::handle x, py::handle out) { return ndarray(x) && (out.is_none() || ndarray(out)); }
+
+bool truthy(py::handle h) {
+  const int t = PyObject_IsTrue(h.ptr());
+  if (t < 0) throw py::error_already_set();
+  return t == 1;
+}
+
+// A finished call's result, or the Work of a queued one (Communicator._finish),
+// which keeps the arrays alive until it is done.
+py::object finish(py::handle owner, bool async, const std::shared_ptr<Work>& handle, py::object result,
+                  py::tuple keep) {
+  if (!async) return result;
+  return owner.attr("_finish")(handle, result, keep, true);
+}
+
+py::object keep(py::handle result) { return py::reinterpret_borrow<py::object>(result); }
+
+// The result of a reduction into x (out None) or into out, checked.
+Plain reduction_result(py::handle x, py::handle out, const Plain& in, const Where& w) {
+  if (out.is_none()) return in;
+  auto a = py::reinterpret_borrow<py::array>(x);
+  return checked_out(out, std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()), in, w);
+}
+
+// The output of an all-gather or reduce-scatter: the caller's checked out, or a new array.
+py::object new_or_out(py::handle x, py::handle out, const std::vector<py::ssize_t>& shape, const Plain& in,
+                      const Where& w, Plain* res) {
+  if (!out.is_none()) {
+    *res = checked_out(out, shape, in, w);
+    return keep(out);
+  }
+  py::array made(py::reinterpret_borrow<py::array>(x).dtype(), shape);
+  *res = checked_array(made, "out", w, true);
+  return std::move(made);
+}
+
+py::object allreduce(Communicator& c, py::handle x, py::handle op, py::handle out, py::handle algo, py::handle async_op,
+                     py::handle owner) {
+  const Where w{"allreduce", c.rank()};
+  const Plain in = checked_array(x, "x", w, out.is_none());
+  const ReduceOp o = checked_op(op, in.code, w);
+  const Algo a = checked_algo(algo, w);
+  const Plain res = reduction_result(x, out, in, w);
+  const bool async = truthy(async_op);
+  std::shared_ptr<Work> h;
+  {
+    py::gil_scoped_release release;
+    h = c.allreduce(make_buffer(in), make_buffer(res), o, a, async);
+  }
+  py::object result = keep(out.is_none() ? x : out);
+  return finish(owner, async, h, result, py::make_tuple(x, result));
+}
+
+py::object broadcast(Communicator& c, py::handle x, py::handle root, py::handle algo, py::handle async_op,
+                     py::handle owner) {
+  const Where w{"broadcast", c.rank()};
+  const int r = checked_rank(root, "root", c.size(), w);
+  const Plain buf = checked_array(x, "x", w, r != c.rank());
+  const Algo a = checked_algo(algo, w);
+  const bool async = truthy(async_op);
+  std::shared_ptr<Work> h;
+  {
+    py::gil_scoped_release release;
+    h = c.broadcast(make_buffer(buf), r, a, async);
+  }
+  return finish(owner, async, h, keep(x), py::make_tuple(x));
+}
+
+py::object reduce(Communicator& c, py::handle x, py::handle op, py::handle root, py::handle out, py::handle async_op,
+                  py::handle owner) {
+  const Where w{"reduce", c.rank()};
+  const int r = checked_rank(root, "root", c.size(), w);
+  const Plain in = checked_array(x, "x", w, out.is_none() && r == c.rank());
+  const ReduceOp o = checked_op(op, in.code, w);
+  const Plain res = reduction_result(x, out, in, w);
+  const bool async = truthy(async_op);
+  std::shared_ptr<Work> h;
+  {
+    py::gil_scoped_release release;
+    h = c.reduce(make_buffer(in), make_buffer(res), o, r, async);
+  }
+  py::object result = keep(out.is_none() ? x : out);
+  return finish(owner, async, h, result, py::make_tuple(x, result));
+}
+
+py::object allgather(Communicator& c, py::handle x, py::handle out, py::handle async_op, py::handle owner) {
+  const Where w{"allgather", c.rank()};
+  const Plain in = checked_array(x, "x", w, false);
+  Plain res;
+  py::object result = new_or_out(x, out, gathered_shape(x, c.size()), in, w, &res);
+  const bool async = truthy(async_op);
+  std::shared_ptr<Work> h;
+  {
+    py::gil_scoped_release release;
+    h = c.allgather(make_buffer(in), make_buffer(res), async);
+  }
+  return finish(owner, async, h, result, py::make_tuple(x, result));
+}
+
+py::object reduce_scatter(Communicator& c, py::handle x, py::handle op, py::handle out, py::handle async_op,
+                          py::handle owner) {
+  const Where w{"reduce_scatter", c.rank()};
+  const Plain in = checked_array(x, "x", w, false);
+  const ReduceOp o = checked_op(op, in.code, w);
+  Plain res;
+  py::object result = new_or_out(x, out, scattered_shape(x, c.size(), w), in, w, &res);
+  const bool async = truthy(async_op);
+  std::shared_ptr<Work> h;
+  {
+    py::gil_scoped_release release;
+    h = c.reduce_scatter(make_buffer(in), make_buffer(res), o, async);
+  }
+  return finish(owner, async, h, result, py::make_tuple(x, result));
+}
+
+// A tuple of ints; more axes than a header carries are compared by count alone.
+MessageShape shape_of(const py::tuple& dims) {
+  MessageShape m;
+  if (dims.size() > static_cast<std::size_t>(MessageShape::kMaxDims)) return m;
+  m.ndim = static_cast<int>(dims.size());
+  for (std::size_t i = 0; i < dims.size(); ++i) m.dims[i] = dims[i].cast<std::int64_t>();
+  return m;
+}
+
+// Posts a send or receive; a blocking one is waited for here (GIL released by the caller).
+std::shared_ptr<P2pWork> post_p2p(Communicator& c, bool send, Buffer b, const MessageShape& shape, int peer, int tag,
+                                  bool async) {
+  auto w = send ? c.send(b, shape, peer, tag) : c.recv(b, shape, peer, tag);
+  if (async) return w;
+  w->wait();
+  return nullptr;
+}
+
+// A blocking send or receive of a NumPy array, checked in the order the Python
+// layer's isend/irecv check theirs (peer, tag, array).
+py::object p2p(Communicator& c, bool send, py::handle x, py::handle peer, py::handle tag) {
+  const Where w{send ? "send" : "recv", c.rank()};
+  const int r = checked_rank(peer, send ? "dst" : "src", c.size(), w);
+  const int t = checked_tag(tag, c.max_user_tag(), w);
+  const Plain p = checked_array(x, "x", w, !send);
+  auto a = py::reinterpret_borrow<py::array>(x);
+  MessageShape shape;
+  if (a.ndim() <= MessageShape::kMaxDims) {
+    shape.ndim = static_cast<int>(a.ndim());
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) shape.dims[i] = a.shape(i);
+  }
+  {
+    py::gil_scoped_release release;
+    post_p2p(c, send, make_buffer(p), shape, r, t, false);
+  }
+  return send ? py::none() : keep(x);
+}
+
+// The call's answer from here, or the Python layer's for other arrays.
+template <typename Run, typename... Args>
+py::object here_or_dispatch(bool here, Run run, py::handle owner, const char* name, Args... args) {
+  if (here) return run();
+  return owner.attr("_dispatch")(name, args...);
+}
+
+}  // namespace
+
+void bind_calls(CommunicatorClass& c) {
+  // Arguments in the order of the Python methods', then the owner.
+  c.def("allreduce_call",
+        [](Communicator& c, py::handle x, py::handle op, py::handle out, py::handle algo, py::handle async_op,
+           py::handle owner) {
+          return here_or_dispatch(
+              host_arrays(x, out), [&] { return allreduce(c, x, op, out, algo, async_op, owner); }, owner, "allreduce",
+              x, op, out, algo, async_op);
+        })
+      .def("broadcast_call",
+           [](Communicator& c, py::handle x, py::handle root, py::handle algo, py::handle async_op, py::handle owner) {
+             return here_or_dispatch(
+                 ndarray(x), [&] { return broadcast(c, x, root, algo, async_op, owner); }, owner, "broadcast", x, root,
+                 algo, async_op);
+           })
+      .def("reduce_call",
+           [](Communicator& c, py::handle x, py::handle op, py::handle root, py::handle out, py::handle async_op,
+              py::handle owner) {
+             return here_or_dispatch(
+                 host_arrays(x, out), [&] { return reduce(c, x, op, root, out, async_op, owner); }, owner, "reduce", x,
+                 op, root, out, async_op);
+           })
+      .def("allgather_call",
+           [](Communicator& c, py::handle x, py::handle out, py::handle async_op, py::handle owner) {
+             return here_or_dispatch(
+                 host_arrays(x, out), [&] { return allgather(c, x, out, async_op, owner); }, owner, "allgather", x, out,
+                 async_op);
+           })
+      .def("reduce_scatter_call",
+           [](Communicator& c, py::handle x, py::handle op, py::handle out, py::handle async_op, py::handle owner) {
+             return here_or_dispatch(
+                 host_arrays(x, out), [&] { return reduce_scatter(c, x, op, out, async_op, owner); }, owner,
+                 "reduce_scatter", x, op, out, async_op);
+           })
+      .def("send_call",
+           [](Communicator& c, py::handle x, py::handle dst, py::handle tag, py::handle owner) {
+             return here_or_dispatch(ndarray(x), [&] { return p2p(c, true, x, dst, tag); }, owner, "send", x, dst, tag);
+           })
+      .def("recv_call",
+           [](Communicator& c, py::handle x, py::handle src, py::handle tag, py::handle owner) {
+             return here_or_dispatch(
+                 ndarray(x), [&] { return p2p(c, false, x, src, tag); }, owner, "recv", x, src, tag);
+           })
+      .def("send",
+           [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int dst, int tag,
+              bool async) {
+             const MessageShape m = shape_of(shape);
+             py::gil_scoped_release release;
+             return post_p2p(c, true, make_buffer(buf, n, dtype), m, dst, tag, async);
+           })
+      .def("recv", [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int src,
+                      int tag, bool async) {
+        const MessageShape m = shape_of(shape);
+        py::gil_scoped_release release;
+        return post_p2p(c, false, make_buffer(buf, n, dtype), m, src, tag, async);
+      });
+}
+
+}  // namespace collex::bindings
