@@ -69,7 +69,7 @@ void allreduce_segments(Window& w, const Op& o) {
   }
 
   // Reduce-scatter: this rank's block, a piece at a time, from every rank's segments.
-  const std::size_t piece = std::max<std::size_t>(1, kPieceBytes / c.es);
+  const std::size_t piece = std::max<std::size_t>(1, piece_bytes() / c.es);
   char* tmp[3];
   piece_buffers(c, piece, tmp);
   char* acc = tmp[2];  // the reduced piece, or this rank's part set aside

@@ -188,6 +188,8 @@ def tensor_parallel_part(cx: Any, comm: Any, args: Any, out: dict) -> bool:
 def pipeline_part(cx: Any, comm: Any, args: Any, out: dict) -> bool:
     from .pipeline import pipeline_rows
 
+    if args.plot_dir and comm.rank == 0:
+        os.makedirs(args.plot_dir, exist_ok=True)  # a directory to come, like --json's file
     rows, good = pipeline_rows(cx, comm, args, args.plot_dir)
     out["pipeline"] = rows
     out["pipeline_results_ok"] = good
