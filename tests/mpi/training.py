@@ -96,6 +96,22 @@ def large_bucket_of_separate_arrays():
             g[...] = 4 * (rank + 1) + k
 
 
+def mixed_small_and_large_arrays_in_one_bucket():
+    # Large arrays (64 KiB and up) get pieces of their own, reduced in place; runs
+    # of small ones go together through a buffer, up to the next large one. Sizes
+    # on both sides of 64 KiB and of a piece, empty ones, and small runs between
+    # large arrays, with each rank's block starting somewhere else in them.
+    sizes = [10, 70_000, 3, 5, 16_384, 16_383, 300_001, 1, 0, 2, 16_385, 7, 600_000, 4096, 9]
+    grads = [np.arange(n, dtype=np.float32) % 97 + rank + k for k, n in enumerate(sizes)]
+    red = cx.GradientReducer(grads, bucket_mb=32, first_bucket_mb=32)
+    assert len(red.buckets) == 1, red.buckets
+    red.reduce()
+    for k, (g, n) in enumerate(zip(grads, sizes)):
+        expect = np.arange(n, dtype=np.float32) % 97 + k + (size - 1) / 2
+        wrong = np.flatnonzero(g != expect)
+        assert wrong.size == 0, f"gradient {k} ({n}): {wrong.size} wrong, first at {wrong[:3]}"
+
+
 def zeros_like_each_gives_one_span_per_bucket():
     like = integer_grads(rank)
     grads = cx.zeros_like_each(like)
@@ -318,6 +334,7 @@ for name, fn in [
     ("reducer equals per-tensor all-reduce", reducer_equals_per_tensor_allreduce),
     ("bucket paths and many pieces", bucket_paths_and_many_pieces),
     ("large bucket of separate arrays", large_bucket_of_separate_arrays),
+    ("small and large arrays in one bucket", mixed_small_and_large_arrays_in_one_bucket),
     ("zeros_like_each", zeros_like_each_gives_one_span_per_bucket),
     ("ready in any order", ready_in_any_order),
     ("misuse", misuse_is_a_clear_error),

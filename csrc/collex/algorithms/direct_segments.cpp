@@ -33,6 +33,23 @@ void slice(const std::vector<Span>& table, const std::vector<std::size_t>& start
   }
 }
 
+// Segments at least this large get pieces of their own, reduced straight into
+// them; smaller ones go together through a buffer (one read per peer for many).
+constexpr std::size_t kOwnPiecesBytes = 64 * 1024;
+
+// Bytes of the next piece from byte `first` of the whole, at most `most`. A
+// piece ends where this rank's segment ends when that segment is large, so the
+// piece lies inside it; small segments are taken together up to the next large one.
+std::size_t next_piece(const std::vector<Span>& table, const std::vector<std::size_t>& starts, std::size_t first,
+                       std::size_t most) {
+  std::size_t i = static_cast<std::size_t>(std::upper_bound(starts.begin(), starts.end(), first) - starts.begin()) - 1;
+  std::size_t take = starts[i] + table[i].bytes - first;
+  if (table[i].bytes < kOwnPiecesBytes) {
+    for (++i; i < table.size() && take < most && table[i].bytes < kOwnPiecesBytes; ++i) take += table[i].bytes;
+  }
+  return std::min(take, most);
+}
+
 // Copies the spans, in order, into `to`; and back: `from` into the spans.
 void gather(const std::vector<Span>& spans, char* to) {
   for (const Span& s : spans) {
@@ -76,19 +93,22 @@ void allreduce_segments(Window& w, const Op& o) {
   const bool streaming = o.count * c.es >= kStreamingBytes;
   std::vector<Span> spans, own;
   const Range block = block_range(o.count, c.p, c.me);
-  for (std::size_t done = 0; done < block.count && c.p > 1; done += piece) {
-    const std::size_t k = std::min(piece, block.count - done);
-    const std::size_t first = (block.offset + done) * c.es, bytes = k * c.es;
+  for (std::size_t done = 0, k = 0; done < block.count && c.p > 1; done += k) {
+    const std::size_t first = (block.offset + done) * c.es;
+    k = next_piece(mine, starts, first, std::min(piece, block.count - done) * c.es) / c.es;
+    const std::size_t bytes = k * c.es;
     slice(mine, starts, first, bytes, own);
     // A piece inside one of this rank's segments is reduced straight into it
-    // (streaming past the cache when the bucket is large). Only rank 0's own part
-    // is then read in place: a later rank's would be overwritten before it is
-    // read, or alias the kernel's second source, so it is copied aside first.
+    // (streaming past the cache when the bucket is large). Ranks 0 and 1 read
+    // their own part in place there, as the first or second source of the first
+    // combination (which reads every element before writing it, as
+    // reduce_from_inputs relies on too); a later rank's would be overwritten
+    // before it is read, so it is copied aside first.
     const bool in_place = own.size() == 1;
     char* to = in_place ? reinterpret_cast<char*>(own[0].address) : acc;
-    if (in_place && c.me != 0) std::memcpy(acc, to, bytes);
+    if (in_place && c.me >= 2) std::memcpy(acc, to, bytes);
     combine_ranks(c, to, k, tmp, streaming && in_place, [&](int r, char* into) -> const char* {
-      if (r == c.me && in_place) return c.me == 0 ? to : acc;
+      if (r == c.me && in_place) return c.me < 2 ? to : acc;
       if (r == c.me) {
         gather(own, into);
         return into;

@@ -55,7 +55,10 @@ struct MaxOp {
   }
 };
 
-// dst may alias a (accumulate in place) but never b, so only b is __restrict.
+// dst may alias a (accumulate in place); b never overlaps a, so it is
+// __restrict. The direct all-reduces also pass dst == b exactly (rank 1's result
+// written over its own input, the second source), which works because every
+// element is read before it is written; no other overlap is allowed.
 template <typename Traits, typename Op>
 void reduce_loop(void* dst_v, const void* a_v, const void* b_v, std::size_t n) {
   using S = typename Traits::Storage;
