@@ -13,6 +13,7 @@ usage: collectives.py edge|large [GROUPS]
 
 from __future__ import annotations
 
+import gc
 import sys
 from functools import reduce as fold
 
@@ -256,6 +257,17 @@ def symmetric_buffers():
     plain = np.full(200000, 1, np.float32)
     assert (cx.allreduce(sym, out=np.empty(200000, np.float32)) == size).all()
     assert (cx.allreduce(plain, out=cx.empty(200000, np.float32)) == size).all()
+    # A reduce into a symmetric result at the root that the other ranks no longer
+    # hold (their views of the segment are gone): the root's view decides how the
+    # blocks are split, for every rank alike.
+    kept = cx.empty(300001, np.float32)
+    if rank != 0:
+        del kept
+        gc.collect()
+    x = np.arange(300001, dtype=np.float32) % 11 + rank
+    got = cx.reduce(x, root=0, out=kept if rank == 0 else None)
+    want = size * (np.arange(300001, dtype=np.float32) % 11) + size * (size - 1) / 2
+    assert rank != 0 or np.array_equal(got, want), got[:4]
 
 
 # ---- async handles, in order with synchronous calls ----

@@ -142,6 +142,30 @@ void reduce_staged_at_root(Ctx& c, std::size_t bytes) {
   done_reading(c);
 }
 
+// The elements rank r reduces in a large reduce. Where the others copy their
+// blocks into an ordinary root result through the kernel (`root_heavy`), a
+// non-root spends per element (p - 1) R + K + W against the root's
+// (p - 1) R + K: R reading a peer's element, K reducing (about 0.6 R here), W
+// writing into the root (about 1.4 R: the kernel's stores read each line
+// first). The root's block is larger by that ratio, in eighths: 15 parts to 8
+// on 2 ranks (65 %), 12 on 3, 11 on 4, 10 on 5 to 7, 9 from 8 on. Measured on 2
+// ranks only (bench/README.md, "A larger block for the root").
+Range reduce_block(std::size_t count, int p, int r, int root, bool root_heavy) {
+  if (!root_heavy || p < 2) return block_range(count, p, r);
+  constexpr unsigned kOther = 8;
+  // kOther * W / ((p - 1) R + K) = 8 * 1.4 / (p - 0.4) = 56 / (5p - 2), rounded.
+  const unsigned five_p_less_2 = 5 * static_cast<unsigned>(p) - 2;
+  const unsigned root_parts = kOther + (56 + five_p_less_2 / 2) / five_p_less_2;
+  const unsigned total = root_parts + kOther * static_cast<unsigned>(p - 1);
+  auto start = [&](int k) {  // the elements before rank k's block
+    unsigned parts = 0;
+    for (int i = 0; i < k; ++i) parts += i == root ? root_parts : kOther;
+    return static_cast<std::size_t>(static_cast<unsigned __int128>(count) * parts / total);
+  };
+  const std::size_t first = start(r);
+  return {first, start(r + 1) - first};
+}
+
 }  // namespace
 
 void reduce(Window& w, const Op& o) {
@@ -151,9 +175,12 @@ void reduce(Window& w, const Op& o) {
   // Every rank reduces its block of all inputs and writes it into the root's
   // result as it goes: the root then has every block when all ranks are done,
   // with no gathering after (which made reduces slower than all-reduces).
-  const Range mine = block_range(o.count, c.p, c.me);
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), c.me == o.root ? reinterpret_cast<std::uintptr_t>(o.out) : 0);
+  // The root says whether its result is ordinary memory, which the others must
+  // write into through the kernel; its own view decides, for all ranks alike.
+  if (c.me == o.root) w.publish_note(w.mapped(c.me, reinterpret_cast<std::uintptr_t>(o.out), bytes) ? 0 : 1);
   c.sync(1, 2);
+  const Range mine = reduce_block(o.count, c.p, c.me, o.root, w.peer_note(o.root) == 1);
   if (c.me == o.root) {
     reduce_from_inputs(c, mine.offset, mine.count, c.out(mine.offset));
   } else {

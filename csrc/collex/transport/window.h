@@ -51,6 +51,11 @@ class Window {
   virtual void publish(std::uintptr_t input, std::uintptr_t result) = 0;
   virtual std::uintptr_t peer_input(int r) const = 0;
   virtual std::uintptr_t peer_result(int r) const = 0;
+  // A word this rank publishes beside them: a choice of one rank that every rank
+  // must follow (a reduce's root says how the blocks are split). Set it after
+  // publish(), which clears it.
+  virtual void publish_note(std::uint64_t note) = 0;
+  virtual std::uint64_t peer_note(int r) const = 0;
 
   // Copies `bytes` from address `remote` of rank r's memory to `local`.
   // Throws CollexError naming the rank when the peer is gone or the read fails.

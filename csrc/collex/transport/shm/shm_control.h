@@ -23,6 +23,7 @@ struct ShmWindow::Control {
   std::atomic<std::uint64_t> print[2][3];
   alignas(64) std::uint64_t input;
   std::uint64_t result;
+  std::uint64_t note;
   std::int32_t pid;
   char reason[512];  // the reported failure, written before `poison`
 };

@@ -131,10 +131,13 @@ void ShmWindow::publish(std::uintptr_t input, std::uintptr_t result) {
   Control& mine = control(rank_);
   mine.input = input;
   mine.result = result;
+  mine.note = 0;
 }
 
 std::uintptr_t ShmWindow::peer_input(int r) const { return control(r).input; }
 std::uintptr_t ShmWindow::peer_result(int r) const { return control(r).result; }
+void ShmWindow::publish_note(std::uint64_t note) { control(rank_).note = note; }
+std::uint64_t ShmWindow::peer_note(int r) const { return control(r).note; }
 
 const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) const {
   std::lock_guard<std::mutex> lock(registry_->mutex);

@@ -32,6 +32,8 @@ class ShmWindow final : public Window {
   void publish(std::uintptr_t input, std::uintptr_t result) override;
   std::uintptr_t peer_input(int r) const override;
   std::uintptr_t peer_result(int r) const override;
+  void publish_note(std::uint64_t note) override;
+  std::uint64_t peer_note(int r) const override;
   void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) override;
   void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) override;
   void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) override;
