@@ -3,7 +3,6 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <string>
 
@@ -45,10 +44,6 @@ std::string quoted_names(const Enum* values, std::size_t n, Name name) {
   for (std::size_t i = 0; i < n; ++i) names += (i ? ", '" : "'") + std::string(name(values[i])) + "'";
   return names;
 }
-
-constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kAvg};
-// The algorithms a caller may name; the same list as algo_from_string's.
-constexpr Algo kNamedAlgos[] = {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect, Algo::kHier};
 
 // An int (Python's or NumPy's, not a bool) as a long long; false when it does
 // not fit one, which no rank or tag can be.
@@ -190,7 +185,7 @@ std::vector<py::ssize_t> scattered_shape(py::handle x, int size, const Where& w)
 
 ReduceOp checked_op(py::handle op, int dtype_code, const Where& w) {
   const char* name = PyUnicode_Check(op.ptr()) ? PyUnicode_AsUTF8(op.ptr()) : nullptr;
-  for (ReduceOp o : kOps) {
+  for (ReduceOp o : kReduceOps) {
     if (name == nullptr || std::strcmp(name, reduce_op_name(o)) != 0) continue;
     if (o == ReduceOp::kAvg && !dtype_is_float(static_cast<DType>(dtype_code))) {
       value_error(w, std::string("op='avg': expected a floating-point dtype, got ") +
@@ -199,8 +194,8 @@ ReduceOp checked_op(py::handle op, int dtype_code, const Where& w) {
     return o;
   }
   if (name == nullptr) PyErr_Clear();  // a str that is not UTF-8 is an unknown op too
-  value_error(w,
-              "op: expected one of " + quoted_names(kOps, std::size(kOps), reduce_op_name) + ", got op=" + repr_of(op));
+  value_error(w, "op: expected one of " + quoted_names(kReduceOps, std::size(kReduceOps), reduce_op_name) +
+                     ", got op=" + repr_of(op));
 }
 
 Algo checked_algo(py::handle algo, const Where& w) {

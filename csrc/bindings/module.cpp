@@ -35,13 +35,9 @@ void bind_tables(py::module_& m) {
     if (dtype_is_float(static_cast<DType>(code))) floating.append(code);
   }
   py::dict ops;
-  for (int code = 0;; ++code) {
-    ReduceOp op;
-    if (!reduce_op_from_int(code, &op)) break;
-    ops[reduce_op_name(op)] = code;
-  }
+  for (ReduceOp op : kReduceOps) ops[reduce_op_name(op)] = static_cast<int>(op);
   py::list algos;
-  for (Algo a : {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect, Algo::kHier}) algos.append(algo_name(a));
+  for (Algo a : kNamedAlgos) algos.append(algo_name(a));
   m.attr("DTYPE_NAMES") = py::tuple(dtypes);
   m.attr("FLOAT_DTYPE_CODES") = py::tuple(floating);
   m.attr("OPS") = ops;

@@ -7,7 +7,9 @@
 // buffers in one copy: a reduction is split into p blocks, rank b reduces block b
 // from every rank's input (reduce-scatter), then the ranks fetch each other's
 // reduced blocks (all-gather); a reduce's ranks write their blocks into the
-// root's result instead. Each step ends at a marker every rank must reach.
+// root's result instead (the root's own block larger when that result is
+// ordinary memory, which the others write through the kernel). Each step ends
+// at a marker every rank must reach.
 //
 // Reductions combine ranks left to right in rank order, whichever rank computes
 // them and whichever path runs, so every rank gets the same bits, run after run.

@@ -27,7 +27,10 @@ enum class Algo { kAuto = 0, kRing = 1, kTree = 2, kDirect = 3, kHier = 4, kDiss
 
 const char* algo_name(Algo a);
 const char* collective_name(Collective c);
-// The algorithms a caller may ask for by name (algo=, COLLEX_ALGO): auto, ring, tree, direct, hier.
+// The algorithms a caller may ask for by name (algo=, COLLEX_ALGO), in the
+// order messages and the Python layer list them.
+inline constexpr Algo kNamedAlgos[] = {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect, Algo::kHier};
+// One of kNamedAlgos by its name.
 bool algo_from_string(const std::string& s, Algo* out);
 
 inline bool reduces(Collective k) {

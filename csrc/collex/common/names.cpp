@@ -1,7 +1,6 @@
 // The printable names of the core's enums (dtypes, ops, collectives, algorithms) and
 // the conversions from codes and names: the one table each, which the bindings
 // hand to the Python layer.
-#include <initializer_list>
 
 #include "collex/common/collective.h"
 #include "collex/common/dtype.h"
@@ -74,7 +73,7 @@ const char* collective_name(Collective c) {
 }
 
 bool algo_from_string(const std::string& s, Algo* out) {
-  for (Algo a : {Algo::kAuto, Algo::kRing, Algo::kTree, Algo::kDirect, Algo::kHier}) {
+  for (Algo a : kNamedAlgos) {
     if (s == algo_name(a)) {
       *out = a;
       return true;
