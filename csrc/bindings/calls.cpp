@@ -19,18 +19,21 @@ bool ndarray(py::handle x) { return py::isinstance<py::array>(x); }
 // x and, where given, out are NumPy arrays: the call is checked and run here.
 bool host_arrays(py::handle x, py::handle out) { return ndarray(x) && (out.is_none() || ndarray(out)); }
 
-bool truthy(py::handle h) {
-  const int t = PyObject_IsTrue(h.ptr());
+// Starts the call (`start(async)`, which returns its handle) without the GIL,
+// and returns `result` once it finished, or the Work of a queued call
+// (Communicator._finish), which keeps `arrays` alive until it is done.
+template <typename Start>
+py::object run(py::handle owner, py::handle async_op, Start start, py::object result, py::tuple arrays) {
+  const int t = PyObject_IsTrue(async_op.ptr());
   if (t < 0) throw py::error_already_set();
-  return t == 1;
-}
-
-// A finished call's result, or the Work of a queued one (Communicator._finish),
-// which keeps the arrays alive until it is done.
-py::object finish(py::handle owner, bool async, const std::shared_ptr<Work>& handle, py::object result,
-                  py::tuple keep) {
+  const bool async = t == 1;
+  std::shared_ptr<Work> handle;
+  {
+    py::gil_scoped_release release;
+    handle = start(async);
+  }
   if (!async) return result;
-  return owner.attr("_finish")(handle, result, keep, true);
+  return owner.attr("_finish")(handle, result, arrays, true);
 }
 
 py::object keep(py::handle result) { return py::reinterpret_borrow<py::object>(result); }
@@ -61,14 +64,10 @@ py::object allreduce(Communicator& c, py::handle x, py::handle op, py::handle ou
   const ReduceOp o = checked_op(op, in.code, w);
   const Algo a = checked_algo(algo, w);
   const Plain res = reduction_result(x, out, in, w);
-  const bool async = truthy(async_op);
-  std::shared_ptr<Work> h;
-  {
-    py::gil_scoped_release release;
-    h = c.allreduce(make_buffer(in), make_buffer(res), o, a, async);
-  }
   py::object result = keep(out.is_none() ? x : out);
-  return finish(owner, async, h, result, py::make_tuple(x, result));
+  return run(
+      owner, async_op, [&](bool async) { return c.allreduce(make_buffer(in), make_buffer(res), o, a, async); }, result,
+      py::make_tuple(x, result));
 }
 
 py::object broadcast(Communicator& c, py::handle x, py::handle root, py::handle algo, py::handle async_op,
@@ -77,13 +76,9 @@ py::object broadcast(Communicator& c, py::handle x, py::handle root, py::handle 
   const int r = checked_rank(root, "root", c.size(), w);
   const Plain buf = checked_array(x, "x", w, r != c.rank());
   const Algo a = checked_algo(algo, w);
-  const bool async = truthy(async_op);
-  std::shared_ptr<Work> h;
-  {
-    py::gil_scoped_release release;
-    h = c.broadcast(make_buffer(buf), r, a, async);
-  }
-  return finish(owner, async, h, keep(x), py::make_tuple(x));
+  return run(
+      owner, async_op, [&](bool async) { return c.broadcast(make_buffer(buf), r, a, async); }, keep(x),
+      py::make_tuple(x));
 }
 
 py::object reduce(Communicator& c, py::handle x, py::handle op, py::handle root, py::handle out, py::handle async_op,
@@ -93,14 +88,10 @@ py::object reduce(Communicator& c, py::handle x, py::handle op, py::handle root,
   const Plain in = checked_array(x, "x", w, out.is_none() && r == c.rank());
   const ReduceOp o = checked_op(op, in.code, w);
   const Plain res = reduction_result(x, out, in, w);
-  const bool async = truthy(async_op);
-  std::shared_ptr<Work> h;
-  {
-    py::gil_scoped_release release;
-    h = c.reduce(make_buffer(in), make_buffer(res), o, r, async);
-  }
   py::object result = keep(out.is_none() ? x : out);
-  return finish(owner, async, h, result, py::make_tuple(x, result));
+  return run(
+      owner, async_op, [&](bool async) { return c.reduce(make_buffer(in), make_buffer(res), o, r, async); }, result,
+      py::make_tuple(x, result));
 }
 
 py::object allgather(Communicator& c, py::handle x, py::handle out, py::handle async_op, py::handle owner) {
@@ -108,13 +99,9 @@ py::object allgather(Communicator& c, py::handle x, py::handle out, py::handle a
   const Plain in = checked_array(x, "x", w, false);
   Plain res;
   py::object result = new_or_out(x, out, gathered_shape(x, c.size()), in, w, &res);
-  const bool async = truthy(async_op);
-  std::shared_ptr<Work> h;
-  {
-    py::gil_scoped_release release;
-    h = c.allgather(make_buffer(in), make_buffer(res), async);
-  }
-  return finish(owner, async, h, result, py::make_tuple(x, result));
+  return run(
+      owner, async_op, [&](bool async) { return c.allgather(make_buffer(in), make_buffer(res), async); }, result,
+      py::make_tuple(x, result));
 }
 
 py::object reduce_scatter(Communicator& c, py::handle x, py::handle op, py::handle out, py::handle async_op,
@@ -124,13 +111,9 @@ py::object reduce_scatter(Communicator& c, py::handle x, py::handle op, py::hand
   const ReduceOp o = checked_op(op, in.code, w);
   Plain res;
   py::object result = new_or_out(x, out, scattered_shape(x, c.size(), w), in, w, &res);
-  const bool async = truthy(async_op);
-  std::shared_ptr<Work> h;
-  {
-    py::gil_scoped_release release;
-    h = c.reduce_scatter(make_buffer(in), make_buffer(res), o, async);
-  }
-  return finish(owner, async, h, result, py::make_tuple(x, result));
+  return run(
+      owner, async_op, [&](bool async) { return c.reduce_scatter(make_buffer(in), make_buffer(res), o, async); },
+      result, py::make_tuple(x, result));
 }
 
 // A tuple of ints; more axes than a header carries are compared by count alone.
