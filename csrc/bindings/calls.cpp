@@ -110,7 +110,9 @@ py::object reduce_scatter(Communicator& c, py::handle x, py::handle op, py::hand
   const Plain in = checked_array(x, "x", w, false);
   const ReduceOp o = checked_op(op, in.code, w);
   Plain res;
-  py::object result = new_or_out(x, out, scattered_shape(x, c.size(), w), in, w, &res);
+  auto xa = py::reinterpret_borrow<py::array>(x);
+  const std::vector<py::ssize_t> x_shape(xa.shape(), xa.shape() + xa.ndim());
+  py::object result = new_or_out(x, out, scattered_shape(x_shape, c.size(), w), in, w, &res);
   return run(
       owner, async_op, [&](bool async) { return c.reduce_scatter(make_buffer(in), make_buffer(res), o, async); },
       result, py::make_tuple(x, result));

@@ -60,10 +60,6 @@ bool integer(py::handle h, long long* value, bool* fits) {
   return true;
 }
 
-}  // namespace
-
-namespace {
-
 // One array as the checks see it, from a NumPy array or from a CUDA array's
 // interface; the texts of its dtype and of the whole array are made only for a
 // message.
@@ -172,14 +168,13 @@ std::vector<py::ssize_t> gathered_shape(py::handle x, int size) {
   return shape;
 }
 
-std::vector<py::ssize_t> scattered_shape(py::handle x, int size, const Where& w) {
-  auto a = py::reinterpret_borrow<py::array>(x);
-  if (a.ndim() == 0 || a.shape(0) % size != 0) {
+std::vector<py::ssize_t> scattered_shape(const std::vector<py::ssize_t>& x_shape, int size, const Where& w) {
+  if (x_shape.empty() || x_shape[0] % size != 0) {
     value_error(w, "x: expected x.shape[0] divisible by the communicator size " + std::to_string(size) +
-                       ", got shape=" + text_of(a.attr("shape")));
+                       ", got shape=" + shape_text(x_shape));
   }
-  std::vector<py::ssize_t> shape{a.shape(0) / size};
-  for (py::ssize_t i = 1; i < a.ndim(); ++i) shape.push_back(a.shape(i));
+  std::vector<py::ssize_t> shape(x_shape);
+  shape[0] /= size;
   return shape;
 }
 
@@ -257,6 +252,16 @@ void bind_checks(py::module_& m) {
         return checked_tag(tag, max_tag, Where{op.c_str(), rank});
       },
       py::arg("tag"), py::arg("max_tag"), py::arg("op"), py::arg("rank"));
+  // The output shape of a reduce-scatter of an array of `shape` (a tuple), or its message.
+  m.def(
+      "check_scattered_shape",
+      [](const py::tuple& shape, int size, const std::string& op, int rank) {
+        const std::vector<py::ssize_t> out = scattered_shape(dims_of(shape), size, Where{op.c_str(), rank});
+        py::tuple t(out.size());
+        for (std::size_t i = 0; i < out.size(); ++i) t[i] = out[i];
+        return t;
+      },
+      py::arg("shape"), py::arg("size"), py::arg("op"), py::arg("rank"));
   // A CUDA array from its __cuda_array_interface__ fields (dtype: NumPy's
   // reading of typestr, or None); returns (pointer, count, code).
   m.def(

@@ -34,7 +34,7 @@ Plain checked_out(py::handle out, const std::vector<py::ssize_t>& shape, const P
 // The output shape of an all-gather of x (size, *x.shape) and of a
 // reduce-scatter ((x.shape[0] / size, *x.shape[1:]); x.shape[0] must divide).
 std::vector<py::ssize_t> gathered_shape(py::handle x, int size);
-std::vector<py::ssize_t> scattered_shape(py::handle x, int size, const Where& w);
+std::vector<py::ssize_t> scattered_shape(const std::vector<py::ssize_t>& x_shape, int size, const Where& w);
 // A reduction operator by name; avg only for floating-point dtypes.
 ReduceOp checked_op(py::handle op, int dtype_code, const Where& w);
 // An algorithm a caller may name (algo=).

@@ -87,8 +87,7 @@ void allreduce_segments(Window& w, const Op& o) {
 
   // Reduce-scatter: this rank's block, a piece at a time, from every rank's segments.
   const std::size_t piece = std::max<std::size_t>(1, piece_bytes() / c.es);
-  char* tmp[3];
-  piece_buffers(c, piece, tmp);
+  const PieceBuffers tmp = piece_buffers(c, piece);
   char* acc = tmp[2];  // the reduced piece, or this rank's part set aside
   const bool streaming = o.count * c.es >= kStreamingBytes;
   std::vector<Span> spans, own;

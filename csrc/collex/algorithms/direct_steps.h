@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -123,12 +124,16 @@ inline std::vector<const char*> stage(Ctx& c, const void* src, std::size_t bytes
 
 inline void done_reading(Ctx& c) { c.w.arrive(marker(c.o.epoch, kDone)); }
 
+// The scratch buffers of one piece of a reduction (piece_buffers).
+using PieceBuffers = std::array<char*, 4>;
+
 // Combines k elements of every rank's data into `to`, in rank order. fetch(r,
 // into) says where rank r's elements are: in place, or in `into` after reading
 // them (tmp holds two such buffers). The last combination divides an average
 // while the piece is still in cache and, with `streaming`, writes past the cache.
 template <typename Fetch>
-inline void combine_ranks(const Ctx& c, char* to, std::size_t k, char* const* tmp, bool streaming, Fetch&& fetch) {
+inline void combine_ranks(const Ctx& c, char* to, std::size_t k, const PieceBuffers& tmp, bool streaming,
+                          Fetch&& fetch) {
   const bool average = c.o.op == ReduceOp::kAvg && c.p > 1;
   auto combine = [&](const char* x, const char* y, bool last) {
     if (last && streaming) {
@@ -150,13 +155,15 @@ inline void combine_ranks(const Ctx& c, char* to, std::size_t k, char* const* tm
 // project's VM (a 2 MiB reduce-scatter 860-960 us, whatever the output's
 // offset); page-aligned pieces took 200-240 us at every input offset tried.
 // A fourth holds a result piece on its way to another rank's memory.
-inline void piece_buffers(const Ctx& c, std::size_t piece, char* tmp[4]) {
+inline PieceBuffers piece_buffers(const Ctx& c, std::size_t piece) {
   constexpr std::size_t kPage = 4096;
   std::vector<char>& buf = *c.o.scratch;
   const std::size_t need = 4 * piece * c.es + kPage;
   if (buf.size() < need) buf.resize(need);
   char* base = buf.data() + (kPage - reinterpret_cast<std::uintptr_t>(buf.data()) % kPage) % kPage;
-  for (int i = 0; i < 4; ++i) tmp[i] = base + static_cast<std::size_t>(i) * piece * c.es;
+  PieceBuffers tmp;
+  for (std::size_t i = 0; i < tmp.size(); ++i) tmp[i] = base + i * piece * c.es;
+  return tmp;
 }
 
 // Where reduce_from_inputs puts its result: this rank's memory at `local`, or
@@ -172,8 +179,7 @@ struct ResultAt {
 // in pieces) into `at`, in rank order.
 inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, ResultAt at) {
   const std::size_t piece = std::max<std::size_t>(1, piece_bytes() / c.es);
-  char* tmp[4];
-  piece_buffers(c, piece, tmp);
+  const PieceBuffers tmp = piece_buffers(c, piece);
   const bool elsewhere = at.rank >= 0 && at.rank != c.me;
   for (std::size_t done = 0; done < n; done += piece) {
     const std::size_t k = std::min(piece, n - done);

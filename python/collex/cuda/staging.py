@@ -237,12 +237,7 @@ class DeviceStaging:
     def reduce_scatter(self, x: Any, op: str, out: Any, async_op: bool) -> Any:
         name = "reduce_scatter"
         a = self._arg(x, "x", name, writable=False)
-        if len(a.shape) == 0 or a.shape[0] % self._comm.size:
-            raise ValueError(
-                f"{where(name, self._comm.rank)}: x: expected x.shape[0] divisible by the communicator "
-                f"size {self._comm.size}, got shape={a.shape}"
-            )
-        shape = (a.shape[0] // self._comm.size, *a.shape[1:])
+        shape = _core.check_scattered_shape(a.shape, self._comm.size, name, self._comm.rank)
         o = self._out(a, out, shape, name)
         h = self._down(a, "in", name)
         ho = self._host("out", shape, a.dtype, name)
