@@ -62,13 +62,13 @@ void bind_fusion(py::module_& m) {
   using fusion::GradientReducer;
   py::class_<GradientReducer, std::shared_ptr<GradientReducer>>(m, "GradientReducer")
       .def(py::init([](std::shared_ptr<Communicator> comm, const std::vector<ArraySpec>& grads, std::size_t cap,
-                       std::size_t first_cap, const std::string& compression, bool error_feedback) {
+                       std::size_t first_cap, const std::string& compression, bool error_feedback, bool huge_pages) {
              std::vector<Buffer> buffers;
              for (const auto& [address, count, code] : grads) {
                buffers.push_back(Buffer{pointer<void>(address), count, dtype_of(code)});
              }
              return std::make_shared<GradientReducer>(std::move(comm), std::move(buffers), cap, first_cap,
-                                                      compression_of(compression), error_feedback);
+                                                      compression_of(compression), error_feedback, huge_pages);
            }),
            Guard())
       .def("ready", &GradientReducer::ready, Guard())
@@ -78,6 +78,7 @@ void bind_fusion(py::module_& m) {
       .def("wire_dtype", [](const GradientReducer& r, std::size_t b) { return static_cast<int>(r.wire_dtype(b)); })
       .def("path", &GradientReducer::path)
       .def_property_readonly("symmetric", &GradientReducer::symmetric)
+      .def_property_readonly("huge_page_bytes", &GradientReducer::huge_page_bytes)
       .def("residual_address",
            [](GradientReducer& r, std::size_t i) { return reinterpret_cast<std::uintptr_t>(r.residual(i)); });
 

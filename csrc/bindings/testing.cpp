@@ -1,10 +1,12 @@
 // Hooks for tests, named with a leading underscore: the kernels alone, one
 // rank's schedule as data, the mid-size copy chooser driven by given times, and
-// algorithms run on ranks that are threads of this process.
+// algorithms run on ranks that are threads of this process, and the huge-page
+// backing of memory that peers read.
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -17,6 +19,7 @@
 #include "collex/core/in_process.h"
 #include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
+#include "collex/transport/shm/huge_pages.h"
 
 namespace collex::bindings {
 namespace {
@@ -145,6 +148,12 @@ void bind_testing(py::module_& m) {
   m.def("_copy_ways_run", &copy_ways_run, py::arg("bytes"), py::arg("calls"), py::arg("seconds"));
   m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
         py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);
+
+  m.def("_back_with_huge_pages", [](const std::vector<std::pair<std::uintptr_t, std::size_t>>& spans) {
+    std::vector<Span> list;
+    for (const auto& [address, bytes] : spans) list.push_back(Span{address, bytes});
+    return shm::back_with_huge_pages(list.data(), list.size());
+  });
 
   m.def("_run_in_threads", &run_in_threads_hook, py::arg("algo"), py::arg("collective"), py::arg("inputs"),
         py::arg("outputs"), py::arg("count"), py::arg("dtype"), py::arg("op") = 0, py::arg("root") = 0,

@@ -4,6 +4,7 @@
 #include "collex/common/errors.h"
 #include "collex/core/communicator.h"
 #include "collex/core/topology.h"
+#include "collex/transport/shm/huge_pages.h"
 #include "collex/transport/shm/shm_window.h"
 
 namespace collex {
@@ -74,6 +75,11 @@ bool Communicator::can_reduce_segments() const {
   const bool algo_allows = forced_algo_ == Algo::kAuto || forced_algo_ == Algo::kDirect;
   const ShmWindow* window = topo_->window.get();
   return size_ == 1 || (window && site_.local_size == size_ && window->can_read_peers() && algo_allows);
+}
+
+std::size_t Communicator::prepare_segments(const std::vector<Span>& segments) {
+  if (size_ == 1 || !can_reduce_segments()) return 0;  // nobody reads them through the window
+  return shm::back_with_huge_pages(segments.data(), segments.size());
 }
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,

@@ -34,7 +34,7 @@ std::string GradientReducer::prefix(const char* method) const {
 
 GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients,
                                  std::size_t cap_bytes, std::size_t first_cap_bytes, Compression compression,
-                                 bool error_feedback)
+                                 bool error_feedback, bool huge_pages)
     : comm_(std::move(comm)), gradients_(std::move(gradients)) {
   std::vector<Gradient> shapes;
   for (std::size_t i = 0; i < gradients_.size(); ++i) {
@@ -98,6 +98,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
         const Buffer& g = gradients_[m.gradient];
         pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
       }
+      if (huge_pages) huge_page_bytes_ += comm_->prepare_segments(*pieces);
       s.segments = std::move(pieces);
       continue;
     }

@@ -33,8 +33,10 @@ class GradientReducer {
   // Collective over `comm` (every rank passes gradients of the same counts and
   // dtypes in the same order). Gradients must be floating point and must not
   // overlap; they are referenced, not copied, until the reducer is destroyed.
+  // `huge_pages`: gradients that peers will read in place are backed with huge
+  // pages once, here (Communicator::prepare_segments).
   GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients, std::size_t cap_bytes,
-                  std::size_t first_cap_bytes, Compression compression, bool error_feedback);
+                  std::size_t first_cap_bytes, Compression compression, bool error_feedback, bool huge_pages);
   ~GradientReducer();  // waits for buckets still in flight
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -57,6 +59,8 @@ class GradientReducer {
   DType wire_dtype(std::size_t b) const { return slots_[b].wire; }
   const char* path(std::size_t b) const;
   bool symmetric() const { return symmetric_ != nullptr; }
+  // Bytes of this rank's gradients that construction put on huge pages.
+  std::size_t huge_page_bytes() const { return huge_page_bytes_; }
   // The rounding residual kept for gradient i (error feedback), or null.
   float* residual(std::size_t i);
 
@@ -93,6 +97,7 @@ class GradientReducer {
   std::shared_ptr<SymmetricMemory> symmetric_;  // fusion buffers, when the ranks share a window
   std::vector<char> private_fusion_;            // ... otherwise
   std::vector<float> residuals_;
+  std::size_t huge_page_bytes_ = 0;
 };
 
 }  // namespace collex::fusion

@@ -1,0 +1,26 @@
+// Transparent huge pages under memory that peers read in place every step.
+//
+// A peer reads a rank's ordinary memory through cross-memory attach, which pins
+// it a page at a time. On 4 KiB pages that pinning, not the copy, is what makes
+// a reducer's many small gradients slower than one large array (NumPy asks for
+// huge pages only for arrays of 4 MiB or more): process_vm_readv of 32 MiB here
+// took 10.2 ms from 4 KiB pages and 6.2 ms from huge ones.
+#pragma once
+
+#include <cstddef>
+
+#include "collex/common/memory.h"
+
+namespace collex::shm {
+
+// Backs the 2 MiB regions that `spans` touch with transparent huge pages where
+// the kernel allows it: regions lying wholly in this process's private
+// anonymous memory (the heap, NumPy's mappings), when the system's policy is
+// not "never". Contents, addresses and protections stay as they are; the
+// regions are marked MADV_HUGEPAGE (as NumPy marks its large arrays) and
+// collapsed now (MADV_COLLAPSE, Linux 6.1 and later; refused by older kernels,
+// which then change nothing). Returns how many bytes of `spans` lie on huge
+// pages afterwards because of this call. Never throws.
+std::size_t back_with_huge_pages(const Span* spans, std::size_t n);
+
+}  // namespace collex::shm
