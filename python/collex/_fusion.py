@@ -64,7 +64,7 @@ class GradientReducer:
     default) construction therefore backs the 2 MiB regions those gradients lie
     in with transparent huge pages where the kernel allows it (private anonymous
     memory, Linux 6.1 or later, the system's policy not "never"): addresses and
-    contents stay as they are; ``huge_page_bytes`` says how much it moved.
+    contents stay as they are; ``huge_page_bytes`` says how much lies on them.
     ``huge_pages=False`` leaves the memory alone.
 
     CUDA gradients (CuPy arrays and the like, all of them on a device) are
@@ -172,7 +172,8 @@ class GradientReducer:
 
     @property
     def huge_page_bytes(self) -> int:
-        """Bytes of this rank's gradients that construction put on huge pages (0 when
+        """Bytes of this rank's gradients that peers read in place and that lie on huge
+        pages after construction, whether it moved them there or NumPy had (0 when
         ``huge_pages=False``, on one rank, across nodes or where the kernel refused)."""
         return self._c.huge_page_bytes
 

@@ -66,11 +66,12 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // every step makes the list once.
   std::shared_ptr<Work> allreduce_segments(std::shared_ptr<const std::vector<Span>> segments, std::size_t count,
                                            DType dtype, ReduceOp op, bool async);
-  // Makes peers' reads of `segments` (this rank's pieces that allreduce_segments
-  // will read in place every step) cheaper, once: on a node's shared window,
-  // backs them with huge pages (shm/huge_pages.h). Local; returns the bytes of
-  // the pieces now on huge pages because of it.
-  std::size_t prepare_segments(const std::vector<Span>& segments);
+  // Makes peers' reads of `spans` cheaper, once: memory of this rank that the
+  // node's direct algorithm will read in place step after step (a reducer's
+  // buckets). On a shared window whose peers read ordinary memory, backs it
+  // with huge pages (shm/huge_pages.h). Local; returns the bytes of `spans`
+  // on huge pages afterwards (0 where no peer reads them through the window).
+  std::size_t prepare_peer_reads(const std::vector<Span>& spans);
 
   // An all-reduce with the caller's work around it, run by the engine in issue
   // order: `before` just before the reduction (packing a fusion buffer), `after`

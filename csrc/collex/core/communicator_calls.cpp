@@ -77,9 +77,9 @@ bool Communicator::can_reduce_segments() const {
   return size_ == 1 || (window && site_.local_size == size_ && window->can_read_peers() && algo_allows);
 }
 
-std::size_t Communicator::prepare_segments(const std::vector<Span>& segments) {
+std::size_t Communicator::prepare_peer_reads(const std::vector<Span>& spans) {
   if (size_ == 1 || !can_reduce_segments()) return 0;  // nobody reads them through the window
-  return shm::back_with_huge_pages(segments.data(), segments.size());
+  return shm::back_with_huge_pages(spans.data(), spans.size());
 }
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,

@@ -90,6 +90,9 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     s.wire = !s.compressed ? bucket.dtype : compression == Compression::kFp16 ? DType::kFloat16 : DType::kBFloat16;
     if (spans[b] != 0) {
       s.span = local_spans[b];
+      if (huge_pages)
+        huge_page_bytes_ += comm_->prepare_peer_reads(
+            {Span{reinterpret_cast<std::uintptr_t>(s.span), bucket.count * dtype_size(bucket.dtype)}});
       continue;
     }
     if (!s.compressed && comm_->can_reduce_segments()) {  // alike on every rank: same window, same settings
@@ -98,7 +101,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
         const Buffer& g = gradients_[m.gradient];
         pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
       }
-      if (huge_pages) huge_page_bytes_ += comm_->prepare_segments(*pieces);
+      if (huge_pages) huge_page_bytes_ += comm_->prepare_peer_reads(*pieces);
       s.segments = std::move(pieces);
       continue;
     }

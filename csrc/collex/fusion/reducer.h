@@ -34,7 +34,7 @@ class GradientReducer {
   // dtypes in the same order). Gradients must be floating point and must not
   // overlap; they are referenced, not copied, until the reducer is destroyed.
   // `huge_pages`: gradients that peers will read in place are backed with huge
-  // pages once, here (Communicator::prepare_segments).
+  // pages once, here (Communicator::prepare_peer_reads).
   GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients, std::size_t cap_bytes,
                   std::size_t first_cap_bytes, Compression compression, bool error_feedback, bool huge_pages);
   ~GradientReducer();  // waits for buckets still in flight
@@ -59,7 +59,8 @@ class GradientReducer {
   DType wire_dtype(std::size_t b) const { return slots_[b].wire; }
   const char* path(std::size_t b) const;
   bool symmetric() const { return symmetric_ != nullptr; }
-  // Bytes of this rank's gradients that construction put on huge pages.
+  // Bytes of this rank's gradients that peers read in place and that lie on huge
+  // pages after construction (whether it moved them or they were there already).
   std::size_t huge_page_bytes() const { return huge_page_bytes_; }
   // The rounding residual kept for gradient i (error feedback), or null.
   float* residual(std::size_t i);

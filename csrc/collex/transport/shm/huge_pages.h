@@ -19,8 +19,9 @@ namespace collex::shm {
 // not "never". Contents, addresses and protections stay as they are; the
 // regions are marked MADV_HUGEPAGE (as NumPy marks its large arrays) and
 // collapsed now (MADV_COLLAPSE, Linux 6.1 and later; refused by older kernels,
-// which then change nothing). Returns how many bytes of `spans` lie on huge
-// pages afterwards because of this call. Never throws.
+// which then change nothing). Returns how many bytes of `spans` lie in regions
+// on huge pages afterwards, whether this call put them there or they were
+// already. Never throws.
 std::size_t back_with_huge_pages(const Span* spans, std::size_t n);
 
 }  // namespace collex::shm
