@@ -5,7 +5,9 @@ For each gradient set (ResNet-50 and BERT-base per-layer shapes, and one 64 MiB
 gradient) it times one step's exchange, averaging every gradient over the ranks:
 
   reducer            collex.GradientReducer on separate gradient arrays (25 MiB
-                     buckets; packing and unpacking included)
+                     buckets; everything included: on one node the buckets are
+                     read in place, the gradients' memory put on huge pages
+                     once, at construction)
   reducer, flat      the same with gradients from collex.zeros_like_each (views of
                      one symmetric buffer): buckets are reduced where they lie as
                      single spans, nothing is packed
@@ -22,7 +24,8 @@ gradient) it times one step's exchange, averaging every gradient over the ranks:
 
 and, for the model sets, how much of the exchange hides behind a simulated
 backward pass (per-layer NumPy work, ready(i) after each layer). Each variant's
-result is checked once on known inputs.
+result is checked once on known inputs; then the variants' timed repeats take
+turns (timing.timed_together), so their ratios compare the same minutes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .timing import timed
+from .timing import timed, timed_together
 
 SHAPES = os.path.join(os.path.dirname(__file__), "shapes")
 MIB = 1 << 20
@@ -177,14 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(f"\n# {name}: {len(g.shapes)} gradients, {g.nbytes / MIB:.1f} MiB float32, {size} ranks")
             print(f"{'variant':<20} {'ms/step':>9} {'x flat ideal':>13} {'x mpi4py':>9} {'wrong':>6}")
-        times: dict[str, float] = {}
         wrong: dict[str, int] = {}
-        for variant, (step, arrays) in variants(cx, comm, MPI, g).items():
+        ways = variants(cx, comm, MPI, g)
+        for variant, (step, arrays) in ways.items():
             tolerance = 1e-2 if ("fp16" in variant or "bf16" in variant) else 0.0
             if variant == "flat fp16 wire":
                 tolerance = 1e-3  # float16 holds (size + 1) / 2 exactly for small sizes, not always
             wrong[variant] = comm.allreduce(check(step, arrays, rank, size, tolerance))
-            times[variant] = timed(comm, step, warmup=2, iters=1, repeats=args.repeats)
+        # The variants take turns, so that each ratio to the flat ideal compares
+        # times from the same minutes of a machine whose speed drifts.
+        steps = [step for step, _ in ways.values()]
+        times = dict(zip(ways, timed_together(comm, steps, warmup=2, iters=1, repeats=args.repeats)))
         row: dict[str, Any] = {"set": name, "gradients": len(g.shapes), "bytes": g.nbytes, "ranks": size,
                                "seconds": times, "wrong": wrong}  # fmt: skip
         if name != "64MiB":
