@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 from collex import _core
 
-HUGE = 2 << 20
+
+def huge_page_bytes():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 2 << 20
+
+
+HUGE = huge_page_bytes()
 
 
 def kernel_can_collapse():
