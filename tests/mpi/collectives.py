@@ -13,7 +13,9 @@ usage: collectives.py edge|large [GROUPS]
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import mmap
 import sys
 from functools import reduce as fold
 
@@ -268,6 +270,49 @@ def symmetric_buffers():
     got = cx.reduce(x, root=0, out=kept if rank == 0 else None)
     want = size * (np.arange(300001, dtype=np.float32) % 11) + size * (size - 1) / 2
     assert rank != 0 or np.array_equal(got, want), got[:4]
+    # ... and where the other ranks then put ordinary memory at the very addresses their
+    # views had (as an allocator may): the root holds the segment still, but what lies
+    # at those addresses now is each peer's own memory, to read as such, not the
+    # segment's stale parts (-1 here) through the root's view.
+    n = 300001
+    kept = cx.empty(n, np.float32)
+    # Without a shared window (MPI alone, a rank alone on its node) cx.empty gives an
+    # ordinary array: every rank skips the case if any rank has one.
+    if cx.allreduce(np.array([kept.base is not None], np.int32), op="min")[0] == 0:
+        return
+    kept[:] = -1
+    at = kept.ctypes.data
+    cx.barrier()
+    unmap = None
+    if rank != 0:
+        del kept
+        gc.collect()
+        memory, unmap = private_memory_at(at, n * 4)
+        x = np.frombuffer(memory, np.float32, count=n)
+    else:
+        x = np.empty(n, np.float32)
+    x[:] = np.arange(n) % 11 + rank
+    got = cx.reduce(x, root=0, out=kept if rank == 0 else None)
+    assert rank != 0 or np.array_equal(got, want), f"{np.count_nonzero(got != want)} wrong, first {got[:4]}"
+    if unmap is not None:
+        del x, memory
+        unmap()
+
+
+def private_memory_at(address, nbytes):
+    """Private anonymous memory mapped exactly at `address` (which must be free):
+    (a ctypes buffer over it, a function that unmaps it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    c_int = ctypes.c_int
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, c_int, c_int, c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    length = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+    fixed_noreplace = 0x100000  # MAP_FIXED_NOREPLACE: fail rather than replace a mapping
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | fixed_noreplace
+    got = libc.mmap(address, length, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0)
+    assert got == address, f"could not map {length} B at {address:#x} (errno {ctypes.get_errno()}, got {got})"
+    return (ctypes.c_char * length).from_address(address), lambda: libc.munmap(address, length)
 
 
 # ---- async handles, in order with synchronous calls ----

@@ -27,11 +27,18 @@
 namespace collex {
 
 // Each symmetric segment as this rank maps it, and where every rank maps it.
+// A rank may release its view while others keep theirs, and its allocator may
+// then put ordinary memory at the same addresses: so a segment opens with one
+// word per rank, set while that rank maps the segment (cleared before it
+// unmaps), and a peer's address counts as lying in the segment only while the
+// peer's word is set. The peer clears it before it can reuse the addresses and
+// publish them for an operation, so whoever sees those addresses sees it cleared.
 struct ShmWindow::Registry {
   struct Segment {
-    char* base;                         // this rank's mapping
-    std::size_t total;                  // bytes mapped
-    std::vector<std::uintptr_t> peers;  // every rank's mapping of the same segment
+    char* base;                                // this rank's mapping
+    std::size_t total;                         // bytes mapped
+    std::vector<std::uintptr_t> peers;         // every rank's mapping of the same segment
+    const std::atomic<std::uint64_t>* mapped;  // per rank: 1 while it maps the segment (in the segment)
   };
   mutable std::mutex mutex;  // buffers may be released from any thread
   std::vector<Segment> segments;
@@ -143,20 +150,25 @@ const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) c
   std::lock_guard<std::mutex> lock(registry_->mutex);
   for (const auto& s : registry_->segments) {
     const std::uintptr_t start = s.peers[static_cast<std::size_t>(r)];
-    if (remote >= start && remote + bytes <= start + s.total) return s.base + (remote - start);
+    if (remote < start || remote + bytes > start + s.total) continue;
+    if (s.mapped[r].load(std::memory_order_acquire) == 0) continue;  // released: its addresses are something else now
+    return s.base + (remote - start);
   }
   return nullptr;
 }
 
 namespace {
 
-// This rank's part of a symmetric segment; unmaps (and forgets) it when released.
+// This rank's part of a symmetric segment; unmaps (and forgets) it when released,
+// having told the peers first (its word in the segment's header).
 class ShmSymmetric final : public SymmetricMemory {
  public:
-  ShmSymmetric(char* base, std::size_t total, char* mine, std::size_t bytes, std::shared_ptr<void> registry_entry)
-      : base_(base), total_(total), mine_(mine), bytes_(bytes), entry_(std::move(registry_entry)) {}
+  ShmSymmetric(char* base, std::size_t total, char* mine, std::size_t bytes, std::atomic<std::uint64_t>* mapped,
+               std::shared_ptr<void> registry_entry)
+      : base_(base), total_(total), mine_(mine), bytes_(bytes), mapped_(mapped), entry_(std::move(registry_entry)) {}
   ~ShmSymmetric() override {
     entry_.reset();  // unregister before the memory goes
+    mapped_->store(0, std::memory_order_release);
     munmap(base_, total_);
   }
   void* data() const override { return mine_; }
@@ -167,6 +179,7 @@ class ShmSymmetric final : public SymmetricMemory {
   std::size_t total_;
   char* mine_;
   std::size_t bytes_;
+  std::atomic<std::uint64_t>* mapped_;
   std::shared_ptr<void> entry_;
 };
 
@@ -174,7 +187,8 @@ class ShmSymmetric final : public SymmetricMemory {
 
 std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
   const std::size_t stride = round_up(std::max<std::size_t>(bytes, 1), 4096);
-  const std::size_t total = stride * static_cast<std::size_t>(size_);
+  const std::size_t header = round_up(sizeof(std::atomic<std::uint64_t>) * static_cast<std::size_t>(size_), 4096);
+  const std::size_t total = header + stride * static_cast<std::size_t>(size_);
   char name[64] = {0};
   int fd = -1;
   if (rank_ == 0) {
@@ -203,8 +217,12 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
     throw CollexError("collex.empty: could not make a shared segment of " + std::to_string(total) +
                       " bytes (is /dev/shm large enough?)");
   }
+  // The segment is new (zeros): each rank sets its own word before any peer
+  // learns where it maps the segment (the all-gather below).
+  auto* mapped = reinterpret_cast<std::atomic<std::uint64_t>*>(base);
+  mapped[rank_].store(1, std::memory_order_release);
   std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(base);
-  Registry::Segment seg{base, total, std::vector<std::uintptr_t>(static_cast<std::size_t>(size_))};
+  Registry::Segment seg{base, total, std::vector<std::uintptr_t>(static_cast<std::size_t>(size_)), mapped};
   MPI_Allgather(&mine, sizeof mine, MPI_BYTE, seg.peers.data(), sizeof mine, MPI_BYTE, node_);
   {
     std::lock_guard<std::mutex> lock(registry_->mutex);
@@ -217,8 +235,8 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
     auto& v = registry->segments;
     v.erase(std::remove_if(v.begin(), v.end(), [b](const Registry::Segment& s) { return s.base == b; }), v.end());
   });
-  return std::make_shared<ShmSymmetric>(base, total, base + static_cast<std::size_t>(rank_) * stride, bytes,
-                                        std::move(entry));
+  return std::make_shared<ShmSymmetric>(base, total, base + header + static_cast<std::size_t>(rank_) * stride, bytes,
+                                        &mapped[rank_], std::move(entry));
 }
 
 void ShmWindow::fail_copy(const char* what, int r) {
