@@ -282,7 +282,7 @@ def symmetric_buffers():
         return
     kept[:] = -1
     at = kept.ctypes.data
-    cx.barrier()
+    cx.barrier()  # every part holds -1 before any rank lets go of its view
     unmap = None
     if rank != 0:
         del kept
