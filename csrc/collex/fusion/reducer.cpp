@@ -82,6 +82,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
 
   std::size_t fusion_bytes = 0, residual_count = 0;
   std::vector<std::size_t> fusion_at(buckets_.size()), residual_at(buckets_.size());
+  std::vector<Span> read_in_place;  // this rank's memory that peers will read where it lies
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
     const Bucket& bucket = buckets_[b];
@@ -90,9 +91,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     s.wire = !s.compressed ? bucket.dtype : compression == Compression::kFp16 ? DType::kFloat16 : DType::kBFloat16;
     if (spans[b] != 0) {
       s.span = local_spans[b];
-      if (huge_pages)
-        huge_page_bytes_ += comm_->prepare_peer_reads(
-            {Span{reinterpret_cast<std::uintptr_t>(s.span), bucket.count * dtype_size(bucket.dtype)}});
+      read_in_place.push_back(Span{reinterpret_cast<std::uintptr_t>(s.span), bucket.count * dtype_size(bucket.dtype)});
       continue;
     }
     if (!s.compressed && comm_->can_reduce_segments()) {  // alike on every rank: same window, same settings
@@ -101,7 +100,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
         const Buffer& g = gradients_[m.gradient];
         pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
       }
-      if (huge_pages) huge_page_bytes_ += comm_->prepare_peer_reads(*pieces);
+      read_in_place.insert(read_in_place.end(), pieces->begin(), pieces->end());
       s.segments = std::move(pieces);
       continue;
     }
@@ -110,6 +109,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     residual_at[b] = residual_count;
     if (s.compressed && error_feedback) residual_count += bucket.count;
   }
+  if (huge_pages) huge_page_bytes_ = comm_->prepare_peer_reads(read_in_place);
 
   // Fusion buffers in memory every rank of the node reads in place, when there is such memory.
   char* fusion = nullptr;
