@@ -8,6 +8,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 from typing import Any
 
@@ -109,7 +110,6 @@ class Bench:
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.rank, self.comm.size
         self.notes: list[str] = []
-        self.stream_cache: dict[int, float] = {}
 
         cx.init()
         self.peers: list[Any] = []
@@ -134,13 +134,22 @@ class Bench:
         a = self.args
         return timed_together(self.comm, fns, a.warmup, a.iters, a.repeats)
 
-    def memory_bandwidth(self, nbytes: int) -> float:
-        """Bytes read+written per second at this working set, every rank at once; the slowest rank's."""
-        if nbytes not in self.stream_cache:
-            self.comm.Barrier()
-            copy, add = self.cx.memory_bandwidth(nbytes, 3)
-            self.stream_cache[nbytes] = self.comm.allreduce(max(copy, add), op=self.MPI.MIN)
-        return self.stream_cache[nbytes]
+    def bandwidth_probe(self, nbytes: int):
+        """A call that measures this rank's memory bandwidth at a working set of
+        `nbytes` (copy and add, bytes read+written per second; the larger), to take
+        turns with the libraries' repeats, and the function that turns its samples
+        into the row's bandwidth: their median on each rank, the slowest rank's.
+        Measured in the same minutes as the collectives it bounds, the limit drifts
+        with the shared host as they do, instead of once per size at another time."""
+        samples: list[float] = []
+
+        def probe() -> None:
+            samples.append(max(self.cx.memory_bandwidth(nbytes, 1)))
+
+        def bandwidth() -> float:
+            return self.comm.allreduce(statistics.median(samples), op=self.MPI.MIN)
+
+        return probe, bandwidth
 
     def arrays(self, coll: str, count: int, dt: np.dtype, op: str, inplace: bool, root: int):
         """Fresh inputs (and an output array unless in place) for one peer's turn."""
@@ -177,12 +186,18 @@ class Bench:
             return None
         return fn, result, x, row
 
-    def measure(self, peers, coll, count, dt, op, algo, inplace, root) -> dict[str, dict[str, Any] | None]:
+    def measure(self, peers, coll, count, dt, op, algo, inplace, root) -> tuple[dict, float | None]:
         """Each peer's time for a row (None for a peer that cannot make it), the
-        peers' repeats taking turns, and whether its result was right."""
+        peers' repeats taking turns, and whether its result was right; and the
+        memory bandwidth measured in turns with them (None with --no-limit)."""
         prepared = {p.name: self.prepare(p, coll, count, dt, op, algo, inplace, root) for p in peers}
         ready = {name: made for name, made in prepared.items() if made is not None}
-        times = dict(zip(ready, self.timed_together([made[0] for made in ready.values()])))
+        calls = [made[0] for made in ready.values()]
+        bandwidth = None
+        if not self.args.no_limit:
+            probe, bandwidth = self.bandwidth_probe(count * dt.itemsize)
+            calls.append(probe)
+        times = dict(zip(ready, self.timed_together(calls)))
         results: dict[str, dict[str, Any] | None] = dict.fromkeys(prepared)
         for name, (fn, result, x, row) in ready.items():
             # Repeated in-place reductions compound; check those on a fresh call.
@@ -204,7 +219,7 @@ class Bench:
                 "busbw": busbw(coll, nbytes, seconds, self.size),
                 "wrong": self.comm.allreduce(wrong),
             }
-        return results
+        return results, (bandwidth() if bandwidth else None)
 
     @staticmethod
     def symmetric_copy(comm, a: np.ndarray) -> np.ndarray:
@@ -284,11 +299,10 @@ class Bench:
             root = a.root
             algo_arg = algo if coll in WITH_ALGO else "auto"
             everyone = [CollexPeer(comms[transport]), *self.peers]
-            peers = self.measure(everyone, coll, count, dt, op, algo_arg, inplace, root)
+            peers, bw = self.measure(everyone, coll, count, dt, op, algo_arg, inplace, root)
             mine = peers.pop("collex")
             limit = None
-            if not a.no_limit:
-                bw = self.memory_bandwidth(nbytes)
+            if bw is not None:
                 t = limit_seconds(coll, nbytes, self.size, bw)
                 limit = {
                     "time_us": t * 1e6,
