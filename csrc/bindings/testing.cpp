@@ -1,7 +1,7 @@
 // Hooks for tests, named with a leading underscore: the kernels alone, one
-// rank's schedule as data, the mid-size copy chooser driven by given times, and
-// algorithms run on ranks that are threads of this process, and the huge-page
-// backing of memory that peers read.
+// rank's schedule as data, the mid-size copy chooser driven by given times,
+// algorithms run on ranks that are threads of this process, the huge-page
+// backing of memory that peers read, and the CUDA IPC protocol's CPU stand-in.
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
@@ -19,6 +19,7 @@
 #include "collex/core/in_process.h"
 #include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
+#include "collex/transport/cuda_ipc/host_lanes.h"
 #include "collex/transport/shm/huge_pages.h"
 
 namespace collex::bindings {
@@ -120,6 +121,34 @@ void run_in_threads_hook(const std::string& algo, const std::string& collective,
   run_in_threads(a, calls, options);
 }
 
+// The CUDA IPC all-reduce's protocol on host threads (transport/cuda_ipc/host_lanes.h):
+// inputs[call][rank] and outputs[call][rank] are addresses of `bytes` each.
+void ipc_lanes_hook(const std::vector<std::vector<std::uintptr_t>>& inputs,
+                    const std::vector<std::vector<std::uintptr_t>>& outputs, std::size_t bytes, int dtype, int op,
+                    int lanes, std::size_t staging_bytes, int shots, double timeout_s, int absent_rank) {
+  std::vector<std::vector<const void*>> in;
+  std::vector<std::vector<void*>> out;
+  for (const auto& call : inputs) {
+    in.emplace_back();
+    for (std::uintptr_t a : call) in.back().push_back(reinterpret_cast<const void*>(a));
+  }
+  for (const auto& call : outputs) {
+    out.emplace_back();
+    for (std::uintptr_t a : call) out.back().push_back(reinterpret_cast<void*>(a));
+  }
+  if (shots != 1 && shots != 2) throw InvalidArgument("shots: expected 1 or 2");
+  ipc::HostLanesOptions options;
+  options.lanes = lanes;
+  options.staging_bytes = staging_bytes;
+  options.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+  options.timeout_s = timeout_s;
+  options.absent_rank = absent_rank;
+  const DType dt = make_buffer(0, 0, dtype).dtype;
+  const ReduceOp reduce_op = make_op(op);
+  py::gil_scoped_release release;
+  ipc::run_host_lanes(in, out, bytes, dt, reduce_op, options);
+}
+
 }  // namespace
 
 void bind_testing(py::module_& m) {
@@ -158,6 +187,9 @@ void bind_testing(py::module_& m) {
   m.def("_run_in_threads", &run_in_threads_hook, py::arg("algo"), py::arg("collective"), py::arg("inputs"),
         py::arg("outputs"), py::arg("count"), py::arg("dtype"), py::arg("op") = 0, py::arg("root") = 0,
         py::arg("chunk_bytes") = 512 * 1024, py::arg("timeout") = 30.0);
+  m.def("_ipc_lanes", &ipc_lanes_hook, py::arg("inputs"), py::arg("outputs"), py::arg("bytes"), py::arg("dtype"),
+        py::arg("op") = 0, py::arg("lanes") = 1, py::arg("staging_bytes") = 1 << 20, py::arg("shots") = 2,
+        py::arg("timeout") = 30.0, py::arg("absent_rank") = -1);
 }
 
 }  // namespace collex::bindings

@@ -1,0 +1,128 @@
+#include <cuda_runtime_api.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "collex/kernels/combine.h"
+#include "collex/transport/cuda_ipc/device_lanes.h"
+
+namespace collex::ipc {
+namespace {
+
+namespace el = kernels::elements;
+
+__device__ std::uint64_t global_nanoseconds() {
+  std::uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// A lane as one CUDA block: its threads share the bytes vector by vector;
+// thread 0 signals and waits for the block.
+template <typename Tr, ReduceOp Op>
+struct DeviceLane {
+  std::uint64_t deadline_ns;
+  LaneStatus* status;
+  int lane;
+
+  __device__ void copy(char* dst, const char* src, Range r) {
+    const std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+    for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
+      el::copy_vector(dst + v * kVector, src + v * kVector);
+    }
+    for (std::size_t b = whole + threadIdx.x; b < r.end; b += blockDim.x) dst[b] = src[b];
+  }
+
+  __device__ void combine(char* out, char* also, const char* const* src, int count, Range r) {
+    using S = typename Tr::S;
+    const std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+    for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
+      el::combine_vector<Tr, Op>(out, src, count, v);
+      if (also != nullptr) el::copy_vector(also + v * kVector, out + v * kVector);
+    }
+    for (std::size_t e = whole / sizeof(S) + threadIdx.x; e < r.end / sizeof(S); e += blockDim.x) {
+      el::combine_element<Tr, Op>(out, src, count, e);
+      if (also != nullptr) reinterpret_cast<S*>(also)[e] = reinterpret_cast<const S*>(out)[e];
+    }
+  }
+
+  __device__ void sync() { __syncthreads(); }
+  __device__ bool sync_and(bool ok) { return __syncthreads_and(ok) != 0; }
+  __device__ bool leader() const { return threadIdx.x == 0; }
+
+  // The block's writes (ordered before this thread by the barrier before it)
+  // are visible to every GPU and process before the flag is.
+  __device__ void signal(std::uint64_t* word, std::uint64_t value) {
+    __threadfence_system();
+    asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(word), "l"(value) : "memory");
+  }
+
+  __device__ bool wait(const std::uint64_t* word, std::uint64_t value, int from) {
+    for (unsigned spin = 0;; ++spin) {
+      std::uint64_t seen;
+      asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(seen) : "l"(word) : "memory");
+      if (seen >= value) return true;
+      if ((spin & 1023u) == 1023u && global_nanoseconds() > deadline_ns) break;
+    }
+    if (atomicCAS(reinterpret_cast<unsigned long long*>(&status->failed), 0ull, 1ull) == 0ull) {
+      status->lane = static_cast<std::uint64_t>(lane);
+      status->from = static_cast<std::uint64_t>(from);
+      status->token = value;
+      __threadfence_system();
+    }
+    return false;
+  }
+};
+
+template <typename Tr, ReduceOp Op>
+__global__ void lanes_kernel(Peers peers, Call call, std::uint64_t timeout_ns, LaneStatus* status) {
+  DeviceLane<Tr, Op> ctx{global_nanoseconds() + timeout_ns, status, static_cast<int>(blockIdx.x)};
+  run_lane(peers, call, static_cast<int>(blockIdx.x), ctx);
+}
+
+struct Launch {
+  const Peers& peers;
+  const Call& call;
+  int threads;
+  std::uint64_t timeout_ns;
+  LaneStatus* status;
+  cudaStream_t stream;
+  template <typename Tr, ReduceOp Op>
+  void run() {
+    lanes_kernel<Tr, Op><<<static_cast<unsigned>(peers.lanes), static_cast<unsigned>(threads), 0, stream>>>(
+        peers, call, timeout_ns, status);
+  }
+};
+
+bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVector == 0; }
+
+}  // namespace
+
+void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
+                  LaneStatus* status, std::uintptr_t stream) {
+  if (peers.ranks < 1 || peers.ranks > kMaxRanks || peers.rank < 0 || peers.rank >= peers.ranks) {
+    throw std::invalid_argument("collex: launch_lanes: bad rank or rank count");
+  }
+  if (peers.lanes < 1 || peers.lanes > kMaxLanes || threads < 32 || threads > 1024) {
+    throw std::invalid_argument("collex: launch_lanes: bad lane or thread count");
+  }
+  if (peers.staging_bytes == 0 || peers.staging_bytes % kVector != 0) {
+    throw std::invalid_argument("collex: launch_lanes: staging buffers must hold whole vectors");
+  }
+  bool all_aligned = aligned(call.input) && aligned(call.output);
+  for (int r = 0; r < peers.ranks; ++r) all_aligned = all_aligned && aligned(peers.staging[r]);
+  if (!all_aligned) throw std::invalid_argument("collex: launch_lanes: buffers must be 16-byte aligned");
+  if (call.bytes == 0) return;
+  const auto timeout_ns = static_cast<std::uint64_t>(timeout_s * 1e9);
+  Launch go{peers, call, threads, timeout_ns, status, reinterpret_cast<cudaStream_t>(stream)};
+  if (!el::with_elements(dtype, op, go)) {
+    throw std::invalid_argument("collex: launch_lanes: avg is not defined for integer dtypes");
+  }
+  const cudaError_t launched = cudaGetLastError();
+  if (launched != cudaSuccess) {
+    throw std::runtime_error(std::string("collex: launch_lanes: ") + cudaGetErrorName(launched) + " (" +
+                             cudaGetErrorString(launched) + ")");
+  }
+}
+
+}  // namespace collex::ipc

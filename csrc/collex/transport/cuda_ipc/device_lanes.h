@@ -1,0 +1,36 @@
+// The CUDA IPC all-reduce's kernels: one block per lane of the lane protocol
+// (lanes.h), queued on the caller's stream; flags in device memory ordered with
+// release stores and acquire loads at system scope; 16-byte vector loads;
+// float32 accumulation for fp16/bf16 in rank order (kernels/combine.h). No host
+// step between launch and completion: later work on the stream sees the result.
+#pragma once
+
+#include <cstdint>
+
+#include "collex/common/dtype.h"
+#include "collex/common/reduce_op.h"
+#include "collex/transport/cuda_ipc/lanes.h"
+
+namespace collex::ipc {
+
+// Where a lane that gave up says why: the first to fail sets `failed` to 1 and
+// fills in the rest. Device memory (or host memory mapped for the device).
+struct LaneStatus {
+  std::uint64_t failed;
+  std::uint64_t lane;
+  std::uint64_t from;   // the rank whose flag did not come
+  std::uint64_t token;  // the value waited for: round * 4 + phase
+};
+
+// Queues `call` on `stream` as peers.lanes blocks of `threads` threads. Every
+// pointer in `peers` and `call` is a device pointer valid in this process (the
+// peers' opened by CUDA IPC), staging buffers and the call's arrays 16-byte
+// aligned; `status` is written only on failure. A wait longer than `timeout_s`
+// ends its lane (so a dead peer never hangs the GPU). The kernels of all ranks
+// must be able to run at the same time (separate GPUs, or MPS): a lane spins on
+// its peers' flags. Throws std::invalid_argument for arguments outside the
+// protocol's limits and std::runtime_error for a failed launch.
+void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
+                  LaneStatus* status, std::uintptr_t stream);
+
+}  // namespace collex::ipc
