@@ -49,9 +49,12 @@ def test_cuda_module_loads_without_a_gpu_and_says_why_it_cannot_copy():
 
 
 # All-reduce of CUDA arrays on one node reads peers' device memory (CUDA IPC);
-# COLLEX_CUDA_IPC=0 sends it through host staging like the other collectives.
+# COLLEX_CUDA_IPC=0 sends it through host staging like the other collectives,
+# COLLEX_CUDA_IPC=lanes through the stream-ordered kernels (cuda/lanes.py).
 @pytest.mark.parametrize(
-    "ranks, ipc", [(1, "1"), (2, "1"), (3, "1"), (2, "0")], ids=["1", "2-ipc", "3-ipc", "2-staged"]
+    "ranks, ipc",
+    [(1, "1"), (2, "1"), (3, "1"), (2, "0"), (2, "lanes"), (3, "lanes"), (4, "lanes")],
+    ids=["1", "2-ipc", "3-ipc", "2-staged", "2-lanes", "3-lanes", "4-lanes"],
 )
 def test_collectives_and_training_on_cupy_arrays(ranks, ipc):
     need_gpu_and_cupy()

@@ -121,6 +121,21 @@ def test_in_place():
 
 
 @pytest.mark.parametrize("shots", [1, 2])
+def test_arrays_at_odd_offsets(shots):
+    # Views one element into their buffers: the users' arrays need not be
+    # 16-byte aligned; the staging buffers are.
+    rng = np.random.default_rng(4)
+    pad = np.zeros(1, np.float32)
+    calls = [[np.concatenate([pad, x])[1:] for x in rank_inputs(rng, 3, 999, np.float32)] for _ in range(2)]
+    assert all(addr(x) % 16 for call in calls for x in call) and calls[0][0].dtype == np.float32
+    outputs = [[np.zeros(1000, np.float32)[1:] for _ in call] for call in calls]
+    _core._ipc_lanes([[addr(x) for x in call] for call in calls], [[addr(y) for y in o] for o in outputs],
+                     calls[0][0].nbytes, CODES[np.dtype(np.float32)], OPS["sum"], lanes=2, staging_bytes=512,
+                     shots=shots)  # fmt: skip
+    check(calls, outputs, "sum")
+
+
+@pytest.mark.parametrize("shots", [1, 2])
 def test_a_rank_that_never_arrives_times_out_naming_it(shots):
     rng = np.random.default_rng(0)
     calls = [rank_inputs(rng, 3, 4096, np.float32)]

@@ -1,6 +1,6 @@
 // collex._cuda: the optional CUDA module, built when CMake finds the CUDA toolkit
 // and imported only when a CUDA array reaches collex. It moves bytes; the Python
-// layer (collex/_device*.py) decides what goes where.
+// layer (collex/cuda/) decides what goes where.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -12,6 +12,7 @@
 #include "collex/device/cuda_memory.h"
 #if defined(COLLEX_CUDA_KERNELS)
 #include "collex/kernels/cuda/reduce_peers.h"
+#include "collex/transport/cuda_ipc/device_lanes.h"
 #endif
 
 namespace py = pybind11;
@@ -60,6 +61,48 @@ PYBIND11_MODULE(_cuda, m) {
       },
       py::arg("out"), py::arg("sources"), py::arg("n"), py::arg("dtype"), py::arg("op"), py::arg("stream"),
       py::arg("device"), py::call_guard<py::gil_scoped_release>());
+  // One all-reduce of the lane protocol (transport/cuda_ipc/lanes.h), queued on
+  // `stream`: staging[r] and flags[r] are rank r's buffers as mapped here.
+  m.def(
+      "lanes_allreduce",
+      [](const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
+         std::size_t staging_bytes, int rank, int lanes, int threads, std::uintptr_t input, std::uintptr_t output,
+         std::size_t bytes, std::uint64_t first_seq, int shots, int dtype, int op, double timeout_s,
+         std::uintptr_t status, std::uintptr_t stream, int device) {
+        namespace ipc = collex::ipc;
+        if (dtype < 0 || dtype >= collex::kNumDTypes || op < 0 || op > static_cast<int>(collex::ReduceOp::kAvg))
+          throw py::value_error("collex._cuda.lanes_allreduce: bad dtype or op code");
+        if (staging.size() != flags.size() || staging.empty() || staging.size() > ipc::kMaxRanks)
+          throw py::value_error(
+              "collex._cuda.lanes_allreduce: one staging buffer and one flag area per rank, at most 8");
+        ipc::Peers peers;
+        for (std::size_t r = 0; r < staging.size(); ++r) {
+          peers.staging[r] = reinterpret_cast<char*>(staging[r]);
+          peers.flags[r] = reinterpret_cast<std::uint64_t*>(flags[r]);
+        }
+        peers.staging_bytes = staging_bytes;
+        peers.ranks = static_cast<int>(staging.size());
+        peers.rank = rank;
+        peers.lanes = lanes;
+        ipc::Call call;
+        call.input = reinterpret_cast<const char*>(input);
+        call.output = reinterpret_cast<char*>(output);
+        call.bytes = bytes;
+        call.first_seq = first_seq;
+        call.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+        collex::cuda::select_device(device);
+        ipc::launch_lanes(peers, call, static_cast<collex::DType>(dtype), static_cast<collex::ReduceOp>(op), threads,
+                          timeout_s, reinterpret_cast<ipc::LaneStatus*>(status), stream);
+      },
+      py::arg("staging"), py::arg("flags"), py::arg("staging_bytes"), py::arg("rank"), py::arg("lanes"),
+      py::arg("threads"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("first_seq"), py::arg("shots"),
+      py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"), py::arg("stream"), py::arg("device"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "lanes_rounds", &collex::ipc::rounds, py::arg("bytes"), py::arg("staging_bytes"),
+      "How many rounds (sequence numbers) an all-reduce of `bytes` takes through staging buffers of `staging_bytes`.");
+  m.attr("LANE_MAX_RANKS") = collex::ipc::kMaxRanks;
+  m.attr("LANE_MAX_LANES") = collex::ipc::kMaxLanes;
   m.attr("has_kernels") = true;
 #else
   m.attr("has_kernels") = false;
@@ -68,12 +111,15 @@ PYBIND11_MODULE(_cuda, m) {
       .def(py::init<int>(), py::arg("device"))
       .def("record", &Event::record, py::arg("stream"))
       .def("synchronize", &Event::synchronize, py::call_guard<py::gil_scoped_release>())
+      .def("done", &Event::done)
+      .def("order_before", &Event::order_before, py::arg("stream"))
       .def_property_readonly("device", &Event::device);
   py::class_<PinnedBuffer>(m, "PinnedBuffer", py::buffer_protocol())
       .def(py::init<std::size_t>(), py::arg("bytes"))
       .def_property_readonly("address",
                              [](const PinnedBuffer& b) { return reinterpret_cast<std::uintptr_t>(b.data()); })
       .def_property_readonly("bytes", &PinnedBuffer::bytes)
+      .def_property_readonly("device_address", &PinnedBuffer::device_address)
       .def_buffer([](PinnedBuffer& b) {
         return py::buffer_info(b.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
                                {static_cast<py::ssize_t>(b.bytes())}, {1});

@@ -74,8 +74,10 @@ def path_taken():
     cx.allreduce(x)
     from collex import _cuda
 
-    want = size > 1 and _cuda.has_kernels and os.environ.get("COLLEX_CUDA_IPC", "1") != "0"
-    assert bool(comm._device._ipc) == want, (comm._device._ipc, want)
+    how = os.environ.get("COLLEX_CUDA_IPC", "1")
+    want = size > 1 and _cuda.has_kernels and how != "0"
+    taken = comm._device._lanes if how == "lanes" else comm._device._ipc
+    assert bool(taken) == want, (taken, want)
 
 
 def out_and_async():
@@ -85,7 +87,7 @@ def out_and_async():
     np.testing.assert_array_equal(cp.asnumpy(x), data(rank, 1000, np.float32))  # x untouched
     np.testing.assert_allclose(cp.asnumpy(out), reference("sum", 1000, np.float32))
     w = cx.allreduce(x, op="max", async_op=True)
-    assert w.done() and w.wait() is x
+    assert w.wait() is x and w.done()
     np.testing.assert_array_equal(cp.asnumpy(x), reference("max", 1000, np.float32))
 
 
@@ -118,6 +120,39 @@ def back_to_back():
         for i, (x, y) in enumerate(zip(xs, ys)):
             assert (x == sum(r + i for r in range(size))).all(), f"all-reduce {i}"
             assert (y == i).all(), f"broadcast {i}"
+
+
+def many_small_without_waiting():
+    # Small all-reduces queued back to back and checked only at the end: each
+    # reuses the staging buffers and flags (the sequence numbers) while the
+    # host never waits.
+    xs = [cp.full(1000 + i, rank + i, cp.float32) for i in range(200)]
+    for x in xs:
+        cx.allreduce(x)
+    for i, x in enumerate(xs):
+        assert (x == sum(r + i for r in range(size))).all(), f"all-reduce {i}"
+
+
+def written_right_after():
+    # A kernel writing the input right after an async all-reduce runs after it:
+    # both are on the array's stream.
+    x = cp.full(1 << 20, rank + 1, cp.float32)
+    w = cx.allreduce(x, async_op=True)
+    x *= 2
+    w.wait()
+    assert (x == size * (size + 1)).all()
+
+
+def at_odd_offsets():
+    # Views one element into their buffers (not 16-byte aligned), in place and out.
+    for count in (1001, (1 << 18) + 5):
+        base = cp.asarray(data(rank, count, np.float32))
+        out = cp.zeros(count, cp.float32)
+        want = reference("sum", count, np.float32)[1:]
+        cx.allreduce(base[1:], out=out[1:])
+        np.testing.assert_array_equal(cp.asnumpy(out[1:]), want)
+        cx.allreduce(base[1:])
+        np.testing.assert_array_equal(cp.asnumpy(base[1:]), want)
 
 
 def rooted_and_gathers():
@@ -253,6 +288,9 @@ for label, fn in [
     ("out= and async_op", out_and_async),
     ("ordered on the array's stream", on_a_stream),
     ("back-to-back calls reuse staging safely", back_to_back),
+    ("many small all-reduces without waiting", many_small_without_waiting),
+    ("a kernel writing the input after an async all-reduce", written_right_after),
+    ("arrays at odd offsets", at_odd_offsets),
     ("broadcast, reduce, allgather, reduce_scatter", rooted_and_gathers),
     ("send/recv", point_to_point),
     ("pipelined all-reduce", in_pieces),

@@ -68,6 +68,21 @@ void Event::record(std::uintptr_t stream) {
 
 void Event::synchronize() { check(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)), "cudaEventSynchronize"); }
 
+bool Event::done() {
+  const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(event_));
+  if (status == cudaErrorNotReady) return false;
+  check(status, "cudaEventQuery");
+  return true;
+}
+
+void Event::order_before(std::uintptr_t stream) {
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  check(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event_), 0),
+        "cudaStreamWaitEvent");
+}
+
+void select_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
+
 void synchronize(std::uintptr_t stream, int device) {
   check(cudaSetDevice(device), "cudaSetDevice");
   check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
@@ -76,6 +91,9 @@ void synchronize(std::uintptr_t stream, int device) {
 SharedDeviceBuffer::SharedDeviceBuffer(std::size_t bytes, int device) : bytes_(bytes), device_(device) {
   check(cudaSetDevice(device), "cudaSetDevice");
   check(cudaMalloc(&data_, bytes), "cudaMalloc");
+  check(cudaMemset(data_, 0, bytes), "cudaMemset");
+  // Zero before any peer maps it (and writes its flags into it).
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 SharedDeviceBuffer::~SharedDeviceBuffer() {
@@ -108,7 +126,13 @@ PeerDeviceBuffer::~PeerDeviceBuffer() {
 
 PinnedBuffer::PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
-  check(cudaHostAlloc(&data_, bytes, cudaHostAllocPortable), "cudaHostAlloc");
+  check(cudaHostAlloc(&data_, bytes, cudaHostAllocPortable | cudaHostAllocMapped), "cudaHostAlloc");
+}
+
+std::uintptr_t PinnedBuffer::device_address() const {
+  void* on_device = nullptr;
+  check(cudaHostGetDevicePointer(&on_device, data_, 0), "cudaHostGetDevicePointer");
+  return reinterpret_cast<std::uintptr_t>(on_device);
 }
 
 PinnedBuffer::~PinnedBuffer() {

@@ -36,8 +36,10 @@ class Event {
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
 
-  void record(std::uintptr_t stream);  // marks the work queued on stream so far
-  void synchronize();                  // waits until that work has finished
+  void record(std::uintptr_t stream);        // marks the work queued on stream so far
+  void synchronize();                        // waits until that work has finished
+  bool done();                               // whether that work has finished (no wait)
+  void order_before(std::uintptr_t stream);  // work queued on `stream` from now on waits for it
   int device() const { return device_; }
 
  private:
@@ -45,11 +47,14 @@ class Event {
   int device_;
 };
 
+// Makes `device` the calling thread's current device (before a launch).
+void select_device(int device);
+
 // Waits until the work queued on `stream` of `device` has finished.
 void synchronize(std::uintptr_t stream, int device);
 
 // Device memory other processes can map (CUDA IPC): a rank's staging buffer that
-// its peers on the node read directly.
+// its peers on the node read directly. Zeroed when made (flag words start at 0).
 class SharedDeviceBuffer {
  public:
   SharedDeviceBuffer(std::size_t bytes, int device);
@@ -84,7 +89,8 @@ class PeerDeviceBuffer {
 };
 
 // Page-locked host memory: the device copies into and out of it at full bus
-// speed (pageable memory goes through a driver bounce buffer).
+// speed (pageable memory goes through a driver bounce buffer), and kernels may
+// write it directly (mapped; `device_address`).
 class PinnedBuffer {
  public:
   explicit PinnedBuffer(std::size_t bytes);
@@ -94,6 +100,7 @@ class PinnedBuffer {
 
   void* data() const { return data_; }
   std::size_t bytes() const { return bytes_; }
+  std::uintptr_t device_address() const;  // where kernels see it
 
  private:
   void* data_ = nullptr;

@@ -96,8 +96,8 @@ COLLEX_ELEMENTS void combine_element(char* out, const char* const* src, int coun
 // loads and stores are the widest a GPU thread makes.
 constexpr std::size_t kVectorBytes = 16;
 
-// 16 bytes from `from` to `to`: one vector load on the device (both 16-byte
-// aligned there), a memcpy the compiler turns into one on the host.
+// 16 bytes from `from` to `to`: one vector load and store on the device (both
+// must be 16-byte aligned there), a memcpy the compiler turns into one on the host.
 COLLEX_ELEMENTS void copy_vector(void* to, const void* from) {
 #if defined(__CUDA_ARCH__)
   *static_cast<uint4*>(to) = *static_cast<const uint4*>(from);
@@ -106,10 +106,11 @@ COLLEX_ELEMENTS void copy_vector(void* to, const void* from) {
 #endif
 }
 
-// Vector v (16 bytes) of `out` = vector v of every source combined, element by
-// element. `out` may be one of the sources: each vector is loaded whole first.
+// `to` (16 bytes) = vector v (16 bytes at v * kVector) of every source,
+// combined element by element. `to` may lie in one of the sources: each
+// vector is loaded whole first.
 template <typename Tr, ReduceOp Op>
-COLLEX_ELEMENTS void combine_vector(char* out, const char* const* src, int count, std::size_t v) {
+COLLEX_ELEMENTS void combine_vector_to(char* to, const char* const* src, int count, std::size_t v) {
   using S = typename Tr::S;
   constexpr std::size_t kPer = kVectorBytes / sizeof(S);
   const std::size_t at = v * kVectorBytes;
@@ -126,7 +127,13 @@ COLLEX_ELEMENTS void combine_vector(char* out, const char* const* src, int count
     if constexpr (Op == ReduceOp::kAvg) acc[e] = acc[e] / static_cast<typename Tr::A>(count);
     acc_in[e] = Tr::store(acc[e]);
   }
-  copy_vector(out + at, acc_in);
+  copy_vector(to, acc_in);
+}
+
+// Vector v of `out` = vector v of every source combined.
+template <typename Tr, ReduceOp Op>
+COLLEX_ELEMENTS void combine_vector(char* out, const char* const* src, int count, std::size_t v) {
+  combine_vector_to<Tr, Op>(out + v * kVectorBytes, src, count, v);
 }
 
 template <typename Tr, typename Fn>

@@ -16,6 +16,7 @@ first time a CUDA array arrives.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from .._dtypes import CODES
 from .._work import Work
 from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
 from .ipc import IPC_MIN_BYTES, PeerBuffers
+from .lanes import LanePeers, LaneWork
 
 
 class _Finished:
@@ -81,6 +83,7 @@ class DeviceStaging:
         self._pending: dict[str, tuple] = {}
         # CUDA IPC: None until first needed, then False (not possible here) or PeerBuffers.
         self._ipc: Any = None
+        self._lanes: Any = None  # the same for the stream-ordered path (COLLEX_CUDA_IPC=lanes)
 
     def _cuda(self, op: str) -> Any:
         return cuda_module(op, self._comm.rank)
@@ -133,6 +136,13 @@ class DeviceStaging:
         if self._ipc is None:
             self._ipc = PeerBuffers.map(self._comm, self._cuda("allreduce"), a.device) or False
         return self._ipc if self._ipc and self._ipc.device == a.device else None
+
+    def _lane_peers(self, a: DeviceArg) -> LanePeers | None:
+        """The stream-ordered path's buffers for a's device, mapped on the first
+        all-reduce (collective, as _peer_buffers)."""
+        if self._lanes is None:
+            self._lanes = LanePeers.map(self._comm, self._cuda("allreduce"), a.device) or False
+        return self._lanes if self._lanes and self._lanes.device == a.device else None
 
     def _allreduce_in_pieces(self, a: DeviceArg, o: DeviceArg, op: str, algo: str) -> None:
         name = "allreduce"
@@ -189,6 +199,12 @@ class DeviceStaging:
         a = self._arg(x, "x", name, writable=out is None)
         o = a if out is None else self._out(a, out, a.shape, name)
         code = _core.check_op(op, CODES[a.dtype], name, self._comm.rank)  # before anything touches the wire
+        lanes = self._lane_peers(a) if os.environ.get("COLLEX_CUDA_IPC") == "lanes" else None
+        if lanes and lanes.takes(a, o):
+            lanes.allreduce(a, o, code)
+            if not async_op:
+                return o.array
+            return Work(LaneWork(lanes, self._cuda(name), a.device, a.stream), o.array)
         ipc = self._peer_buffers(a) if a.nbytes > IPC_MIN_BYTES and o.device == a.device else None
         if ipc:
             ipc.allreduce(a, o, code)

@@ -25,24 +25,40 @@ struct DeviceLane {
   LaneStatus* status;
   int lane;
 
+  // Vector loads and stores need 16-byte addresses; range bounds fall on
+  // vectors, so a pointer's own alignment decides. Staging buffers always
+  // are; a user's array (a view at an odd offset) may not be, and goes by bytes.
+  static __device__ bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVector == 0; }
+
   __device__ void copy(char* dst, const char* src, Range r) {
-    const std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+    std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+    if (!aligned(dst) || !aligned(src)) whole = r.begin;
     for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
       el::copy_vector(dst + v * kVector, src + v * kVector);
     }
     for (std::size_t b = whole + threadIdx.x; b < r.end; b += blockDim.x) dst[b] = src[b];
   }
 
+  // The sources are staging buffers; `out` may be a user's array at any
+  // element offset, `also` this rank's staging buffer.
   __device__ void combine(char* out, char* also, const char* const* src, int count, Range r) {
     using S = typename Tr::S;
     const std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+    const bool direct = aligned(out);
     for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
-      el::combine_vector<Tr, Op>(out, src, count, v);
-      if (also != nullptr) el::copy_vector(also + v * kVector, out + v * kVector);
+      alignas(kVector) char reduced[kVector];
+      el::combine_vector_to<Tr, Op>(reduced, src, count, v);
+      char* at = out + v * kVector;
+      if (direct) {
+        el::copy_vector(at, reduced);
+      } else {
+        for (std::size_t b = 0; b < kVector; ++b) at[b] = reduced[b];
+      }
+      if (also != nullptr) el::copy_vector(also + v * kVector, reduced);
     }
     for (std::size_t e = whole / sizeof(S) + threadIdx.x; e < r.end / sizeof(S); e += blockDim.x) {
       el::combine_element<Tr, Op>(out, src, count, e);
-      if (also != nullptr) reinterpret_cast<S*>(also)[e] = reinterpret_cast<const S*>(out)[e];
+      if (also != nullptr) memcpy(also + e * sizeof(S), out + e * sizeof(S), sizeof(S));
     }
   }
 
@@ -109,9 +125,10 @@ void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op
   if (peers.staging_bytes == 0 || peers.staging_bytes % kVector != 0) {
     throw std::invalid_argument("collex: launch_lanes: staging buffers must hold whole vectors");
   }
-  bool all_aligned = aligned(call.input) && aligned(call.output);
-  for (int r = 0; r < peers.ranks; ++r) all_aligned = all_aligned && aligned(peers.staging[r]);
-  if (!all_aligned) throw std::invalid_argument("collex: launch_lanes: buffers must be 16-byte aligned");
+  for (int r = 0; r < peers.ranks; ++r) {
+    if (!aligned(peers.staging[r]))
+      throw std::invalid_argument("collex: launch_lanes: staging buffers must be 16-byte aligned");
+  }
   if (call.bytes == 0) return;
   const auto timeout_ns = static_cast<std::uint64_t>(timeout_s * 1e9);
   Launch go{peers, call, threads, timeout_ns, status, reinterpret_cast<cudaStream_t>(stream)};

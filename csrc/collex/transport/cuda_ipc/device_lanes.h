@@ -24,8 +24,8 @@ struct LaneStatus {
 
 // Queues `call` on `stream` as peers.lanes blocks of `threads` threads. Every
 // pointer in `peers` and `call` is a device pointer valid in this process (the
-// peers' opened by CUDA IPC), staging buffers and the call's arrays 16-byte
-// aligned; `status` is written only on failure. A wait longer than `timeout_s`
+// peers' opened by CUDA IPC), staging buffers 16-byte aligned (the call's
+// arrays may lie at any element offset); `status` is written only on failure. A wait longer than `timeout_s`
 // ends its lane (so a dead peer never hangs the GPU). The kernels of all ranks
 // must be able to run at the same time (separate GPUs, or MPS): a lane spins on
 // its peers' flags. Throws std::invalid_argument for arguments outside the

@@ -1,0 +1,125 @@
+"""The stream-ordered CUDA IPC all-reduce (COLLEX_CUDA_IPC=lanes, issue 16): every
+rank's staging buffer and flag words in one device buffer its peers map; one
+kernel per call, queued on the array's stream, in which each block (a lane)
+stages its part, signals its peers through their flag words and reduces (one
+shot: everything; two shots: its share, then gathers the others'), with no host
+step (csrc/collex/transport/cuda_ipc/lanes.h). The call returns once the kernel
+is queued. Not yet run on a GPU: the protocol is tested on the CPU stand-in
+(tests/test_ipc_lanes.py), the kernels only compiled.
+
+The kernels of all ranks spin on each other's flags, so they must run at the
+same time: separate GPUs, or one GPU under MPS. On one GPU without MPS they still
+finish, a time slice per wait. A lane that waits longer than the timeout gives
+up and says so in a status word in mapped host memory, which the next call (or
+the Work's wait) reads and raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .._arrays import where
+from .._dtypes import CODES
+from .arguments import DeviceArg
+from .ipc import HANDLE_BYTES
+
+STAGING_BYTES = 32 << 20
+ONE_SHOT_MAX_BYTES = 256 << 10  # one barrier less pays while the message is small
+THREADS = 512
+LANE_BYTES = 1 << 20  # about this much per lane and round, up to MAX_LANES lanes
+MAX_LANES = 32
+
+
+class LanePeers:
+    """Every rank's staging buffer and flags, mapped into this process, on one
+    device, and the communicator's count of rounds (the flags' sequence numbers)."""
+
+    def __init__(self, comm: Any, cuda: Any, device: int, own: Any, peers: list, flag_offset: int):
+        self._comm, self._cuda, self.device = comm, cuda, device
+        self._own, self._peers = own, peers  # kept alive while mapped
+        self._staging = [p.address for p in peers]
+        self._flags = [p.address + flag_offset for p in peers]
+        self._status = cuda.PinnedBuffer(64)
+        self._status_words = np.frombuffer(self._status, np.uint64, count=4)
+        self._status_words[:] = 0
+        self._seq = 1
+        self._last = cuda.Event(device)  # the last call's kernel, which the next waits for
+        self._timeout = float(comm.timeout)
+
+    @classmethod
+    def map(cls, comm: Any, cuda: Any, device: int) -> LanePeers | None:
+        """Collective over comm, like ipc.PeerBuffers.map: None on every rank unless
+        every rank could map every peer's buffer (or where the protocol cannot
+        apply: one rank or more than LANE_MAX_RANKS, several nodes, no kernels)."""
+        if not getattr(cuda, "has_kernels", False):
+            return None
+        if not (1 < comm.size <= cuda.LANE_MAX_RANKS and comm.local_size == comm.size):
+            return None
+        flag_offset = STAGING_BYTES
+        total = STAGING_BYTES + cuda.LANE_MAX_LANES * cuda.LANE_MAX_RANKS * 8
+        ok, own, handle = 1, None, bytes(HANDLE_BYTES)
+        try:
+            own = cuda.SharedDeviceBuffer(total, device)
+            handle = own.handle()
+        except RuntimeError:
+            ok = 0
+        handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
+        peers = []
+        if ok:
+            try:
+                for r in range(comm.size):
+                    peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
+            except RuntimeError:
+                ok = 0
+        everyone = comm.allreduce(np.array([ok], np.int32), op="min")
+        return cls(comm, cuda, device, own, peers, flag_offset) if everyone[0] else None
+
+    def takes(self, a: DeviceArg, o: DeviceArg) -> bool:
+        """Whether this path can run the call: input and output on this device
+        (at any element offset: the kernels go by bytes where an array is not
+        16-byte aligned)."""
+        return a.device == o.device == self.device
+
+    def check(self) -> None:
+        """Raises if a lane of an earlier call gave up waiting for a peer."""
+        failed, lane, peer, token = (int(w) for w in self._status_words)
+        if failed:
+            raise _core.CommunicatorBroken(
+                f"{where('allreduce', self._comm.rank)}: a CUDA IPC all-reduce gave up: lane {lane} waited "
+                f"more than {self._timeout:g} s for rank {peer} (round {token // 4}, phase {token % 4}); "
+                "that call's result is wrong and the GPU path of this communicator is broken"
+            )
+
+    def allreduce(self, a: DeviceArg, o: DeviceArg, code: int) -> None:
+        """Queues o = the reduction (operator `code`) of every rank's a on a's stream."""
+        self.check()
+        cuda = self._cuda
+        per_round = min(a.nbytes, STAGING_BYTES)
+        lanes = max(1, min(MAX_LANES, -(-per_round // LANE_BYTES)))
+        shots = 1 if a.nbytes <= ONE_SHOT_MAX_BYTES else 2
+        self._last.order_before(a.stream)  # staging buffers serve one call at a time, whatever its stream
+        cuda.lanes_allreduce(
+            self._staging, self._flags, STAGING_BYTES, self._comm.rank, lanes, THREADS, a.pointer, o.pointer,
+            a.nbytes, self._seq, shots, CODES[a.dtype], code, self._timeout, self._status.device_address,
+            a.stream, a.device,
+        )  # fmt: skip
+        self._seq += cuda.lanes_rounds(a.nbytes, STAGING_BYTES)
+        self._last.record(a.stream)
+
+
+class LaneWork:
+    """The Work of an all-reduce queued on the GPU: done when its kernel is."""
+
+    def __init__(self, peers: LanePeers, cuda: Any, device: int, stream: int):
+        self._peers = peers
+        self._event = cuda.Event(device)
+        self._event.record(stream)
+
+    def wait(self) -> None:
+        self._event.synchronize()
+        self._peers.check()
+
+    def done(self) -> bool:
+        return bool(self._event.done())
