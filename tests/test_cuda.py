@@ -48,6 +48,18 @@ def test_cuda_module_loads_without_a_gpu_and_says_why_it_cannot_copy():
         assert m.pointer_device(b.address) == -1  # pinned host memory is not device memory
 
 
+def test_cuda_available_says_whether_a_gpu_is_usable_and_never_raises():
+    code = "import collex; print(collex.cuda_available())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        from collex import _cuda  # noqa: F401
+    except ImportError:
+        assert out.stdout.strip() == "False"
+        return
+    assert out.stdout.strip() == str(gpu_count() > 0)
+
+
 # All-reduce of CUDA arrays on one node reads peers' device memory (CUDA IPC);
 # COLLEX_CUDA_IPC=0 sends it through host staging like the other collectives,
 # COLLEX_CUDA_IPC=lanes through the stream-ordered kernels (cuda/lanes.py).

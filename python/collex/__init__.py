@@ -72,6 +72,16 @@ def kernel_isa() -> str:
     return _core.kernel_isa()
 
 
+def cuda_available() -> bool:
+    """Whether collex can take CUDA arrays here: its CUDA module was built and a
+    GPU is visible. False otherwise, never an error."""
+    try:
+        from . import _cuda
+    except ImportError:
+        return False
+    return _cuda.device_count() > 0
+
+
 def memory_bandwidth(nbytes: int, repeats: int = 5) -> tuple[float, float]:
     """This process's memory bandwidth at a working set of `nbytes`, as (copy, add)
     in bytes read and written per second (the bench's memory limit)."""
@@ -94,6 +104,7 @@ __all__ = [
     "batch_p2p",
     "broadcast",
     "broadcast_parameters",
+    "cuda_available",
     "empty",
     "finalize",
     "init",

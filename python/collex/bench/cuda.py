@@ -4,17 +4,24 @@
 
 Rows are float32 sums of one size each, on every launched rank's GPU (ranks
 share GPUs round-robin by local rank). Columns, each the slowest rank's median:
-collex on the CuPy array itself; "cupy+mpi4py": ``x.get()``, mpi4py's Allreduce
-on the host copy, ``x.set()``; NCCL through ``cupy.cuda.nccl`` where every rank of
-the node has a GPU of its own (NCCL refuses two ranks on one GPU); and "copies":
-one device-to-host plus one host-to-device copy of the array through pinned
-memory, the floor for any scheme that reduces on the host. Every result is checked.
+collex on the CuPy array itself (its default way: CUDA IPC with host barriers
+above 1 MiB, else host staging); "lanes": the same call on the stream-ordered
+kernels (COLLEX_CUDA_IPC=lanes, one-shot up to 256 KiB, else two-shot);
+"cupy+mpi4py": ``x.get()``, mpi4py's Allreduce on the host copy, ``x.set()``;
+NCCL through ``cupy.cuda.nccl`` where every rank of the node has a GPU of its
+own (NCCL refuses two ranks on one GPU); "copies": one device-to-host plus one
+host-to-device copy of the array through pinned memory, the floor for any
+scheme that reduces on the host; "bound": the least time the GPU's memory
+allows, from a device-to-device copy timed in the same row: every rank reads
+and writes S(3p-1)/p bytes (as on the CPU, bench/README.md), and the ranks
+sharing a GPU share its bandwidth. Every result is checked.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -44,13 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     nccl = make_nccl(comm, mpi, devices)
     props = cp.cuda.runtime.getDeviceProperties(comm.local_rank % devices)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    peers = ["collex", "cupy+mpi4py", "nccl", "copies"]
+    from collex.cuda import IPC_MIN_BYTES, ONE_SHOT_MAX_BYTES
+
+    lanes_ok = comm.size > 1 and comm.local_size == comm.size
+    sharing = -(-comm.local_size // devices)  # ranks per GPU
+    peers = ["collex", "lanes", "cupy+mpi4py", "nccl", "copies", "bound"]
     if comm.rank == 0:
         print(f"all-reduce of float32 CuPy arrays, {comm.size} ranks on {devices} x {gpu}")
         if nccl is None:
             print("nccl: n/a (needs one GPU per rank on a node, and cupy.cuda.nccl)")
-        print(f"{'size':>9} " + " ".join(f"{p + ' us':>15}" for p in peers) + f" {'collex vs best peer':>20}")
+        print(
+            f"{'size':>9} "
+            + " ".join(f"{p + ' us':>15}" for p in peers)
+            + f" {'best vs peers':>14} {'% bound':>8}"
+        )
 
+    default_way = os.environ.get("COLLEX_CUDA_IPC", "1")
     rows = []
     for nbytes in sweep(parse_size(args.minbytes), parse_size(args.maxbytes), args.factor):
         count = max(1, nbytes // 4)
@@ -74,11 +90,25 @@ def main(argv: list[str] | None = None) -> int:
             x.get(out=host)
             x.set(host)
 
+        def lanes_call(x=x):
+            os.environ["COLLEX_CUDA_IPC"] = "lanes"
+            try:
+                cx.allreduce(x)
+            finally:
+                os.environ["COLLEX_CUDA_IPC"] = default_way
+
+        y = cp.empty_like(x)
+
+        def device_copy(x=x, y=y):
+            y[...] = x
+
         calls: dict[str, Callable[[], Any] | None] = {
             "collex": collex_call,
+            "lanes": lanes_call if lanes_ok else None,
             "cupy+mpi4py": mpi4py_call,
             "nccl": None if nccl is None else (lambda x=x: nccl(x)),
             "copies": copies,
+            "bound": device_copy,
         }
         row: dict[str, Any] = {"bytes": count * 4}
         for name, call in calls.items():
@@ -87,18 +117,31 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             x[...] = fill
             call()
-            if name != "copies":
+            if name not in ("copies", "bound"):
                 wrong = int(np.count_nonzero(x.get() != want))
                 if mpi.allreduce(wrong) and comm.rank == 0:
                     print(f"WRONG RESULT: {name} at {format_size(count * 4)}", file=sys.stderr)
             cp.cuda.get_current_stream().synchronize()
             row[name] = timed(mpi, lambda call=call: (call(), cp.cuda.get_current_stream().synchronize()))
+        # The copy read and wrote 2S; the all-reduce must move S(3p-1)/p per rank,
+        # `sharing` ranks to a GPU.
+        ranks = comm.size
+        row["bound"] = row["bound"] / 2 * (3 * ranks - 1) / ranks * sharing
+        row["way"] = "staged" if comm.size == 1 or count * 4 <= IPC_MIN_BYTES else "ipc"
+        row["lanes_way"] = (
+            None if not lanes_ok else ("1-shot" if count * 4 <= ONE_SHOT_MAX_BYTES else "2-shot")
+        )
+        row["sharing"] = sharing
+        ours = min(row[p] for p in ("collex", "lanes") if row[p] is not None)
         peers_best = min(row[p] for p in ("cupy+mpi4py", "nccl") if row[p] is not None)
-        row["ratio"] = peers_best / row["collex"]
+        row["ratio"] = peers_best / ours
+        row["fraction_of_bound"] = row["bound"] / ours
         rows.append(row)
         if comm.rank == 0:
             cells = " ".join(f"{'n/a' if row[p] is None else f'{row[p] * 1e6:.1f}':>15}" for p in peers)
-            print(f"{format_size(count * 4):>9} {cells} {row['ratio']:>19.2f}x", flush=True)
+            ratio, bound = f"{row['ratio']:>13.2f}x", f"{100 * row['fraction_of_bound']:>7.0f}%"
+            ways = f"({row['way']}, lanes {row['lanes_way'] or 'n/a'})"
+            print(f"{format_size(count * 4):>9} {cells} {ratio} {bound}  {ways}", flush=True)
     if args.json and comm.rank == 0:
         with open(args.json, "w") as f:
             json.dump({"gpu": gpu, "ranks": comm.size, "devices": devices, "rows": rows}, f, indent=1)

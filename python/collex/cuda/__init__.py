@@ -3,9 +3,13 @@ the collectives of a Communicator take them directly, and this subpackage is
 how. ``arguments`` checks them (and imports the optional CUDA module,
 collex._cuda, on first use); ``staging`` runs every collective through pinned
 host memory, or all-reduces between ranks of one node on the GPU; ``ipc``
-holds the device buffers peers map through CUDA IPC; ``mirror`` is the host
-copy GradientReducer reduces for CUDA gradients."""
+holds the device buffers peers map through CUDA IPC; ``lanes`` the
+stream-ordered all-reduce (COLLEX_CUDA_IPC=lanes); ``mirror`` is the host copy
+GradientReducer reduces for CUDA gradients. The sizes where the all-reduce
+changes its way are exported for the bench, which labels its rows with them."""
 
 from .arguments import is_device_array
+from .ipc import IPC_MIN_BYTES
+from .lanes import ONE_SHOT_MAX_BYTES
 
-__all__ = ["is_device_array"]
+__all__ = ["IPC_MIN_BYTES", "ONE_SHOT_MAX_BYTES", "is_device_array"]
