@@ -1,17 +1,21 @@
 """The CUDA IPC all-reduce's protocol (csrc/collex/transport/cuda_ipc/lanes.h) on
-its CPU stand-in: every (rank, lane) a thread, the staging buffers and flag words
-in host memory, the element arithmetic of the CUDA kernels. These tests need no
-GPU: they check the rounds, lanes, shares, sequence numbers and flags that the
-kernels run unchanged, against NumPy combining the ranks in rank order with
-float32 accumulation for fp16/bf16."""
+its CPU stand-in: every (rank, lane) a thread (and, at the end, ranks as
+processes, through collex's own Python path: tests/mpi/cuda_lanes_standin.py),
+the staging buffers and flag words in host memory, the element arithmetic of
+the CUDA kernels. These tests need no GPU: they check the rounds, lanes,
+shares, sequence numbers and flags that the kernels run unchanged, against
+NumPy combining the ranks in rank order with float32 accumulation for fp16/bf16."""
 
+import re
 import time
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
 from collex import CollectiveTimeout, _core
 from collex._dtypes import CODES, OPS
+from conftest import run_mpi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,3 +159,23 @@ def test_bad_arguments():
         run([y], op="avg")
     with pytest.raises(ValueError, match="lanes: expected 1 to 128, got 0"):
         run([y], lanes=0)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_python_path_on_cpu_processes(ranks):
+    proc = run_mpi(ranks, "cuda_lanes_standin.py", timeout=120)
+    assert " 0 failed" in proc.stdout, proc.stdout
+
+
+def test_the_stand_in_takes_the_cuda_modules_arguments():
+    # The CPU test above replaces collex._cuda.lanes_allreduce; the real one (built
+    # wherever the CUDA toolkit is, CI included) must take the same arguments.
+    cuda = pytest.importorskip("collex._cuda", reason="this build has no CUDA module")
+    if not cuda.has_kernels:
+        pytest.skip("this build of the CUDA module has no kernels (no nvcc)")
+    signature = cuda.lanes_allreduce.__doc__.split("(", 1)[1].split(")", 1)[0]
+    real = re.findall(r"(\w+): ", signature)
+    source = (Path(__file__).parent / "mpi" / "cuda_lanes_standin.py").read_text()
+    params = source.split("def lanes_allreduce(", 1)[1].split(")", 1)[0]
+    standin = [p.strip() for p in params.split(",") if p.strip() not in ("cls", "*", "")]
+    assert len(real) == 17 and standin == real

@@ -149,6 +149,37 @@ void ipc_lanes_hook(const std::vector<std::vector<std::uintptr_t>>& inputs,
   ipc::run_host_lanes(in, out, bytes, dt, reduce_op, options);
 }
 
+// One rank's part of an all-reduce of the lane protocol on host threads, its
+// peers other processes: staging[r] and flags[r] lie in memory all ranks map.
+// The binding of the CUDA module's lanes_allreduce, with `status` likewise.
+void ipc_lane_rank_hook(const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
+                        std::size_t staging_bytes, int rank, int lanes, std::uintptr_t input, std::uintptr_t output,
+                        std::size_t bytes, std::uint64_t first_seq, int shots, int dtype, int op, double timeout_s,
+                        std::uintptr_t status) {
+  if (staging.size() != flags.size() || staging.empty() || staging.size() > ipc::kMaxRanks) {
+    throw InvalidArgument("one staging buffer and one flag area per rank, at most 8");
+  }
+  ipc::Peers peers;
+  for (std::size_t r = 0; r < staging.size(); ++r) {
+    peers.staging[r] = reinterpret_cast<char*>(staging[r]);
+    peers.flags[r] = reinterpret_cast<std::uint64_t*>(flags[r]);
+  }
+  peers.staging_bytes = staging_bytes;
+  peers.ranks = static_cast<int>(staging.size());
+  peers.rank = rank;
+  peers.lanes = lanes;
+  ipc::Call call;
+  call.input = reinterpret_cast<const char*>(input);
+  call.output = reinterpret_cast<char*>(output);
+  call.bytes = bytes;
+  call.first_seq = first_seq;
+  call.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+  const DType dt = make_buffer(0, 0, dtype).dtype;
+  const ReduceOp reduce_op = make_op(op);
+  py::gil_scoped_release release;
+  ipc::run_host_lane_rank(peers, call, dt, reduce_op, timeout_s, reinterpret_cast<ipc::LaneStatus*>(status));
+}
+
 }  // namespace
 
 void bind_testing(py::module_& m) {
@@ -190,6 +221,9 @@ void bind_testing(py::module_& m) {
   m.def("_ipc_lanes", &ipc_lanes_hook, py::arg("inputs"), py::arg("outputs"), py::arg("bytes"), py::arg("dtype"),
         py::arg("op") = 0, py::arg("lanes") = 1, py::arg("staging_bytes") = 1 << 20, py::arg("shots") = 2,
         py::arg("timeout") = 30.0, py::arg("absent_rank") = -1);
+  m.def("_ipc_lane_rank", &ipc_lane_rank_hook, py::arg("staging"), py::arg("flags"), py::arg("staging_bytes"),
+        py::arg("rank"), py::arg("lanes"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("first_seq"),
+        py::arg("shots"), py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"));
 }
 
 }  // namespace collex::bindings

@@ -4,8 +4,9 @@ kernel per call, queued on the array's stream, in which each block (a lane)
 stages its part, signals its peers through their flag words and reduces (one
 shot: everything; two shots: its share, then gathers the others'), with no host
 step (csrc/collex/transport/cuda_ipc/lanes.h). The call returns once the kernel
-is queued. Not yet run on a GPU: the protocol is tested on the CPU stand-in
-(tests/test_ipc_lanes.py), the kernels only compiled.
+is queued. Not yet run on a GPU: the protocol, and this module with a CPU
+stand-in for the CUDA module, are tested on CPU ranks (tests/test_ipc_lanes.py,
+tests/mpi/cuda_lanes_standin.py); the kernels are only compiled.
 
 The kernels of all ranks spin on each other's flags, so they must run at the
 same time: separate GPUs, or one GPU under MPS. On one GPU without MPS they still
@@ -42,7 +43,7 @@ class LanePeers:
         self._staging = [p.address for p in peers]
         self._flags = [p.address + flag_offset for p in peers]
         self._status = cuda.PinnedBuffer(64)
-        self._status_words = np.frombuffer(self._status, np.uint64, count=4)
+        self._status_words = np.frombuffer(self._status, np.uint64, count=5)  # ipc::LaneStatus
         self._status_words[:] = 0
         self._seq = 1
         self._last = cuda.Event(device)  # the last call's kernel, which the next waits for
@@ -84,7 +85,7 @@ class LanePeers:
 
     def check(self) -> None:
         """Raises if a lane of an earlier call gave up waiting for a peer."""
-        failed, lane, peer, token = (int(w) for w in self._status_words)
+        failed, lane, peer, token, _ = (int(w) for w in self._status_words)
         if failed:
             raise _core.CommunicatorBroken(
                 f"{where('allreduce', self._comm.rank)}: a CUDA IPC all-reduce gave up: lane {lane} waited "
@@ -101,9 +102,10 @@ class LanePeers:
         shots = 1 if a.nbytes <= ONE_SHOT_MAX_BYTES else 2
         self._last.order_before(a.stream)  # staging buffers serve one call at a time, whatever its stream
         cuda.lanes_allreduce(
-            self._staging, self._flags, STAGING_BYTES, self._comm.rank, lanes, THREADS, a.pointer, o.pointer,
-            a.nbytes, self._seq, shots, CODES[a.dtype], code, self._timeout, self._status.device_address,
-            a.stream, a.device,
+            staging=self._staging, flags=self._flags, staging_bytes=STAGING_BYTES, rank=self._comm.rank,
+            lanes=lanes, threads=THREADS, input=a.pointer, output=o.pointer, bytes=a.nbytes,
+            first_seq=self._seq, shots=shots, dtype=CODES[a.dtype], op=code, timeout=self._timeout,
+            status=self._status.device_address, stream=a.stream, device=a.device,
         )  # fmt: skip
         self._seq += cuda.lanes_rounds(a.nbytes, STAGING_BYTES)
         self._last.record(a.stream)

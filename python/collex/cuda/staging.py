@@ -72,7 +72,9 @@ class DeviceStaging:
     the array's stream (the result is ordered on it, like any GPU work), and a
     buffer is written again only once the copy reading it has finished (an event
     per buffer). Calls return when the host part is done: ``async_op=True`` gives
-    a Work that is already done.
+    a Work that is already done. All-reduces on the stream-ordered kernels
+    (COLLEX_CUDA_IPC=lanes, lanes.py) return once queued, and their Work waits
+    for the kernel.
     """
 
     def __init__(self, comm: Any):

@@ -24,6 +24,7 @@ struct DeviceLane {
   std::uint64_t deadline_ns;
   LaneStatus* status;
   int lane;
+  int rank;
 
   // Vector loads and stores need 16-byte addresses; range bounds fall on
   // vectors, so a pointer's own alignment decides. Staging buffers always
@@ -84,6 +85,7 @@ struct DeviceLane {
       status->lane = static_cast<std::uint64_t>(lane);
       status->from = static_cast<std::uint64_t>(from);
       status->token = value;
+      status->waiter = static_cast<std::uint64_t>(rank);
       __threadfence_system();
     }
     return false;
@@ -92,7 +94,7 @@ struct DeviceLane {
 
 template <typename Tr, ReduceOp Op>
 __global__ void lanes_kernel(Peers peers, Call call, std::uint64_t timeout_ns, LaneStatus* status) {
-  DeviceLane<Tr, Op> ctx{global_nanoseconds() + timeout_ns, status, static_cast<int>(blockIdx.x)};
+  DeviceLane<Tr, Op> ctx{global_nanoseconds() + timeout_ns, status, static_cast<int>(blockIdx.x), peers.rank};
   run_lane(peers, call, static_cast<int>(blockIdx.x), ctx);
 }
 

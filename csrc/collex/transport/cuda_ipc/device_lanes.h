@@ -13,15 +13,6 @@
 
 namespace collex::ipc {
 
-// Where a lane that gave up says why: the first to fail sets `failed` to 1 and
-// fills in the rest. Device memory (or host memory mapped for the device).
-struct LaneStatus {
-  std::uint64_t failed;
-  std::uint64_t lane;
-  std::uint64_t from;   // the rank whose flag did not come
-  std::uint64_t token;  // the value waited for: round * 4 + phase
-};
-
 // Queues `call` on `stream` as peers.lanes blocks of `threads` threads. Every
 // pointer in `peers` and `call` is a device pointer valid in this process (the
 // peers' opened by CUDA IPC), staging buffers 16-byte aligned (the call's

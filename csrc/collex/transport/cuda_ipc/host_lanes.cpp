@@ -1,9 +1,9 @@
 #include "collex/transport/cuda_ipc/host_lanes.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -16,31 +16,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace el = kernels::elements;
 
-const char* phase_name(std::uint64_t value) {
-  switch (value % 4) {
-    case kStaged: return "staged";
-    case kReduced: return "reduced";
-    default: return "done";
-  }
-}
-
-// The first failure of any thread, for the caller to raise.
-struct Failures {
-  std::mutex mutex;
-  std::string first;
-  void add(const std::string& text) {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (first.empty()) first = text;
-  }
-};
-
 // A lane on one host thread: the thread is the whole CUDA block, so the
 // block's barriers are nothing and it is its own leader.
 template <typename Tr, ReduceOp Op>
 class HostLane {
  public:
-  HostLane(int rank, int lane, double timeout_s, Failures& failures)
-      : rank_(rank), lane_(lane), timeout_(std::chrono::duration<double>(timeout_s)), failures_(failures) {}
+  HostLane(int rank, int lane, double timeout_s, LaneStatus* status)
+      : rank_(rank), lane_(lane), timeout_(std::chrono::duration<double>(timeout_s)), status_(status) {}
 
   void copy(char* dst, const char* src, Range r) {
     if (!r.empty()) std::memcpy(dst + r.begin, src + r.begin, r.end - r.begin);
@@ -70,10 +52,13 @@ class HostLane {
       if (spin % 64 == 0) std::this_thread::yield();  // the stand-in runs more threads than cores
       if (spin % 1024 == 0 && Clock::now() > deadline) break;
     }
-    failures_.add("collex: CUDA IPC lanes (host stand-in): rank " + std::to_string(rank_) + ", lane " +
-                  std::to_string(lane_) + " waited " + std::to_string(timeout_.count()) + " s for rank " +
-                  std::to_string(from) + " to finish phase '" + phase_name(value) + "' of round " +
-                  std::to_string(value / 4));
+    std::uint64_t none = 0;
+    if (__atomic_compare_exchange_n(&status_->failed, &none, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      status_->lane = static_cast<std::uint64_t>(lane_);
+      status_->from = static_cast<std::uint64_t>(from);
+      status_->token = value;
+      status_->waiter = static_cast<std::uint64_t>(rank_);
+    }
     return false;
   }
 
@@ -81,7 +66,7 @@ class HostLane {
   int rank_;
   int lane_;
   std::chrono::duration<double> timeout_;
-  Failures& failures_;
+  LaneStatus* status_;
 };
 
 // Picks nothing: asks whether the dtype and op have a kernel at all.
@@ -90,35 +75,40 @@ struct Supported {
   void run() {}
 };
 
-// One (rank, lane) thread's work: every call, in order.
+void check_supported(DType dtype, ReduceOp op, const char* who) {
+  Supported supported;
+  if (!el::with_elements(dtype, op, supported)) {
+    throw InvalidArgument(std::string(who) + ": op: avg is not defined for integer dtypes");
+  }
+}
+
+// One lane's work: its part of every call, in order.
 struct LaneThread {
-  const std::vector<std::vector<const void*>>& inputs;
-  const std::vector<std::vector<void*>>& outputs;
-  std::size_t bytes;
   const Peers& peers;
-  Shots shots;
+  const std::vector<Call>& calls;
   int lane;
   double timeout_s;
-  Failures& failures;
+  LaneStatus* status;
 
   template <typename Tr, ReduceOp Op>
   void run() {
-    HostLane<Tr, Op> ctx(peers.rank, lane, timeout_s, failures);
-    std::uint64_t seq = 1;
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
-      Call c;
-      c.input = static_cast<const char*>(inputs[i][static_cast<std::size_t>(peers.rank)]);
-      c.output = static_cast<char*>(outputs[i][static_cast<std::size_t>(peers.rank)]);
-      c.bytes = bytes;
-      c.first_seq = seq;
-      c.shots = shots;
+    HostLane<Tr, Op> ctx(peers.rank, lane, timeout_s, status);
+    for (const Call& c : calls) {
       if (!run_lane(peers, c, lane, ctx)) return;
-      seq += rounds(bytes, peers.staging_bytes);
     }
   }
 };
 
 }  // namespace
+
+std::string describe_failure(const LaneStatus& s, double timeout_s) {
+  const char* phase = s.token % 4 == kStaged ? "staged" : s.token % 4 == kReduced ? "reduced" : "done";
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", timeout_s);
+  return "rank " + std::to_string(s.waiter) + ", lane " + std::to_string(s.lane) + " waited " + seconds +
+         " s for rank " + std::to_string(s.from) + " to finish phase '" + phase + "' of round " +
+         std::to_string(s.token / 4);
+}
 
 void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const std::vector<std::vector<void*>>& outputs,
                     std::size_t bytes, DType dtype, ReduceOp op, const HostLanesOptions& options) {
@@ -135,10 +125,7 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
   const std::size_t staging = options.staging_bytes / kVector * kVector;
   if (staging == 0) throw InvalidArgument("run_host_lanes: staging_bytes: expected at least 16");
   if (bytes % dtype_size(dtype) != 0) throw InvalidArgument("run_host_lanes: bytes: not a whole number of elements");
-  Supported supported;
-  if (!el::with_elements(dtype, op, supported)) {
-    throw InvalidArgument("run_host_lanes: op: avg is not defined for integer dtypes");
-  }
+  check_supported(dtype, op, "run_host_lanes");
   if (outputs.size() != inputs.size()) throw InvalidArgument("run_host_lanes: one output list per call");
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].size() != ranks || outputs[i].size() != ranks) {
@@ -158,21 +145,56 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
     peers.staging[r] = reinterpret_cast<char*>(staging_memory.back().get());
     peers.flags[r] = flag_memory.back().get();
   }
+  // Each rank's calls, their sequence numbers counted as the communicator would.
   std::vector<Peers> views(ranks, peers);
-  Failures failures;
-  std::vector<std::thread> threads;
+  std::vector<std::vector<Call>> calls(ranks);
   for (std::size_t r = 0; r < ranks; ++r) {
     views[r].rank = static_cast<int>(r);
+    std::uint64_t seq = 1;
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      Call c;
+      c.input = static_cast<const char*>(inputs[i][r]);
+      c.output = static_cast<char*>(outputs[i][r]);
+      c.bytes = bytes;
+      c.first_seq = seq;
+      c.shots = options.shots;
+      calls[r].push_back(c);
+      seq += rounds(bytes, staging);
+    }
+  }
+  LaneStatus status{};
+  std::vector<std::thread> threads;
+  for (std::size_t r = 0; r < ranks; ++r) {
     if (static_cast<int>(r) == options.absent_rank) continue;
     for (int lane = 0; lane < options.lanes; ++lane) {
       threads.emplace_back([&, r, lane] {
-        LaneThread work{inputs, outputs, bytes, views[r], options.shots, lane, options.timeout_s, failures};
+        LaneThread work{views[r], calls[r], lane, options.timeout_s, &status};
         el::with_elements(dtype, op, work);
       });
     }
   }
   for (auto& t : threads) t.join();
-  if (!failures.first.empty()) throw CollectiveTimeout(failures.first);
+  if (status.failed) {
+    throw CollectiveTimeout("collex: CUDA IPC lanes (host stand-in): " + describe_failure(status, options.timeout_s));
+  }
+}
+
+void run_host_lane_rank(const Peers& peers, const Call& call, DType dtype, ReduceOp op, double timeout_s,
+                        LaneStatus* status) {
+  if (peers.ranks < 1 || peers.ranks > kMaxRanks || peers.rank < 0 || peers.rank >= peers.ranks || peers.lanes < 1 ||
+      peers.lanes > kMaxLanes || peers.staging_bytes == 0 || peers.staging_bytes % kVector != 0) {
+    throw InvalidArgument("run_host_lane_rank: ranks, lanes or staging size outside the protocol's limits");
+  }
+  check_supported(dtype, op, "run_host_lane_rank");
+  const std::vector<Call> calls{call};
+  std::vector<std::thread> threads;
+  for (int lane = 0; lane < peers.lanes; ++lane) {
+    threads.emplace_back([&, lane] {
+      LaneThread work{peers, calls, lane, timeout_s, status};
+      el::with_elements(dtype, op, work);
+    });
+  }
+  for (auto& t : threads) t.join();
 }
 
 }  // namespace collex::ipc

@@ -1,11 +1,14 @@
 // The CPU stand-in of the CUDA IPC all-reduce: the lane protocol (lanes.h) on
-// host memory, every (rank, lane) a thread of this process, with the element
-// arithmetic of the CUDA kernels (kernels/combine.h). It exists so that CI,
-// which has no GPU, tests the protocol's chunking, offsets, sequence numbers
-// and flags on the same code the kernels run.
+// host memory, each lane a thread, with the element arithmetic of the CUDA
+// kernels (kernels/combine.h). It exists so that CI, which has no GPU, tests
+// the protocol's chunking, offsets, sequence numbers and flags on the same code
+// the kernels run: with every rank a set of threads of one process
+// (run_host_lanes), or with ranks as processes whose staging buffers and flags
+// lie in shared memory (run_host_lane_rank, one rank's part, as one kernel).
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "collex/common/dtype.h"
@@ -25,9 +28,19 @@ struct HostLanesOptions {
 // Runs inputs.size() all-reduces back to back, each over as many ranks as
 // inputs[call] has pointers: rank r reduces inputs[call][r] (`bytes` of
 // `dtype`) with the others into outputs[call][r]. Throws CollectiveTimeout
-// naming the lane and rank waited for when a flag does not arrive in time, and
+// naming the lane and ranks when a flag does not arrive in time, and
 // InvalidArgument for a rank or lane count beyond the protocol's limits.
 void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const std::vector<std::vector<void*>>& outputs,
                     std::size_t bytes, DType dtype, ReduceOp op, const HostLanesOptions& options);
+
+// One rank's part of one all-reduce, as its kernel would run it: peers.lanes
+// threads, returning when all are done. `peers` points into memory the ranks
+// share. A lane that waits longer than `timeout_s` fills in `status` and stops,
+// as on the GPU; nothing is thrown for it.
+void run_host_lane_rank(const Peers& peers, const Call& call, DType dtype, ReduceOp op, double timeout_s,
+                        LaneStatus* status);
+
+// What a filled-in LaneStatus says, as an error's text.
+std::string describe_failure(const LaneStatus& status, double timeout_s);
 
 }  // namespace collex::ipc

@@ -104,6 +104,16 @@ struct Call {
   Shots shots = Shots::kTwo;
 };
 
+// Where a lane that gave up says why: the first to fail sets `failed` to 1 and
+// fills in the rest (on the GPU: device memory, or host memory mapped for it).
+struct LaneStatus {
+  std::uint64_t failed;
+  std::uint64_t lane;
+  std::uint64_t from;    // the rank whose flag did not come
+  std::uint64_t token;   // the value waited for: round * 4 + phase
+  std::uint64_t waiter;  // the rank that waited
+};
+
 // The flag word in rank `owner`'s flags where rank `from`'s lane `lane` signals.
 COLLEX_LANES std::uint64_t* flag(const Peers& w, int owner, int lane, int from) {
   return w.flags[owner] + static_cast<std::size_t>(lane) * static_cast<std::size_t>(w.ranks) + from;

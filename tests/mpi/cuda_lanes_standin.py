@@ -1,0 +1,199 @@
+"""The stream-ordered CUDA IPC all-reduce's Python path (collex/cuda/lanes.py,
+COLLEX_CUDA_IPC=lanes) end to end on CPU ranks: the CUDA module is replaced by a
+stand-in whose "device" memory is host memory, whose buffers that peers map are
+POSIX shared memory, and whose kernel launch runs this rank's lanes of the same
+protocol on host threads (_core._ipc_lane_rank, csrc/collex/transport/cuda_ipc/).
+So the ranks are processes, as on a GPU, and everything but the kernels' own
+code is what runs there: the handle exchange, the flags' sequence numbers across
+calls, the choice of lanes and shots, the status word after a timeout. The
+arrays are NumPy arrays dressed in __cuda_array_interface__."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import itertools
+import mmap
+import os
+
+import collex as cx
+import numpy as np
+from _harness import Cases, identical_on_all_ranks
+from collex import _core
+from collex.cuda import arguments, lanes
+
+os.environ["COLLEX_CUDA_IPC"] = "lanes"
+lanes.STAGING_BYTES = 64 << 10  # many rounds from 64 KiB on; little shared memory
+cx.init(timeout=3)
+comm = cx.world()
+rank, size = comm.rank, comm.size
+cases = Cases("cuda_lanes_standin")
+
+
+def address_of(buffer) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+class StandinCuda:
+    """The parts of collex._cuda that collex/cuda/lanes.py and staging.py use."""
+
+    has_kernels = True
+    LANE_MAX_RANKS = 8
+    LANE_MAX_LANES = 128
+    launches = 0
+
+    @staticmethod
+    def pointer_device(address: int) -> int:
+        return 0
+
+    @staticmethod
+    def lanes_rounds(nbytes: int, staging_bytes: int) -> int:
+        return -(-nbytes // staging_bytes)
+
+    class SharedDeviceBuffer:
+        # A new file in /dev/shm (zeros), its name the handle; removed at exit.
+        made = itertools.count()
+
+        def __init__(self, nbytes: int, device: int):
+            self.path = f"/dev/shm/collex-standin-{os.getpid()}-{next(self.made)}"
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            os.ftruncate(fd, nbytes)
+            self._map = mmap.mmap(fd, nbytes)
+            os.close(fd)
+            atexit.register(os.unlink, self.path)
+            self.address = address_of(self._map)
+
+        def handle(self) -> bytes:
+            return self.path.encode()
+
+    class PeerDeviceBuffer:
+        def __init__(self, handle: bytes, device: int):
+            fd = os.open(handle.rstrip(b"\0").decode(), os.O_RDWR)
+            self._map = mmap.mmap(fd, 0)
+            os.close(fd)
+            self.address = address_of(self._map)
+
+    class PinnedBuffer(bytearray):
+        def __init__(self, nbytes: int):
+            super().__init__(nbytes)
+
+        @property
+        def device_address(self) -> int:
+            return address_of(self)
+
+    class Event:
+        # The stand-in's "kernel" has finished when lanes_allreduce returns.
+        def __init__(self, device: int):
+            pass
+
+        def record(self, stream: int) -> None:
+            pass
+
+        def synchronize(self) -> None:
+            pass
+
+        def done(self) -> bool:
+            return True
+
+        def order_before(self, stream: int) -> None:
+            pass
+
+    @classmethod
+    def lanes_allreduce(
+        cls, *, staging, flags, staging_bytes, rank, lanes, threads, input, output, bytes, first_seq, shots,
+        dtype, op, timeout, status, stream, device,
+    ):  # fmt: skip
+        # The same names as collex._cuda.lanes_allreduce (tests/test_ipc_lanes.py compares them).
+        cls.launches += 1
+        cls.last = (lanes, shots, first_seq)
+        _core._ipc_lane_rank(staging, flags, staging_bytes, rank, lanes, input, output, bytes, first_seq,
+                             shots, dtype, op, timeout, status)  # fmt: skip
+
+
+arguments._module = StandinCuda
+
+
+class Dressed:
+    """A NumPy array that says it lives on a CUDA device."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+        self.__cuda_array_interface__ = {
+            "shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False), "version": 3,
+            "strides": None, "stream": 1,
+        }  # fmt: skip
+
+
+def data(r: int, count: int, dtype, salt: int = 0) -> np.ndarray:
+    return ((np.arange(count) * 7 + r * 3 + salt) % 5 + 1).astype(dtype)
+
+
+def every_size_and_dtype():
+    before = StandinCuda.launches
+    for dtype in (np.float16, np.float32, np.float64, np.int32, np.int64):
+        for count in (1, 7, 1000, (64 << 10) // 4 + 5, 100_003):
+            x = data(rank, count, dtype)
+            got = cx.allreduce(Dressed(x))
+            want = sum(data(r, count, dtype) for r in range(size)).astype(dtype)
+            assert got is not None
+            np.testing.assert_array_equal(x, want, err_msg=f"{np.dtype(dtype)} x{count}")
+            assert identical_on_all_ranks(x)
+    assert StandinCuda.launches - before == 25, "every call took the lanes path"
+
+
+def shots_and_sequence_numbers():
+    # One-shot while small, two-shot above; each call's first sequence number is
+    # the last call's plus its rounds (64 KiB of staging each).
+    x = np.ones(1000, np.float32)
+    cx.allreduce(Dressed(x))
+    lanes_, shots, seq = StandinCuda.last
+    assert shots == 1 and lanes_ == 1
+    y = np.ones(300_000, np.float32)  # 1.2 MB: 19 rounds, two-shot
+    cx.allreduce(Dressed(y))
+    assert StandinCuda.last[1] == 2 and StandinCuda.last[2] == seq + 1
+    cx.allreduce(Dressed(x))
+    assert StandinCuda.last[2] == seq + 1 + 19
+    assert (x == size * size).all() and (y == size).all()
+
+
+def out_of_place_and_async():
+    x = data(rank, 5000, np.float32)
+    out = np.zeros(5000, np.float32)
+    cx.allreduce(Dressed(x), out=Dressed(out), op="max")
+    np.testing.assert_array_equal(out, np.max([data(r, 5000, np.float32) for r in range(size)], axis=0))
+    np.testing.assert_array_equal(x, data(rank, 5000, np.float32))
+    w = cx.allreduce(Dressed(x), op="avg", async_op=True)
+    w.wait()
+    assert w.done()
+    np.testing.assert_allclose(x, sum(data(r, 5000, np.float32) for r in range(size)) / size, rtol=1e-6)
+
+
+def odd_offsets():
+    base = data(rank, 70_001, np.float32)
+    x = base[1:]
+    cx.allreduce(Dressed(x))
+    np.testing.assert_array_equal(x, sum(data(r, 70_001, np.float32) for r in range(size))[1:])
+
+
+def a_peer_that_never_comes():
+    # Rank 0 leaves out one all-reduce: the others' lanes give up after the
+    # timeout (3 s), fill in the status word, and their next call raises.
+    if rank != 0:
+        cx.allreduce(Dressed(np.ones(100, np.float32)))
+        try:
+            cx.allreduce(Dressed(np.ones(100, np.float32)))
+        except cx.CommunicatorBroken as e:
+            assert "gave up" in str(e) and "for rank 0" in str(e) and "result is wrong" in str(e), str(e)
+        else:
+            raise AssertionError("the call after a lane's timeout did not raise")
+
+
+for label, fn in [
+    ("every size and dtype on lanes", every_size_and_dtype),
+    ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
+    ("out= and async_op", out_of_place_and_async),
+    ("arrays at odd offsets", odd_offsets),
+    ("a peer that never comes", a_peer_that_never_comes),
+]:
+    cases.run(label, fn)
+cases.finish()
