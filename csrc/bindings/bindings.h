@@ -17,5 +17,7 @@ void bind_calls(CommunicatorClass& c);
 // Hooks for tests: the kernels, the schedules, the copy-way chooser, and
 // algorithms run on threads of this process (core/in_process.h).
 void bind_testing(pybind11::module_& m);
+// What a DLPack capsule describes (dlpack.cpp), for CUDA arrays without __cuda_array_interface__.
+void bind_dlpack(pybind11::module_& m);
 
 }  // namespace collex::bindings

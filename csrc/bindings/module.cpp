@@ -90,6 +90,7 @@ PYBIND11_MODULE(_core, m) {
   bind_tables(m);
   bind_fusion(m);
   bind_testing(m);
+  bind_dlpack(m);
 
   m.def(
       "_stream",

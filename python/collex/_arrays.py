@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _dlpack
 
 
 def where(op: str, rank: int) -> str:
@@ -24,15 +24,17 @@ def as_ndarray(x: Any, arg: str, op: str, rank: int) -> np.ndarray:
     """A NumPy view of x, never a copy."""
     if isinstance(x, np.ndarray):
         return x
-    if hasattr(x, "__cuda_array_interface__"):
+    if hasattr(x, "__cuda_array_interface__") or _dlpack.on_device(x):
         raise TypeError(
             f"{where(op, rank)}: {arg}: expected a host array like the other arguments, got a CUDA array"
         )
+    if _dlpack.on_host(x):  # e.g. a PyTorch CPU tensor, which has no buffer protocol
+        return _dlpack.host_view(x)
     try:
         memoryview(x)
     except TypeError:
         raise TypeError(
-            f"{where(op, rank)}: {arg}: expected an array exposing the buffer protocol "
+            f"{where(op, rank)}: {arg}: expected an array exposing the buffer protocol or DLPack "
             f"(e.g. numpy.ndarray), got {type(x).__name__}"
         ) from None
     return np.asarray(x)

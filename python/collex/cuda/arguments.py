@@ -1,8 +1,9 @@
 """CUDA array arguments: anything exposing ``__cuda_array_interface__`` (CuPy,
-Numba, PyTorch CUDA tensors), checked by the same checks as host arrays
-(_core.check_device_array, csrc/bindings/checks.cpp) besides what only a CUDA
-array has (its interface's fields, its device), and the optional CUDA module
-(collex._cuda) that moves their bytes."""
+Numba, PyTorch CUDA tensors) or on a CUDA device by DLPack (``__dlpack__``, e.g.
+JAX), checked by the same checks as host arrays (_core.check_device_array,
+csrc/bindings/checks.cpp) besides what only a CUDA array has (its interface's
+fields, its device), and the optional CUDA module (collex._cuda) that moves
+their bytes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _dlpack
 from .._arrays import where
 from .._dtypes import SUPPORTED
 
 
 def is_device_array(x: Any) -> bool:
-    return hasattr(x, "__cuda_array_interface__")
+    """A CUDA array: one with ``__cuda_array_interface__``, or one on a CUDA device by DLPack."""
+    return hasattr(x, "__cuda_array_interface__") or _dlpack.on_device(x)
 
 
 _module: Any = None  # collex._cuda once imported
@@ -42,11 +44,13 @@ class DeviceArg:
     """A checked CUDA array argument: the array, its device pointer, shape, dtype,
     size in bytes, device ordinal and the stream its producer orders it on."""
 
-    __slots__ = ("array", "pointer", "shape", "dtype", "nbytes", "device", "stream")
+    __slots__ = ("array", "view", "pointer", "shape", "dtype", "nbytes", "device", "stream")
 
     def __init__(self, x: Any, arg: str, op: str, rank: int, writable: bool):
         here = f"{where(op, rank)}: {arg}"
-        cai = x.__cuda_array_interface__
+        # A DLPack producer's array is read through a view that holds its capsule.
+        self.view = x if hasattr(x, "__cuda_array_interface__") else _dlpack.CudaView(x)
+        cai = self.view.__cuda_array_interface__
         self.array = x
         try:
             self.shape = tuple(int(s) for s in cai["shape"])
