@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     nccl = make_nccl(comm, mpi, devices)
     props = cp.cuda.runtime.getDeviceProperties(comm.local_rank % devices)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    from collex.cuda import IPC_MIN_BYTES, ONE_SHOT_MAX_BYTES
+    from collex.cuda import IPC_MIN_BYTES, ONE_SHOT_MAX_BYTES, mps_running
 
     lanes_ok = comm.size > 1 and comm.local_size == comm.size
     sharing = -(-comm.local_size // devices)  # ranks per GPU
     peers = ["collex", "lanes", "cupy+mpi4py", "nccl", "copies", "bound"]
     if comm.rank == 0:
-        print(f"all-reduce of float32 CuPy arrays, {comm.size} ranks on {devices} x {gpu}")
+        mps = "under MPS" if mps_running() else "no MPS (ranks sharing a GPU run their kernels in turns)"
+        print(f"all-reduce of float32 CuPy arrays, {comm.size} ranks on {devices} x {gpu}, {mps}")
         if nccl is None:
             print("nccl: n/a (needs one GPU per rank on a node, and cupy.cuda.nccl)")
         print(
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{format_size(count * 4):>9} {cells} {ratio} {bound}  {ways}", flush=True)
     if args.json and comm.rank == 0:
         with open(args.json, "w") as f:
-            json.dump({"gpu": gpu, "ranks": comm.size, "devices": devices, "rows": rows}, f, indent=1)
+            info = {"gpu": gpu, "ranks": comm.size, "devices": devices, "mps": mps_running()}
+            json.dump({**info, "rows": rows}, f, indent=1)
     cx.finalize()
     return 0
 

@@ -10,6 +10,6 @@ changes its way are exported for the bench, which labels its rows with them."""
 
 from .arguments import is_device_array
 from .ipc import IPC_MIN_BYTES
-from .lanes import ONE_SHOT_MAX_BYTES
+from .lanes import ONE_SHOT_MAX_BYTES, mps_running
 
-__all__ = ["IPC_MIN_BYTES", "ONE_SHOT_MAX_BYTES", "is_device_array"]
+__all__ = ["IPC_MIN_BYTES", "ONE_SHOT_MAX_BYTES", "is_device_array", "mps_running"]

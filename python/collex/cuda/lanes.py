@@ -16,6 +16,7 @@ the Work's wait) reads and raises."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,16 @@ ONE_SHOT_MAX_BYTES = 256 << 10  # one barrier less pays while the message is sma
 THREADS = 512
 LANE_BYTES = 1 << 20  # about this much per lane and round, up to MAX_LANES lanes
 MAX_LANES = 32
+
+
+def mps_running() -> bool:
+    """Whether a CUDA MPS control daemon serves this machine (its pipe directory,
+    CUDA_MPS_PIPE_DIRECTORY or /tmp/nvidia-mps, holds its control pipe): then the
+    kernels of ranks sharing a GPU run at the same time instead of in turns.
+    Start one with `nvidia-cuda-mps-control -d`; stop it with
+    `echo quit | nvidia-cuda-mps-control`."""
+    pipes = os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")
+    return os.path.exists(os.path.join(pipes, "control"))
 
 
 class LanePeers:
