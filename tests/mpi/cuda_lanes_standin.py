@@ -10,7 +10,6 @@ arrays are NumPy arrays dressed in __cuda_array_interface__."""
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import itertools
 import mmap
@@ -51,16 +50,19 @@ class StandinCuda:
         return -(-nbytes // staging_bytes)
 
     class SharedDeviceBuffer:
-        # A new file in /dev/shm (zeros), its name the handle; removed at exit.
+        # A new file in /dev/shm (zeros), its name the handle. Removed at the first
+        # launch, when every peer has mapped it (LanePeers.map agrees on that), so
+        # that a rank that dies leaves nothing behind.
         made = itertools.count()
+        unmapped: list = []
 
         def __init__(self, nbytes: int, device: int):
-            self.path = f"/dev/shm/collex-standin-{os.getpid()}-{next(self.made)}"
+            self.path = f"/dev/shm/lanes-standin-{os.getpid()}-{next(self.made)}"
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
             os.ftruncate(fd, nbytes)
             self._map = mmap.mmap(fd, nbytes)
             os.close(fd)
-            atexit.register(os.unlink, self.path)
+            self.unmapped.append(self.path)
             self.address = address_of(self._map)
 
         def handle(self) -> bytes:
@@ -104,6 +106,8 @@ class StandinCuda:
         dtype, op, timeout, status, stream, device,
     ):  # fmt: skip
         # The same names as collex._cuda.lanes_allreduce (tests/test_ipc_lanes.py compares them).
+        while cls.SharedDeviceBuffer.unmapped:
+            os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
         cls.launches += 1
         cls.last = (lanes, shots, first_seq)
         _core._ipc_lane_rank(staging, flags, staging_bytes, rank, lanes, input, output, bytes, first_seq,

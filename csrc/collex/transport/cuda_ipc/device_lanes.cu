@@ -21,7 +21,7 @@ __device__ std::uint64_t global_nanoseconds() {
 // thread 0 signals and waits for the block.
 template <typename Tr, ReduceOp Op>
 struct DeviceLane {
-  std::uint64_t deadline_ns;
+  std::uint64_t timeout_ns;
   LaneStatus* status;
   int lane;
   int rank;
@@ -75,6 +75,7 @@ struct DeviceLane {
   }
 
   __device__ bool wait(const std::uint64_t* word, std::uint64_t value, int from) {
+    const std::uint64_t deadline_ns = global_nanoseconds() + timeout_ns;
     for (unsigned spin = 0;; ++spin) {
       std::uint64_t seen;
       asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(seen) : "l"(word) : "memory");
@@ -94,7 +95,7 @@ struct DeviceLane {
 
 template <typename Tr, ReduceOp Op>
 __global__ void lanes_kernel(Peers peers, Call call, std::uint64_t timeout_ns, LaneStatus* status) {
-  DeviceLane<Tr, Op> ctx{global_nanoseconds() + timeout_ns, status, static_cast<int>(blockIdx.x), peers.rank};
+  DeviceLane<Tr, Op> ctx{timeout_ns, status, static_cast<int>(blockIdx.x), peers.rank};
   run_lane(peers, call, static_cast<int>(blockIdx.x), ctx);
 }
 
