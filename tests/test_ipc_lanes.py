@@ -78,7 +78,7 @@ def check(calls, outputs, op):
                 np.testing.assert_array_equal(got, want)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     ranks=st.integers(1, 8),
     lanes=st.integers(1, 5),

@@ -48,11 +48,12 @@ class LanePeers:
     """Every rank's staging buffer and flags, mapped into this process, on one
     device, and the communicator's count of rounds (the flags' sequence numbers)."""
 
-    def __init__(self, comm: Any, cuda: Any, device: int, own: Any, peers: list, flag_offset: int):
+    def __init__(self, comm: Any, cuda: Any, device: int, own: Any, peers: list, staging_bytes: int):
         self._comm, self._cuda, self.device = comm, cuda, device
+        self._staging_bytes = staging_bytes  # the flags follow the staging buffer
         self._own, self._peers = own, peers  # kept alive while mapped
         self._staging = [p.address for p in peers]
-        self._flags = [p.address + flag_offset for p in peers]
+        self._flags = [p.address + staging_bytes for p in peers]
         self._status = cuda.PinnedBuffer(64)
         self._status_words = np.frombuffer(self._status, np.uint64, count=5)  # ipc::LaneStatus
         self._status_words[:] = 0
@@ -69,8 +70,8 @@ class LanePeers:
             return None
         if not (1 < comm.size <= cuda.LANE_MAX_RANKS and comm.local_size == comm.size):
             return None
-        flag_offset = STAGING_BYTES
-        total = STAGING_BYTES + cuda.LANE_MAX_LANES * cuda.LANE_MAX_RANKS * 8
+        staging_bytes = STAGING_BYTES
+        total = staging_bytes + cuda.LANE_MAX_LANES * cuda.LANE_MAX_RANKS * 8
         ok, own, handle = 1, None, bytes(HANDLE_BYTES)
         try:
             own = cuda.SharedDeviceBuffer(total, device)
@@ -86,7 +87,7 @@ class LanePeers:
             except RuntimeError:
                 ok = 0
         everyone = comm.allreduce(np.array([ok], np.int32), op="min")
-        return cls(comm, cuda, device, own, peers, flag_offset) if everyone[0] else None
+        return cls(comm, cuda, device, own, peers, staging_bytes) if everyone[0] else None
 
     def takes(self, a: DeviceArg, o: DeviceArg) -> bool:
         """Whether this path can run the call: input and output on this device
@@ -108,17 +109,17 @@ class LanePeers:
         """Queues o = the reduction (operator `code`) of every rank's a on a's stream."""
         self.check()
         cuda = self._cuda
-        per_round = min(a.nbytes, STAGING_BYTES)
+        per_round = min(a.nbytes, self._staging_bytes)
         lanes = max(1, min(MAX_LANES, -(-per_round // LANE_BYTES)))
         shots = 1 if a.nbytes <= ONE_SHOT_MAX_BYTES else 2
         self._last.order_before(a.stream)  # staging buffers serve one call at a time, whatever its stream
         cuda.lanes_allreduce(
-            staging=self._staging, flags=self._flags, staging_bytes=STAGING_BYTES, rank=self._comm.rank,
+            staging=self._staging, flags=self._flags, staging_bytes=self._staging_bytes, rank=self._comm.rank,
             lanes=lanes, threads=THREADS, input=a.pointer, output=o.pointer, bytes=a.nbytes,
             first_seq=self._seq, shots=shots, dtype=CODES[a.dtype], op=code, timeout=self._timeout,
             status=self._status.device_address, stream=a.stream, device=a.device,
         )  # fmt: skip
-        self._seq += cuda.lanes_rounds(a.nbytes, STAGING_BYTES)
+        self._seq += cuda.lanes_rounds(a.nbytes, self._staging_bytes)
         self._last.record(a.stream)
 
 
