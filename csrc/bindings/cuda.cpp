@@ -11,6 +11,7 @@
 
 #include "collex/device/cuda_memory.h"
 #if defined(COLLEX_CUDA_KERNELS)
+#include "bindings/lane_arguments.h"
 #include "collex/kernels/cuda/reduce_peers.h"
 #include "collex/transport/cuda_ipc/device_lanes.h"
 #endif
@@ -72,24 +73,8 @@ PYBIND11_MODULE(_cuda, m) {
         namespace ipc = collex::ipc;
         if (dtype < 0 || dtype >= collex::kNumDTypes || op < 0 || op > static_cast<int>(collex::ReduceOp::kAvg))
           throw py::value_error("collex._cuda.lanes_allreduce: bad dtype or op code");
-        if (staging.size() != flags.size() || staging.empty() || staging.size() > ipc::kMaxRanks)
-          throw py::value_error(
-              "collex._cuda.lanes_allreduce: one staging buffer and one flag area per rank, at most 8");
-        ipc::Peers peers;
-        for (std::size_t r = 0; r < staging.size(); ++r) {
-          peers.staging[r] = reinterpret_cast<char*>(staging[r]);
-          peers.flags[r] = reinterpret_cast<std::uint64_t*>(flags[r]);
-        }
-        peers.staging_bytes = staging_bytes;
-        peers.ranks = static_cast<int>(staging.size());
-        peers.rank = rank;
-        peers.lanes = lanes;
-        ipc::Call call;
-        call.input = reinterpret_cast<const char*>(input);
-        call.output = reinterpret_cast<char*>(output);
-        call.bytes = bytes;
-        call.first_seq = first_seq;
-        call.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+        const ipc::Peers peers = collex::bindings::lane_peers(staging, flags, staging_bytes, rank, lanes);
+        const ipc::Call call = collex::bindings::lane_call(input, output, bytes, first_seq, shots);
         collex::cuda::select_device(device);
         ipc::launch_lanes(peers, call, static_cast<collex::DType>(dtype), static_cast<collex::ReduceOp>(op), threads,
                           timeout_s, reinterpret_cast<ipc::LaneStatus*>(status), stream);

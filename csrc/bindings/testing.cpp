@@ -11,6 +11,7 @@
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "bindings/lane_arguments.h"
 #include "collex/algorithms/barrier.h"
 #include "collex/algorithms/copy_ways.h"
 #include "collex/algorithms/ring.h"
@@ -156,24 +157,8 @@ void ipc_lane_rank_hook(const std::vector<std::uintptr_t>& staging, const std::v
                         std::size_t staging_bytes, int rank, int lanes, std::uintptr_t input, std::uintptr_t output,
                         std::size_t bytes, std::uint64_t first_seq, int shots, int dtype, int op, double timeout_s,
                         std::uintptr_t status) {
-  if (staging.size() != flags.size() || staging.empty() || staging.size() > ipc::kMaxRanks) {
-    throw InvalidArgument("one staging buffer and one flag area per rank, at most 8");
-  }
-  ipc::Peers peers;
-  for (std::size_t r = 0; r < staging.size(); ++r) {
-    peers.staging[r] = reinterpret_cast<char*>(staging[r]);
-    peers.flags[r] = reinterpret_cast<std::uint64_t*>(flags[r]);
-  }
-  peers.staging_bytes = staging_bytes;
-  peers.ranks = static_cast<int>(staging.size());
-  peers.rank = rank;
-  peers.lanes = lanes;
-  ipc::Call call;
-  call.input = reinterpret_cast<const char*>(input);
-  call.output = reinterpret_cast<char*>(output);
-  call.bytes = bytes;
-  call.first_seq = first_seq;
-  call.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+  const ipc::Peers peers = lane_peers(staging, flags, staging_bytes, rank, lanes);
+  const ipc::Call call = lane_call(input, output, bytes, first_seq, shots);
   const DType dt = make_buffer(0, 0, dtype).dtype;
   const ReduceOp reduce_op = make_op(op);
   py::gil_scoped_release release;

@@ -23,6 +23,28 @@ HANDLE_BYTES = 64  # sizeof(cudaIpcMemHandle_t)
 MAX_RANKS = 32  # the kernel's limit (kMaxPeers in kernels/cuda/reduce_peers.h)
 
 
+def map_device_buffers(comm: Any, cuda: Any, device: int, nbytes: int) -> tuple[Any, list] | None:
+    """Collective over comm: every rank allocates `nbytes` of device memory (zeroed)
+    and maps every peer's through CUDA IPC. (own buffer, every rank's buffer in
+    rank order), or None on every rank unless every rank could."""
+    ok, own, handle = 1, None, bytes(HANDLE_BYTES)
+    try:
+        own = cuda.SharedDeviceBuffer(nbytes, device)
+        handle = own.handle()
+    except RuntimeError:
+        ok = 0
+    handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
+    peers = []
+    if ok:
+        try:
+            for r in range(comm.size):
+                peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
+        except RuntimeError:
+            ok = 0
+    everyone = comm.allreduce(np.array([ok], np.int32), op="min")
+    return (own, peers) if everyone[0] else None
+
+
 class PeerBuffers:
     """Every rank's staging buffer, mapped into this process, on one device."""
 
@@ -45,22 +67,8 @@ class PeerBuffers:
         )
         if not usable:
             return None
-        ok, own, handle = 1, None, bytes(HANDLE_BYTES)
-        try:
-            own = cuda.SharedDeviceBuffer(IPC_BYTES, device)
-            handle = own.handle()
-        except RuntimeError:
-            ok = 0
-        handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
-        peers = []
-        if ok:
-            try:
-                for r in range(comm.size):
-                    peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
-            except RuntimeError:
-                ok = 0
-        everyone = comm.allreduce(np.array([ok], np.int32), op="min")
-        return cls(comm, cuda, device, own, peers) if everyone[0] else None
+        mapped = map_device_buffers(comm, cuda, device, IPC_BYTES)
+        return None if mapped is None else cls(comm, cuda, device, *mapped)
 
     def allreduce(self, a: DeviceArg, o: DeviceArg, code: int) -> None:
         """o = the reduction (operator `code`) of every rank's a, a piece of the

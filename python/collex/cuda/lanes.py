@@ -25,7 +25,7 @@ from .. import _core
 from .._arrays import where
 from .._dtypes import CODES
 from .arguments import DeviceArg
-from .ipc import HANDLE_BYTES
+from .ipc import map_device_buffers
 
 STAGING_BYTES = 32 << 20
 ONE_SHOT_MAX_BYTES = 256 << 10  # one barrier less pays while the message is small
@@ -72,22 +72,8 @@ class LanePeers:
             return None
         staging_bytes = STAGING_BYTES
         total = staging_bytes + cuda.LANE_MAX_LANES * cuda.LANE_MAX_RANKS * 8
-        ok, own, handle = 1, None, bytes(HANDLE_BYTES)
-        try:
-            own = cuda.SharedDeviceBuffer(total, device)
-            handle = own.handle()
-        except RuntimeError:
-            ok = 0
-        handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
-        peers = []
-        if ok:
-            try:
-                for r in range(comm.size):
-                    peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
-            except RuntimeError:
-                ok = 0
-        everyone = comm.allreduce(np.array([ok], np.int32), op="min")
-        return cls(comm, cuda, device, own, peers, staging_bytes) if everyone[0] else None
+        mapped = map_device_buffers(comm, cuda, device, total)
+        return None if mapped is None else cls(comm, cuda, device, *mapped, staging_bytes)
 
     def takes(self, a: DeviceArg, o: DeviceArg) -> bool:
         """Whether this path can run the call: input and output on this device

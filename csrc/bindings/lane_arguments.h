@@ -1,0 +1,47 @@
+// The lane protocol's arguments (transport/cuda_ipc/lanes.h) from the addresses
+// Python passes: collex._cuda.lanes_allreduce and its CPU stand-in,
+// _core._ipc_lane_rank, take the same ones.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "collex/common/errors.h"
+#include "collex/transport/cuda_ipc/lanes.h"
+
+namespace collex::bindings {
+
+// Every rank's staging buffer and flag area as this rank maps them.
+inline ipc::Peers lane_peers(const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
+                             std::size_t staging_bytes, int rank, int lanes) {
+  if (staging.size() != flags.size() || staging.empty() || staging.size() > ipc::kMaxRanks) {
+    throw InvalidArgument("staging, flags: one staging buffer and one flag area per rank, at most " +
+                          std::to_string(ipc::kMaxRanks));
+  }
+  ipc::Peers peers;
+  for (std::size_t r = 0; r < staging.size(); ++r) {
+    peers.staging[r] = reinterpret_cast<char*>(staging[r]);
+    peers.flags[r] = reinterpret_cast<std::uint64_t*>(flags[r]);
+  }
+  peers.staging_bytes = staging_bytes;
+  peers.ranks = static_cast<int>(staging.size());
+  peers.rank = rank;
+  peers.lanes = lanes;
+  return peers;
+}
+
+inline ipc::Call lane_call(std::uintptr_t input, std::uintptr_t output, std::size_t bytes, std::uint64_t first_seq,
+                           int shots) {
+  if (shots != 1 && shots != 2) throw InvalidArgument("shots: expected 1 or 2, got " + std::to_string(shots));
+  ipc::Call call;
+  call.input = reinterpret_cast<const char*>(input);
+  call.output = reinterpret_cast<char*>(output);
+  call.bytes = bytes;
+  call.first_seq = first_seq;
+  call.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+  return call;
+}
+
+}  // namespace collex::bindings
