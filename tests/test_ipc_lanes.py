@@ -1,4 +1,4 @@
-"""The CUDA IPC all-reduce's protocol (csrc/collex/transport/cuda_ipc/lanes.h) on
+"""The CUDA IPC collectives' protocol (csrc/collex/transport/cuda_ipc/lanes.h) on
 its CPU stand-in: every (rank, lane) a thread (and, at the end, ranks as
 processes, through collex's own Python path: tests/mpi/cuda_lanes_standin.py),
 the staging buffers and flag words in host memory, the element arithmetic of
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from collex import CollectiveTimeout, _core
 from collex._dtypes import CODES, OPS
+from collex.cuda.lanes import COLLECTIVES
 from conftest import run_mpi
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -53,29 +54,58 @@ def expected(inputs, op):
     return acc.astype(dt)
 
 
-def run(calls, op="sum", lanes=1, staging_bytes=1 << 20, shots=2, timeout=30.0, absent_rank=-1):
-    """The stand-in over calls[i][r] (rank r's input of call i); every rank's outputs."""
-    outputs = [[np.full_like(x, 7) for x in call] for call in calls]
-    dt = calls[0][0].dtype
+def run(calls, op="sum", lanes=1, staging_bytes=1 << 20, shots=2, timeout=30.0, absent_rank=-1, **kw):
+    """The stand-in running `kind` over calls[i][r] (rank r's input of call i);
+    every rank's outputs (unless given, new ones filled with 7: reduce leaves
+    the others' so)."""
+    kind, root, outputs = kw.get("kind", "allreduce"), kw.get("root", 0), kw.get("outputs")
+    ranks = len(calls[0])
+    x = calls[0][0]
+    block = x.size // ranks if kind == "reduce_scatter" else x.size
+    count = {"reduce_scatter": block, "allgather": ranks * block}.get(kind, x.size)
+    if outputs is None:
+        outputs = [[np.full(count, 7, x.dtype) for _ in call] for call in calls]
     _core._ipc_lanes(
-        [[addr(x) for x in call] for call in calls],
-        [[addr(y) for y in call] for call in outputs],
-        calls[0][0].nbytes, CODES[dt], OPS[op], lanes=lanes, staging_bytes=staging_bytes, shots=shots,
-        timeout=timeout, absent_rank=absent_rank,
+        COLLECTIVES[kind], [[addr(x) for x in call] for call in calls],
+        [[addr(y) for y in call] for call in outputs], block * x.itemsize, CODES[x.dtype], OPS[op],
+        lanes=lanes, staging_bytes=staging_bytes, shots=shots, root=root, timeout=timeout,
+        absent_rank=absent_rank,
     )  # fmt: skip
     return outputs
 
 
-def check(calls, outputs, op):
+def wanted(kind, inputs, op, root, r):
+    """What rank r's output holds after `kind` over every rank's input (None: untouched)."""
+    ranks = len(inputs)
+    if kind == "allreduce":
+        return expected(inputs, op)
+    if kind == "reduce":
+        return expected(inputs, op) if r == root else None
+    if kind == "reduce_scatter":
+        block = inputs[0].size // ranks
+        return expected([x[r * block : (r + 1) * block] for x in inputs], op)
+    if kind == "allgather":
+        return np.concatenate(inputs)
+    return inputs[root]  # broadcast
+
+
+def same(got, want):
+    if want.dtype.kind == "f" or want.dtype == np.dtype(ml_dtypes.bfloat16):
+        np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def check(calls, outputs, op, kind="allreduce", root=0):
     for call, outs in zip(calls, outputs):
-        want = expected(call, op)
         for r, got in enumerate(outs):
-            # Every rank the same bits as rank 0, and those NumPy's.
-            assert got.tobytes() == outs[0].tobytes(), f"rank {r} differs from rank 0"
-            if want.dtype.kind == "f" or want.dtype == np.dtype(ml_dtypes.bfloat16):
-                np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+            want = wanted(kind, call, op, root, r)
+            if want is None:
+                assert (got == 7).all(), f"reduce wrote rank {r}'s output, not the root's"
             else:
-                np.testing.assert_array_equal(got, want)
+                same(got, want)
+        if kind == "allreduce":  # every rank the same bits as rank 0
+            assert all(o.tobytes() == outs[0].tobytes() for o in outs)
 
 
 @settings(max_examples=80, deadline=None)
@@ -103,6 +133,36 @@ def test_every_rank_gets_numpys_rank_order_result(
     check(calls, outputs, op)
 
 
+@settings(max_examples=120, deadline=None)
+@given(
+    kind=st.sampled_from(["reduce_scatter", "allgather", "broadcast", "reduce"]),
+    ranks=st.integers(1, 8),
+    lanes=st.integers(1, 5),
+    shots=st.sampled_from([1, 2]),
+    count=st.integers(0, 200),
+    staging=st.integers(1, 24),
+    dtype=st.sampled_from(DTYPES),
+    op=st.sampled_from(list(COMBINE)),
+    root=st.integers(0, 7),
+    n_calls=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+)
+def test_every_other_collective_against_numpy(
+    kind, ranks, lanes, shots, count, staging, dtype, op, root, n_calls, seed
+):
+    # count is one rank's block for reduce-scatter and all-gather, the array otherwise.
+    if op == "avg" and np.dtype(dtype).kind in "iu":
+        op = "sum" if kind not in ("allgather", "broadcast") else op  # moves take any op, avg included
+    root %= ranks
+    rng = np.random.default_rng(seed)
+    per_rank = count * ranks if kind == "reduce_scatter" else count
+    calls = [rank_inputs(rng, ranks, per_rank, dtype) for _ in range(n_calls)]
+    # Reduce-scatter stages a vector per rank at least.
+    staging_bytes = 16 * max(staging, ranks if kind == "reduce_scatter" else 1)
+    outputs = run(calls, op, lanes=lanes, staging_bytes=staging_bytes, shots=shots, kind=kind, root=root)
+    check(calls, outputs, op, kind, root)
+
+
 @pytest.mark.parametrize("shots", [1, 2])
 def test_many_rounds_back_to_back(shots):
     # 1 MiB through 64 KiB of staging, 4 ranks, 8 lanes, 4 calls: 64 rounds whose
@@ -113,30 +173,52 @@ def test_many_rounds_back_to_back(shots):
     check(calls, outputs, "sum")
 
 
-def test_in_place():
+@pytest.mark.parametrize("kind", ["allreduce", "broadcast", "reduce"])
+def test_in_place(kind):
     rng = np.random.default_rng(3)
     calls = [rank_inputs(rng, 3, 1000, np.float32)]
-    want = expected(calls[0], "sum")
-    copies = [x.copy() for x in calls[0]]
-    _core._ipc_lanes([[addr(x) for x in copies]], [[addr(x) for x in copies]], copies[0].nbytes,
-                     CODES[np.dtype(np.float32)], OPS["sum"], lanes=3, staging_bytes=256)  # fmt: skip
-    for x in copies:
-        np.testing.assert_array_equal(x, want)
+    copies = [[x.copy() for x in calls[0]]]
+    run(copies, kind=kind, root=1, lanes=3, staging_bytes=256, outputs=copies)
+    for r, x in enumerate(copies[0]):
+        want = wanted(kind, calls[0], "sum", 1, r)
+        np.testing.assert_array_equal(x, calls[0][r] if want is None else want)
 
 
-@pytest.mark.parametrize("shots", [1, 2])
-def test_arrays_at_odd_offsets(shots):
+def test_all_gather_in_place():
+    # Each rank's input is its own block of its output (as torch's all_gather_into_tensor allows).
+    rng = np.random.default_rng(5)
+    ranks, block = 3, 333
+    inputs = rank_inputs(rng, ranks, block, np.float32)
+    outputs = [np.zeros(ranks * block, np.float32) for _ in range(ranks)]
+    for r, o in enumerate(outputs):
+        o[r * block : (r + 1) * block] = inputs[r]
+    views = [[o[r * block : (r + 1) * block] for r, o in enumerate(outputs)]]
+    run(views, kind="allgather", lanes=2, staging_bytes=256, outputs=[outputs])
+    for o in outputs:
+        np.testing.assert_array_equal(o, np.concatenate(inputs))
+
+
+@pytest.mark.parametrize(
+    "kind", ["allreduce", "allreduce-1", "reduce_scatter", "allgather", "broadcast", "reduce"]
+)
+def test_arrays_at_odd_offsets(kind):
     # Views one element into their buffers: the users' arrays need not be
-    # 16-byte aligned; the staging buffers are.
+    # 16-byte aligned; the staging buffers are. Reduce-scatter's blocks of 999
+    # float32 lie at offsets of every remainder mod 16.
+    kind, shots = (kind[:-2], 1) if kind.endswith("-1") else (kind, 2)
     rng = np.random.default_rng(4)
-    pad = np.zeros(1, np.float32)
-    calls = [[np.concatenate([pad, x])[1:] for x in rank_inputs(rng, 3, 999, np.float32)] for _ in range(2)]
-    assert all(addr(x) % 16 for call in calls for x in call) and calls[0][0].dtype == np.float32
-    outputs = [[np.zeros(1000, np.float32)[1:] for _ in call] for call in calls]
-    _core._ipc_lanes([[addr(x) for x in call] for call in calls], [[addr(y) for y in o] for o in outputs],
-                     calls[0][0].nbytes, CODES[np.dtype(np.float32)], OPS["sum"], lanes=2, staging_bytes=512,
-                     shots=shots)  # fmt: skip
-    check(calls, outputs, "sum")
+    ranks, block = 3, 999
+    count = block * ranks if kind == "reduce_scatter" else block
+    out_count = block * ranks if kind == "allgather" else block
+
+    def odd(x):
+        return np.concatenate([np.zeros(1, x.dtype), x])[1:]
+
+    calls = [[odd(x) for x in rank_inputs(rng, ranks, count, np.float32)] for _ in range(2)]
+    outputs = [[odd(np.full(out_count, 7, np.float32)) for _ in call] for call in calls]
+    assert all(addr(x) % 16 for call in calls + outputs for x in call)
+    run(calls, "sum", lanes=2, staging_bytes=512, shots=shots, kind=kind, root=2, outputs=outputs)
+    check(calls, outputs, "sum", kind, root=2)
 
 
 @pytest.mark.parametrize("shots", [1, 2])
@@ -150,6 +232,14 @@ def test_a_rank_that_never_arrives_times_out_naming_it(shots):
     assert time.monotonic() - t < 10
 
 
+@pytest.mark.parametrize("kind", list(COLLECTIVES))
+def test_a_rank_that_never_arrives_in_any_collective(kind):
+    rng = np.random.default_rng(1)
+    calls = [rank_inputs(rng, 2, 2048, np.float64)]
+    with pytest.raises(CollectiveTimeout, match=r"for rank 1 to finish phase 'staged' of round 1"):
+        run(calls, kind=kind, lanes=2, staging_bytes=1024, timeout=0.2, absent_rank=1)
+
+
 def test_bad_arguments():
     x = [np.zeros(4, np.float32)] * 9
     with pytest.raises(ValueError, match="ranks: expected 1 to 8, got 9"):
@@ -157,8 +247,23 @@ def test_bad_arguments():
     y = [np.zeros(4, np.int32)] * 2
     with pytest.raises(ValueError, match="avg is not defined for integer dtypes"):
         run([y], op="avg")
+    with pytest.raises(ValueError, match="avg is not defined for integer dtypes"):
+        run([y], op="avg", kind="reduce_scatter")
     with pytest.raises(ValueError, match="lanes: expected 1 to 128, got 0"):
         run([y], lanes=0)
+    with pytest.raises(ValueError, match="root outside the ranks"):
+        run([y], kind="broadcast", root=2)
+    with pytest.raises(ValueError, match="reduce-scatter needs a vector per rank"):
+        run([[np.zeros(8, np.int32)] * 4], kind="reduce_scatter", staging_bytes=48)
+    with pytest.raises(ValueError, match="collective: expected 0 to 4, got 5"):
+        _core._ipc_lanes(5, [[addr(y[0])]], [[addr(y[0])]], 16, CODES[np.dtype(np.int32)], 0)
+
+
+def test_rounds_as_the_python_path_counts_them():
+    # Every call's sequence numbers: the staging size per round, a ranks'th for reduce-scatter.
+    assert _core._ipc_lane_rounds(COLLECTIVES["allreduce"], 100, 64, 3) == 2
+    assert _core._ipc_lane_rounds(COLLECTIVES["reduce_scatter"], 100, 64, 3) == 7  # 16 bytes per round
+    assert _core._ipc_lane_rounds(COLLECTIVES["allgather"], 0, 64, 3) == 0
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
@@ -168,14 +273,14 @@ def test_the_python_path_on_cpu_processes(ranks):
 
 
 def test_the_stand_in_takes_the_cuda_modules_arguments():
-    # The CPU test above replaces collex._cuda.lanes_allreduce; the real one (built
+    # The CPU test above replaces collex._cuda.lanes_launch; the real one (built
     # wherever the CUDA toolkit is, CI included) must take the same arguments.
     cuda = pytest.importorskip("collex._cuda", reason="this build has no CUDA module")
     if not cuda.has_kernels:
         pytest.skip("this build of the CUDA module has no kernels (no nvcc)")
-    signature = cuda.lanes_allreduce.__doc__.split("(", 1)[1].split(")", 1)[0]
+    signature = cuda.lanes_launch.__doc__.split("(", 1)[1].split(")", 1)[0]
     real = re.findall(r"(\w+): ", signature)
     source = (Path(__file__).parent / "mpi" / "cuda_lanes_standin.py").read_text()
-    params = source.split("def lanes_allreduce(", 1)[1].split(")", 1)[0]
+    params = source.split("def lanes_launch(", 1)[1].split(")", 1)[0]
     standin = [p.strip() for p in params.split(",") if p.strip() not in ("cls", "*", "")]
-    assert len(real) == 17 and standin == real
+    assert len(real) == 19 and standin == real

@@ -62,32 +62,38 @@ PYBIND11_MODULE(_cuda, m) {
       },
       py::arg("out"), py::arg("sources"), py::arg("n"), py::arg("dtype"), py::arg("op"), py::arg("stream"),
       py::arg("device"), py::call_guard<py::gil_scoped_release>());
-  // One all-reduce of the lane protocol (transport/cuda_ipc/lanes.h), queued on
+  // One collective of the lane protocol (transport/cuda_ipc/lanes.h), queued on
   // `stream`: staging[r] and flags[r] are rank r's buffers as mapped here.
   m.def(
-      "lanes_allreduce",
-      [](const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
+      "lanes_launch",
+      [](int collective, const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
          std::size_t staging_bytes, int rank, int lanes, int threads, std::uintptr_t input, std::uintptr_t output,
-         std::size_t bytes, std::uint64_t first_seq, int shots, int dtype, int op, double timeout_s,
+         std::size_t bytes, std::uint64_t first_seq, int shots, int root, int dtype, int op, double timeout_s,
          std::uintptr_t status, std::uintptr_t stream, int device) {
         namespace ipc = collex::ipc;
         if (dtype < 0 || dtype >= collex::kNumDTypes || op < 0 || op > static_cast<int>(collex::ReduceOp::kAvg))
-          throw py::value_error("collex._cuda.lanes_allreduce: bad dtype or op code");
+          throw py::value_error("collex._cuda.lanes_launch: bad dtype or op code");
         const ipc::Peers peers = collex::bindings::lane_peers(staging, flags, staging_bytes, rank, lanes);
-        const ipc::Call call = collex::bindings::lane_call(input, output, bytes, first_seq, shots);
+        const ipc::Call call = collex::bindings::lane_call(collective, input, output, bytes, first_seq, shots, root);
         collex::cuda::select_device(device);
         ipc::launch_lanes(peers, call, static_cast<collex::DType>(dtype), static_cast<collex::ReduceOp>(op), threads,
                           timeout_s, reinterpret_cast<ipc::LaneStatus*>(status), stream);
       },
-      py::arg("staging"), py::arg("flags"), py::arg("staging_bytes"), py::arg("rank"), py::arg("lanes"),
-      py::arg("threads"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("first_seq"), py::arg("shots"),
-      py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"), py::arg("stream"), py::arg("device"),
-      py::call_guard<py::gil_scoped_release>());
+      py::arg("collective"), py::arg("staging"), py::arg("flags"), py::arg("staging_bytes"), py::arg("rank"),
+      py::arg("lanes"), py::arg("threads"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("first_seq"),
+      py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"),
+      py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>());
   m.def(
-      "lanes_rounds", &collex::ipc::rounds, py::arg("bytes"), py::arg("staging_bytes"),
-      "How many rounds (sequence numbers) an all-reduce of `bytes` takes through staging buffers of `staging_bytes`.");
+      "lanes_rounds",
+      [](int collective, std::size_t bytes, std::size_t staging_bytes, int ranks) {
+        return collex::ipc::rounds(static_cast<collex::ipc::Collective>(collective), bytes, staging_bytes, ranks);
+      },
+      py::arg("collective"), py::arg("bytes"), py::arg("staging_bytes"), py::arg("ranks"),
+      "How many rounds (sequence numbers) a collective of `bytes` (as in lanes.h's Call) takes through staging "
+      "buffers of `staging_bytes` among `ranks` ranks.");
   m.attr("LANE_MAX_RANKS") = collex::ipc::kMaxRanks;
   m.attr("LANE_MAX_LANES") = collex::ipc::kMaxLanes;
+  m.attr("LANE_FLAG_WORDS") = collex::ipc::kFlagWords;
   m.attr("has_kernels") = true;
 #else
   m.attr("has_kernels") = false;

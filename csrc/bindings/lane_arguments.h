@@ -1,5 +1,5 @@
 // The lane protocol's arguments (transport/cuda_ipc/lanes.h) from the addresses
-// Python passes: collex._cuda.lanes_allreduce and its CPU stand-in,
+// Python passes: collex._cuda.lanes_launch and its CPU stand-in,
 // _core._ipc_lane_rank, take the same ones.
 #pragma once
 
@@ -32,10 +32,16 @@ inline ipc::Peers lane_peers(const std::vector<std::uintptr_t>& staging, const s
   return peers;
 }
 
-inline ipc::Call lane_call(std::uintptr_t input, std::uintptr_t output, std::size_t bytes, std::uint64_t first_seq,
-                           int shots) {
+inline ipc::Call lane_call(int collective, std::uintptr_t input, std::uintptr_t output, std::size_t bytes,
+                           std::uint64_t first_seq, int shots, int root) {
   if (shots != 1 && shots != 2) throw InvalidArgument("shots: expected 1 or 2, got " + std::to_string(shots));
+  if (collective < 0 || collective >= ipc::kNumCollectives) {
+    throw InvalidArgument("collective: expected 0 to " + std::to_string(ipc::kNumCollectives - 1) + ", got " +
+                          std::to_string(collective));
+  }
   ipc::Call call;
+  call.kind = static_cast<ipc::Collective>(collective);
+  call.root = root;
   call.input = reinterpret_cast<const char*>(input);
   call.output = reinterpret_cast<char*>(output);
   call.bytes = bytes;

@@ -6,6 +6,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <string>
 
@@ -17,6 +18,7 @@
 #include "collex/core/communicator.h"
 #include "collex/kernels/reduce.h"
 #include "collex/kernels/stream.h"
+#include "collex/transport/cuda_ipc/host_lanes.h"
 #include "collex/transport/window.h"
 
 namespace py = pybind11;
@@ -92,6 +94,16 @@ PYBIND11_MODULE(_core, m) {
   bind_testing(m);
   bind_dlpack(m);
 
+  m.def(
+      "_lane_failure",
+      [](const std::vector<std::uint64_t>& words, double timeout_s) {
+        ipc::LaneStatus s{};
+        if (words.size() != sizeof s / sizeof(std::uint64_t)) throw InvalidArgument("_lane_failure: 7 status words");
+        s = {words[0], words[1], words[2], words[3], words[4], words[5], words[6]};
+        return ipc::describe_failure(s, timeout_s);
+      },
+      py::arg("words"), py::arg("timeout"),
+      "What a CUDA IPC lane's status words (transport/cuda_ipc/lanes.h's LaneStatus) say, as an error's text.");
   m.def(
       "_stream",
       [](std::size_t bytes, int repeats) {

@@ -122,11 +122,11 @@ void run_in_threads_hook(const std::string& algo, const std::string& collective,
   run_in_threads(a, calls, options);
 }
 
-// The CUDA IPC all-reduce's protocol on host threads (transport/cuda_ipc/host_lanes.h):
-// inputs[call][rank] and outputs[call][rank] are addresses of `bytes` each.
-void ipc_lanes_hook(const std::vector<std::vector<std::uintptr_t>>& inputs,
+// The CUDA IPC collectives' protocol on host threads (transport/cuda_ipc/host_lanes.h):
+// inputs[call][rank] and outputs[call][rank] are addresses, `bytes` as in ipc::Call.
+void ipc_lanes_hook(int collective, const std::vector<std::vector<std::uintptr_t>>& inputs,
                     const std::vector<std::vector<std::uintptr_t>>& outputs, std::size_t bytes, int dtype, int op,
-                    int lanes, std::size_t staging_bytes, int shots, double timeout_s, int absent_rank) {
+                    int lanes, std::size_t staging_bytes, int shots, int root, double timeout_s, int absent_rank) {
   std::vector<std::vector<const void*>> in;
   std::vector<std::vector<void*>> out;
   for (const auto& call : inputs) {
@@ -137,11 +137,13 @@ void ipc_lanes_hook(const std::vector<std::vector<std::uintptr_t>>& inputs,
     out.emplace_back();
     for (std::uintptr_t a : call) out.back().push_back(reinterpret_cast<void*>(a));
   }
-  if (shots != 1 && shots != 2) throw InvalidArgument("shots: expected 1 or 2");
+  const ipc::Call shape = lane_call(collective, 0, 0, bytes, 1, shots, root);  // checks the codes
   ipc::HostLanesOptions options;
+  options.kind = shape.kind;
+  options.root = root;
   options.lanes = lanes;
   options.staging_bytes = staging_bytes;
-  options.shots = shots == 1 ? ipc::Shots::kOne : ipc::Shots::kTwo;
+  options.shots = shape.shots;
   options.timeout_s = timeout_s;
   options.absent_rank = absent_rank;
   const DType dt = make_buffer(0, 0, dtype).dtype;
@@ -150,15 +152,15 @@ void ipc_lanes_hook(const std::vector<std::vector<std::uintptr_t>>& inputs,
   ipc::run_host_lanes(in, out, bytes, dt, reduce_op, options);
 }
 
-// One rank's part of an all-reduce of the lane protocol on host threads, its
+// One rank's part of a collective of the lane protocol on host threads, its
 // peers other processes: staging[r] and flags[r] lie in memory all ranks map.
-// The binding of the CUDA module's lanes_allreduce, with `status` likewise.
-void ipc_lane_rank_hook(const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
-                        std::size_t staging_bytes, int rank, int lanes, std::uintptr_t input, std::uintptr_t output,
-                        std::size_t bytes, std::uint64_t first_seq, int shots, int dtype, int op, double timeout_s,
-                        std::uintptr_t status) {
+// The binding of the CUDA module's lanes_launch, with `status` likewise.
+void ipc_lane_rank_hook(int collective, const std::vector<std::uintptr_t>& staging,
+                        const std::vector<std::uintptr_t>& flags, std::size_t staging_bytes, int rank, int lanes,
+                        std::uintptr_t input, std::uintptr_t output, std::size_t bytes, std::uint64_t first_seq,
+                        int shots, int root, int dtype, int op, double timeout_s, std::uintptr_t status) {
   const ipc::Peers peers = lane_peers(staging, flags, staging_bytes, rank, lanes);
-  const ipc::Call call = lane_call(input, output, bytes, first_seq, shots);
+  const ipc::Call call = lane_call(collective, input, output, bytes, first_seq, shots, root);
   const DType dt = make_buffer(0, 0, dtype).dtype;
   const ReduceOp reduce_op = make_op(op);
   py::gil_scoped_release release;
@@ -203,12 +205,19 @@ void bind_testing(py::module_& m) {
   m.def("_run_in_threads", &run_in_threads_hook, py::arg("algo"), py::arg("collective"), py::arg("inputs"),
         py::arg("outputs"), py::arg("count"), py::arg("dtype"), py::arg("op") = 0, py::arg("root") = 0,
         py::arg("chunk_bytes") = 512 * 1024, py::arg("timeout") = 30.0);
-  m.def("_ipc_lanes", &ipc_lanes_hook, py::arg("inputs"), py::arg("outputs"), py::arg("bytes"), py::arg("dtype"),
-        py::arg("op") = 0, py::arg("lanes") = 1, py::arg("staging_bytes") = 1 << 20, py::arg("shots") = 2,
-        py::arg("timeout") = 30.0, py::arg("absent_rank") = -1);
-  m.def("_ipc_lane_rank", &ipc_lane_rank_hook, py::arg("staging"), py::arg("flags"), py::arg("staging_bytes"),
-        py::arg("rank"), py::arg("lanes"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("first_seq"),
-        py::arg("shots"), py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"));
+  m.def("_ipc_lanes", &ipc_lanes_hook, py::arg("collective"), py::arg("inputs"), py::arg("outputs"), py::arg("bytes"),
+        py::arg("dtype"), py::arg("op") = 0, py::arg("lanes") = 1, py::arg("staging_bytes") = 1 << 20,
+        py::arg("shots") = 2, py::arg("root") = 0, py::arg("timeout") = 30.0, py::arg("absent_rank") = -1);
+  m.def("_ipc_lane_rank", &ipc_lane_rank_hook, py::arg("collective"), py::arg("staging"), py::arg("flags"),
+        py::arg("staging_bytes"), py::arg("rank"), py::arg("lanes"), py::arg("input"), py::arg("output"),
+        py::arg("bytes"), py::arg("first_seq"), py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"),
+        py::arg("timeout"), py::arg("status"));
+  m.def(
+      "_ipc_lane_rounds",
+      [](int collective, std::size_t bytes, std::size_t staging_bytes, int ranks) {
+        return ipc::rounds(lane_call(collective, 0, 0, bytes, 1, 2, 0).kind, bytes, staging_bytes, ranks);
+      },
+      py::arg("collective"), py::arg("bytes"), py::arg("staging_bytes"), py::arg("ranks"));
 }
 
 }  // namespace collex::bindings

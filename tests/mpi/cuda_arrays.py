@@ -177,6 +177,31 @@ def rooted_and_gathers():
     assert cx.reduce_scatter(x, out=out) is out
 
 
+def every_collective_in_rounds_on_a_stream():
+    # Arrays larger than the stream-ordered path's 32 MiB staging buffers (several
+    # rounds; reduce-scatter's round takes a ranks'th of it), queued on a
+    # non-default stream without waiting and checked at the end.
+    s = cp.cuda.Stream(non_blocking=True)
+    count, block = 9_000_001, 3_000_001
+    with s:
+        b = cp.asarray(data(rank, count, np.float32))
+        cx.broadcast(b, root=size - 1)
+        r = cp.asarray(data(rank, count, np.float32))
+        red = cp.zeros(count, cp.float32)
+        cx.reduce(r, op="max", root=0, out=red)
+        g = cx.allgather(cp.asarray(data(rank, block, np.int32)))
+        rs = cx.reduce_scatter(cp.asarray(data(rank, size * block, np.int32, salt=2)))
+        w = cx.broadcast(cp.asarray(data(rank, 1000, np.float64)), root=0, async_op=True)
+        small = w.wait()
+    np.testing.assert_array_equal(cp.asnumpy(b), data(size - 1, count, np.float32))
+    want = reference("max", count, np.float32) if rank == 0 else np.zeros(count, np.float32)
+    np.testing.assert_array_equal(cp.asnumpy(red), want)
+    np.testing.assert_array_equal(cp.asnumpy(g), everyone(block, np.int32))
+    full = everyone(size * block, np.int32, salt=2).sum(axis=0, dtype=np.int32)
+    np.testing.assert_array_equal(cp.asnumpy(rs), full[rank * block : (rank + 1) * block])
+    np.testing.assert_array_equal(cp.asnumpy(small), data(0, 1000, np.float64))
+
+
 def point_to_point():
     if size < 2:
         return
@@ -292,6 +317,7 @@ for label, fn in [
     ("a kernel writing the input after an async all-reduce", written_right_after),
     ("arrays at odd offsets", at_odd_offsets),
     ("broadcast, reduce, allgather, reduce_scatter", rooted_and_gathers),
+    ("every collective in many rounds on a stream", every_collective_in_rounds_on_a_stream),
     ("send/recv", point_to_point),
     ("pipelined all-reduce", in_pieces),
     ("bad arguments", bad_arguments),

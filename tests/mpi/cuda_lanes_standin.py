@@ -1,4 +1,4 @@
-"""The stream-ordered CUDA IPC all-reduce's Python path (collex/cuda/lanes.py,
+"""The stream-ordered CUDA IPC collectives' Python path (collex/cuda/lanes.py,
 COLLEX_CUDA_IPC=lanes) end to end on CPU ranks: the CUDA module is replaced by a
 stand-in whose "device" memory is host memory, whose buffers that peers map are
 POSIX shared memory, and whose kernel launch runs this rank's lanes of the same
@@ -39,6 +39,7 @@ class StandinCuda:
     has_kernels = True
     LANE_MAX_RANKS = 8
     LANE_MAX_LANES = 128
+    LANE_FLAG_WORDS = 128 * 9
     launches = 0
 
     @staticmethod
@@ -46,8 +47,8 @@ class StandinCuda:
         return 0
 
     @staticmethod
-    def lanes_rounds(nbytes: int, staging_bytes: int) -> int:
-        return -(-nbytes // staging_bytes)
+    def lanes_rounds(collective: int, bytes: int, staging_bytes: int, ranks: int) -> int:
+        return _core._ipc_lane_rounds(collective, bytes, staging_bytes, ranks)
 
     class SharedDeviceBuffer:
         # A new file in /dev/shm (zeros), its name the handle. Removed at the first
@@ -84,7 +85,7 @@ class StandinCuda:
             return address_of(self)
 
     class Event:
-        # The stand-in's "kernel" has finished when lanes_allreduce returns.
+        # The stand-in's "kernel" has finished when lanes_launch returns.
         def __init__(self, device: int):
             pass
 
@@ -101,17 +102,17 @@ class StandinCuda:
             pass
 
     @classmethod
-    def lanes_allreduce(
-        cls, *, staging, flags, staging_bytes, rank, lanes, threads, input, output, bytes, first_seq, shots,
-        dtype, op, timeout, status, stream, device,
+    def lanes_launch(
+        cls, *, collective, staging, flags, staging_bytes, rank, lanes, threads, input, output, bytes,
+        first_seq, shots, root, dtype, op, timeout, status, stream, device,
     ):  # fmt: skip
-        # The same names as collex._cuda.lanes_allreduce (tests/test_ipc_lanes.py compares them).
+        # The same names as collex._cuda.lanes_launch (tests/test_ipc_lanes.py compares them).
         while cls.SharedDeviceBuffer.unmapped:
             os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
         cls.launches += 1
-        cls.last = (lanes, shots, first_seq)
-        _core._ipc_lane_rank(staging, flags, staging_bytes, rank, lanes, input, output, bytes, first_seq,
-                             shots, dtype, op, timeout, status)  # fmt: skip
+        cls.last = (lanes, shots, first_seq, collective)
+        _core._ipc_lane_rank(collective, staging, flags, staging_bytes, rank, lanes, input, output, bytes,
+                             first_seq, shots, root, dtype, op, timeout, status)  # fmt: skip
 
 
 arguments._module = StandinCuda
@@ -150,7 +151,7 @@ def shots_and_sequence_numbers():
     # the last call's plus its rounds (64 KiB of staging each).
     x = np.ones(1000, np.float32)
     cx.allreduce(Dressed(x))
-    lanes_, shots, seq = StandinCuda.last
+    lanes_, shots, seq, _ = StandinCuda.last
     assert shots == 1 and lanes_ == 1
     y = np.ones(300_000, np.float32)  # 1.2 MB: 19 rounds, two-shot
     cx.allreduce(Dressed(y))
@@ -179,6 +180,63 @@ def odd_offsets():
     np.testing.assert_array_equal(x, sum(data(r, 70_001, np.float32) for r in range(size))[1:])
 
 
+def every_other_collective():
+    # Sizes from one element to many rounds (64 KiB of staging; reduce-scatter
+    # takes a ranks'th of it per round), every root, ops with and without avg.
+    before = StandinCuda.launches
+    launched = 0
+    for dtype in (np.float16, np.float32, np.int32):
+        for count in (1, 1000, 40_003):
+            blocks = [data(r, count, dtype) for r in range(size)]
+            for root in range(size):
+                x = blocks[rank].copy()
+                cx.broadcast(Dressed(x), root=root)
+                np.testing.assert_array_equal(x, blocks[root], err_msg=f"broadcast x{count}")
+                x = blocks[rank].copy()
+                out = np.full(count, 9, dtype)
+                cx.reduce(Dressed(x), op="max", root=root, out=Dressed(out))
+                want = np.max(blocks, axis=0) if rank == root else np.full(count, 9, dtype)
+                np.testing.assert_array_equal(out, want, err_msg=f"reduce x{count} root {root}")
+                launched += 2
+            out = np.zeros((size, count), dtype)
+            got = cx.allgather(Dressed(blocks[rank]), out=Dressed(out))
+            assert got is not None
+            np.testing.assert_array_equal(out, np.stack(blocks), err_msg=f"allgather x{count}")
+            whole = [data(r, size * count, dtype, salt=1) for r in range(size)]
+            part = np.zeros(count, dtype)
+            cx.reduce_scatter(Dressed(whole[rank]), out=Dressed(part))
+            want = sum(w.astype(np.int64) for w in whole)[rank * count : (rank + 1) * count].astype(dtype)
+            np.testing.assert_array_equal(part, want, err_msg=f"reduce_scatter {np.dtype(dtype)} x{count}")
+            launched += 2
+    assert StandinCuda.launches - before == launched, "every call took the lanes path"
+    out = np.zeros((size, 10), np.float32)
+    w = cx.allgather(Dressed(np.full(10, rank, np.float32)), out=Dressed(out), async_op=True)
+    w.wait()
+    assert w.done() and (out == np.arange(size)[:, None]).all()
+
+
+def ranks_that_call_different_collectives():
+    # Rank 0 broadcasts where the others all-reduce an array of the same size:
+    # the flags alone would let both run (one barrier each round, the same
+    # rounds), each rank reading what it takes for its own call. The lanes
+    # compare the calls' signatures and stop; the next call raises on every rank.
+    sub = comm.split(0)
+    x = np.ones(1000, np.float32)
+    if rank == 0:
+        sub.broadcast(Dressed(x))
+    else:
+        sub.allreduce(Dressed(x))
+    try:
+        sub.allreduce(Dressed(np.ones(10, np.float32)))
+    except cx.CollectiveMismatch as e:
+        said = str(e)
+        assert "called broadcast of 4000 bytes of float32, root 0" in said, said
+        assert "called allreduce of 4000 bytes of float32, op sum" in said, said
+        assert "GPU path of this communicator is broken" in said, said
+    else:
+        raise AssertionError("the call after ranks disagreed did not raise")
+
+
 def a_peer_that_never_comes():
     # Rank 0 leaves out one all-reduce: the others' lanes give up after the
     # timeout (3 s), fill in the status word, and their next call raises.
@@ -197,6 +255,8 @@ for label, fn in [
     ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
     ("out= and async_op", out_of_place_and_async),
     ("arrays at odd offsets", odd_offsets),
+    ("broadcast, reduce, all-gather and reduce-scatter on lanes", every_other_collective),
+    ("ranks that call different collectives", ranks_that_call_different_collectives),
     ("a peer that never comes", a_peer_that_never_comes),
 ]:
     cases.run(label, fn)

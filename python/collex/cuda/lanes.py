@@ -1,18 +1,21 @@
-"""The stream-ordered CUDA IPC all-reduce (COLLEX_CUDA_IPC=lanes, issue 16): every
+"""The stream-ordered CUDA IPC collectives (COLLEX_CUDA_IPC=lanes, issue 16): every
 rank's staging buffer and flag words in one device buffer its peers map; one
 kernel per call, queued on the array's stream, in which each block (a lane)
-stages its part, signals its peers through their flag words and reduces (one
-shot: everything; two shots: its share, then gathers the others'), with no host
-step (csrc/collex/transport/cuda_ipc/lanes.h). The call returns once the kernel
-is queued. Not yet run on a GPU: the protocol, and this module with a CPU
+stages its part, signals its peers through their flag words and reads what it
+needs from theirs (all-reduce: one shot reduces everything, two shots its share,
+then gathers the others'; reduce-scatter, all-gather, broadcast and reduce
+likewise), with no host step (csrc/collex/transport/cuda_ipc/lanes.h). The call
+returns once the kernel is queued. Not yet run on a GPU: the protocol, and this module with a CPU
 stand-in for the CUDA module, are tested on CPU ranks (tests/test_ipc_lanes.py,
 tests/mpi/cuda_lanes_standin.py); the kernels are only compiled.
 
 The kernels of all ranks spin on each other's flags, so they must run at the
 same time: separate GPUs, or one GPU under MPS. On one GPU without MPS they still
 finish, a time slice per wait. A lane that waits longer than the timeout gives
-up and says so in a status word in mapped host memory, which the next call (or
-the Work's wait) reads and raises."""
+up and says so in status words in mapped host memory, which the next call (or
+the Work's wait) reads and raises; so does a lane that finds a peer's call to be
+another collective, size, dtype, operator or root (each round's first barrier
+compares the ranks' call signatures)."""
 
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ ONE_SHOT_MAX_BYTES = 256 << 10  # one barrier less pays while the message is sma
 THREADS = 512
 LANE_BYTES = 1 << 20  # about this much per lane and round, up to MAX_LANES lanes
 MAX_LANES = 32
+
+# The protocol's collectives (ipc::Collective in lanes.h: the numbers are the contract).
+COLLECTIVES = {"allreduce": 0, "reduce_scatter": 1, "allgather": 2, "broadcast": 3, "reduce": 4}
+DISAGREED = 2  # ipc::kDisagreed: a lane's status when a peer's call differs
 
 
 def mps_running() -> bool:
@@ -55,7 +62,7 @@ class LanePeers:
         self._staging = [p.address for p in peers]
         self._flags = [p.address + staging_bytes for p in peers]
         self._status = cuda.PinnedBuffer(64)
-        self._status_words = np.frombuffer(self._status, np.uint64, count=5)  # ipc::LaneStatus
+        self._status_words = np.frombuffer(self._status, np.uint64, count=7)  # ipc::LaneStatus
         self._status_words[:] = 0
         self._seq = 1
         self._last = cuda.Event(device)  # the last call's kernel, which the next waits for
@@ -71,7 +78,7 @@ class LanePeers:
         if not (1 < comm.size <= cuda.LANE_MAX_RANKS and comm.local_size == comm.size):
             return None
         staging_bytes = STAGING_BYTES
-        total = staging_bytes + cuda.LANE_MAX_LANES * cuda.LANE_MAX_RANKS * 8
+        total = staging_bytes + cuda.LANE_FLAG_WORDS * 8
         mapped = map_device_buffers(comm, cuda, device, total)
         return None if mapped is None else cls(comm, cuda, device, *mapped, staging_bytes)
 
@@ -81,45 +88,55 @@ class LanePeers:
         16-byte aligned)."""
         return a.device == o.device == self.device
 
-    def check(self) -> None:
-        """Raises if a lane of an earlier call gave up waiting for a peer."""
-        failed, lane, peer, token, _ = (int(w) for w in self._status_words)
-        if failed:
-            raise _core.CommunicatorBroken(
-                f"{where('allreduce', self._comm.rank)}: a CUDA IPC all-reduce gave up: lane {lane} waited "
-                f"more than {self._timeout:g} s for rank {peer} (round {token // 4}, phase {token % 4}); "
-                "that call's result is wrong and the GPU path of this communicator is broken"
-            )
+    def check(self, op: str) -> None:
+        """Raises, as from `op`, if a lane of an earlier call gave up: it waited
+        too long for a peer (CommunicatorBroken), or a peer's call was another
+        collective, size, dtype, operator or root (CollectiveMismatch). Either
+        way that call's result is wrong and every later call raises too."""
+        failed = int(self._status_words[0])
+        if not failed:
+            return
+        what = _core._lane_failure([int(w) for w in self._status_words], self._timeout)
+        text = (
+            f"{where(op, self._comm.rank)}: a CUDA IPC collective gave up ({what}); "
+            "that call's result is wrong and the GPU path of this communicator is broken"
+        )
+        raise (_core.CollectiveMismatch if failed == DISAGREED else _core.CommunicatorBroken)(text)
 
-    def allreduce(self, a: DeviceArg, o: DeviceArg, code: int) -> None:
-        """Queues o = the reduction (operator `code`) of every rank's a on a's stream."""
-        self.check()
+    def run(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int = 0) -> None:
+        """Queues collective `kind` from a into o on a's stream (`code`: the
+        reduction's operator; `root`: broadcast's and reduce's). Every rank
+        passes the same kind, size, dtype, operator and root."""
+        self.check(kind)
         cuda = self._cuda
+        per_rank = a.nbytes // self._comm.size if kind == "reduce_scatter" else a.nbytes  # as lanes.h's Call
+        collective = COLLECTIVES[kind]
         per_round = min(a.nbytes, self._staging_bytes)
         lanes = max(1, min(MAX_LANES, -(-per_round // LANE_BYTES)))
         shots = 1 if a.nbytes <= ONE_SHOT_MAX_BYTES else 2
         self._last.order_before(a.stream)  # staging buffers serve one call at a time, whatever its stream
-        cuda.lanes_allreduce(
-            staging=self._staging, flags=self._flags, staging_bytes=self._staging_bytes, rank=self._comm.rank,
-            lanes=lanes, threads=THREADS, input=a.pointer, output=o.pointer, bytes=a.nbytes,
-            first_seq=self._seq, shots=shots, dtype=CODES[a.dtype], op=code, timeout=self._timeout,
-            status=self._status.device_address, stream=a.stream, device=a.device,
+        cuda.lanes_launch(
+            collective=collective, staging=self._staging, flags=self._flags,
+            staging_bytes=self._staging_bytes, rank=self._comm.rank, lanes=lanes, threads=THREADS,
+            input=a.pointer, output=o.pointer, bytes=per_rank, first_seq=self._seq, shots=shots, root=root,
+            dtype=CODES[a.dtype], op=code, timeout=self._timeout, status=self._status.device_address,
+            stream=a.stream, device=a.device,
         )  # fmt: skip
-        self._seq += cuda.lanes_rounds(a.nbytes, self._staging_bytes)
+        self._seq += cuda.lanes_rounds(collective, per_rank, self._staging_bytes, self._comm.size)
         self._last.record(a.stream)
 
 
 class LaneWork:
-    """The Work of an all-reduce queued on the GPU: done when its kernel is."""
+    """The Work of a collective queued on the GPU: done when its kernel is."""
 
-    def __init__(self, peers: LanePeers, cuda: Any, device: int, stream: int):
-        self._peers = peers
+    def __init__(self, peers: LanePeers, cuda: Any, device: int, stream: int, op: str):
+        self._peers, self._op = peers, op
         self._event = cuda.Event(device)
         self._event.record(stream)
 
     def wait(self) -> None:
         self._event.synchronize()
-        self._peers.check()
+        self._peers.check(self._op)
 
     def done(self) -> bool:
         return bool(self._event.done())

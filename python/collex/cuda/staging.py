@@ -1,7 +1,9 @@
 """A communicator's collectives on CUDA arrays (see arguments.py).
 
-All-reduce above 1 MiB between ranks of one node reads the peers' device memory
-directly (ipc.py). Everything else (other collectives, several nodes,
+With COLLEX_CUDA_IPC=lanes, every collective but send/recv between ranks of one
+node runs as one stream-ordered kernel through the peers' mapped staging
+buffers (lanes.py). Otherwise all-reduce above 1 MiB between ranks of one node
+reads the peers' device memory directly (ipc.py). Everything else (other collectives, several nodes,
 builds without the kernels, COLLEX_CUDA_IPC=0) is staged through pinned host
 memory: the input is copied down (in order on the
 array's stream, which is then waited for), the host collective runs on that
@@ -23,7 +25,7 @@ import numpy as np
 
 from .. import _core
 from .._arrays import where
-from .._dtypes import CODES
+from .._dtypes import CODES, OPS
 from .._work import Work
 from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
 from .ipc import IPC_MIN_BYTES, PeerBuffers
@@ -72,7 +74,7 @@ class DeviceStaging:
     the array's stream (the result is ordered on it, like any GPU work), and a
     buffer is written again only once the copy reading it has finished (an event
     per buffer). Calls return when the host part is done: ``async_op=True`` gives
-    a Work that is already done. All-reduces on the stream-ordered kernels
+    a Work that is already done. Collectives on the stream-ordered kernels
     (COLLEX_CUDA_IPC=lanes, lanes.py) return once queued, and their Work waits
     for the kernel.
     """
@@ -139,12 +141,21 @@ class DeviceStaging:
             self._ipc = PeerBuffers.map(self._comm, self._cuda("allreduce"), a.device) or False
         return self._ipc if self._ipc and self._ipc.device == a.device else None
 
-    def _lane_peers(self, a: DeviceArg) -> LanePeers | None:
-        """The stream-ordered path's buffers for a's device, mapped on the first
-        all-reduce (collective, as _peer_buffers)."""
+    def _on_lanes(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int, async_op: bool) -> Any:
+        """Runs `kind` on the stream-ordered kernels (COLLEX_CUDA_IPC=lanes) if it
+        can: returns the result (or its Work), else None. Their buffers for a's
+        device are mapped at the first call (collective, as _peer_buffers)."""
+        if os.environ.get("COLLEX_CUDA_IPC") != "lanes":
+            return None
         if self._lanes is None:
-            self._lanes = LanePeers.map(self._comm, self._cuda("allreduce"), a.device) or False
-        return self._lanes if self._lanes and self._lanes.device == a.device else None
+            self._lanes = LanePeers.map(self._comm, self._cuda(kind), a.device) or False
+        lanes = self._lanes
+        if not (lanes and lanes.device == a.device and lanes.takes(a, o)):
+            return None
+        lanes.run(kind, a, o, code, root)
+        if not async_op:
+            return o.array
+        return Work(LaneWork(lanes, self._cuda(kind), a.device, a.stream, kind), o.array)
 
     def _allreduce_in_pieces(self, a: DeviceArg, o: DeviceArg, op: str, algo: str) -> None:
         name = "allreduce"
@@ -201,12 +212,9 @@ class DeviceStaging:
         a = self._arg(x, "x", name, writable=out is None)
         o = a if out is None else self._out(a, out, a.shape, name)
         code = _core.check_op(op, CODES[a.dtype], name, self._comm.rank)  # before anything touches the wire
-        lanes = self._lane_peers(a) if os.environ.get("COLLEX_CUDA_IPC") == "lanes" else None
-        if lanes and lanes.takes(a, o):
-            lanes.allreduce(a, o, code)
-            if not async_op:
-                return o.array
-            return Work(LaneWork(lanes, self._cuda(name), a.device, a.stream), o.array)
+        done = self._on_lanes(name, a, o, code, 0, async_op)
+        if done is not None:
+            return done
         ipc = self._peer_buffers(a) if a.nbytes > IPC_MIN_BYTES and o.device == a.device else None
         if ipc:
             ipc.allreduce(a, o, code)
@@ -223,6 +231,9 @@ class DeviceStaging:
         root = _core.check_rank(root, "root", self._comm.size, name, self._comm.rank)
         mine = self._comm.rank == root
         a = self._arg(x, "x", name, writable=not mine)
+        done = self._on_lanes(name, a, a, OPS["sum"], root, async_op)
+        if done is not None:
+            return done
         h = self._down(a, "in", name) if mine else self._host("in", a.shape, a.dtype, name)
         self._comm.broadcast(h, root=root, algo=algo)
         if not mine:
@@ -235,6 +246,10 @@ class DeviceStaging:
         mine = self._comm.rank == root
         a = self._arg(x, "x", name, writable=out is None and mine)
         o = a if out is None else self._out(a, out, a.shape, name)
+        code = _core.check_op(op, CODES[a.dtype], name, self._comm.rank)
+        done = self._on_lanes(name, a, o, code, root, async_op)
+        if done is not None:
+            return done
         h = self._down(a, "in", name)
         self._comm.reduce(h, op=op, root=root)
         if mine:
@@ -246,6 +261,9 @@ class DeviceStaging:
         a = self._arg(x, "x", name, writable=False)
         shape = (self._comm.size, *a.shape)
         o = self._out(a, out, shape, name)
+        done = self._on_lanes(name, a, o, OPS["sum"], 0, async_op)
+        if done is not None:
+            return done
         h = self._down(a, "in", name)
         ho = self._host("out", shape, a.dtype, name)
         self._comm.allgather(h, out=ho)
@@ -257,6 +275,10 @@ class DeviceStaging:
         a = self._arg(x, "x", name, writable=False)
         shape = _core.check_scattered_shape(a.shape, self._comm.size, name, self._comm.rank)
         o = self._out(a, out, shape, name)
+        code = _core.check_op(op, CODES[a.dtype], name, self._comm.rank)
+        done = self._on_lanes(name, a, o, code, 0, async_op)
+        if done is not None:
+            return done
         h = self._down(a, "in", name)
         ho = self._host("out", shape, a.dtype, name)
         self._comm.reduce_scatter(h, op=op, out=ho)

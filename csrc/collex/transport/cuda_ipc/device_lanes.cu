@@ -5,6 +5,7 @@
 
 #include "collex/kernels/combine.h"
 #include "collex/transport/cuda_ipc/device_lanes.h"
+#include "collex/transport/cuda_ipc/lane_elements.h"
 
 namespace collex::ipc {
 namespace {
@@ -23,8 +24,6 @@ template <typename Tr, ReduceOp Op>
 struct DeviceLane {
   std::uint64_t timeout_ns;
   LaneStatus* status;
-  int lane;
-  int rank;
 
   // Vector loads and stores need 16-byte addresses; range bounds fall on
   // vectors, so a pointer's own alignment decides. Staging buffers always
@@ -74,28 +73,41 @@ struct DeviceLane {
     asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(word), "l"(value) : "memory");
   }
 
-  __device__ bool wait(const std::uint64_t* word, std::uint64_t value, int from) {
+  __device__ bool wait(const std::uint64_t* word, std::uint64_t value) {
     const std::uint64_t deadline_ns = global_nanoseconds() + timeout_ns;
     for (unsigned spin = 0;; ++spin) {
       std::uint64_t seen;
       asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(seen) : "l"(word) : "memory");
       if (seen >= value) return true;
-      if ((spin & 1023u) == 1023u && global_nanoseconds() > deadline_ns) break;
+      if ((spin & 1023u) == 1023u && global_nanoseconds() > deadline_ns) return false;
     }
-    if (atomicCAS(reinterpret_cast<unsigned long long*>(&status->failed), 0ull, 1ull) == 0ull) {
-      status->lane = static_cast<std::uint64_t>(lane);
-      status->from = static_cast<std::uint64_t>(from);
-      status->token = value;
-      status->waiter = static_cast<std::uint64_t>(rank);
+  }
+
+  // Words that a flag's release and acquire order (signature words).
+  __device__ void store(std::uint64_t* word, std::uint64_t value) {
+    *reinterpret_cast<volatile std::uint64_t*>(word) = value;
+  }
+  __device__ std::uint64_t load(const std::uint64_t* word) {
+    return *reinterpret_cast<const volatile std::uint64_t*>(word);
+  }
+
+  // The first lane to give up, of any block of this rank, says why.
+  __device__ void report(const LaneStatus& why) {
+    if (atomicCAS(reinterpret_cast<unsigned long long*>(&status->failed), 0ull, why.failed) == 0ull) {
+      status->lane = why.lane;
+      status->from = why.from;
+      status->token = why.token;
+      status->waiter = why.waiter;
+      status->mine = why.mine;
+      status->theirs = why.theirs;
       __threadfence_system();
     }
-    return false;
   }
 };
 
 template <typename Tr, ReduceOp Op>
 __global__ void lanes_kernel(Peers peers, Call call, std::uint64_t timeout_ns, LaneStatus* status) {
-  DeviceLane<Tr, Op> ctx{timeout_ns, status, static_cast<int>(blockIdx.x), peers.rank};
+  DeviceLane<Tr, Op> ctx{timeout_ns, status};
   run_lane(peers, call, static_cast<int>(blockIdx.x), ctx);
 }
 
@@ -119,23 +131,19 @@ bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVect
 
 void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
                   LaneStatus* status, std::uintptr_t stream) {
-  if (peers.ranks < 1 || peers.ranks > kMaxRanks || peers.rank < 0 || peers.rank >= peers.ranks) {
-    throw std::invalid_argument("collex: launch_lanes: bad rank or rank count");
-  }
-  if (peers.lanes < 1 || peers.lanes > kMaxLanes || threads < 32 || threads > 1024) {
-    throw std::invalid_argument("collex: launch_lanes: bad lane or thread count");
-  }
-  if (peers.staging_bytes == 0 || peers.staging_bytes % kVector != 0) {
-    throw std::invalid_argument("collex: launch_lanes: staging buffers must hold whole vectors");
-  }
+  if (const char* why = invalid(peers, call)) throw std::invalid_argument(std::string("collex: launch_lanes: ") + why);
+  if (threads < 32 || threads > 1024) throw std::invalid_argument("collex: launch_lanes: bad thread count");
   for (int r = 0; r < peers.ranks; ++r) {
     if (!aligned(peers.staging[r]))
       throw std::invalid_argument("collex: launch_lanes: staging buffers must be 16-byte aligned");
   }
   if (call.bytes == 0) return;
   const auto timeout_ns = static_cast<std::uint64_t>(timeout_s * 1e9);
-  Launch go{peers, call, threads, timeout_ns, status, reinterpret_cast<cudaStream_t>(stream)};
-  if (!el::with_elements(dtype, op, go)) {
+  Call checked = call;
+  checked.signature = call_signature(call, static_cast<int>(dtype), static_cast<int>(op));
+  Launch go{peers, checked, threads, timeout_ns, status, reinterpret_cast<cudaStream_t>(stream)};
+  const LaneElements elements = lane_elements(call.kind, dtype, op);
+  if (!el::with_elements(elements.dtype, elements.op, go)) {
     throw std::invalid_argument("collex: launch_lanes: avg is not defined for integer dtypes");
   }
   const cudaError_t launched = cudaGetLastError();

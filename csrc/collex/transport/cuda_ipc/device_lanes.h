@@ -1,4 +1,4 @@
-// The CUDA IPC all-reduce's kernels: one block per lane of the lane protocol
+// The CUDA IPC collectives' kernels: one block per lane of the lane protocol
 // (lanes.h), queued on the caller's stream; flags in device memory ordered with
 // release stores and acquire loads at system scope; 16-byte vector loads;
 // float32 accumulation for fp16/bf16 in rank order (kernels/combine.h). No host
@@ -16,11 +16,12 @@ namespace collex::ipc {
 // Queues `call` on `stream` as peers.lanes blocks of `threads` threads. Every
 // pointer in `peers` and `call` is a device pointer valid in this process (the
 // peers' opened by CUDA IPC), staging buffers 16-byte aligned (the call's
-// arrays may lie at any element offset); `status` is written only on failure. A wait longer than `timeout_s`
-// ends its lane (so a dead peer never hangs the GPU). The kernels of all ranks
-// must be able to run at the same time (separate GPUs, or MPS): a lane spins on
-// its peers' flags. Throws std::invalid_argument for arguments outside the
-// protocol's limits and std::runtime_error for a failed launch.
+// arrays may lie at any element offset); `status` is written only on failure:
+// a wait longer than `timeout_s` ends its lane (so a dead peer never hangs the
+// GPU), as does a peer whose call differs (call_signature). The kernels of all
+// ranks must be able to run at the same time (separate GPUs, or MPS): a lane
+// spins on its peers' flags. Throws std::invalid_argument for arguments outside
+// the protocol's limits and std::runtime_error for a failed launch.
 void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
                   LaneStatus* status, std::uintptr_t stream);
 

@@ -9,6 +9,7 @@
 
 #include "collex/common/errors.h"
 #include "collex/kernels/combine.h"
+#include "collex/transport/cuda_ipc/lane_elements.h"
 
 namespace collex::ipc {
 namespace {
@@ -21,8 +22,8 @@ namespace el = kernels::elements;
 template <typename Tr, ReduceOp Op>
 class HostLane {
  public:
-  HostLane(int rank, int lane, double timeout_s, LaneStatus* status)
-      : rank_(rank), lane_(lane), timeout_(std::chrono::duration<double>(timeout_s)), status_(status) {}
+  HostLane(double timeout_s, LaneStatus* status)
+      : timeout_(std::chrono::duration<double>(timeout_s)), status_(status) {}
 
   void copy(char* dst, const char* src, Range r) {
     if (!r.empty()) std::memcpy(dst + r.begin, src + r.begin, r.end - r.begin);
@@ -45,26 +46,32 @@ class HostLane {
 
   void signal(std::uint64_t* word, std::uint64_t value) { __atomic_store_n(word, value, __ATOMIC_RELEASE); }
 
-  bool wait(const std::uint64_t* word, std::uint64_t value, int from) {
+  bool wait(const std::uint64_t* word, std::uint64_t value) {
     const Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout_);
     for (unsigned spin = 1;; ++spin) {
       if (__atomic_load_n(word, __ATOMIC_ACQUIRE) >= value) return true;
       if (spin % 64 == 0) std::this_thread::yield();  // the stand-in runs more threads than cores
-      if (spin % 1024 == 0 && Clock::now() > deadline) break;
+      if (spin % 1024 == 0 && Clock::now() > deadline) return false;
     }
+  }
+
+  void store(std::uint64_t* word, std::uint64_t value) { __atomic_store_n(word, value, __ATOMIC_RELAXED); }
+  std::uint64_t load(const std::uint64_t* word) { return __atomic_load_n(word, __ATOMIC_RELAXED); }
+
+  // The first lane to give up, of any rank sharing the status, says why.
+  void report(const LaneStatus& why) {
     std::uint64_t none = 0;
-    if (__atomic_compare_exchange_n(&status_->failed, &none, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      status_->lane = static_cast<std::uint64_t>(lane_);
-      status_->from = static_cast<std::uint64_t>(from);
-      status_->token = value;
-      status_->waiter = static_cast<std::uint64_t>(rank_);
+    if (__atomic_compare_exchange_n(&status_->failed, &none, why.failed, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      status_->lane = why.lane;
+      status_->from = why.from;
+      status_->token = why.token;
+      status_->waiter = why.waiter;
+      status_->mine = why.mine;
+      status_->theirs = why.theirs;
     }
-    return false;
   }
 
  private:
-  int rank_;
-  int lane_;
   std::chrono::duration<double> timeout_;
   LaneStatus* status_;
 };
@@ -92,7 +99,7 @@ struct LaneThread {
 
   template <typename Tr, ReduceOp Op>
   void run() {
-    HostLane<Tr, Op> ctx(peers.rank, lane, timeout_s, status);
+    HostLane<Tr, Op> ctx(timeout_s, status);
     for (const Call& c : calls) {
       if (!run_lane(peers, c, lane, ctx)) return;
     }
@@ -101,13 +108,36 @@ struct LaneThread {
 
 }  // namespace
 
+std::string describe_signature(std::uint64_t signature) {
+  static const char* const kNames[kNumCollectives] = {"allreduce", "reduce_scatter", "allgather", "broadcast",
+                                                      "reduce"};
+  const std::uint64_t fields = signature >> 48 & 0x7fff;
+  const int kind = static_cast<int>(fields & 7), root = static_cast<int>(fields >> 3 & 7);
+  const int dtype = static_cast<int>(fields >> 7 & 15), op = static_cast<int>(fields >> 11 & 7);
+  DType t;
+  std::string text = std::string(kind < kNumCollectives ? kNames[kind] : "?") + " of " +
+                     std::to_string(signature & ((std::uint64_t{1} << 48) - 1)) + " bytes";
+  if (dtype_from_int(dtype, &t)) text += std::string(" of ") + dtype_name(t);
+  const auto c = static_cast<Collective>(kind);
+  if (!moves_only(c) && op <= static_cast<int>(ReduceOp::kAvg)) {
+    text += std::string(", op ") + reduce_op_name(static_cast<ReduceOp>(op));
+  }
+  if (c == Collective::kBroadcast || c == Collective::kReduce) text += ", root " + std::to_string(root);
+  return text;
+}
+
 std::string describe_failure(const LaneStatus& s, double timeout_s) {
+  const std::string who = "rank " + std::to_string(s.waiter) + ", lane " + std::to_string(s.lane);
+  if (s.failed == kDisagreed) {
+    return who + ": rank " + std::to_string(s.from) + " called " + describe_signature(s.theirs) + " where rank " +
+           std::to_string(s.waiter) + " called " + describe_signature(s.mine) + " (round " +
+           std::to_string(s.token / 4) + ")";
+  }
   const char* phase = s.token % 4 == kStaged ? "staged" : s.token % 4 == kReduced ? "reduced" : "done";
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%g", timeout_s);
-  return "rank " + std::to_string(s.waiter) + ", lane " + std::to_string(s.lane) + " waited " + seconds +
-         " s for rank " + std::to_string(s.from) + " to finish phase '" + phase + "' of round " +
-         std::to_string(s.token / 4);
+  return who + " waited " + seconds + " s for rank " + std::to_string(s.from) + " to finish phase '" + phase +
+         "' of round " + std::to_string(s.token / 4);
 }
 
 void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const std::vector<std::vector<void*>>& outputs,
@@ -125,7 +155,8 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
   const std::size_t staging = options.staging_bytes / kVector * kVector;
   if (staging == 0) throw InvalidArgument("run_host_lanes: staging_bytes: expected at least 16");
   if (bytes % dtype_size(dtype) != 0) throw InvalidArgument("run_host_lanes: bytes: not a whole number of elements");
-  check_supported(dtype, op, "run_host_lanes");
+  const LaneElements elements = lane_elements(options.kind, dtype, op);
+  check_supported(elements.dtype, elements.op, "run_host_lanes");
   if (outputs.size() != inputs.size()) throw InvalidArgument("run_host_lanes: one output list per call");
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].size() != ranks || outputs[i].size() != ranks) {
@@ -138,10 +169,16 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
   peers.staging_bytes = staging;
   peers.ranks = static_cast<int>(ranks);
   peers.lanes = options.lanes;
-  const std::size_t words = static_cast<std::size_t>(options.lanes) * ranks;
+  Call shape;  // what every call has in common
+  shape.kind = options.kind;
+  shape.root = options.root;
+  shape.bytes = bytes;
+  shape.shots = options.shots;
+  shape.signature = call_signature(shape, static_cast<int>(dtype), static_cast<int>(op));
+  if (const char* why = invalid(peers, shape)) throw InvalidArgument(std::string("run_host_lanes: ") + why);
   for (std::size_t r = 0; r < ranks; ++r) {
     staging_memory.emplace_back(new std::uint64_t[staging / sizeof(std::uint64_t)]());
-    flag_memory.emplace_back(new std::uint64_t[words]());
+    flag_memory.emplace_back(new std::uint64_t[kFlagWords]());
     peers.staging[r] = reinterpret_cast<char*>(staging_memory.back().get());
     peers.flags[r] = flag_memory.back().get();
   }
@@ -152,14 +189,12 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
     views[r].rank = static_cast<int>(r);
     std::uint64_t seq = 1;
     for (std::size_t i = 0; i < inputs.size(); ++i) {
-      Call c;
+      Call c = shape;
       c.input = static_cast<const char*>(inputs[i][r]);
       c.output = static_cast<char*>(outputs[i][r]);
-      c.bytes = bytes;
       c.first_seq = seq;
-      c.shots = options.shots;
       calls[r].push_back(c);
-      seq += rounds(bytes, staging);
+      seq += rounds(c.kind, bytes, staging, peers.ranks);
     }
   }
   LaneStatus status{};
@@ -169,29 +204,30 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
     for (int lane = 0; lane < options.lanes; ++lane) {
       threads.emplace_back([&, r, lane] {
         LaneThread work{views[r], calls[r], lane, options.timeout_s, &status};
-        el::with_elements(dtype, op, work);
+        el::with_elements(elements.dtype, elements.op, work);
       });
     }
   }
   for (auto& t : threads) t.join();
   if (status.failed) {
-    throw CollectiveTimeout("collex: CUDA IPC lanes (host stand-in): " + describe_failure(status, options.timeout_s));
+    const std::string what = "collex: CUDA IPC lanes (host stand-in): " + describe_failure(status, options.timeout_s);
+    if (status.failed == kDisagreed) throw CollectiveMismatch(what);
+    throw CollectiveTimeout(what);
   }
 }
 
 void run_host_lane_rank(const Peers& peers, const Call& call, DType dtype, ReduceOp op, double timeout_s,
                         LaneStatus* status) {
-  if (peers.ranks < 1 || peers.ranks > kMaxRanks || peers.rank < 0 || peers.rank >= peers.ranks || peers.lanes < 1 ||
-      peers.lanes > kMaxLanes || peers.staging_bytes == 0 || peers.staging_bytes % kVector != 0) {
-    throw InvalidArgument("run_host_lane_rank: ranks, lanes or staging size outside the protocol's limits");
-  }
-  check_supported(dtype, op, "run_host_lane_rank");
-  const std::vector<Call> calls{call};
+  if (const char* why = invalid(peers, call)) throw InvalidArgument(std::string("run_host_lane_rank: ") + why);
+  const LaneElements elements = lane_elements(call.kind, dtype, op);
+  check_supported(elements.dtype, elements.op, "run_host_lane_rank");
+  std::vector<Call> calls{call};
+  calls[0].signature = call_signature(call, static_cast<int>(dtype), static_cast<int>(op));
   std::vector<std::thread> threads;
   for (int lane = 0; lane < peers.lanes; ++lane) {
     threads.emplace_back([&, lane] {
       LaneThread work{peers, calls, lane, timeout_s, status};
-      el::with_elements(dtype, op, work);
+      el::with_elements(elements.dtype, elements.op, work);
     });
   }
   for (auto& t : threads) t.join();

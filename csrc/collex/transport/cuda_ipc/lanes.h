@@ -1,10 +1,16 @@
-// The protocol of the CUDA IPC all-reduce, in plain C++ for host and device:
+// The protocol of the CUDA IPC collectives, in plain C++ for host and device:
 // how a call is cut into rounds (one per fill of the staging buffers), each
-// round into lanes (one per CUDA block) and, for two-shot, each lane into the
-// ranks' shares; and the flags that order the ranks' lanes. The CUDA kernels
-// (device_lanes.cu) and their CPU stand-in (host_lanes.cpp), which CI tests on
-// threads, run this same code; each supplies a Lane: how its threads copy,
-// combine, synchronise and signal.
+// round into lanes (one per CUDA block) and, for two-shot reductions, each lane
+// into the ranks' shares; and the flags that order the ranks' lanes. The CUDA
+// kernels (device_lanes.cu) and their CPU stand-in (host_lanes.cpp), which CI
+// tests on threads and processes, run this same code; each supplies a Lane: how
+// its threads copy, combine, synchronise and signal.
+//
+// Every collective is the same skeleton: each round, every rank stages its part
+// into its own staging buffer, a barrier says so, each rank reads what it needs
+// from its peers' staging buffers (reducing or copying), and a last barrier
+// says that nobody reads a staging buffer any more, so the next round may
+// overwrite it. They differ only in what is staged and what is read.
 //
 // Lanes are independent: lane b of every rank stages, reduces and gathers the
 // same part of the staging buffers in every round, and waits only for lane b
@@ -35,6 +41,22 @@ constexpr std::size_t kVector = 16;  // bytes per vector step; lane and share bo
 // the lane into its own staging buffer, then gathers the others' shares.
 enum class Shots : std::uint8_t { kOne = 1, kTwo = 2 };
 
+// The collectives the protocol runs. The numbers are part of the binding
+// contract (python/collex/cuda/lanes.py).
+enum class Collective : std::uint8_t {
+  kAllReduce = 0,
+  kReduceScatter = 1,  // rank r gets block r of the reduction of every rank's input
+  kAllGather = 2,      // block q of every rank's output is rank q's input
+  kBroadcast = 3,      // every rank's output is the root's input
+  kReduce = 4,         // the root's output is the reduction; the others' is not written
+};
+constexpr int kNumCollectives = 5;
+
+// Collectives that only move bytes (their dtype and operator do not matter).
+COLLEX_LANES bool moves_only(Collective kind) {
+  return kind == Collective::kAllGather || kind == Collective::kBroadcast;
+}
+
 // The phases of a round, in order; a flag at token(seq, p) says its writer has
 // finished phase p of round seq (and every phase before it, of every round before).
 enum Phase : std::uint64_t { kStaged = 1, kReduced = 2, kDone = 3 };
@@ -64,19 +86,29 @@ COLLEX_LANES Range vector_bytes(std::size_t offset, Range vectors, std::size_t l
 
 COLLEX_LANES std::size_t vectors_in(std::size_t bytes) { return (bytes + kVector - 1) / kVector; }
 
-// The rounds of a call of `bytes`: each stages at most `staging_bytes` (a multiple of kVector).
-COLLEX_LANES std::uint64_t rounds(std::size_t bytes, std::size_t staging_bytes) {
-  return (bytes + staging_bytes - 1) / staging_bytes;
+// How many of a call's `bytes` (see Call) one round takes: a staging buffer's
+// worth, except for reduce-scatter, which stages a part of every rank's block
+// and so takes a ranks'th (whole vectors: 0 where the buffer holds less than a
+// vector per rank, which the checks refuse).
+COLLEX_LANES std::size_t round_capacity(Collective kind, std::size_t staging_bytes, int ranks) {
+  if (kind != Collective::kReduceScatter) return staging_bytes;
+  return staging_bytes / static_cast<std::size_t>(ranks) / kVector * kVector;
+}
+
+// The rounds (sequence numbers) a call of `bytes` takes.
+COLLEX_LANES std::uint64_t rounds(Collective kind, std::size_t bytes, std::size_t staging_bytes, int ranks) {
+  const std::size_t capacity = round_capacity(kind, staging_bytes, ranks);
+  return capacity == 0 ? 0 : (bytes + capacity - 1) / capacity;
 }
 
 // Lane `lane`'s bytes of a round of `length` bytes (offsets within the round):
-// its fixed part of the staging buffer, clipped to the round. Fixed, because a
+// its fixed part of the round's capacity, clipped to the round. Fixed, because a
 // lane that has finished a round stages the next one while other lanes may
 // still read theirs: cut by the round's length instead, the last, shorter
 // round would give one lane bytes that another still reads (the stand-in's
 // tests found exactly that).
-COLLEX_LANES Range lane_bytes(std::size_t staging_bytes, std::size_t length, int lanes, int lane) {
-  return vector_bytes(0, part(staging_bytes / kVector, lanes, lane), length);
+COLLEX_LANES Range lane_bytes(std::size_t capacity, std::size_t length, int lanes, int lane) {
+  return vector_bytes(0, part(capacity / kVector, lanes, lane), length);
 }
 
 // Rank r's share of a lane's bytes (two-shot).
@@ -88,86 +120,232 @@ COLLEX_LANES Range share_bytes(Range lane, int ranks, int r) {
 // mapped into this process (device pointers on the GPU).
 struct Peers {
   char* staging[kMaxRanks];         // each rank's staging buffer
-  std::uint64_t* flags[kMaxRanks];  // each rank's flag words, [lane * ranks + from rank]
+  std::uint64_t* flags[kMaxRanks];  // each rank's flag area (kFlagWords words; see flag and signature_word)
   std::size_t staging_bytes = 0;    // each staging buffer's size, a multiple of kVector
   int ranks = 1;
   int rank = 0;
   int lanes = 1;
 };
 
-// One all-reduce, as one rank runs it.
+// One collective, as one rank runs it. `bytes`, a whole number of elements, is
+// the array's size for all-reduce, broadcast and reduce, and the size of one
+// rank's block for reduce-scatter (its output; the input holds ranks blocks)
+// and all-gather (its input; the output holds ranks blocks).
 struct Call {
+  Collective kind = Collective::kAllReduce;
   const char* input = nullptr;
-  char* output = nullptr;
-  std::size_t bytes = 0;        // a whole number of elements
+  char* output = nullptr;  // may be the input (all-reduce, broadcast, reduce)
+  std::size_t bytes = 0;
   std::uint64_t first_seq = 1;  // the communicator's round count before the call, plus one
-  Shots shots = Shots::kTwo;
+  Shots shots = Shots::kTwo;    // all-reduce and reduce
+  int root = 0;                 // broadcast and reduce
+  std::uint64_t signature = 0;  // what every rank's call must agree on (call_signature); 0: unchecked
 };
 
-// Where a lane that gave up says why: the first to fail sets `failed` to 1 and
+// A call's collective, size, root, shots, dtype and operator in one word that
+// every rank's lanes compare at each round's first barrier, so that ranks
+// calling different collectives (which the flags alone would let run, each
+// reading what it takes for its own) stop with an error instead of a wrong
+// result. Exact, not a hash: sizes below 2^48 bytes; the host decodes it for
+// the error (python/collex/cuda/lanes.py).
+COLLEX_LANES std::uint64_t call_signature(const Call& c, int dtype, int op) {
+  const std::uint64_t fields = static_cast<std::uint64_t>(c.kind) | static_cast<std::uint64_t>(c.root) << 3 |
+                               static_cast<std::uint64_t>(c.shots == Shots::kTwo) << 6 |
+                               static_cast<std::uint64_t>(dtype) << 7 | static_cast<std::uint64_t>(op) << 11;
+  return std::uint64_t{1} << 63 | fields << 48 | (c.bytes & ((std::uint64_t{1} << 48) - 1));
+}
+
+// Why a lane gave up (LaneStatus::failed).
+enum Failure : std::uint64_t { kTimedOut = 1, kDisagreed = 2 };
+
+// Where a lane that gave up says why: the first to fail sets `failed` and
 // fills in the rest (on the GPU: device memory, or host memory mapped for it).
 struct LaneStatus {
-  std::uint64_t failed;
+  std::uint64_t failed;  // a Failure
   std::uint64_t lane;
-  std::uint64_t from;    // the rank whose flag did not come
+  std::uint64_t from;    // the rank whose flag did not come, or whose call differs
   std::uint64_t token;   // the value waited for: round * 4 + phase
   std::uint64_t waiter;  // the rank that waited
+  std::uint64_t mine;    // kDisagreed: the waiter's call_signature
+  std::uint64_t theirs;  // and the other's
 };
+
+// Why `peers` and `call` are outside what the protocol can run, or nullptr.
+COLLEX_LANES const char* invalid(const Peers& w, const Call& c) {
+  if (w.ranks < 1 || w.ranks > kMaxRanks || w.rank < 0 || w.rank >= w.ranks) return "bad rank or rank count";
+  if (w.lanes < 1 || w.lanes > kMaxLanes) return "bad lane count";
+  if (w.staging_bytes == 0 || w.staging_bytes % kVector != 0) return "staging buffers must hold whole vectors";
+  if (static_cast<int>(c.kind) < 0 || static_cast<int>(c.kind) >= kNumCollectives) return "unknown collective";
+  if (round_capacity(c.kind, w.staging_bytes, w.ranks) == 0) {
+    return "staging buffers too small: reduce-scatter needs a vector per rank";
+  }
+  if (c.root < 0 || c.root >= w.ranks) return "root outside the ranks";
+  return nullptr;
+}
+
+// A rank's flag area: kMaxLanes * kMaxRanks flag words, then kMaxLanes signature words.
+constexpr std::size_t kFlagWords = static_cast<std::size_t>(kMaxLanes) * (kMaxRanks + 1);
 
 // The flag word in rank `owner`'s flags where rank `from`'s lane `lane` signals.
 COLLEX_LANES std::uint64_t* flag(const Peers& w, int owner, int lane, int from) {
   return w.flags[owner] + static_cast<std::size_t>(lane) * static_cast<std::size_t>(w.ranks) + from;
 }
 
+// Where lane `lane` of rank `owner` puts its call's signature for its peers to
+// compare, written by that lane alone. It holds still while they read it: the
+// owner writes the next round's only after every peer has passed this round's
+// last barrier.
+COLLEX_LANES std::uint64_t* signature_word(const Peers& w, int owner, int lane) {
+  return w.flags[owner] + static_cast<std::size_t>(kMaxLanes) * kMaxRanks + lane;
+}
+
 // Every peer's lane learns that this rank's lane has finished `phase` of round
-// `seq`, and this lane waits until every peer's has. False (on every thread of
-// the lane) when a wait timed out.
+// `seq`, and this lane waits until every peer's has; with a `signature`, it
+// also publishes its own and checks each peer's. False (on every thread of the
+// lane, the reason in the status) when a wait timed out or a peer's call differs.
 template <typename Lane>
-COLLEX_LANES bool barrier(const Peers& w, int lane, std::uint64_t value, Lane& ctx) {
+COLLEX_LANES bool barrier(const Peers& w, int lane, std::uint64_t value, Lane& ctx, std::uint64_t signature = 0) {
   ctx.sync();  // every thread's part of the phase is written
   bool ok = true;
   if (ctx.leader()) {
+    if (signature != 0) ctx.store(signature_word(w, w.rank, lane), signature);  // the signals below release it
     for (int q = 0; q < w.ranks; ++q) {
       if (q != w.rank) ctx.signal(flag(w, q, lane, w.rank), value);
     }
     for (int q = 0; q < w.ranks && ok; ++q) {
-      if (q != w.rank) ok = ctx.wait(flag(w, w.rank, lane, q), value, q);
+      if (q == w.rank) continue;
+      LaneStatus why{kTimedOut, static_cast<std::uint64_t>(lane),   static_cast<std::uint64_t>(q),
+                     value,     static_cast<std::uint64_t>(w.rank), 0,
+                     0};
+      ok = ctx.wait(flag(w, w.rank, lane, q), value);
+      if (ok && signature != 0) {
+        why.failed = kDisagreed;
+        why.mine = signature;
+        why.theirs = ctx.load(signature_word(w, q, lane));  // after the acquire of q's flag: q's for this round
+        ok = why.theirs == signature;
+      }
+      if (!ok) ctx.report(why);
     }
   }
   return ctx.sync_and(ok);  // and no thread reads a peer's bytes before the leader saw its flag
+}
+
+// A round of each collective, up to its last barrier: `base` is the round's
+// first byte within the call's blocks, `mine` this lane's bytes of the round.
+// Each returns false when a wait timed out.
+
+template <typename Lane>
+COLLEX_LANES bool allreduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                  int lane, Lane& ctx) {
+  char* staged = w.staging[w.rank];
+  char* out = c.output + base;
+  ctx.copy(staged, c.input + base, mine);
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (c.shots == Shots::kOne) {
+    ctx.combine(out, nullptr, w.staging, w.ranks, mine);
+    return true;
+  }
+  // The reduced share goes to the output and over this rank's own staged
+  // input, which no peer reads (each reads only its own share of it).
+  ctx.combine(out, staged, w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
+  for (int q = 0; q < w.ranks; ++q) {
+    if (q != w.rank) ctx.copy(out, w.staging[q], share_bytes(mine, w.ranks, q));
+  }
+  return true;
+}
+
+// The root's output the reduction, as all-reduce's but gathered by the root
+// alone; the others reduce their share in place in their staging buffers.
+template <typename Lane>
+COLLEX_LANES bool reduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine, int lane,
+                               Lane& ctx) {
+  char* staged = w.staging[w.rank];
+  const bool root = w.rank == c.root;
+  ctx.copy(staged, c.input + base, mine);
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (c.shots == Shots::kOne) {
+    if (root) ctx.combine(c.output + base, nullptr, w.staging, w.ranks, mine);
+    return true;
+  }
+  ctx.combine(root ? c.output + base : staged, nullptr, w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
+  if (root) {
+    for (int q = 0; q < w.ranks; ++q) {
+      if (q != w.rank) ctx.copy(c.output + base, w.staging[q], share_bytes(mine, w.ranks, q));
+    }
+  }
+  return true;
+}
+
+// Each rank stages its part of every rank's block (block q at q * capacity in
+// its staging buffer) and reduces its own block's part from every staging buffer.
+template <typename Lane>
+COLLEX_LANES bool reduce_scatter_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                       int lane, Lane& ctx) {
+  const std::size_t capacity = round_capacity(c.kind, w.staging_bytes, w.ranks);
+  for (int q = 0; q < w.ranks; ++q) {
+    ctx.copy(w.staging[w.rank] + q * capacity, c.input + q * c.bytes + base, mine);
+  }
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  const char* blocks[kMaxRanks];
+  for (int q = 0; q < w.ranks; ++q) blocks[q] = w.staging[q] + static_cast<std::size_t>(w.rank) * capacity;
+  ctx.combine(c.output + base, nullptr, blocks, w.ranks, mine);
+  return true;
+}
+
+template <typename Lane>
+COLLEX_LANES bool all_gather_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                   int lane, Lane& ctx) {
+  const char* in = c.input + base;
+  char* own = c.output + static_cast<std::size_t>(w.rank) * c.bytes + base;
+  ctx.copy(w.staging[w.rank], in, mine);
+  if (own != in) ctx.copy(own, in, mine);  // in place when the input is this rank's block of the output
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  for (int q = 0; q < w.ranks; ++q) {
+    if (q != w.rank) ctx.copy(c.output + static_cast<std::size_t>(q) * c.bytes + base, w.staging[q], mine);
+  }
+  return true;
+}
+
+template <typename Lane>
+COLLEX_LANES bool broadcast_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                  int lane, Lane& ctx) {
+  const bool root = w.rank == c.root;
+  if (root) {
+    ctx.copy(w.staging[w.rank], c.input + base, mine);
+    if (c.output != c.input) ctx.copy(c.output + base, c.input + base, mine);
+  }
+  // Every rank signals (the others' "staged" says nothing but costs one flag):
+  // one barrier for all collectives keeps the flags' rule simple.
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!root) ctx.copy(c.output + base, w.staging[c.root], mine);
+  return true;
 }
 
 // Runs one call's rounds for lane `lane`. Returns false when a wait timed out
 // (the lane stops; its Lane says whom it waited for).
 template <typename Lane>
 COLLEX_LANES bool run_lane(const Peers& w, const Call& c, int lane, Lane& ctx) {
-  const std::uint64_t n = rounds(c.bytes, w.staging_bytes);
-  const char* sources[kMaxRanks];
-  for (int r = 0; r < w.ranks; ++r) sources[r] = w.staging[r];
-  char* staged = w.staging[w.rank];
+  const std::size_t capacity = round_capacity(c.kind, w.staging_bytes, w.ranks);
+  const std::uint64_t n = rounds(c.kind, c.bytes, w.staging_bytes, w.ranks);
   for (std::uint64_t k = 0; k < n; ++k) {
-    const std::size_t base = static_cast<std::size_t>(k) * w.staging_bytes;
+    const std::size_t base = static_cast<std::size_t>(k) * capacity;
     const std::size_t left = c.bytes - base;
-    const std::size_t length = left < w.staging_bytes ? left : w.staging_bytes;
+    const std::size_t length = left < capacity ? left : capacity;
     const std::uint64_t seq = c.first_seq + k;
-    const Range mine = lane_bytes(w.staging_bytes, length, w.lanes, lane);
+    const Range mine = lane_bytes(capacity, length, w.lanes, lane);
     if (mine.empty()) continue;  // alike on every rank: a short round, or fewer vectors than lanes
-    char* out = c.output + base;
-    ctx.copy(staged, c.input + base, mine);
-    if (!barrier(w, lane, token(seq, kStaged), ctx)) return false;
-    if (c.shots == Shots::kOne) {
-      ctx.combine(out, nullptr, sources, w.ranks, mine);
-    } else {
-      // The reduced share goes to the output and over this rank's own staged
-      // input, which no peer reads (each reads only its own share of it).
-      ctx.combine(out, staged, sources, w.ranks, share_bytes(mine, w.ranks, w.rank));
-      if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
-      for (int q = 0; q < w.ranks; ++q) {
-        if (q != w.rank) ctx.copy(out, w.staging[q], share_bytes(mine, w.ranks, q));
-      }
+    bool ok = false;
+    switch (c.kind) {
+      case Collective::kAllReduce: ok = allreduce_round(w, c, seq, base, mine, lane, ctx); break;
+      case Collective::kReduce: ok = reduce_round(w, c, seq, base, mine, lane, ctx); break;
+      case Collective::kReduceScatter: ok = reduce_scatter_round(w, c, seq, base, mine, lane, ctx); break;
+      case Collective::kAllGather: ok = all_gather_round(w, c, seq, base, mine, lane, ctx); break;
+      case Collective::kBroadcast: ok = broadcast_round(w, c, seq, base, mine, lane, ctx); break;
     }
     // No peer may stage the next round over bytes this rank still reads.
-    if (!barrier(w, lane, token(seq, kDone), ctx)) return false;
+    if (!ok || !barrier(w, lane, token(seq, kDone), ctx)) return false;
   }
   return true;
 }
