@@ -12,6 +12,7 @@
 #include "collex/device/cuda_memory.h"
 #if defined(COLLEX_CUDA_KERNELS)
 #include "bindings/lane_arguments.h"
+#include "collex/kernels/cuda/compress.h"
 #include "collex/kernels/cuda/reduce_peers.h"
 #include "collex/transport/cuda_ipc/device_lanes.h"
 #endif
@@ -21,6 +22,7 @@ using collex::cuda::Event;
 using collex::cuda::PeerDeviceBuffer;
 using collex::cuda::PinnedBuffer;
 using collex::cuda::SharedDeviceBuffer;
+using collex::cuda::Stream;
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "collex's CUDA module: copies, pinned host memory, IPC-shared device memory, the reduction kernel";
@@ -91,6 +93,40 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("collective"), py::arg("bytes"), py::arg("staging_bytes"), py::arg("ranks"),
       "How many rounds (sequence numbers) a collective of `bytes` (as in lanes.h's Call) takes through staging "
       "buffers of `staging_bytes` among `ranks` ranks.");
+  // GradientReducer's compression on the GPU (kernels/cuda/compress.h): every
+  // address is device memory; `segments` holds `count` (grad, count, offset)
+  // triples of uint64; amax 0: none (bf16).
+  using collex::cuda::Segment;
+  m.def(
+      "bucket_amax",
+      [](std::uintptr_t segments, int count, std::uintptr_t residual, std::uintptr_t amax, std::uintptr_t stream,
+         int device) {
+        collex::cuda::bucket_amax(reinterpret_cast<const Segment*>(segments), count,
+                                  reinterpret_cast<const float*>(residual), reinterpret_cast<float*>(amax), stream,
+                                  device);
+      },
+      py::arg("segments"), py::arg("count"), py::arg("residual"), py::arg("amax"), py::arg("stream"),
+      py::arg("device"));
+  m.def(
+      "bucket_pack",
+      [](std::uintptr_t segments, int count, std::uintptr_t wire, std::uintptr_t residual, std::uintptr_t amax,
+         int ranks, bool fp16, std::uintptr_t stream, int device) {
+        collex::cuda::bucket_pack(reinterpret_cast<const Segment*>(segments), count,
+                                  reinterpret_cast<std::uint16_t*>(wire), reinterpret_cast<float*>(residual),
+                                  reinterpret_cast<const float*>(amax), ranks, fp16, stream, device);
+      },
+      py::arg("segments"), py::arg("count"), py::arg("wire"), py::arg("residual"), py::arg("amax"), py::arg("ranks"),
+      py::arg("fp16"), py::arg("stream"), py::arg("device"));
+  m.def(
+      "bucket_unpack",
+      [](std::uintptr_t segments, int count, std::uintptr_t wire, std::uintptr_t amax, int ranks, bool fp16,
+         std::uintptr_t stream, int device) {
+        collex::cuda::bucket_unpack(reinterpret_cast<const Segment*>(segments), count,
+                                    reinterpret_cast<const std::uint16_t*>(wire), reinterpret_cast<const float*>(amax),
+                                    ranks, fp16, stream, device);
+      },
+      py::arg("segments"), py::arg("count"), py::arg("wire"), py::arg("amax"), py::arg("ranks"), py::arg("fp16"),
+      py::arg("stream"), py::arg("device"));
   m.attr("LANE_MAX_RANKS") = collex::ipc::kMaxRanks;
   m.attr("LANE_MAX_LANES") = collex::ipc::kMaxLanes;
   m.attr("LANE_FLAG_WORDS") = collex::ipc::kFlagWords;
@@ -105,6 +141,10 @@ PYBIND11_MODULE(_cuda, m) {
       .def("done", &Event::done)
       .def("order_before", &Event::order_before, py::arg("stream"))
       .def_property_readonly("device", &Event::device);
+  py::class_<Stream>(m, "Stream")
+      .def(py::init<int>(), py::arg("device"))
+      .def_property_readonly("handle", &Stream::handle)
+      .def_property_readonly("device", &Stream::device);
   py::class_<PinnedBuffer>(m, "PinnedBuffer", py::buffer_protocol())
       .def(py::init<std::size_t>(), py::arg("bytes"))
       .def_property_readonly("address",

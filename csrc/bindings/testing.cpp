@@ -5,6 +5,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "collex/algorithms/tree.h"
 #include "collex/common/errors.h"
 #include "collex/core/in_process.h"
+#include "collex/kernels/compress_segments.h"
 #include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
 #include "collex/transport/cuda_ipc/host_lanes.h"
@@ -167,6 +169,45 @@ void ipc_lane_rank_hook(int collective, const std::vector<std::uintptr_t>& stagi
   ipc::run_host_lane_rank(peers, call, dt, reduce_op, timeout_s, reinterpret_cast<ipc::LaneStatus*>(status));
 }
 
+// The CPU stand-in of GradientReducer's compression kernels on the GPU
+// (kernels/cuda/compress.h): the same element arithmetic over the same
+// segments, in host memory, one element after another.
+void bucket_compress_hook(const std::string& what, std::uintptr_t segments_address, int count,
+                          std::uintptr_t wire_address, std::uintptr_t residual_address, std::uintptr_t amax_address,
+                          int ranks, bool fp16) {
+  namespace cp = kernels::segments;
+  const auto* segments = reinterpret_cast<const cp::Segment*>(segments_address);
+  auto* wire = reinterpret_cast<std::uint16_t*>(wire_address);
+  auto* residual = reinterpret_cast<float*>(residual_address);
+  auto* amax = reinterpret_cast<float*>(amax_address);
+  if (what == "amax") {
+    float best = 0.0f;
+    for (int k = 0; k < count; ++k) {
+      const cp::Segment& s = segments[k];
+      for (std::size_t i = 0; i < s.count; ++i) {
+        const float m =
+            cp::magnitude(reinterpret_cast<const float*>(s.grad), residual ? residual + s.offset : nullptr, i);
+        best = m != m || best != best ? std::nanf("") : (m > best ? m : best);
+      }
+    }
+    *amax = best;
+    return;
+  }
+  if (what != "pack" && what != "unpack") throw InvalidArgument("what: amax, pack or unpack");
+  const float scale = amax != nullptr ? cp::wire_scale(fp16, *amax, ranks) : 1.0f;
+  for (int k = 0; k < count; ++k) {
+    const cp::Segment& s = segments[k];
+    auto* grad = reinterpret_cast<float*>(s.grad);
+    for (std::size_t i = 0; i < s.count; ++i) {
+      if (what == "pack") {
+        cp::pack_element(wire + s.offset, grad, residual ? residual + s.offset : nullptr, i, scale, fp16);
+      } else {
+        cp::unpack_element(grad, wire + s.offset, i, 1.0f / (scale * static_cast<float>(ranks)), fp16);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void bind_testing(py::module_& m) {
@@ -212,6 +253,8 @@ void bind_testing(py::module_& m) {
         py::arg("staging_bytes"), py::arg("rank"), py::arg("lanes"), py::arg("input"), py::arg("output"),
         py::arg("bytes"), py::arg("first_seq"), py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"),
         py::arg("timeout"), py::arg("status"));
+  m.def("_bucket_compress", &bucket_compress_hook, py::arg("what"), py::arg("segments"), py::arg("count"),
+        py::arg("wire"), py::arg("residual"), py::arg("amax"), py::arg("ranks"), py::arg("fp16"));
   m.def(
       "_ipc_lane_rounds",
       [](int collective, std::size_t bytes, std::size_t staging_bytes, int ranks) {

@@ -20,6 +20,23 @@ def where(op: str, rank: int) -> str:
     return f"collex.{op} [rank {rank}]"
 
 
+def back_to_back(specs: list, zeros: Any) -> list:
+    """Views with the (shape, dtype) of each of `specs`, in order, back to back in
+    one flat buffer per dtype that zeros(count, dtype) makes (in the order of the
+    dtypes' first use, so that every rank makes them alike)."""
+    totals: dict[np.dtype, int] = {}
+    for shape, dt in specs:
+        totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
+    buffers = {dt: zeros(n, dt) for dt, n in totals.items()}
+    at = dict.fromkeys(totals, 0)
+    views = []
+    for shape, dt in specs:
+        n = int(np.prod(shape, dtype=np.int64))
+        views.append(buffers[dt][at[dt] : at[dt] + n].reshape(shape))
+        at[dt] += n
+    return views
+
+
 def as_ndarray(x: Any, arg: str, op: str, rank: int) -> np.ndarray:
     """A NumPy view of x, never a copy."""
     if isinstance(x, np.ndarray):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import Arg, as_ndarray, where
+from ._arrays import Arg, as_ndarray, back_to_back, where
 from ._dtypes import CODES, NAMES
 from ._work import Work, wait_all
 from .cuda.arguments import is_device_array
@@ -194,18 +194,7 @@ class Communicator:
             if not hasattr(a, "shape") or not hasattr(a, "dtype"):
                 raise TypeError(f"{here}: arrays[{i}]: expected an array, got {type(a).__name__}")
             specs.append((tuple(int(s) for s in a.shape), np.dtype(a.dtype)))
-        totals: dict[np.dtype, int] = {}
-        for shape, dt in specs:
-            totals[dt] = totals.get(dt, 0) + int(np.prod(shape, dtype=np.int64))
-        # Every rank sees the dtypes in the same order (the order of first use).
-        buffers = {dt: self.zeros(n, dt) for dt, n in totals.items()}
-        at = dict.fromkeys(totals, 0)
-        views = []
-        for shape, dt in specs:
-            n = int(np.prod(shape, dtype=np.int64))
-            views.append(buffers[dt][at[dt] : at[dt] + n].reshape(shape))
-            at[dt] += n
-        return views
+        return back_to_back(specs, self.zeros)
 
     def shutdown(self) -> None:
         """Finishes queued operations and releases this communicator's resources."""

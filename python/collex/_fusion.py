@@ -17,8 +17,9 @@ from . import _core, _runtime
 from ._arrays import Arg, where
 from ._comm import Communicator
 from ._dtypes import FLOATING, SUPPORTED
-from .cuda.arguments import is_device_array
+from .cuda.arguments import DeviceArg, cuda_module, is_device_array
 from .cuda.mirror import HostMirror
+from .cuda.reducer import DeviceReducer
 
 COMPRESSIONS = ("none", "fp16", "bf16")
 MIB = 1 << 20
@@ -72,6 +73,11 @@ class GradientReducer:
     mirrored in one pinned host buffer: ``ready(i)`` copies gradient ``i`` down
     (after the work queued on its stream) before its bucket may launch, and
     ``wait()`` queues every average's copy back up on the gradient's stream.
+    Where the communicator runs the stream-ordered CUDA kernels instead
+    (``COLLEX_CUDA_IPC=lanes``, one node) they never leave the GPU
+    (cuda/reducer.py: buckets averaged on a stream of the reducer's own,
+    compression and error feedback as CUDA kernels; ``wait()`` orders the
+    gradients' streams after it and returns at once). Not yet run on a GPU.
     """
 
     def __init__(
@@ -98,6 +104,10 @@ class GradientReducer:
             raise ValueError(f"{here}: compression={compression!r}: expected None, 'fp16' or 'bf16'")
         on_device = [is_device_array(g) for g in grads]
         self._mirror = None
+        self._device: DeviceReducer | None = None
+        self._comm = comm
+        cap = int(bucket_mb * MIB)
+        first_cap = min(cap, int(first_bucket_mb * MIB))
         if any(on_device):
             if not all(on_device):
                 host = on_device.index(False)
@@ -105,6 +115,14 @@ class GradientReducer:
                     f"{here}: grads: a mix of CUDA and host arrays (grads[{host}] is on the host); "
                     "pass all of one kind"
                 )
+            lanes = self._lanes_for(grads, op)
+            if lanes is not None:
+                self._grads = list(grads)
+                self._device = DeviceReducer(
+                    comm, grads, lanes, cuda_module(op, comm.rank), cap, first_cap, comp, bool(error_feedback)
+                )
+                self.compression = None if comp == "none" else comp
+                return
             self._mirror = HostMirror(grads, op, comm.rank)
             grads = self._mirror.host
         self._marked: set[int] = set()  # gradients already copied down this step
@@ -119,18 +137,23 @@ class GradientReducer:
             specs.append((a.address, a.count, a.code))
             arrays.append(a.array)
         self._grads = arrays  # the core refers to their memory
-        self._comm = comm
-        cap = int(bucket_mb * MIB)
         self._c = _core.GradientReducer(
             comm._c,
             specs,
             cap,
-            min(cap, int(first_bucket_mb * MIB)),
+            first_cap,
             comp,
             bool(error_feedback),
             bool(huge_pages),
         )
         self.compression = None if comp == "none" else comp
+
+    def _lanes_for(self, grads: Sequence[Any], op: str) -> Any:
+        """The communicator's stream-ordered kernels for the gradients' device, or
+        None (collective: every rank asks at the same point)."""
+        args = (DeviceArg(g, f"grads[{i}]", op, self._comm.rank, writable=True) for i, g in enumerate(grads))
+        first = next((a for a in args if a.nbytes), None)
+        return None if first is None else self._comm._device.lane_peers(first, op)
 
     def _index(self, i: Any, method: str) -> int:
         here = where(f"GradientReducer.{method}", self._comm.rank)
@@ -145,6 +168,9 @@ class GradientReducer:
     def ready(self, i: int) -> None:
         """Gradient ``i`` is final for this step; its bucket may launch."""
         k = self._index(i, "ready")
+        if self._device is not None:
+            self._device.ready(k)
+            return
         if self._mirror is not None and k not in self._marked:
             # (a second ready(k) is left to the core's error, without copying
             # over a host gradient whose bucket may be in flight)
@@ -154,11 +180,17 @@ class GradientReducer:
 
     def wait(self) -> None:
         """Waits until every gradient holds the average over the ranks; ends the step."""
+        if self._device is not None:
+            self._device.wait()
+            return
         self._c.wait()
         self._copy_up()
 
     def reduce(self) -> None:
         """Marks every gradient not yet ready as ready, then waits."""
+        if self._device is not None:
+            self._device.reduce()
+            return
         if self._mirror is not None:
             for k in range(len(self._grads)):
                 if k not in self._marked:
@@ -175,13 +207,17 @@ class GradientReducer:
     def huge_page_bytes(self) -> int:
         """Bytes of this rank's gradients that peers read in place and that lie on huge
         pages after construction, whether it moved them there or NumPy had (0 when
-        ``huge_pages=False``, on one rank, across nodes or where the kernel refused)."""
-        return self._c.huge_page_bytes
+        ``huge_pages=False``, on one rank, across nodes or where the kernel refused;
+        always 0 for CUDA gradients averaged on the GPU)."""
+        return 0 if self._device is not None else self._c.huge_page_bytes
 
     @property
     def buckets(self) -> list[list[int]]:
         """Gradient indices per bucket, in launch order."""
-        return [members for _, members, _ in self._c.buckets()]
+        return [members for _, members, _ in self._described()]
+
+    def _described(self) -> list:
+        return self._device.buckets() if self._device is not None else self._c.buckets()
 
     def bucket_info(self) -> list[dict]:
         """Per bucket: its gradients, their offsets in the bucket, dtype, wire dtype, and
@@ -189,14 +225,15 @@ class GradientReducer:
         they lie), "segments" (separate arrays read and written where they lie, on
         one node) or "packed" (through a fusion buffer)."""
         info = []
-        for b, (code, members, offsets) in enumerate(self._c.buckets()):
+        for b, (code, members, offsets) in enumerate(self._described()):
+            on_gpu = self._device is not None
             info.append(
                 {
                     "gradients": members,
                     "offsets": offsets,
                     "dtype": SUPPORTED[code],
-                    "wire_dtype": SUPPORTED[self._c.wire_dtype(b)],
-                    "path": self._c.path(b),
+                    "wire_dtype": self._device.wire_dtype(b) if on_gpu else SUPPORTED[self._c.wire_dtype(b)],
+                    "path": self._device.path(b) if on_gpu else self._c.path(b),
                 }
             )
         return info
@@ -205,6 +242,8 @@ class GradientReducer:
         """A copy of gradient ``i``'s error-feedback residual: what compression's rounding
         took from it, to be added back at the next step (None when not kept)."""
         k = self._index(i, "residual")
+        if self._device is not None:
+            return self._device.residual(k)
         address = self._c.residual_address(k)
         if address == 0:
             return None

@@ -280,6 +280,35 @@ def reducer_matches_per_tensor():
         red.reduce()
 
 
+def reducer_on_the_gpu():
+    # On the stream-ordered path (COLLEX_CUDA_IPC=lanes, no compression) the
+    # gradients never leave the GPU: zeros_like_each's are spans averaged in
+    # place, separate arrays go through fusion buffers; the work is queued on a
+    # non-default stream and wait() returns without waiting for it.
+    lanes = os.environ.get("COLLEX_CUDA_IPC") == "lanes" and size > 1
+    params = [cp.empty(s, cp.float32) for s in [(300, 200), (200,), (0,), (33, 3)]] + [
+        cp.empty(70, cp.float16)
+    ]
+    for flat in (True, False):
+        grads = cx.cuda.zeros_like_each(params) if flat else [cp.zeros_like(p) for p in params]
+        red = cx.GradientReducer(grads, bucket_mb=0.1, first_bucket_mb=0.05)
+        assert (red._device is not None) == lanes, (red._device, lanes)
+        if lanes and flat:
+            assert {b["path"] for b in red.bucket_info()} == {"span"}, red.bucket_info()
+        s = cp.cuda.Stream(non_blocking=True)
+        for step in range(3):
+            with s:
+                for i, g in enumerate(grads):
+                    g[...] = cp.asarray(data(rank, g.size, g.dtype, salt=i + step).reshape(g.shape))
+                    red.ready(i)
+                red.wait()
+                got = [cp.asnumpy(g) for g in grads]  # ordered on s after the averages
+            for i, g in enumerate(got):
+                want = everyone(g.size, np.float64, salt=i + step).sum(axis=0) / size
+                np.testing.assert_allclose(g.astype(np.float64).ravel(), want, rtol=1e-3)
+                assert identical_on_all_ranks(g), f"grads[{i}] differs"
+
+
 def reducer_refuses_a_mix():
     try:
         cx.GradientReducer([cp.zeros(4, cp.float32), np.zeros(4, np.float32)])
@@ -322,6 +351,7 @@ for label, fn in [
     ("pipelined all-reduce", in_pieces),
     ("bad arguments", bad_arguments),
     ("GradientReducer on CuPy gradients", reducer_matches_per_tensor),
+    ("GradientReducer on the GPU (lanes) or the host mirror", reducer_on_the_gpu),
     ("GradientReducer refuses a mix", reducer_refuses_a_mix),
     ("CuPy training follows NumPy training", training_follows_numpy),
 ]:

@@ -10,7 +10,9 @@ arrays are NumPy arrays dressed in __cuda_array_interface__."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import itertools
 import mmap
 import os
@@ -75,6 +77,31 @@ class StandinCuda:
             self._map = mmap.mmap(fd, 0)
             os.close(fd)
             self.address = address_of(self._map)
+
+    class Stream:
+        made = itertools.count(100)
+
+        def __init__(self, device: int):
+            self.handle, self.device = next(self.made), device
+
+    @staticmethod
+    def copy_async(dst: int, src: int, bytes: int, stream: int, device: int) -> None:
+        ctypes.memmove(dst, src, bytes)
+
+    copy = copy_async  # (and waits for the stream: nothing to wait for here)
+
+    # GradientReducer's compression kernels: the same element code on the host.
+    @staticmethod
+    def bucket_amax(segments, count, residual, amax, stream, device):
+        _core._bucket_compress("amax", segments, count, 0, residual, amax, 1, True)
+
+    @staticmethod
+    def bucket_pack(segments, count, wire, residual, amax, ranks, fp16, stream, device):
+        _core._bucket_compress("pack", segments, count, wire, residual, amax, ranks, fp16)
+
+    @staticmethod
+    def bucket_unpack(segments, count, wire, amax, ranks, fp16, stream, device):
+        _core._bucket_compress("unpack", segments, count, wire, 0, amax, ranks, fp16)
 
     class PinnedBuffer(bytearray):
         def __init__(self, nbytes: int):
@@ -237,6 +264,132 @@ def ranks_that_call_different_collectives():
         raise AssertionError("the call after ranks disagreed did not raise")
 
 
+def reducer_grads(flat: bool):
+    # 12 gradients of two dtypes and mixed sizes (one empty), as separate arrays
+    # or as views of one flat array per dtype (every bucket one span).
+    specs = [((300,), np.float32), ((7, 11), np.float16), ((0,), np.float32), ((5000,), np.float32)] * 3
+    if flat:
+        return cx.zeros_like_each([np.empty(shape, dt) for shape, dt in specs])  # host twin of cx.cuda's
+    return [np.zeros(shape, dt) for shape, dt in specs]
+
+
+def gradient_reducer_on_the_gpu_path():
+    # Without compression, CUDA gradients are averaged through the lanes, never
+    # copied to the host: packed buckets through device fusion buffers, spans in
+    # place. Each rank marks them ready in its own order; every rank launches
+    # the buckets in bucket order, so the all-reduces pair up.
+    for flat in (False, True):
+        grads = reducer_grads(flat)
+        dressed = [Dressed(g) for g in grads]
+        r = cx.GradientReducer(dressed, bucket_mb=0.01, first_bucket_mb=0.002)
+        assert r._device is not None and r._mirror is None, "not on the GPU path"
+        for b in r.bucket_info():
+            alone = sum(1 for k in b["gradients"] if grads[k].size) <= 1  # one array is a span
+            assert b["path"] == ("span" if flat or alone else "packed"), b
+        assert "packed" in {b["path"] for b in r.bucket_info()} or flat
+        assert len(r.buckets) > 3
+        for step in range(2):
+            for i, g in enumerate(grads):
+                g[...] = data(rank, g.size, g.dtype, salt=i + step).reshape(g.shape)
+            before = StandinCuda.launches
+            order = range(len(grads)) if rank % 2 else reversed(range(len(grads)))
+            for i in order:
+                r.ready(i)
+            r.wait()
+            assert StandinCuda.launches - before == sum(
+                1 for b in r.bucket_info() if any(grads[k].size for k in b["gradients"])
+            )
+            for i, g in enumerate(grads):
+                runs = [data(q, g.size, np.float64, salt=i + step) for q in range(size)]
+                want = (sum(runs) / size).astype(g.dtype).reshape(g.shape)
+                np.testing.assert_allclose(g.astype(np.float64), want.astype(np.float64), rtol=1e-3,
+                                           err_msg=f"flat={flat} step {step} grads[{i}]")  # fmt: skip
+                assert identical_on_all_ranks(g), f"grads[{i}] differs between ranks"
+        r.reduce()  # every gradient marked ready at once
+        assert r.residual(0) is None and r.huge_page_bytes == 0
+
+
+def gradient_reducer_compressed_on_the_gpu_path():
+    # fp16 and bf16 with error feedback: float32 buckets packed by the
+    # compression kernels (here their host stand-in), the fp16 scale agreed by
+    # an all-reduce of the largest magnitude on the GPU path; a float16 bucket
+    # travels as it is. Against the host reducer on the same data: the same
+    # scale, so the same residuals bit for bit, and averages within rounding.
+    specs = [((3000,), np.float32), ((0,), np.float32), ((70,), np.float16), ((400, 3), np.float32)] * 2
+    for compression in ("fp16", "bf16"):
+        on_gpu = [np.zeros(shape, dt) for shape, dt in specs]
+        on_host = [np.zeros(shape, dt) for shape, dt in specs]
+        kw = dict(bucket_mb=0.01, first_bucket_mb=0.005, compression=compression)
+        gpu = cx.GradientReducer([Dressed(g) for g in on_gpu], **kw)
+        host = cx.GradientReducer(on_host, **kw)
+        assert gpu._device is not None
+        wires = {str(b["wire_dtype"]) for b in gpu.bucket_info()}
+        assert wires == {"float16", compression.replace("fp16", "float16").replace("bf16", "bfloat16")}, wires
+        for step in range(3):
+            for i, (g, h) in enumerate(zip(on_gpu, on_host)):
+                v = (data(rank, g.size, np.float64, salt=i + step) * 1000.3 * (rank + 1) + step).reshape(
+                    g.shape
+                )
+                g[...] = v
+                h[...] = v
+            gpu.reduce()
+            host.reduce()
+            for i, (g, h) in enumerate(zip(on_gpu, on_host)):
+                np.testing.assert_allclose(g.astype(np.float64), h.astype(np.float64), rtol=1e-2,
+                                           err_msg=f"{compression} step {step} grads[{i}]")  # fmt: skip
+                assert identical_on_all_ranks(g), f"{compression} grads[{i}] differs between ranks"
+                rg, rh = gpu.residual(i), host.residual(i)
+                assert (rg is None) == (rh is None), i
+                if rg is not None:
+                    np.testing.assert_array_equal(rg, rh, err_msg=f"{compression} residual {i}")
+                    assert g.size == 0 or step == 0 or np.abs(rg).max() > 0, "no residual kept"
+
+
+def gradient_reducer_misuse():
+    grads = [Dressed(np.ones(100, np.float32)), Dressed(np.ones(50, np.float32))]
+    r = cx.GradientReducer(grads)
+    r.ready(1)
+    try:
+        r.ready(1)
+    except ValueError as e:
+        assert "gradient 1 was already marked ready in this step" in str(e), str(e)
+    else:
+        raise AssertionError("a second ready(1) did not raise")
+    try:
+        r.wait()
+    except ValueError as e:
+        assert "gradients 0 were never marked ready" in str(e), str(e)
+    else:
+        raise AssertionError("wait() before every gradient was ready did not raise")
+    r.ready(0)
+    r.wait()
+    assert (grads[0].a == 1).all()
+    try:
+        cx.GradientReducer([Dressed(np.ones(100 + rank, np.float32))])
+    except cx.CollectiveMismatch as e:
+        assert "every rank must build the reducer alike" in str(e), str(e)
+    else:
+        raise AssertionError("ranks with different gradients built a reducer")
+
+
+def declines_with_its_reason_in_the_debug_log():
+    # One rank alone has no peer to map: the lanes decline, say why with
+    # COLLEX_DEBUG=1, and the call stages through the host instead.
+    alone = comm.split(rank)
+    said = io.StringIO()
+    os.environ["COLLEX_DEBUG"] = "1"
+    try:
+        with contextlib.redirect_stderr(said):
+            x = np.arange(10, dtype=np.float32)
+            alone.allreduce(Dressed(x))
+    finally:
+        os.environ.pop("COLLEX_DEBUG")
+    assert (x == np.arange(10)).all()
+    assert "collex: [rank 0] CUDA IPC lanes declined: one rank; host staging instead" in said.getvalue(), (
+        said.getvalue()
+    )
+
+
 def a_peer_that_never_comes():
     # Rank 0 leaves out one all-reduce: the others' lanes give up after the
     # timeout (3 s), fill in the status word, and their next call raises.
@@ -256,7 +409,11 @@ for label, fn in [
     ("out= and async_op", out_of_place_and_async),
     ("arrays at odd offsets", odd_offsets),
     ("broadcast, reduce, all-gather and reduce-scatter on lanes", every_other_collective),
+    ("GradientReducer on the GPU path", gradient_reducer_on_the_gpu_path),
+    ("GradientReducer compressed on the GPU path", gradient_reducer_compressed_on_the_gpu_path),
+    ("GradientReducer misused", gradient_reducer_misuse),
     ("ranks that call different collectives", ranks_that_call_different_collectives),
+    ("a path that declines says why", declines_with_its_reason_in_the_debug_log),
     ("a peer that never comes", a_peer_that_never_comes),
 ]:
     cases.run(label, fn)

@@ -81,6 +81,17 @@ void Event::order_before(std::uintptr_t stream) {
         "cudaStreamWaitEvent");
 }
 
+Stream::Stream(int device) : device_(device) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  stream_ = s;
+}
+
+Stream::~Stream() {
+  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+}
+
 void select_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
 
 void synchronize(std::uintptr_t stream, int device) {

@@ -47,6 +47,24 @@ class Event {
   int device_;
 };
 
+// A stream of collex's own on `device` that does not wait for the legacy
+// default stream: GradientReducer's buckets run on one, beside the backward
+// pass's work, ordered after it by events.
+class Stream {
+ public:
+  explicit Stream(int device);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  std::uintptr_t handle() const { return reinterpret_cast<std::uintptr_t>(stream_); }
+  int device() const { return device_; }
+
+ private:
+  void* stream_ = nullptr;  // cudaStream_t
+  int device_;
+};
+
 // Makes `device` the calling thread's current device (before a launch).
 void select_device(int device);
 

@@ -7,6 +7,7 @@
 #include "collex/common/errors.h"
 #include "collex/common/memory.h"
 #include "collex/core/communicator.h"
+#include "collex/kernels/compress_segments.h"
 #include "collex/kernels/convert.h"
 
 namespace collex::fusion {
@@ -15,16 +16,6 @@ namespace {
 constexpr std::size_t kAlign = 64;
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-// fp16 holds magnitudes up to 65504. Scaling the bucket so that the sum over p
-// ranks stays within half of that leaves room for rounding in every partial sum;
-// a power of two keeps the scaling itself exact.
-float fp16_scale(float amax, int ranks) {
-  if (!(amax > 0.0f) || !std::isfinite(amax)) return 1.0f;  // zeros, or NaN/inf to pass on as they are
-  int exponent = static_cast<int>(std::floor(std::log2(32768.0 / (static_cast<double>(amax) * ranks))));
-  exponent = std::clamp(exponent, -100, 100);
-  return std::ldexp(1.0f, exponent);
-}
 
 }  // namespace
 
@@ -263,7 +254,7 @@ void GradientReducer::find_local_amax(std::size_t b) {
 void GradientReducer::pack(std::size_t b) {
   Slot& s = slots_[b];
   const std::size_t wire_size = dtype_size(s.wire);
-  if (s.compressed) s.scale = s.wire == DType::kFloat16 ? fp16_scale(s.amax, comm_->size()) : 1.0f;
+  if (s.compressed) s.scale = s.wire == DType::kFloat16 ? kernels::segments::fp16_scale(s.amax, comm_->size()) : 1.0f;
   for (const Member& m : buckets_[b].members) {
     const Buffer& g = gradients_[m.gradient];
     char* to = s.fusion + m.offset * wire_size;

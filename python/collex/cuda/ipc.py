@@ -6,6 +6,7 @@ a CUDA kernel, in rank order, so every rank gets the same bits."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,26 +24,49 @@ HANDLE_BYTES = 64  # sizeof(cudaIpcMemHandle_t)
 MAX_RANKS = 32  # the kernel's limit (kMaxPeers in kernels/cuda/reduce_peers.h)
 
 
-def map_device_buffers(comm: Any, cuda: Any, device: int, nbytes: int) -> tuple[Any, list] | None:
+def declined(comm: Any, path: str, why: str) -> None:
+    """Says on stderr, with COLLEX_DEBUG=1 or more, why a GPU path is not taken."""
+    if os.environ.get("COLLEX_DEBUG", "0") not in ("", "0"):
+        print(f"collex: [rank {comm.rank}] {path} declined: {why}; host staging instead", file=sys.stderr)
+
+
+def map_device_buffers(comm: Any, cuda: Any, device: int, nbytes: int, path: str) -> tuple[Any, list] | None:
     """Collective over comm: every rank allocates `nbytes` of device memory (zeroed)
     and maps every peer's through CUDA IPC. (own buffer, every rank's buffer in
-    rank order), or None on every rank unless every rank could."""
-    ok, own, handle = 1, None, bytes(HANDLE_BYTES)
+    rank order), or None on every rank unless every rank could (`path` names
+    the caller in the debug log's reason)."""
+    ok, own, handle, why = 1, None, bytes(HANDLE_BYTES), ""
     try:
         own = cuda.SharedDeviceBuffer(nbytes, device)
         handle = own.handle()
-    except RuntimeError:
-        ok = 0
+    except RuntimeError as e:
+        ok, why = 0, f"allocating {nbytes} bytes of device memory to share failed: {e}"
     handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
     peers = []
     if ok:
         try:
             for r in range(comm.size):
                 peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
-        except RuntimeError:
-            ok = 0
+        except RuntimeError as e:
+            ok, why = 0, f"mapping rank {len(peers)}'s buffer failed: {e}"
     everyone = comm.allreduce(np.array([ok], np.int32), op="min")
-    return (own, peers) if everyone[0] else None
+    if not everyone[0]:
+        declined(comm, path, why or "another rank could not share or map device memory")
+        return None
+    return own, peers
+
+
+def unusable(comm: Any, cuda: Any, max_ranks: int) -> str:
+    """Why CUDA IPC between comm's ranks cannot work here, or ""."""
+    if not getattr(cuda, "has_kernels", False):
+        return "this build of the CUDA module has no kernels (nvcc was missing when it was built)"
+    if comm.size == 1:
+        return "one rank"
+    if comm.size > max_ranks:
+        return f"{comm.size} ranks, more than the kernels' {max_ranks}"
+    if comm.local_size != comm.size:
+        return "the ranks are on several nodes"
+    return ""
 
 
 class PeerBuffers:
@@ -59,15 +83,13 @@ class PeerBuffers:
         peers'; None on every rank unless every rank could (then all stage
         through the host instead). Also None where IPC cannot apply: one rank or
         more than 32, several nodes, a build without the kernels, or COLLEX_CUDA_IPC=0."""
-        usable = (
-            1 < comm.size <= MAX_RANKS
-            and comm.local_size == comm.size
-            and getattr(cuda, "has_kernels", False)
-            and os.environ.get("COLLEX_CUDA_IPC", "1") != "0"
-        )
-        if not usable:
+        if os.environ.get("COLLEX_CUDA_IPC", "1") == "0":
             return None
-        mapped = map_device_buffers(comm, cuda, device, IPC_BYTES)
+        why = unusable(comm, cuda, MAX_RANKS)
+        if why:
+            declined(comm, "CUDA IPC all-reduce", why)
+            return None
+        mapped = map_device_buffers(comm, cuda, device, IPC_BYTES, "CUDA IPC all-reduce")
         return None if mapped is None else cls(comm, cuda, device, *mapped)
 
     def allreduce(self, a: DeviceArg, o: DeviceArg, code: int) -> None:

@@ -28,7 +28,7 @@ from .. import _core
 from .._arrays import where
 from .._dtypes import CODES
 from .arguments import DeviceArg
-from .ipc import map_device_buffers
+from .ipc import declined, map_device_buffers, unusable
 
 STAGING_BYTES = 32 << 20
 ONE_SHOT_MAX_BYTES = 256 << 10  # one barrier less pays while the message is small
@@ -73,13 +73,13 @@ class LanePeers:
         """Collective over comm, like ipc.PeerBuffers.map: None on every rank unless
         every rank could map every peer's buffer (or where the protocol cannot
         apply: one rank or more than LANE_MAX_RANKS, several nodes, no kernels)."""
-        if not getattr(cuda, "has_kernels", False):
-            return None
-        if not (1 < comm.size <= cuda.LANE_MAX_RANKS and comm.local_size == comm.size):
+        why = unusable(comm, cuda, getattr(cuda, "LANE_MAX_RANKS", 0))
+        if why:
+            declined(comm, "CUDA IPC lanes", why)
             return None
         staging_bytes = STAGING_BYTES
         total = staging_bytes + cuda.LANE_FLAG_WORDS * 8
-        mapped = map_device_buffers(comm, cuda, device, total)
+        mapped = map_device_buffers(comm, cuda, device, total, "CUDA IPC lanes")
         return None if mapped is None else cls(comm, cuda, device, *mapped, staging_bytes)
 
     def takes(self, a: DeviceArg, o: DeviceArg) -> bool:

@@ -141,16 +141,21 @@ class DeviceStaging:
             self._ipc = PeerBuffers.map(self._comm, self._cuda("allreduce"), a.device) or False
         return self._ipc if self._ipc and self._ipc.device == a.device else None
 
-    def _on_lanes(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int, async_op: bool) -> Any:
-        """Runs `kind` on the stream-ordered kernels (COLLEX_CUDA_IPC=lanes) if it
-        can: returns the result (or its Work), else None. Their buffers for a's
-        device are mapped at the first call (collective, as _peer_buffers)."""
+    def lane_peers(self, a: DeviceArg, op: str) -> LanePeers | None:
+        """The stream-ordered kernels' buffers for a's device, if this communicator
+        runs them (COLLEX_CUDA_IPC=lanes, one node): mapped at the first call
+        (collective, as _peer_buffers)."""
         if os.environ.get("COLLEX_CUDA_IPC") != "lanes":
             return None
         if self._lanes is None:
-            self._lanes = LanePeers.map(self._comm, self._cuda(kind), a.device) or False
-        lanes = self._lanes
-        if not (lanes and lanes.device == a.device and lanes.takes(a, o)):
+            self._lanes = LanePeers.map(self._comm, self._cuda(op), a.device) or False
+        return self._lanes if self._lanes and self._lanes.device == a.device else None
+
+    def _on_lanes(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int, async_op: bool) -> Any:
+        """Runs `kind` on the stream-ordered kernels if it can: returns the result
+        (or its Work), else None."""
+        lanes = self.lane_peers(a, kind)
+        if not (lanes and lanes.takes(a, o)):
             return None
         lanes.run(kind, a, o, code, root)
         if not async_op:

@@ -4,7 +4,10 @@
 // into the ranks' shares; and the flags that order the ranks' lanes. The CUDA
 // kernels (device_lanes.cu) and their CPU stand-in (host_lanes.cpp), which CI
 // tests on threads and processes, run this same code; each supplies a Lane: how
-// its threads copy, combine, synchronise and signal.
+// its threads copy and combine ranges (copy, combine), meet (sync, sync_and;
+// leader() is the thread that signals), publish and read flag words (signal
+// with release, wait with acquire until a value or a timeout; store and load
+// for words those order) and record why it gave up (report, first one wins).
 //
 // Every collective is the same skeleton: each round, every rank stages its part
 // into its own staging buffer, a barrier says so, each rank reads what it needs
@@ -175,7 +178,7 @@ COLLEX_LANES const char* invalid(const Peers& w, const Call& c) {
   if (w.ranks < 1 || w.ranks > kMaxRanks || w.rank < 0 || w.rank >= w.ranks) return "bad rank or rank count";
   if (w.lanes < 1 || w.lanes > kMaxLanes) return "bad lane count";
   if (w.staging_bytes == 0 || w.staging_bytes % kVector != 0) return "staging buffers must hold whole vectors";
-  if (static_cast<int>(c.kind) < 0 || static_cast<int>(c.kind) >= kNumCollectives) return "unknown collective";
+  if (static_cast<int>(c.kind) >= kNumCollectives) return "unknown collective";
   if (round_capacity(c.kind, w.staging_bytes, w.ranks) == 0) {
     return "staging buffers too small: reduce-scatter needs a vector per rank";
   }
@@ -214,9 +217,12 @@ COLLEX_LANES bool barrier(const Peers& w, int lane, std::uint64_t value, Lane& c
     }
     for (int q = 0; q < w.ranks && ok; ++q) {
       if (q == w.rank) continue;
-      LaneStatus why{kTimedOut, static_cast<std::uint64_t>(lane),   static_cast<std::uint64_t>(q),
-                     value,     static_cast<std::uint64_t>(w.rank), 0,
-                     0};
+      LaneStatus why{};
+      why.failed = kTimedOut;
+      why.lane = static_cast<std::uint64_t>(lane);
+      why.from = static_cast<std::uint64_t>(q);
+      why.token = value;
+      why.waiter = static_cast<std::uint64_t>(w.rank);
       ok = ctx.wait(flag(w, w.rank, lane, q), value);
       if (ok && signature != 0) {
         why.failed = kDisagreed;
@@ -232,7 +238,7 @@ COLLEX_LANES bool barrier(const Peers& w, int lane, std::uint64_t value, Lane& c
 
 // A round of each collective, up to its last barrier: `base` is the round's
 // first byte within the call's blocks, `mine` this lane's bytes of the round.
-// Each returns false when a wait timed out.
+// Each returns false when a barrier failed (a wait timed out, or a peer's call differs).
 
 template <typename Lane>
 COLLEX_LANES bool allreduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
@@ -323,8 +329,8 @@ COLLEX_LANES bool broadcast_round(const Peers& w, const Call& c, std::uint64_t s
   return true;
 }
 
-// Runs one call's rounds for lane `lane`. Returns false when a wait timed out
-// (the lane stops; its Lane says whom it waited for).
+// Runs one call's rounds for lane `lane`. Returns false when a barrier failed
+// (the lane stops; the status its Lane reported to says why).
 template <typename Lane>
 COLLEX_LANES bool run_lane(const Peers& w, const Call& c, int lane, Lane& ctx) {
   const std::size_t capacity = round_capacity(c.kind, w.staging_bytes, w.ranks);
