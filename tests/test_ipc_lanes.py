@@ -273,14 +273,18 @@ def test_the_python_path_on_cpu_processes(ranks):
 
 
 def test_the_stand_in_takes_the_cuda_modules_arguments():
-    # The CPU test above replaces collex._cuda.lanes_launch; the real one (built
-    # wherever the CUDA toolkit is, CI included) must take the same arguments.
+    # The CPU tests above replace collex._cuda's launches with a stand-in; the real
+    # functions (built wherever the CUDA toolkit is, CI included) must take the
+    # same arguments.
     cuda = pytest.importorskip("collex._cuda", reason="this build has no CUDA module")
     if not cuda.has_kernels:
         pytest.skip("this build of the CUDA module has no kernels (no nvcc)")
-    signature = cuda.lanes_launch.__doc__.split("(", 1)[1].split(")", 1)[0]
-    real = re.findall(r"(\w+): ", signature)
     source = (Path(__file__).parent / "mpi" / "cuda_lanes_standin.py").read_text()
-    params = source.split("def lanes_launch(", 1)[1].split(")", 1)[0]
-    standin = [p.strip() for p in params.split(",") if p.strip() not in ("cls", "*", "")]
-    assert len(real) == 19 and standin == real
+    for name in ("lanes_launch", "lanes_rounds", "bucket_amax", "bucket_pack", "bucket_unpack", "copy_async"):
+        signature = getattr(cuda, name).__doc__.split("(", 1)[1].split(")", 1)[0]
+        real = re.findall(r"(\w+): ", signature)
+        params = source.split(f"def {name}(", 1)[1].split(")", 1)[0]
+        standin = [p.split(":")[0].strip() for p in params.split(",")]
+        standin = [p for p in standin if p not in ("cls", "*", "")]
+        assert standin == real, name
+    assert len(re.findall(r"(\w+): ", cuda.lanes_launch.__doc__.split(")", 1)[0])) == 19
