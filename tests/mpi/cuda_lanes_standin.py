@@ -6,7 +6,14 @@ protocol on host threads (_core._ipc_lane_rank, csrc/collex/transport/cuda_ipc/)
 So the ranks are processes, as on a GPU, and everything but the kernels' own
 code is what runs there: the handle exchange, the flags' sequence numbers across
 calls, the choice of lanes and shots, the status word after a timeout. The
-arrays are NumPy arrays dressed in __cuda_array_interface__."""
+arrays are NumPy arrays dressed in __cuda_array_interface__.
+
+Streams are real here too: each stream handle is a worker thread running its
+queued work in order after a small random delay, events mark points in it, and
+waits on events hold a stream back, as on a GPU. So a missing order (a copy
+that does not wait for the kernel before it, a fusion buffer packed again before
+it was read) shows up as a wrong result, and the tests read results only after
+waiting for the stream they are ordered on (settle())."""
 
 from __future__ import annotations
 
@@ -16,6 +23,11 @@ import io
 import itertools
 import mmap
 import os
+import queue
+import random
+import sys
+import threading
+import time
 
 import collex as cx
 import numpy as np
@@ -33,6 +45,50 @@ cases = Cases("cuda_lanes_standin")
 
 def address_of(buffer) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+class Streams:
+    """A worker thread per stream handle, each running its queue in order."""
+
+    workers: dict = {}
+    shake = random.Random(rank)
+
+    @classmethod
+    def enqueue(cls, stream: int, work) -> None:
+        q = cls.workers.get(stream)
+        if q is None:
+            q = cls.workers[stream] = queue.Queue()
+            threading.Thread(target=cls._run, args=(q,), daemon=True).start()
+        q.put((cls.shake.random() * 0.002 if cls.shake.random() < 0.3 else 0.0, work))
+
+    @staticmethod
+    def _run(q) -> None:
+        while True:
+            delay, work = q.get()
+            if delay:
+                time.sleep(delay)  # other streams' work may run first
+            work()
+
+    @classmethod
+    def drain(cls) -> None:
+        """Waits for every stream, as cudaFree does before it frees (not while
+        the interpreter shuts down: its worker threads are frozen then)."""
+        if sys.is_finalizing():
+            return
+        for stream in list(cls.workers):
+            cls.marker(stream).wait()
+
+    @classmethod
+    def marker(cls, stream: int) -> threading.Event:
+        """Set once the stream has run everything queued on it so far."""
+        m = threading.Event()
+        cls.enqueue(stream, m.set)
+        return m
+
+
+def settle(stream: int = 1) -> None:
+    """Waits for the work queued on `stream` (the Dressed arrays' stream)."""
+    Streams.marker(stream).wait()
 
 
 class StandinCuda:
@@ -71,12 +127,18 @@ class StandinCuda:
         def handle(self) -> bytes:
             return self.path.encode()
 
+        def __del__(self):
+            Streams.drain()  # queued work may still use it
+
     class PeerDeviceBuffer:
         def __init__(self, handle: bytes, device: int):
             fd = os.open(handle.rstrip(b"\0").decode(), os.O_RDWR)
             self._map = mmap.mmap(fd, 0)
             os.close(fd)
             self.address = address_of(self._map)
+
+        def __del__(self):
+            Streams.drain()
 
     class Stream:
         made = itertools.count(100)
@@ -86,22 +148,35 @@ class StandinCuda:
 
     @staticmethod
     def copy_async(dst: int, src: int, bytes: int, stream: int, device: int) -> None:
-        ctypes.memmove(dst, src, bytes)
+        Streams.enqueue(stream, lambda: ctypes.memmove(dst, src, bytes))
 
-    copy = copy_async  # (and waits for the stream: nothing to wait for here)
+    @staticmethod
+    def copy(dst: int, src: int, bytes: int, stream: int, device: int) -> None:
+        StandinCuda.copy_async(dst, src, bytes, stream, device)
+        settle(stream)
+
+    @staticmethod
+    def synchronize(stream: int, device: int) -> None:
+        settle(stream)
 
     # GradientReducer's compression kernels: the same element code on the host.
     @staticmethod
     def bucket_amax(segments, count, residual, amax, stream, device):
-        _core._bucket_compress("amax", segments, count, 0, residual, amax, 1, True)
+        Streams.enqueue(
+            stream, lambda: _core._bucket_compress("amax", segments, count, 0, residual, amax, 1, True)
+        )
 
     @staticmethod
     def bucket_pack(segments, count, wire, residual, amax, ranks, fp16, stream, device):
-        _core._bucket_compress("pack", segments, count, wire, residual, amax, ranks, fp16)
+        Streams.enqueue(
+            stream, lambda: _core._bucket_compress("pack", segments, count, wire, residual, amax, ranks, fp16)
+        )
 
     @staticmethod
     def bucket_unpack(segments, count, wire, amax, ranks, fp16, stream, device):
-        _core._bucket_compress("unpack", segments, count, wire, 0, amax, ranks, fp16)
+        Streams.enqueue(
+            stream, lambda: _core._bucket_compress("unpack", segments, count, wire, 0, amax, ranks, fp16)
+        )
 
     class PinnedBuffer(bytearray):
         def __init__(self, nbytes: int):
@@ -112,21 +187,24 @@ class StandinCuda:
             return address_of(self)
 
     class Event:
-        # The stand-in's "kernel" has finished when lanes_launch returns.
+        # The point its last record marked in a stream (none yet: already passed).
         def __init__(self, device: int):
-            pass
+            self._at = None
 
         def record(self, stream: int) -> None:
-            pass
+            self._at = Streams.marker(stream)
 
         def synchronize(self) -> None:
-            pass
+            if self._at is not None:
+                self._at.wait()
 
         def done(self) -> bool:
-            return True
+            return self._at is None or self._at.is_set()
 
         def order_before(self, stream: int) -> None:
-            pass
+            at = self._at
+            if at is not None:
+                Streams.enqueue(stream, at.wait)
 
     @classmethod
     def lanes_launch(
@@ -138,8 +216,10 @@ class StandinCuda:
             os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
         cls.launches += 1
         cls.last = (lanes, shots, first_seq, collective)
-        _core._ipc_lane_rank(collective, staging, flags, staging_bytes, rank, lanes, input, output, bytes,
-                             first_seq, shots, root, dtype, op, timeout, status)  # fmt: skip
+        Streams.enqueue(stream, lambda: _core._ipc_lane_rank(
+            collective, staging, flags, staging_bytes, rank, lanes, input, output, bytes, first_seq, shots,
+            root, dtype, op, timeout, status,
+        ))  # fmt: skip
 
 
 arguments._module = StandinCuda
@@ -166,6 +246,7 @@ def every_size_and_dtype():
         for count in (1, 7, 1000, (64 << 10) // 4 + 5, 100_003):
             x = data(rank, count, dtype)
             got = cx.allreduce(Dressed(x))
+            settle()
             want = sum(data(r, count, dtype) for r in range(size)).astype(dtype)
             assert got is not None
             np.testing.assert_array_equal(x, want, err_msg=f"{np.dtype(dtype)} x{count}")
@@ -185,6 +266,7 @@ def shots_and_sequence_numbers():
     assert StandinCuda.last[1] == 2 and StandinCuda.last[2] == seq + 1
     cx.allreduce(Dressed(x))
     assert StandinCuda.last[2] == seq + 1 + 19
+    settle()
     assert (x == size * size).all() and (y == size).all()
 
 
@@ -192,6 +274,7 @@ def out_of_place_and_async():
     x = data(rank, 5000, np.float32)
     out = np.zeros(5000, np.float32)
     cx.allreduce(Dressed(x), out=Dressed(out), op="max")
+    settle()
     np.testing.assert_array_equal(out, np.max([data(r, 5000, np.float32) for r in range(size)], axis=0))
     np.testing.assert_array_equal(x, data(rank, 5000, np.float32))
     w = cx.allreduce(Dressed(x), op="avg", async_op=True)
@@ -204,6 +287,7 @@ def odd_offsets():
     base = data(rank, 70_001, np.float32)
     x = base[1:]
     cx.allreduce(Dressed(x))
+    settle()
     np.testing.assert_array_equal(x, sum(data(r, 70_001, np.float32) for r in range(size))[1:])
 
 
@@ -218,20 +302,24 @@ def every_other_collective():
             for root in range(size):
                 x = blocks[rank].copy()
                 cx.broadcast(Dressed(x), root=root)
+                settle()
                 np.testing.assert_array_equal(x, blocks[root], err_msg=f"broadcast x{count}")
                 x = blocks[rank].copy()
                 out = np.full(count, 9, dtype)
                 cx.reduce(Dressed(x), op="max", root=root, out=Dressed(out))
+                settle()
                 want = np.max(blocks, axis=0) if rank == root else np.full(count, 9, dtype)
                 np.testing.assert_array_equal(out, want, err_msg=f"reduce x{count} root {root}")
                 launched += 2
             out = np.zeros((size, count), dtype)
             got = cx.allgather(Dressed(blocks[rank]), out=Dressed(out))
             assert got is not None
+            settle()
             np.testing.assert_array_equal(out, np.stack(blocks), err_msg=f"allgather x{count}")
             whole = [data(r, size * count, dtype, salt=1) for r in range(size)]
             part = np.zeros(count, dtype)
             cx.reduce_scatter(Dressed(whole[rank]), out=Dressed(part))
+            settle()
             want = sum(w.astype(np.int64) for w in whole)[rank * count : (rank + 1) * count].astype(dtype)
             np.testing.assert_array_equal(part, want, err_msg=f"reduce_scatter {np.dtype(dtype)} x{count}")
             launched += 2
@@ -253,6 +341,7 @@ def ranks_that_call_different_collectives():
         sub.broadcast(Dressed(x))
     else:
         sub.allreduce(Dressed(x))
+    settle()  # the kernels have stopped; the next call reads why
     try:
         sub.allreduce(Dressed(np.ones(10, np.float32)))
     except cx.CollectiveMismatch as e:
@@ -289,6 +378,7 @@ def gradient_reducer_on_the_gpu_path():
         assert "packed" in {b["path"] for b in r.bucket_info()} or flat
         assert len(r.buckets) > 3
         for step in range(2):
+            settle()  # the last step's work is done before the host writes the gradients
             for i, g in enumerate(grads):
                 g[...] = data(rank, g.size, g.dtype, salt=i + step).reshape(g.shape)
             before = StandinCuda.launches
@@ -296,6 +386,7 @@ def gradient_reducer_on_the_gpu_path():
             for i in order:
                 r.ready(i)
             r.wait()
+            settle()  # wait() ordered the gradients' stream after the averages
             assert StandinCuda.launches - before == sum(
                 1 for b in r.bucket_info() if any(grads[k].size for k in b["gradients"])
             )
@@ -306,6 +397,7 @@ def gradient_reducer_on_the_gpu_path():
                                            err_msg=f"flat={flat} step {step} grads[{i}]")  # fmt: skip
                 assert identical_on_all_ranks(g), f"grads[{i}] differs between ranks"
         r.reduce()  # every gradient marked ready at once
+        settle()  # before the gradients are freed
         assert r.residual(0) is None and r.huge_page_bytes == 0
 
 
@@ -326,6 +418,7 @@ def gradient_reducer_compressed_on_the_gpu_path():
         wires = {str(b["wire_dtype"]) for b in gpu.bucket_info()}
         assert wires == {"float16", compression.replace("fp16", "float16").replace("bf16", "bfloat16")}, wires
         for step in range(3):
+            settle()
             for i, (g, h) in enumerate(zip(on_gpu, on_host)):
                 v = (data(rank, g.size, np.float64, salt=i + step) * 1000.3 * (rank + 1) + step).reshape(
                     g.shape
@@ -334,6 +427,7 @@ def gradient_reducer_compressed_on_the_gpu_path():
                 h[...] = v
             gpu.reduce()
             host.reduce()
+            settle()
             for i, (g, h) in enumerate(zip(on_gpu, on_host)):
                 np.testing.assert_allclose(g.astype(np.float64), h.astype(np.float64), rtol=1e-2,
                                            err_msg=f"{compression} step {step} grads[{i}]")  # fmt: skip
@@ -363,6 +457,7 @@ def gradient_reducer_misuse():
         raise AssertionError("wait() before every gradient was ready did not raise")
     r.ready(0)
     r.wait()
+    settle()
     assert (grads[0].a == 1).all()
     try:
         cx.GradientReducer([Dressed(np.ones(100 + rank, np.float32))])
@@ -384,6 +479,7 @@ def declines_with_its_reason_in_the_debug_log():
             alone.allreduce(Dressed(x))
     finally:
         os.environ.pop("COLLEX_DEBUG")
+    settle()  # the result's copy up was queued
     assert (x == np.arange(10)).all()
     assert "collex: [rank 0] CUDA IPC lanes declined: one rank; host staging instead" in said.getvalue(), (
         said.getvalue()
@@ -392,9 +488,11 @@ def declines_with_its_reason_in_the_debug_log():
 
 def a_peer_that_never_comes():
     # Rank 0 leaves out one all-reduce: the others' lanes give up after the
-    # timeout (3 s), fill in the status word, and their next call raises.
+    # timeout (3 s) and fill in the status word; their next call after that
+    # (here, once their stream has finished) raises.
     if rank != 0:
         cx.allreduce(Dressed(np.ones(100, np.float32)))
+        settle()
         try:
             cx.allreduce(Dressed(np.ones(100, np.float32)))
         except cx.CommunicatorBroken as e:
@@ -417,4 +515,5 @@ for label, fn in [
     ("a peer that never comes", a_peer_that_never_comes),
 ]:
     cases.run(label, fn)
+Streams.drain()
 cases.finish()
