@@ -3,9 +3,9 @@
 With COLLEX_CUDA_IPC=lanes, every collective but send/recv between ranks of one
 node runs as one stream-ordered kernel through the peers' mapped staging
 buffers (lanes.py). Otherwise all-reduce above 1 MiB between ranks of one node
-reads the peers' device memory directly (ipc.py). Everything else (other collectives, several nodes,
-builds without the kernels, COLLEX_CUDA_IPC=0) is staged through pinned host
-memory: the input is copied down (in order on the
+reads the peers' device memory directly (ipc.py). Everything else (other
+collectives, several nodes, builds without the kernels, COLLEX_CUDA_IPC=0) is
+staged through pinned host memory: the input is copied down (in order on the
 array's stream, which is then waited for), the host collective runs on that
 buffer, and the copy of the result back up is queued on the same stream; large
 all-reduces go piece by piece so that the copies overlap the host work. Every
@@ -153,7 +153,10 @@ class DeviceStaging:
 
     def _on_lanes(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int, async_op: bool) -> Any:
         """Runs `kind` on the stream-ordered kernels if it can: returns the result
-        (or its Work), else None."""
+        (or its Work), else None. Empty arrays (which lie on no device) take the
+        host path, so that they never decide which device the buffers are mapped on."""
+        if a.nbytes == 0:
+            return None
         lanes = self.lane_peers(a, kind)
         if not (lanes and lanes.takes(a, o)):
             return None
