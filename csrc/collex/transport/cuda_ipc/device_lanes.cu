@@ -94,12 +94,7 @@ struct DeviceLane {
   // The first lane to give up, of any block of this rank, says why.
   __device__ void report(const LaneStatus& why) {
     if (atomicCAS(reinterpret_cast<unsigned long long*>(&status->failed), 0ull, why.failed) == 0ull) {
-      status->lane = why.lane;
-      status->from = why.from;
-      status->token = why.token;
-      status->waiter = why.waiter;
-      status->mine = why.mine;
-      status->theirs = why.theirs;
+      fill_status(status, why);
       __threadfence_system();
     }
   }

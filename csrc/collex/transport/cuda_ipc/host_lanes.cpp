@@ -62,12 +62,7 @@ class HostLane {
   void report(const LaneStatus& why) {
     std::uint64_t none = 0;
     if (__atomic_compare_exchange_n(&status_->failed, &none, why.failed, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      status_->lane = why.lane;
-      status_->from = why.from;
-      status_->token = why.token;
-      status_->waiter = why.waiter;
-      status_->mine = why.mine;
-      status_->theirs = why.theirs;
+      fill_status(status_, why);
     }
   }
 

@@ -186,6 +186,17 @@ COLLEX_LANES const char* invalid(const Peers& w, const Call& c) {
   return nullptr;
 }
 
+// Fills in everything but `failed` (which the first lane to give up has just
+// claimed) from `why`: the host and device Lanes' report() share it.
+COLLEX_LANES void fill_status(LaneStatus* status, const LaneStatus& why) {
+  status->lane = why.lane;
+  status->from = why.from;
+  status->token = why.token;
+  status->waiter = why.waiter;
+  status->mine = why.mine;
+  status->theirs = why.theirs;
+}
+
 // A rank's flag area: kMaxLanes * kMaxRanks flag words, then kMaxLanes signature words.
 constexpr std::size_t kFlagWords = static_cast<std::size_t>(kMaxLanes) * (kMaxRanks + 1);
 
