@@ -272,6 +272,13 @@ def test_the_python_path_on_cpu_processes(ranks):
     assert " 0 failed" in proc.stdout, proc.stdout
 
 
+def test_the_python_path_across_pretend_nodes():
+    # Two nodes of two ranks: all-reduce and the reducer through the node's lanes
+    # and a host all-reduce between the nodes.
+    proc = run_mpi(4, "cuda_lanes_standin.py", timeout=180, env={"COLLEX_NODE_SIZE": "2"})
+    assert " 0 failed" in proc.stdout, proc.stdout
+
+
 def test_the_stand_in_takes_the_cuda_modules_arguments():
     # The CPU tests above replace collex._cuda's launches with a stand-in; the real
     # functions (built wherever the CUDA toolkit is, CI included) must take the

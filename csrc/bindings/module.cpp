@@ -138,6 +138,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("size", &Communicator::size)
       .def_property_readonly("local_rank", &Communicator::local_rank)
       .def_property_readonly("local_size", &Communicator::local_size)
+      .def_property_readonly("node_leader", &Communicator::node_leader)
       .def_property_readonly("broken", &Communicator::broken)
       .def_property_readonly("broken_reason", &Communicator::broken_reason)
       .def_property_readonly("max_user_tag", &Communicator::max_user_tag)

@@ -74,10 +74,12 @@ class GradientReducer:
     (after the work queued on its stream) before its bucket may launch, and
     ``wait()`` queues every average's copy back up on the gradient's stream.
     Where the communicator runs the stream-ordered CUDA kernels instead
-    (``COLLEX_CUDA_IPC=lanes``, one node) they never leave the GPU
+    (``COLLEX_CUDA_IPC=lanes``) they never leave the GPU on one node
     (cuda/reducer.py: buckets averaged on a stream of the reducer's own,
     compression and error feedback as CUDA kernels; ``wait()`` orders the
-    gradients' streams after it and returns at once). Not yet run on a GPU.
+    gradients' streams after it and returns at once); on several nodes only
+    each rank's share of a bucket goes down, for the all-reduce between nodes
+    (cuda/across_nodes.py). Not yet run on a GPU.
     """
 
     def __init__(

@@ -40,7 +40,22 @@ lanes.STAGING_BYTES = 64 << 10  # many rounds from 64 KiB on; little shared memo
 cx.init(timeout=3)
 comm = cx.world()
 rank, size = comm.rank, comm.size
+# In pretend nodes (COLLEX_NODE_SIZE), all-reduce runs the lanes inside each
+# node around a host all-reduce between nodes (collex/cuda/across_nodes.py);
+# the other collectives stage through the host.
+node_size = comm.local_size
+one_node = node_size == size
 cases = Cases("cuda_lanes_standin")
+
+
+def allreduce_launches(count: int) -> int:
+    """Kernels one all-reduce of `count` elements launches: one on one node; across
+    nodes a reduce-scatter and an all-gather of the shares, and an all-reduce of
+    the elements the node's ranks do not divide."""
+    if one_node:
+        return 1
+    share, tail = divmod(count, node_size)
+    return 2 * (share > 0) + (tail > 0)
 
 
 def address_of(buffer) -> int:
@@ -183,6 +198,10 @@ class StandinCuda:
             super().__init__(nbytes)
 
         @property
+        def bytes(self) -> int:
+            return len(self)
+
+        @property
         def device_address(self) -> int:
             return address_of(self)
 
@@ -246,7 +265,7 @@ def every_size_and_dtype():
     empty = np.zeros(0, np.float32)
     cx.allreduce(Dressed(empty))
     settle()
-    before = StandinCuda.launches
+    before, launched = StandinCuda.launches, 0
     for dtype in (np.float16, np.float32, np.float64, np.int32, np.int64):
         for count in (1, 7, 1000, (64 << 10) // 4 + 5, 100_003):
             x = data(rank, count, dtype)
@@ -256,7 +275,8 @@ def every_size_and_dtype():
             assert got is not None
             np.testing.assert_array_equal(x, want, err_msg=f"{np.dtype(dtype)} x{count}")
             assert identical_on_all_ranks(x)
-    assert StandinCuda.launches - before == 25, "every call took the lanes path"
+            launched += allreduce_launches(count)
+    assert StandinCuda.launches - before == launched, "every call took the lanes path"
 
 
 def shots_and_sequence_numbers():
@@ -315,7 +335,7 @@ def every_other_collective():
                 settle()
                 want = np.max(blocks, axis=0) if rank == root else np.full(count, 9, dtype)
                 np.testing.assert_array_equal(out, want, err_msg=f"reduce x{count} root {root}")
-                launched += 2
+                launched += 2 * one_node  # across nodes: through the host
             out = np.zeros((size, count), dtype)
             got = cx.allgather(Dressed(blocks[rank]), out=Dressed(out))
             assert got is not None
@@ -327,12 +347,14 @@ def every_other_collective():
             settle()
             want = sum(w.astype(np.int64) for w in whole)[rank * count : (rank + 1) * count].astype(dtype)
             np.testing.assert_array_equal(part, want, err_msg=f"reduce_scatter {np.dtype(dtype)} x{count}")
-            launched += 2
-    assert StandinCuda.launches - before == launched, "every call took the lanes path"
+            launched += 2 * one_node
+    assert StandinCuda.launches - before == launched, "every call took the lanes path (on one node)"
     out = np.zeros((size, 10), np.float32)
     w = cx.allgather(Dressed(np.full(10, rank, np.float32)), out=Dressed(out), async_op=True)
     w.wait()
-    assert w.done() and (out == np.arange(size)[:, None]).all()
+    settle()  # the host path's Work is done once the copy up is queued
+    assert w.done()
+    assert (out == np.arange(size)[:, None]).all()
 
 
 def ranks_that_call_different_collectives():
@@ -393,8 +415,9 @@ def gradient_reducer_on_the_gpu_path():
             r.wait()
             settle()  # wait() ordered the gradients' stream after the averages
             assert StandinCuda.launches - before == sum(
-                1 for b in r.bucket_info() if any(grads[k].size for k in b["gradients"])
-            )
+                allreduce_launches(sum(grads[k].size for k in b["gradients"])) for b in r.bucket_info()
+                if any(grads[k].size for k in b["gradients"])
+            )  # fmt: skip
             for i, g in enumerate(grads):
                 runs = [data(q, g.size, np.float64, salt=i + step) for q in range(size)]
                 want = (sum(runs) / size).astype(g.dtype).reshape(g.shape)
@@ -491,6 +514,56 @@ def declines_with_its_reason_in_the_debug_log():
     )
 
 
+def shares_and_tails_across_nodes():
+    # Across nodes each rank carries one share of the array and the elements the
+    # node's ranks do not divide: fewer elements than a node has ranks, a tail of
+    # every length, odd offsets, every operator, out= and async_op.
+    for dtype in (np.float32, np.float16, np.int32):
+        for count in (1, node_size - 1, node_size, 5 * node_size + 1, 3001, 40_003):
+            if count == 0:
+                continue
+            for op, combine in (("sum", np.sum), ("max", np.max), ("avg", np.mean)):
+                if op == "avg" and dtype == np.int32:
+                    continue
+                inputs = [data(r, count + 1, dtype, salt=count)[1:] for r in range(size)]
+                x = data(rank, count + 1, dtype, salt=count)[1:]  # at an element's offset
+                out = np.zeros(count, dtype)
+                before = StandinCuda.launches
+                w = cx.allreduce(Dressed(x), op=op, out=Dressed(out), async_op=True)
+                w.wait()
+                assert StandinCuda.launches - before == allreduce_launches(count)
+                want = combine(np.stack(inputs).astype(np.float64), axis=0)
+                tol = 1e-3 if dtype == np.float16 else 1e-6
+                np.testing.assert_allclose(out.astype(np.float64), want, rtol=tol,
+                                           err_msg=f"{op} {np.dtype(dtype)} x{count}")  # fmt: skip
+                assert identical_on_all_ranks(out), f"{op} {np.dtype(dtype)} x{count} differs between ranks"
+                np.testing.assert_array_equal(x, inputs[rank])
+
+
+def nodes_of_different_sizes_decline():
+    # Ranks 0-2 in nodes of two: a node of 2 ranks and one of 1. The shares
+    # would not line up between nodes: the lanes decline, say why, and the
+    # all-reduce stages through the host.
+    part = comm.split(0 if rank < 3 else None)
+    if part is None:
+        return
+    said = io.StringIO()
+    os.environ["COLLEX_DEBUG"] = "1"
+    try:
+        with contextlib.redirect_stderr(said):
+            x = data(rank, 100, np.float32)
+            before = StandinCuda.launches
+            part.allreduce(Dressed(x))
+    finally:
+        os.environ.pop("COLLEX_DEBUG")
+    settle()
+    assert StandinCuda.launches == before
+    np.testing.assert_array_equal(x, sum(data(r, 100, np.float32) for r in range(3)))
+    assert "CUDA IPC lanes across nodes declined: the nodes have from 1 to 2 ranks" in said.getvalue(), (
+        said.getvalue()
+    )
+
+
 def a_peer_that_never_comes():
     # Rank 0 leaves out one all-reduce: the others' lanes give up after the
     # timeout (3 s) and fill in the status word; their next call after that
@@ -506,19 +579,26 @@ def a_peer_that_never_comes():
             raise AssertionError("the call after a lane's timeout did not raise")
 
 
-for label, fn in [
+everywhere = [
     ("every size and dtype on lanes", every_size_and_dtype),
-    ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
     ("out= and async_op", out_of_place_and_async),
     ("arrays at odd offsets", odd_offsets),
-    ("broadcast, reduce, all-gather and reduce-scatter on lanes", every_other_collective),
+    ("broadcast, reduce, all-gather and reduce-scatter", every_other_collective),
     ("GradientReducer on the GPU path", gradient_reducer_on_the_gpu_path),
     ("GradientReducer compressed on the GPU path", gradient_reducer_compressed_on_the_gpu_path),
     ("GradientReducer misused", gradient_reducer_misuse),
-    ("ranks that call different collectives", ranks_that_call_different_collectives),
     ("a path that declines says why", declines_with_its_reason_in_the_debug_log),
+]
+on_one_node = [
+    ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
+    ("ranks that call different collectives", ranks_that_call_different_collectives),
     ("a peer that never comes", a_peer_that_never_comes),
-]:
+]
+across_nodes = [
+    ("shares and tails across nodes", shares_and_tails_across_nodes),
+    ("nodes of different sizes decline", nodes_of_different_sizes_decline),
+]
+for label, fn in everywhere + (on_one_node if one_node else across_nodes):
     cases.run(label, fn)
 Streams.drain()
 cases.finish()

@@ -67,6 +67,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) {
                               config_.chunk_bytes_set, config_.debug},
       tags_, watch_.get(), &running_);
 
+  node_leader_ = topo_->node_leader;
   site_.rank = rank_;
   site_.size = size_;
   site_.local_rank = topo_->local_rank;

@@ -46,6 +46,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   int size() const { return size_; }
   int local_rank() const { return site_.local_rank; }
   int local_size() const { return site_.local_size; }
+  // Names this rank's node: the rank of its local rank 0 (a color for split).
+  int node_leader() const { return node_leader_; }
   const Config& config() const { return config_; }
   bool broken() const;
   std::string broken_reason() const;
@@ -143,6 +145,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   TagSpace tags_;
   Algo forced_algo_ = Algo::kAuto;
   int rank_ = 0;
+  int node_leader_ = 0;
   int size_ = 1;
   std::uint64_t next_seq_ = 0;  // advanced at issue time, by the issuing thread
   int max_user_tag_ = 0;

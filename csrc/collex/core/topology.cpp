@@ -51,6 +51,8 @@ Topology::Topology(MPI_Comm user, const Config& config) {
   }
   MPI_Comm_rank(local, &local_rank);
   MPI_Comm_size(local, &local_size);
+  node_leader = rank;
+  MPI_Bcast(&node_leader, 1, MPI_INT, 0, local);
   max_local_size = local_size;
   world = std::make_unique<MpiTransport>(comm);
 }

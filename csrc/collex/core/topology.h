@@ -39,6 +39,7 @@ class Topology {
   MPI_Comm slices = MPI_COMM_NULL;   // the ranks of the same local rank, one per node
 
   int rank = 0, size = 1, local_rank = 0, local_size = 1;
+  int node_leader = 0;  // the rank in comm of this node's local rank 0: the same on every rank of a node
   int nodes = 1, max_local_size = 1;
   std::unique_ptr<Transport> world;             // every rank, over MPI
   std::unique_ptr<ShmWindow> window;            // this node, when it has several ranks

@@ -85,6 +85,17 @@ class DeviceArg:
                 )
 
 
+class DeviceSpan:
+    """Device memory of collex's own (a fusion buffer, a share of an array) with the
+    attributes of a DeviceArg that the GPU paths read."""
+
+    __slots__ = ("pointer", "nbytes", "dtype", "stream", "device")
+
+    def __init__(self, pointer: int, nbytes: int, dtype: np.dtype, stream: int, device: int):
+        self.pointer, self.nbytes, self.dtype = pointer, nbytes, dtype
+        self.stream, self.device = stream, device
+
+
 def new_device_array(like: DeviceArg, shape: tuple, op: str, rank: int) -> DeviceArg:
     """A new CUDA array for a result, made by the input's own library (CuPy)."""
     if type(like.array).__module__.split(".")[0] != "cupy":

@@ -55,6 +55,8 @@ class LanePeers:
     """Every rank's staging buffer and flags, mapped into this process, on one
     device, and the communicator's count of rounds (the flags' sequence numbers)."""
 
+    kinds = tuple(COLLECTIVES)
+
     def __init__(self, comm: Any, cuda: Any, device: int, own: Any, peers: list, staging_bytes: int):
         self._comm, self._cuda, self.device = comm, cuda, device
         self._staging_bytes = staging_bytes  # the flags follow the staging buffer
@@ -81,6 +83,10 @@ class LanePeers:
         total = staging_bytes + cuda.LANE_FLAG_WORDS * 8
         mapped = map_device_buffers(comm, cuda, device, total, "CUDA IPC lanes")
         return None if mapped is None else cls(comm, cuda, device, *mapped, staging_bytes)
+
+    @property
+    def ranks(self) -> int:
+        return self._comm.size
 
     def takes(self, a: DeviceArg, o: DeviceArg) -> bool:
         """Whether this path can run the call: input and output on this device

@@ -1,6 +1,8 @@
 """GradientReducer on CUDA gradients without a host copy (issue 16): where the
-communicator runs the stream-ordered kernels (COLLEX_CUDA_IPC=lanes, every rank
-on one node), each bucket is averaged on the GPU. Not yet run on a GPU:
+communicator runs the stream-ordered kernels (COLLEX_CUDA_IPC=lanes), each
+bucket is averaged on the GPU; on several nodes, on the GPU inside each node
+with the shares' host all-reduce between nodes (across_nodes.py: there a
+bucket's launch waits for its node's reduce-scatter). Not yet run on a GPU:
 tests/mpi/cuda_lanes_standin.py runs it on CPU ranks with a stand-in for the
 CUDA module (whose compression kernels run the same element code on the host).
 
@@ -33,25 +35,13 @@ import numpy as np
 from .. import _core
 from .._arrays import where
 from .._dtypes import AVG, CODES, FLOATING, OPS, SUPPORTED
-from .arguments import DeviceArg
+from .across_nodes import NodeLanes
+from .arguments import DeviceArg, DeviceSpan
 from .lanes import LanePeers
 
 FLOAT32 = np.dtype(np.float32)
 BFLOAT16 = SUPPORTED[_core.DTYPE_NAMES.index("bfloat16")]
 SEGMENT_WORDS = 3  # kernels::compress::Segment: grad address, count, offset
-
-
-class _Span:
-    """The attributes of a DeviceArg that LanePeers.run reads, for memory of our own."""
-
-    def __init__(self, pointer: int, nbytes: int, dtype: np.dtype, stream: int, device: int):
-        self.pointer, self.nbytes, self.dtype, self.stream, self.device = (
-            pointer,
-            nbytes,
-            dtype,
-            stream,
-            device,
-        )
 
 
 class _Bucket:
@@ -77,7 +67,7 @@ class DeviceReducer:
     """The device half of GradientReducer (see _fusion.GradientReducer)."""
 
     def __init__(
-        self, comm: Any, grads: list, lanes: LanePeers, cuda: Any, cap: int, first_cap: int,
+        self, comm: Any, grads: list, lanes: LanePeers | NodeLanes, cuda: Any, cap: int, first_cap: int,
         compression: str, error_feedback: bool,
     ):  # fmt: skip
         op = "GradientReducer"
@@ -198,7 +188,7 @@ class DeviceReducer:
             self._launch_compressed(bucket, stream)
             return
         start = bucket.span if bucket.fusion is None else bucket.fusion.address
-        span = _Span(start, bucket.count * bucket.dtype.itemsize, bucket.dtype, stream, self.device)
+        span = DeviceSpan(start, bucket.count * bucket.dtype.itemsize, bucket.dtype, stream, self.device)
         self._lanes.run("allreduce", span, span, AVG)
         if bucket.fusion is not None:
             for k, o in zip(bucket.members, bucket.offsets):
@@ -215,13 +205,13 @@ class DeviceReducer:
             cuda.bucket_amax(
                 bucket.segments.address, bucket.segment_count, residual, bucket.amax, stream, self.device
             )
-            word = _Span(bucket.amax, 4, FLOAT32, stream, self.device)
+            word = DeviceSpan(bucket.amax, 4, FLOAT32, stream, self.device)
             self._lanes.run("allreduce", word, word, OPS["max"])  # every rank scales alike
         segments, n = bucket.segments.address, bucket.segment_count
         cuda.bucket_pack(
             segments, n, bucket.wire.address, residual, bucket.amax, ranks, fp16, stream, self.device
         )
-        wire = _Span(bucket.wire.address, bucket.count * 2, bucket.wire_dtype, stream, self.device)
+        wire = DeviceSpan(bucket.wire.address, bucket.count * 2, bucket.wire_dtype, stream, self.device)
         self._lanes.run("allreduce", wire, wire, OPS["sum"])
         cuda.bucket_unpack(segments, n, bucket.wire.address, bucket.amax, ranks, fp16, stream, self.device)
 

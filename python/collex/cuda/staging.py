@@ -2,13 +2,15 @@
 
 With COLLEX_CUDA_IPC=lanes, every collective but send/recv between ranks of one
 node runs as one stream-ordered kernel through the peers' mapped staging
-buffers (lanes.py). Otherwise all-reduce above 1 MiB between ranks of one node
-reads the peers' device memory directly (ipc.py). Everything else (other
-collectives, several nodes, builds without the kernels, COLLEX_CUDA_IPC=0) is
-staged through pinned host memory: the input is copied down (in order on the
-array's stream, which is then waited for), the host collective runs on that
-buffer, and the copy of the result back up is queued on the same stream; large
-all-reduces go piece by piece so that the copies overlap the host work. Every
+buffers (lanes.py); on several nodes, all-reduce runs those kernels inside each
+node around a host all-reduce between nodes (across_nodes.py). Otherwise
+all-reduce above 1 MiB between ranks of one node reads the peers' device memory
+directly (ipc.py). Everything else (other collectives, several nodes, builds
+without the kernels, COLLEX_CUDA_IPC=0) is staged through pinned host memory:
+the input is copied down (in order on the array's stream, which is then waited
+for), the host collective runs on that buffer, and the copy of the result back
+up is queued on the same stream; large all-reduces go piece by piece so that
+the copies overlap the host work. Every
 rank passes the same kind of array (the paths differ in how many collectives
 they issue).
 
@@ -27,6 +29,7 @@ from .. import _core
 from .._arrays import where
 from .._dtypes import CODES, OPS
 from .._work import Work
+from .across_nodes import NodeLanes
 from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
 from .ipc import IPC_MIN_BYTES, PeerBuffers
 from .lanes import LanePeers, LaneWork
@@ -87,7 +90,9 @@ class DeviceStaging:
         self._pending: dict[str, tuple] = {}
         # CUDA IPC: None until first needed, then False (not possible here) or PeerBuffers.
         self._ipc: Any = None
-        self._lanes: Any = None  # the same for the stream-ordered path (COLLEX_CUDA_IPC=lanes)
+        # The same for the stream-ordered kernels (COLLEX_CUDA_IPC=lanes): LanePeers,
+        # or NodeLanes on several nodes.
+        self._lanes: Any = None
 
     def _cuda(self, op: str) -> Any:
         return cuda_module(op, self._comm.rank)
@@ -141,14 +146,17 @@ class DeviceStaging:
             self._ipc = PeerBuffers.map(self._comm, self._cuda("allreduce"), a.device) or False
         return self._ipc if self._ipc and self._ipc.device == a.device else None
 
-    def lane_peers(self, a: DeviceArg, op: str) -> LanePeers | None:
-        """The stream-ordered kernels' buffers for a's device, if this communicator
-        runs them (COLLEX_CUDA_IPC=lanes, one node): mapped at the first call
-        (collective, as _peer_buffers)."""
+    def lane_peers(self, a: DeviceArg, op: str) -> LanePeers | NodeLanes | None:
+        """The stream-ordered kernels for a's device, if this communicator runs
+        them (COLLEX_CUDA_IPC=lanes): every rank's buffers on one node, the
+        node's and a host step between nodes on several. Mapped at the first
+        call (collective, as _peer_buffers)."""
         if os.environ.get("COLLEX_CUDA_IPC") != "lanes":
             return None
         if self._lanes is None:
-            self._lanes = LanePeers.map(self._comm, self._cuda(op), a.device) or False
+            comm = self._comm
+            way = LanePeers if comm.local_size == comm.size else NodeLanes
+            self._lanes = way.map(comm, self._cuda(op), a.device) or False
         return self._lanes if self._lanes and self._lanes.device == a.device else None
 
     def _on_lanes(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int, async_op: bool) -> Any:
@@ -158,7 +166,7 @@ class DeviceStaging:
         if a.nbytes == 0:
             return None
         lanes = self.lane_peers(a, kind)
-        if not (lanes and lanes.takes(a, o)):
+        if not (lanes and kind in lanes.kinds and lanes.takes(a, o)):
             return None
         lanes.run(kind, a, o, code, root)
         if not async_op:
