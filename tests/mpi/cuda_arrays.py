@@ -69,13 +69,16 @@ def allreduce_matrix():
 
 def path_taken():
     # On one node with the kernels built, all-reduce reads peers' device memory
-    # (CUDA IPC) unless COLLEX_CUDA_IPC=0; otherwise it stages through the host.
+    # (CUDA IPC) unless COLLEX_CUDA_IPC=0; otherwise it stages through the host,
+    # but for the lanes, which run inside each node of several.
     x = cp.ones(1 << 19, cp.float32)  # 2 MiB: above the size where IPC starts
     cx.allreduce(x)
     from collex import _cuda
 
     how = os.environ.get("COLLEX_CUDA_IPC", "1")
-    want = size > 1 and _cuda.has_kernels and how != "0"
+    one_node = comm.local_size == size  # else the lanes run inside each node (cuda/across_nodes.py)
+    reachable = one_node or (how == "lanes" and comm.local_size > 1)
+    want = size > 1 and _cuda.has_kernels and how != "0" and reachable
     taken = comm._device._lanes if how == "lanes" else comm._device._ipc
     assert bool(taken) == want, (taken, want)
 
