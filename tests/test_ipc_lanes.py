@@ -54,10 +54,12 @@ def expected(inputs, op):
     return acc.astype(dt)
 
 
-def run(calls, op="sum", lanes=1, staging_bytes=1 << 20, shots=2, timeout=30.0, absent_rank=-1, **kw):
+def run(
+    calls, op="sum", lanes=1, staging_bytes=1 << 20, shots=2, timeout=30.0, absent_rank=-1, direct=False, **kw
+):
     """The stand-in running `kind` over calls[i][r] (rank r's input of call i);
     every rank's outputs (unless given, new ones filled with 7: reduce leaves
-    the others' so)."""
+    the others' so). direct: the ranks read each other's arrays in place."""
     kind, root, outputs = kw.get("kind", "allreduce"), kw.get("root", 0), kw.get("outputs")
     ranks = len(calls[0])
     x = calls[0][0]
@@ -69,7 +71,7 @@ def run(calls, op="sum", lanes=1, staging_bytes=1 << 20, shots=2, timeout=30.0, 
         COLLECTIVES[kind], [[addr(x) for x in call] for call in calls],
         [[addr(y) for y in call] for call in outputs], block * x.itemsize, CODES[x.dtype], OPS[op],
         lanes=lanes, staging_bytes=staging_bytes, shots=shots, root=root, timeout=timeout,
-        absent_rank=absent_rank,
+        absent_rank=absent_rank, direct=direct,
     )  # fmt: skip
     return outputs
 
@@ -119,17 +121,19 @@ def check(calls, outputs, op, kind="allreduce", root=0):
     op=st.sampled_from(list(COMBINE)),
     n_calls=st.integers(1, 3),
     seed=st.integers(0, 2**31),
+    direct=st.booleans(),
 )
 def test_every_rank_gets_numpys_rank_order_result(
-    ranks, lanes, shots, count, staging, dtype, op, n_calls, seed
+    ranks, lanes, shots, count, staging, dtype, op, n_calls, seed, direct
 ):
     if op == "avg" and np.dtype(dtype).kind in "iu":
         op = "sum"
+    shots = 2 if direct else shots  # a direct all-reduce is two-shot
     rng = np.random.default_rng(seed)
     calls = [rank_inputs(rng, ranks, count, dtype) for _ in range(n_calls)]
     # Staging of 16-384 bytes: most calls take many rounds, with partial lanes,
     # shares of one vector or none, and a partial last vector.
-    outputs = run(calls, op, lanes=lanes, staging_bytes=16 * staging, shots=shots)
+    outputs = run(calls, op, lanes=lanes, staging_bytes=16 * staging, shots=shots, direct=direct)
     check(calls, outputs, op)
 
 
@@ -146,9 +150,10 @@ def test_every_rank_gets_numpys_rank_order_result(
     root=st.integers(0, 7),
     n_calls=st.integers(1, 3),
     seed=st.integers(0, 2**31),
+    direct=st.booleans(),
 )
 def test_every_other_collective_against_numpy(
-    kind, ranks, lanes, shots, count, staging, dtype, op, root, n_calls, seed
+    kind, ranks, lanes, shots, count, staging, dtype, op, root, n_calls, seed, direct
 ):
     # count is one rank's block for reduce-scatter and all-gather, the array otherwise.
     if op == "avg" and np.dtype(dtype).kind in "iu":
@@ -159,32 +164,38 @@ def test_every_other_collective_against_numpy(
     calls = [rank_inputs(rng, ranks, per_rank, dtype) for _ in range(n_calls)]
     # Reduce-scatter stages a vector per rank at least.
     staging_bytes = 16 * max(staging, ranks if kind == "reduce_scatter" else 1)
-    outputs = run(calls, op, lanes=lanes, staging_bytes=staging_bytes, shots=shots, kind=kind, root=root)
+    outputs = run(
+        calls, op, lanes=lanes, staging_bytes=staging_bytes, shots=shots, kind=kind, root=root, direct=direct
+    )
     check(calls, outputs, op, kind, root)
 
 
-@pytest.mark.parametrize("shots", [1, 2])
-def test_many_rounds_back_to_back(shots):
+@pytest.mark.parametrize("shots, direct", [(1, False), (2, False), (2, True)])
+def test_many_rounds_back_to_back(shots, direct):
     # 1 MiB through 64 KiB of staging, 4 ranks, 8 lanes, 4 calls: 64 rounds whose
     # flags only grow; a stale flag read as fresh would mix two rounds' data.
     rng = np.random.default_rng(shots)
     calls = [rank_inputs(rng, 4, 1 << 18, np.float32) for _ in range(4)]
-    outputs = run(calls, "sum", lanes=8, staging_bytes=64 << 10, shots=shots)
+    outputs = run(calls, "sum", lanes=8, staging_bytes=64 << 10, shots=shots, direct=direct)
     check(calls, outputs, "sum")
 
 
-@pytest.mark.parametrize("kind", ["allreduce", "broadcast", "reduce"])
-def test_in_place(kind):
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
+@pytest.mark.parametrize("kind", ["allreduce", "broadcast", "reduce", "reduce-1"])
+def test_in_place(kind, direct):
+    # Direct, a rank's output is its input, which its peers read in place.
+    kind, shots = (kind[:-2], 1) if kind.endswith("-1") else (kind, 2)
     rng = np.random.default_rng(3)
     calls = [rank_inputs(rng, 3, 1000, np.float32)]
     copies = [[x.copy() for x in calls[0]]]
-    run(copies, kind=kind, root=1, lanes=3, staging_bytes=256, outputs=copies)
+    run(copies, kind=kind, root=1, lanes=3, staging_bytes=256, shots=shots, outputs=copies, direct=direct)
     for r, x in enumerate(copies[0]):
         want = wanted(kind, calls[0], "sum", 1, r)
         np.testing.assert_array_equal(x, calls[0][r] if want is None else want)
 
 
-def test_all_gather_in_place():
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
+def test_all_gather_in_place(direct):
     # Each rank's input is its own block of its output (as torch's all_gather_into_tensor allows).
     rng = np.random.default_rng(5)
     ranks, block = 3, 333
@@ -193,19 +204,22 @@ def test_all_gather_in_place():
     for r, o in enumerate(outputs):
         o[r * block : (r + 1) * block] = inputs[r]
     views = [[o[r * block : (r + 1) * block] for r, o in enumerate(outputs)]]
-    run(views, kind="allgather", lanes=2, staging_bytes=256, outputs=[outputs])
+    run(views, kind="allgather", lanes=2, staging_bytes=256, outputs=[outputs], direct=direct)
     for o in outputs:
         np.testing.assert_array_equal(o, np.concatenate(inputs))
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
 @pytest.mark.parametrize(
     "kind", ["allreduce", "allreduce-1", "reduce_scatter", "allgather", "broadcast", "reduce"]
 )
-def test_arrays_at_odd_offsets(kind):
+def test_arrays_at_odd_offsets(kind, direct):
     # Views one element into their buffers: the users' arrays need not be
     # 16-byte aligned; the staging buffers are. Reduce-scatter's blocks of 999
     # float32 lie at offsets of every remainder mod 16.
     kind, shots = (kind[:-2], 1) if kind.endswith("-1") else (kind, 2)
+    if direct and shots == 1 and kind == "allreduce":
+        pytest.skip("a direct all-reduce is two-shot")
     rng = np.random.default_rng(4)
     ranks, block = 3, 999
     count = block * ranks if kind == "reduce_scatter" else block
@@ -217,7 +231,17 @@ def test_arrays_at_odd_offsets(kind):
     calls = [[odd(x) for x in rank_inputs(rng, ranks, count, np.float32)] for _ in range(2)]
     outputs = [[odd(np.full(out_count, 7, np.float32)) for _ in call] for call in calls]
     assert all(addr(x) % 16 for call in calls + outputs for x in call)
-    run(calls, "sum", lanes=2, staging_bytes=512, shots=shots, kind=kind, root=2, outputs=outputs)
+    run(
+        calls,
+        "sum",
+        lanes=2,
+        staging_bytes=512,
+        shots=shots,
+        kind=kind,
+        root=2,
+        outputs=outputs,
+        direct=direct,
+    )
     check(calls, outputs, "sum", kind, root=2)
 
 
@@ -232,12 +256,13 @@ def test_a_rank_that_never_arrives_times_out_naming_it(shots):
     assert time.monotonic() - t < 10
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
 @pytest.mark.parametrize("kind", list(COLLECTIVES))
-def test_a_rank_that_never_arrives_in_any_collective(kind):
+def test_a_rank_that_never_arrives_in_any_collective(kind, direct):
     rng = np.random.default_rng(1)
     calls = [rank_inputs(rng, 2, 2048, np.float64)]
     with pytest.raises(CollectiveTimeout, match=r"for rank 1 to finish phase 'staged' of round 1"):
-        run(calls, kind=kind, lanes=2, staging_bytes=1024, timeout=0.2, absent_rank=1)
+        run(calls, kind=kind, lanes=2, staging_bytes=1024, timeout=0.2, absent_rank=1, direct=direct)
 
 
 def test_bad_arguments():
@@ -255,6 +280,8 @@ def test_bad_arguments():
         run([y], kind="broadcast", root=2)
     with pytest.raises(ValueError, match="reduce-scatter needs a vector per rank"):
         run([[np.zeros(8, np.int32)] * 4], kind="reduce_scatter", staging_bytes=48)
+    with pytest.raises(ValueError, match="a direct all-reduce is two-shot"):
+        run([y], shots=1, direct=True)
     with pytest.raises(ValueError, match="collective: expected 0 to 4, got 5"):
         _core._ipc_lanes(5, [[addr(y[0])]], [[addr(y[0])]], 16, CODES[np.dtype(np.int32)], 0)
 
@@ -287,11 +314,12 @@ def test_the_stand_in_takes_the_cuda_modules_arguments():
     if not cuda.has_kernels:
         pytest.skip("this build of the CUDA module has no kernels (no nvcc)")
     source = (Path(__file__).parent / "mpi" / "cuda_lanes_standin.py").read_text()
-    for name in ("lanes_launch", "lanes_rounds", "bucket_amax", "bucket_pack", "bucket_unpack", "copy_async"):
+    names = ("lanes_launch", "lanes_rounds", "bucket_amax", "bucket_pack", "bucket_unpack", "copy_async")
+    for name in (*names, "allocation_of", "ipc_handle"):
         signature = getattr(cuda, name).__doc__.split("(", 1)[1].split(")", 1)[0]
         real = re.findall(r"(\w+): ", signature)
         params = source.split(f"def {name}(", 1)[1].split(")", 1)[0]
-        standin = [p.split(":")[0].strip() for p in params.split(",")]
+        standin = [p.split(":")[0].split("=")[0].strip() for p in params.split(",")]
         standin = [p for p in standin if p not in ("cls", "*", "")]
         assert standin == real, name
-    assert len(re.findall(r"(\w+): ", cuda.lanes_launch.__doc__.split(")", 1)[0])) == 19
+    assert len(re.findall(r"(\w+): ", cuda.lanes_launch.__doc__.split(")", 1)[0])) == 21

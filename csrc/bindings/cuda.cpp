@@ -39,6 +39,16 @@ PYBIND11_MODULE(_cuda, m) {
       .def_property_readonly("address", &SharedDeviceBuffer::address)
       .def_property_readonly("bytes", &SharedDeviceBuffer::bytes)
       .def("handle", [](const SharedDeviceBuffer& b) { return py::bytes(b.handle()); });
+  m.def(
+      "allocation_of",
+      [](std::uintptr_t address) {
+        const collex::cuda::Allocation a = collex::cuda::allocation_of(address);
+        return py::make_tuple(a.base, a.bytes);
+      },
+      py::arg("address"), "(base, bytes) of the device allocation holding `address`.");
+  m.def(
+      "ipc_handle", [](std::uintptr_t base) { return py::bytes(collex::cuda::ipc_handle(base)); }, py::arg("base"),
+      "The CUDA IPC handle of the allocation at `base`, for a peer's PeerDeviceBuffer.");
   py::class_<PeerDeviceBuffer>(m, "PeerDeviceBuffer")
       .def(py::init([](py::bytes handle, int device) {
              return std::make_unique<PeerDeviceBuffer>(std::string(handle), device);
@@ -65,18 +75,21 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("out"), py::arg("sources"), py::arg("n"), py::arg("dtype"), py::arg("op"), py::arg("stream"),
       py::arg("device"), py::call_guard<py::gil_scoped_release>());
   // One collective of the lane protocol (transport/cuda_ipc/lanes.h), queued on
-  // `stream`: staging[r] and flags[r] are rank r's buffers as mapped here.
+  // `stream`: staging[r] and flags[r] are rank r's buffers as mapped here;
+  // with inputs and outputs (rank r's arrays as mapped here) a direct call.
   m.def(
       "lanes_launch",
       [](int collective, const std::vector<std::uintptr_t>& staging, const std::vector<std::uintptr_t>& flags,
          std::size_t staging_bytes, int rank, int lanes, int threads, std::uintptr_t input, std::uintptr_t output,
          std::size_t bytes, std::uint64_t first_seq, int shots, int root, int dtype, int op, double timeout_s,
-         std::uintptr_t status, std::uintptr_t stream, int device) {
+         std::uintptr_t status, std::uintptr_t stream, int device, const std::vector<std::uintptr_t>& inputs,
+         const std::vector<std::uintptr_t>& outputs) {
         namespace ipc = collex::ipc;
         if (dtype < 0 || dtype >= collex::kNumDTypes || op < 0 || op > static_cast<int>(collex::ReduceOp::kAvg))
           throw py::value_error("collex._cuda.lanes_launch: bad dtype or op code");
         const ipc::Peers peers = collex::bindings::lane_peers(staging, flags, staging_bytes, rank, lanes);
-        const ipc::Call call = collex::bindings::lane_call(collective, input, output, bytes, first_seq, shots, root);
+        ipc::Call call = collex::bindings::lane_call(collective, input, output, bytes, first_seq, shots, root);
+        collex::bindings::lane_direct(call, inputs, outputs, peers.ranks);
         collex::cuda::select_device(device);
         ipc::launch_lanes(peers, call, static_cast<collex::DType>(dtype), static_cast<collex::ReduceOp>(op), threads,
                           timeout_s, reinterpret_cast<ipc::LaneStatus*>(status), stream);
@@ -84,7 +97,8 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("collective"), py::arg("staging"), py::arg("flags"), py::arg("staging_bytes"), py::arg("rank"),
       py::arg("lanes"), py::arg("threads"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("first_seq"),
       py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"),
-      py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>());
+      py::arg("stream"), py::arg("device"), py::arg("inputs") = std::vector<std::uintptr_t>(),
+      py::arg("outputs") = std::vector<std::uintptr_t>(), py::call_guard<py::gil_scoped_release>());
   m.def(
       "lanes_rounds",
       [](int collective, std::size_t bytes, std::size_t staging_bytes, int ranks) {

@@ -50,4 +50,19 @@ inline ipc::Call lane_call(int collective, std::uintptr_t input, std::uintptr_t 
   return call;
 }
 
+// Makes `call` direct when `inputs` and `outputs` (every rank's arrays as mapped
+// here) are given; both empty leaves it staged.
+inline void lane_direct(ipc::Call& call, const std::vector<std::uintptr_t>& inputs,
+                        const std::vector<std::uintptr_t>& outputs, int ranks) {
+  if (inputs.empty() && outputs.empty()) return;
+  if (inputs.size() != static_cast<std::size_t>(ranks) || outputs.size() != inputs.size()) {
+    throw InvalidArgument("inputs, outputs: a direct call takes one input and one output per rank");
+  }
+  call.direct = true;
+  for (std::size_t r = 0; r < inputs.size(); ++r) {
+    call.inputs[r] = reinterpret_cast<const char*>(inputs[r]);
+    call.outputs[r] = reinterpret_cast<char*>(outputs[r]);
+  }
+}
+
 }  // namespace collex::bindings

@@ -128,7 +128,8 @@ void run_in_threads_hook(const std::string& algo, const std::string& collective,
 // inputs[call][rank] and outputs[call][rank] are addresses, `bytes` as in ipc::Call.
 void ipc_lanes_hook(int collective, const std::vector<std::vector<std::uintptr_t>>& inputs,
                     const std::vector<std::vector<std::uintptr_t>>& outputs, std::size_t bytes, int dtype, int op,
-                    int lanes, std::size_t staging_bytes, int shots, int root, double timeout_s, int absent_rank) {
+                    int lanes, std::size_t staging_bytes, int shots, int root, double timeout_s, int absent_rank,
+                    bool direct) {
   std::vector<std::vector<const void*>> in;
   std::vector<std::vector<void*>> out;
   for (const auto& call : inputs) {
@@ -148,6 +149,7 @@ void ipc_lanes_hook(int collective, const std::vector<std::vector<std::uintptr_t
   options.shots = shape.shots;
   options.timeout_s = timeout_s;
   options.absent_rank = absent_rank;
+  options.direct = direct;
   const DType dt = make_buffer(0, 0, dtype).dtype;
   const ReduceOp reduce_op = make_op(op);
   py::gil_scoped_release release;
@@ -160,9 +162,11 @@ void ipc_lanes_hook(int collective, const std::vector<std::vector<std::uintptr_t
 void ipc_lane_rank_hook(int collective, const std::vector<std::uintptr_t>& staging,
                         const std::vector<std::uintptr_t>& flags, std::size_t staging_bytes, int rank, int lanes,
                         std::uintptr_t input, std::uintptr_t output, std::size_t bytes, std::uint64_t first_seq,
-                        int shots, int root, int dtype, int op, double timeout_s, std::uintptr_t status) {
+                        int shots, int root, int dtype, int op, double timeout_s, std::uintptr_t status,
+                        const std::vector<std::uintptr_t>& inputs, const std::vector<std::uintptr_t>& outputs) {
   const ipc::Peers peers = lane_peers(staging, flags, staging_bytes, rank, lanes);
-  const ipc::Call call = lane_call(collective, input, output, bytes, first_seq, shots, root);
+  ipc::Call call = lane_call(collective, input, output, bytes, first_seq, shots, root);
+  lane_direct(call, inputs, outputs, peers.ranks);
   const DType dt = make_buffer(0, 0, dtype).dtype;
   const ReduceOp reduce_op = make_op(op);
   py::gil_scoped_release release;
@@ -248,11 +252,13 @@ void bind_testing(py::module_& m) {
         py::arg("chunk_bytes") = 512 * 1024, py::arg("timeout") = 30.0);
   m.def("_ipc_lanes", &ipc_lanes_hook, py::arg("collective"), py::arg("inputs"), py::arg("outputs"), py::arg("bytes"),
         py::arg("dtype"), py::arg("op") = 0, py::arg("lanes") = 1, py::arg("staging_bytes") = 1 << 20,
-        py::arg("shots") = 2, py::arg("root") = 0, py::arg("timeout") = 30.0, py::arg("absent_rank") = -1);
+        py::arg("shots") = 2, py::arg("root") = 0, py::arg("timeout") = 30.0, py::arg("absent_rank") = -1,
+        py::arg("direct") = false);
   m.def("_ipc_lane_rank", &ipc_lane_rank_hook, py::arg("collective"), py::arg("staging"), py::arg("flags"),
         py::arg("staging_bytes"), py::arg("rank"), py::arg("lanes"), py::arg("input"), py::arg("output"),
         py::arg("bytes"), py::arg("first_seq"), py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"),
-        py::arg("timeout"), py::arg("status"));
+        py::arg("timeout"), py::arg("status"), py::arg("inputs") = std::vector<std::uintptr_t>(),
+        py::arg("outputs") = std::vector<std::uintptr_t>());
   m.def("_bucket_compress", &bucket_compress_hook, py::arg("what"), py::arg("segments"), py::arg("count"),
         py::arg("wire"), py::arg("residual"), py::arg("amax"), py::arg("ranks"), py::arg("fp16"));
   m.def(

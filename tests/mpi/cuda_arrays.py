@@ -312,6 +312,75 @@ def reducer_on_the_gpu():
                 assert identical_on_all_ranks(g), f"grads[{i}] differs"
 
 
+class DlpackOnly:
+    """A CUDA array that speaks DLPack alone (as JAX's do): the DLPack path, not CAI."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def __dlpack__(self, **kw):
+        return self.t.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self.t.__dlpack_device__()
+
+
+def torch_tensors_by_dlpack():
+    # PyTorch CUDA tensors, as they come (__cuda_array_interface__) and through
+    # DLPack alone, in place and out of place, every collective; against NumPy.
+    try:
+        import torch
+    except ImportError:
+        print(f"[rank {rank}] torch_tensors_by_dlpack: PyTorch is not installed; skipped")
+        return
+    if not torch.cuda.is_available():
+        print(f"[rank {rank}] torch_tensors_by_dlpack: PyTorch sees no GPU; skipped")
+        return
+    dev = torch.device("cuda", cp.cuda.Device().id)
+    for count in (1, 1000, (1 << 20) + 3):
+        for wrap in (lambda t: t, DlpackOnly):
+            t = torch.as_tensor(data(rank, count, np.float32), device=dev)
+            cx.allreduce(wrap(t))
+            np.testing.assert_array_equal(t.cpu().numpy(), everyone(count, np.float32).sum(axis=0))
+            t = torch.as_tensor(data(rank, count, np.float32), device=dev)
+            out = torch.zeros(count, dtype=torch.float32, device=dev)
+            cx.allreduce(wrap(t), op="max", out=wrap(out))
+            np.testing.assert_array_equal(out.cpu().numpy(), everyone(count, np.float32).max(axis=0))
+            t = torch.as_tensor(data(rank, count, np.float32), device=dev)
+            cx.broadcast(wrap(t), root=size - 1)
+            np.testing.assert_array_equal(t.cpu().numpy(), data(size - 1, count, np.float32))
+            gathered = torch.zeros((size, count), dtype=torch.float32, device=dev)
+            cx.allgather(wrap(torch.as_tensor(data(rank, count, np.float32), device=dev)), out=wrap(gathered))
+            np.testing.assert_array_equal(gathered.cpu().numpy(), everyone(count, np.float32))
+
+
+def large_calls_read_arrays_in_place():
+    # From 8 MiB on the lanes read CuPy's arrays in place (their pool's memory is
+    # cudaMalloc'd, so exportable): every collective there, results against NumPy.
+    if os.environ.get("COLLEX_CUDA_IPC") != "lanes" or size == 1 or comm.local_size != size:
+        return
+    count = (8 << 20) // 4 + 5
+    x = cp.asarray(data(rank, count, np.float32))
+    cx.allreduce(x)
+    lanes = comm._device._lanes
+    assert lanes.last_way == "direct", lanes.last_way
+    before = lanes.registry.exchanges
+    np.testing.assert_array_equal(cp.asnumpy(x), everyone(count, np.float32).sum(axis=0))
+    out = cp.zeros(count, cp.float32)
+    cx.reduce(cp.asarray(data(rank, count, np.float32)), root=0, out=out)
+    if rank == 0:
+        np.testing.assert_array_equal(cp.asnumpy(out), everyone(count, np.float32).sum(axis=0))
+    x = cp.asarray(data(rank, count, np.float32))
+    cx.broadcast(x, root=size - 1)
+    np.testing.assert_array_equal(cp.asnumpy(x), data(size - 1, count, np.float32))
+    gathered = cx.allgather(cp.asarray(data(rank, count, np.float32)))
+    np.testing.assert_array_equal(cp.asnumpy(gathered), everyone(count, np.float32))
+    part = cx.reduce_scatter(cp.asarray(data(rank, size * count, np.float32)))
+    want = everyone(size * count, np.float32).sum(axis=0)[rank * count : (rank + 1) * count]
+    np.testing.assert_array_equal(cp.asnumpy(part), want)
+    assert lanes.registry.exchanges - before == 4, lanes.registry.exchanges - before
+
+
 def reducer_refuses_a_mix():
     try:
         cx.GradientReducer([cp.zeros(4, cp.float32), np.zeros(4, np.float32)])
@@ -356,6 +425,8 @@ for label, fn in [
     ("GradientReducer on CuPy gradients", reducer_matches_per_tensor),
     ("GradientReducer on the GPU (lanes) or the host mirror", reducer_on_the_gpu),
     ("GradientReducer refuses a mix", reducer_refuses_a_mix),
+    ("PyTorch tensors, by DLPack too", torch_tensors_by_dlpack),
+    ("large calls read the arrays in place", large_calls_read_arrays_in_place),
     ("CuPy training follows NumPy training", training_follows_numpy),
 ]:
     cases.run(label, fn)

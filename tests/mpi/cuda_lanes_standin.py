@@ -114,6 +114,7 @@ class StandinCuda:
     LANE_MAX_LANES = 128
     LANE_FLAG_WORDS = 128 * 9
     launches = 0
+    direct_launches = 0  # of them, calls that read the ranks' arrays in place
 
     @staticmethod
     def pointer_device(address: int) -> int:
@@ -144,6 +145,41 @@ class StandinCuda:
 
         def __del__(self):
             Streams.drain()  # queued work may still use it
+
+    class DeviceMemory:
+        # A user's allocation that peers may open by its handle (ipc_handle): a
+        # file in /dev/shm kept until freed; allocation_of knows its range.
+        made = itertools.count()
+        live: dict = {}  # base -> (bytes, path)
+
+        def __init__(self, nbytes: int):
+            self.path = f"/dev/shm/lanes-standin-{os.getpid()}-user-{next(self.made)}"
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            os.ftruncate(fd, max(nbytes, 1))
+            self._map = mmap.mmap(fd, max(nbytes, 1))
+            os.close(fd)
+            self.address = address_of(self._map)
+            self.live[self.address] = (nbytes, self.path)
+
+        def array(self, count: int, dtype, offset: int = 0) -> np.ndarray:
+            return np.frombuffer(self._map, dtype, count=count, offset=offset)
+
+        def __del__(self):
+            Streams.drain()
+            self.live.pop(self.address, None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    @classmethod
+    def allocation_of(cls, address: int) -> tuple:
+        for base, (nbytes, _) in cls.DeviceMemory.live.items():
+            if base <= address < base + max(nbytes, 1):
+                return base, nbytes
+        raise RuntimeError("cuMemGetAddressRange: not memory the stand-in allocated")
+
+    @classmethod
+    def ipc_handle(cls, base: int) -> bytes:
+        return cls.DeviceMemory.live[base][1].encode()
 
     class PeerDeviceBuffer:
         def __init__(self, handle: bytes, device: int):
@@ -228,16 +264,18 @@ class StandinCuda:
     @classmethod
     def lanes_launch(
         cls, *, collective, staging, flags, staging_bytes, rank, lanes, threads, input, output, bytes,
-        first_seq, shots, root, dtype, op, timeout, status, stream, device,
+        first_seq, shots, root, dtype, op, timeout, status, stream, device, inputs=None, outputs=None,
     ):  # fmt: skip
         # The same names as collex._cuda.lanes_launch (tests/test_ipc_lanes.py compares them).
         while cls.SharedDeviceBuffer.unmapped:
             os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
         cls.launches += 1
+        cls.direct_launches += bool(inputs)
         cls.last = (lanes, shots, first_seq, collective)
+        inputs, outputs = list(inputs or []), list(outputs or [])
         Streams.enqueue(stream, lambda: _core._ipc_lane_rank(
             collective, staging, flags, staging_bytes, rank, lanes, input, output, bytes, first_seq, shots,
-            root, dtype, op, timeout, status,
+            root, dtype, op, timeout, status, inputs, outputs,
         ))  # fmt: skip
 
 
@@ -355,6 +393,90 @@ def every_other_collective():
     settle()  # the host path's Work is done once the copy up is queued
     assert w.done()
     assert (out == np.arange(size)[:, None]).all()
+
+
+def direct_calls_read_arrays_in_place():
+    # From lanes.DIRECT_MIN_BYTES on, arrays that peers can open (here in the
+    # stand-in's DeviceMemory) are read where they lie: one host exchange of
+    # where they are per call, a second only for allocations new to the ranks.
+    # An array that cannot be exported (NumPy's own memory), on any rank, keeps
+    # that call staged on every rank. Every result against NumPy.
+    saved = lanes.DIRECT_MIN_BYTES
+    lanes.DIRECT_MIN_BYTES = 4096
+    try:
+        count = 5000
+        memory = StandinCuda.DeviceMemory(4 * (size + 1) * count + 64)
+        out_memory = StandinCuda.DeviceMemory(4 * size * count)
+        cx.allreduce(Dressed(np.ones(10, np.float32)))  # small: staged, and maps the lanes
+        registry = comm._device._lanes.registry
+        calls = [StandinCuda.direct_launches, registry.exchanges, registry.agreements]
+
+        def counted(direct, exchanges, agreements):
+            now = [StandinCuda.direct_launches, registry.exchanges, registry.agreements]
+            assert [n - c for n, c in zip(now, calls)] == [direct, exchanges, agreements], (now, calls)
+            calls[:] = now
+
+        counted(0, 0, 0)
+        x = memory.array(count, np.float32, offset=4 * (rank % 2))  # at an element's offset on odd ranks
+        for step in range(2):  # the second time nothing is new
+            x[...] = data(rank, count, np.float32, salt=step)
+            cx.allreduce(Dressed(x))
+            settle()
+            np.testing.assert_array_equal(x, sum(data(r, count, np.float32, salt=step) for r in range(size)))
+            counted(1, 1, 1 - step)
+        out = out_memory.array(count, np.float32)
+        x[...] = data(rank, count, np.float32)
+        cx.allreduce(Dressed(x), op="max", out=Dressed(out))
+        settle()
+        np.testing.assert_array_equal(out, np.max([data(r, count, np.float32) for r in range(size)], axis=0))
+        np.testing.assert_array_equal(x, data(rank, count, np.float32))
+        counted(1, 1, 1)
+        for root in range(size):
+            x[...] = data(rank, count, np.float32, salt=root)
+            cx.broadcast(Dressed(x), root=root)
+            settle()
+            np.testing.assert_array_equal(x, data(root, count, np.float32, salt=root), err_msg=f"root {root}")
+            x[...] = data(rank, count, np.float32, salt=root)
+            out[...] = 9
+            cx.reduce(Dressed(x), root=root, out=Dressed(out))
+            settle()
+            want = sum(data(r, count, np.float32, salt=root) for r in range(size)) if rank == root else 9
+            np.testing.assert_array_equal(out, want, err_msg=f"reduce to {root}")
+            x[...] = data(rank, count, np.float32, salt=root)
+            cx.reduce(Dressed(x), root=root)  # in place at the root, which its peers write
+            settle()
+            if rank == root:
+                reduced = sum(data(r, count, np.float32, salt=root) for r in range(size))
+                np.testing.assert_array_equal(x, reduced)
+        counted(3 * size, 3 * size, 0)
+        gathered = out_memory.array(size * count, np.float32)
+        x[...] = data(rank, count, np.float32)
+        cx.allgather(Dressed(x), out=Dressed(gathered.reshape(size, count)))
+        settle()
+        everyone = [data(r, count, np.float32) for r in range(size)]
+        np.testing.assert_array_equal(gathered, np.concatenate(everyone))
+        whole = memory.array(size * count, np.float32, offset=4 * count + 64)
+        whole[...] = data(rank, size * count, np.float32, salt=5)
+        part = out_memory.array(count, np.float32)
+        cx.reduce_scatter(Dressed(whole), out=Dressed(part))
+        settle()
+        want = sum(data(r, size * count, np.float32, salt=5) for r in range(size))
+        np.testing.assert_array_equal(part, want[rank * count : (rank + 1) * count])
+        counted(2, 2, 0)
+        own = np.zeros(count, np.float32) if rank == size - 1 else x  # NumPy's memory on one rank
+        own[...] = data(rank, count, np.float32)
+        cx.allreduce(Dressed(own))
+        settle()
+        np.testing.assert_array_equal(own, sum(data(r, count, np.float32) for r in range(size)))
+        counted(0, 1, 0)
+        small = memory.array(100, np.float32)
+        small[...] = rank
+        cx.allreduce(Dressed(small))  # below DIRECT_MIN_BYTES: staged, no exchange
+        settle()
+        assert (small == sum(range(size))).all()
+        counted(0, 0, 0)
+    finally:
+        lanes.DIRECT_MIN_BYTES = saved
 
 
 def ranks_that_call_different_collectives():
@@ -591,6 +713,7 @@ everywhere = [
 ]
 on_one_node = [
     ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
+    ("direct calls read the ranks' arrays in place", direct_calls_read_arrays_in_place),
     ("ranks that call different collectives", ranks_that_call_different_collectives),
     ("a peer that never comes", a_peer_that_never_comes),
 ]

@@ -35,6 +35,40 @@ int pointer_device(std::uintptr_t address) {
   return on_device ? attributes.device : -1;
 }
 
+Allocation allocation_of(std::uintptr_t address) {
+  // A driver function, found through the runtime so that the module needs no
+  // link to libcuda (which machines without a GPU lack).
+  using GetAddressRange = int (*)(unsigned long long* base, std::size_t* bytes, unsigned long long address);
+  static GetAddressRange get = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t status =
+        cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t status = cudaGetDriverEntryPoint("cuMemGetAddressRange", &fn, cudaEnableDefault, &found);
+#endif
+    if (status != cudaSuccess) cudaGetLastError();
+    return status == cudaSuccess && found == cudaDriverEntryPointSuccess ? reinterpret_cast<GetAddressRange>(fn)
+                                                                         : nullptr;
+  }();
+  if (get == nullptr) throw std::runtime_error("collex: the CUDA driver has no cuMemGetAddressRange");
+  unsigned long long base = 0;
+  std::size_t bytes = 0;
+  const int result = get(&base, &bytes, static_cast<unsigned long long>(address));
+  if (result != 0) {
+    throw std::runtime_error("cuMemGetAddressRange: CUDA driver error " + std::to_string(result) +
+                             " (not memory the driver allocated)");
+  }
+  return {static_cast<std::uintptr_t>(base), bytes};
+}
+
+std::string ipc_handle(std::uintptr_t base) {
+  cudaIpcMemHandle_t h;
+  check(cudaIpcGetMemHandle(&h, reinterpret_cast<void*>(base)), "cudaIpcGetMemHandle");
+  return std::string(reinterpret_cast<const char*>(&h), sizeof h);
+}
+
 void copy_async(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintptr_t stream, int device) {
   if (bytes == 0) return;
   // A stream belongs to a device; the copy must be issued with that device current.
@@ -114,11 +148,7 @@ SharedDeviceBuffer::~SharedDeviceBuffer() {
   }
 }
 
-std::string SharedDeviceBuffer::handle() const {
-  cudaIpcMemHandle_t h;
-  check(cudaIpcGetMemHandle(&h, data_), "cudaIpcGetMemHandle");
-  return std::string(reinterpret_cast<const char*>(&h), sizeof h);
-}
+std::string SharedDeviceBuffer::handle() const { return ipc_handle(address()); }
 
 PeerDeviceBuffer::PeerDeviceBuffer(const std::string& handle, int device) : device_(device) {
   cudaIpcMemHandle_t h;

@@ -19,6 +19,19 @@ int device_count();
 // or pinned) and unknown pointers. Throws on a driver error.
 int pointer_device(std::uintptr_t address);
 
+// The device allocation that holds `address`: its first byte and size (the
+// driver's cuMemGetAddressRange). Throws for memory the driver did not allocate.
+struct Allocation {
+  std::uintptr_t base = 0;
+  std::size_t bytes = 0;
+};
+Allocation allocation_of(std::uintptr_t address);
+
+// The CUDA IPC handle of the allocation at `base` (allocation_of), for peers to
+// open with PeerDeviceBuffer: users' arrays read in place. Throws where there
+// is none (memory from cudaMallocAsync pools or the virtual memory API).
+std::string ipc_handle(std::uintptr_t base);
+
 // Queues a copy of `bytes` from src to dst (either side on the host or a device;
 // unified addressing tells which) in order on `stream` (a cudaStream_t handle as
 // the CUDA array interface gives it: 0, 1 = legacy default, 2 = per-thread

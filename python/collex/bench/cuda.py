@@ -6,7 +6,8 @@ Rows are float32 sums of one size each, on every launched rank's GPU (ranks
 share GPUs round-robin by local rank). Columns, each the slowest rank's median:
 collex on the CuPy array itself (its default way: CUDA IPC with host barriers
 above 1 MiB, else host staging); "lanes": the same call on the stream-ordered
-kernels (COLLEX_CUDA_IPC=lanes, one-shot up to 256 KiB, else two-shot);
+kernels (COLLEX_CUDA_IPC=lanes, one-shot up to 256 KiB, else two-shot, from
+8 MiB reading the ranks' CuPy arrays in place: "direct");
 "cupy+mpi4py": ``x.get()``, mpi4py's Allreduce on the host copy, ``x.set()``;
 NCCL through ``cupy.cuda.nccl`` where every rank of the node has a GPU of its
 own (NCCL refuses two ranks on one GPU); "copies": one device-to-host plus one
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     nccl = make_nccl(comm, mpi, devices)
     props = cp.cuda.runtime.getDeviceProperties(comm.local_rank % devices)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    from collex.cuda import IPC_MIN_BYTES, ONE_SHOT_MAX_BYTES, mps_running
+    from collex.cuda import IPC_MIN_BYTES, mps_running
 
     lanes_ok = comm.size > 1 and comm.local_size == comm.size
     sharing = -(-comm.local_size // devices)  # ranks per GPU
@@ -129,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         ranks = comm.size
         row["bound"] = row["bound"] / 2 * (3 * ranks - 1) / ranks * sharing
         row["way"] = "staged" if comm.size == 1 or count * 4 <= IPC_MIN_BYTES else "ipc"
+        lanes = comm._device._lanes if lanes_ok else None
         row["lanes_way"] = (
-            None if not lanes_ok else ("1-shot" if count * 4 <= ONE_SHOT_MAX_BYTES else "2-shot")
-        )
+            lanes.last_way if lanes else None
+        )  # 1-shot, 2-shot or direct (arrays read in place)
         row["sharing"] = sharing
         ours = min(row[p] for p in ("collex", "lanes") if row[p] is not None)
         peers_best = min(row[p] for p in ("cupy+mpi4py", "nccl") if row[p] is not None)

@@ -4,7 +4,9 @@ how. ``arguments`` checks them (and imports the optional CUDA module,
 collex._cuda, on first use); ``staging`` runs every collective through pinned
 host memory, or all-reduces between ranks of one node on the GPU; ``ipc``
 holds the device buffers peers map through CUDA IPC; ``lanes`` the
-stream-ordered collectives (COLLEX_CUDA_IPC=lanes); ``reducer`` GradientReducer
+stream-ordered collectives (COLLEX_CUDA_IPC=lanes), ``registered`` the users'
+arrays they read in place, ``across_nodes`` their all-reduce on several nodes;
+``reducer`` GradientReducer
 on the GPU where those run, ``mirror`` the host copy it reduces otherwise;
 ``allocate`` lays gradients out back to back (``zeros_like_each``). The sizes
 where the all-reduce changes its way are exported for the bench, which labels

@@ -24,10 +24,10 @@ HANDLE_BYTES = 64  # sizeof(cudaIpcMemHandle_t)
 MAX_RANKS = 32  # the kernel's limit (kMaxPeers in kernels/cuda/reduce_peers.h)
 
 
-def declined(comm: Any, path: str, why: str) -> None:
+def declined(comm: Any, path: str, why: str, instead: str = "host staging") -> None:
     """Says on stderr, with COLLEX_DEBUG=1 or more, why a GPU path is not taken."""
     if os.environ.get("COLLEX_DEBUG", "0") not in ("", "0"):
-        print(f"collex: [rank {comm.rank}] {path} declined: {why}; host staging instead", file=sys.stderr)
+        print(f"collex: [rank {comm.rank}] {path} declined: {why}; {instead} instead", file=sys.stderr)
 
 
 def map_device_buffers(comm: Any, cuda: Any, device: int, nbytes: int, path: str) -> tuple[Any, list] | None:

@@ -4,9 +4,12 @@ kernel per call, queued on the array's stream, in which each block (a lane)
 stages its part, signals its peers through their flag words and reads what it
 needs from theirs (all-reduce: one shot reduces everything, two shots its share,
 then gathers the others'; reduce-scatter, all-gather, broadcast and reduce
-likewise), with no host step (csrc/collex/transport/cuda_ipc/lanes.h). The call
-returns once the kernel is queued. Not yet run on a GPU: the protocol, and this module with a CPU
-stand-in for the CUDA module, are tested on CPU ranks (tests/test_ipc_lanes.py,
+likewise), with no host step (csrc/collex/transport/cuda_ipc/lanes.h). From
+DIRECT_MIN_BYTES on, where every rank's arrays can be mapped into its peers,
+the kernel reads them in place instead (registered.py: a host exchange of where
+they lie, no wait for the GPU). The call returns once the kernel is queued.
+Not yet run on a GPU: the protocol, and this module with a CPU stand-in for the
+CUDA module, are tested on CPU ranks (tests/test_ipc_lanes.py,
 tests/mpi/cuda_lanes_standin.py); the kernels are only compiled.
 
 The kernels of all ranks spin on each other's flags, so they must run at the
@@ -29,9 +32,14 @@ from .._arrays import where
 from .._dtypes import CODES
 from .arguments import DeviceArg
 from .ipc import declined, map_device_buffers, unusable
+from .registered import Registry
 
 STAGING_BYTES = 32 << 20
 ONE_SHOT_MAX_BYTES = 256 << 10  # one barrier less pays while the message is small
+# From this size on the kernels read the ranks' arrays in place (registered.py),
+# where every rank's can be mapped: a host exchange per call buys a copy less
+# of every byte. Not yet tuned on a GPU.
+DIRECT_MIN_BYTES = 8 << 20
 THREADS = 512
 LANE_BYTES = 1 << 20  # about this much per lane and round, up to MAX_LANES lanes
 MAX_LANES = 32
@@ -69,6 +77,9 @@ class LanePeers:
         self._seq = 1
         self._last = cuda.Event(device)  # the last call's kernel, which the next waits for
         self._timeout = float(comm.timeout)
+        # Users' arrays mapped into the peers, for direct calls (builds that can export them).
+        self.registry = Registry(comm, cuda, device) if hasattr(cuda, "allocation_of") else None
+        self.last_way = ""
 
     @classmethod
     def map(cls, comm: Any, cuda: Any, device: int) -> LanePeers | None:
@@ -120,13 +131,20 @@ class LanePeers:
         per_round = min(a.nbytes, self._staging_bytes)
         lanes = max(1, min(MAX_LANES, -(-per_round // LANE_BYTES)))
         shots = 1 if a.nbytes <= ONE_SHOT_MAX_BYTES else 2
+        # Alike on every rank: the decision goes by the call's size, the exchange's outcome is agreed.
+        direct = None
+        if self.registry is not None and a.nbytes >= DIRECT_MIN_BYTES:
+            direct = self.registry.exchange(a, o, self._last.synchronize)
+        inputs, outputs = direct if direct is not None else ([], [])
+        self.last_way = "direct" if direct else f"{shots}-shot"  # what the bench reports
         self._last.order_before(a.stream)  # staging buffers serve one call at a time, whatever its stream
         cuda.lanes_launch(
             collective=collective, staging=self._staging, flags=self._flags,
             staging_bytes=self._staging_bytes, rank=self._comm.rank, lanes=lanes, threads=THREADS,
-            input=a.pointer, output=o.pointer, bytes=per_rank, first_seq=self._seq, shots=shots, root=root,
-            dtype=CODES[a.dtype], op=code, timeout=self._timeout, status=self._status.device_address,
-            stream=a.stream, device=a.device,
+            input=a.pointer, output=o.pointer, bytes=per_rank, first_seq=self._seq,
+            shots=2 if direct else shots, root=root, dtype=CODES[a.dtype], op=code, timeout=self._timeout,
+            status=self._status.device_address, stream=a.stream, device=a.device,
+            inputs=inputs, outputs=outputs,
         )  # fmt: skip
         self._seq += cuda.lanes_rounds(collective, per_rank, self._staging_bytes, self._comm.size)
         self._last.record(a.stream)

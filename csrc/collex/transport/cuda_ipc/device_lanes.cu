@@ -39,17 +39,21 @@ struct DeviceLane {
     for (std::size_t b = whole + threadIdx.x; b < r.end; b += blockDim.x) dst[b] = src[b];
   }
 
-  // The sources are staging buffers; `out` may be a user's array at any
-  // element offset, `also` this rank's staging buffer.
+  // `out` may be a user's array at any element offset, `also` this rank's
+  // staging buffer; the sources are staging buffers, or in a direct call the
+  // ranks' arrays, which go element by element unless every one is aligned.
   __device__ void combine(char* out, char* also, const char* const* src, int count, Range r) {
     using S = typename Tr::S;
-    const std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
-    const bool direct = aligned(out);
+    std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+    for (int q = 0; q < count; ++q) {
+      if (!aligned(src[q])) whole = r.begin;
+    }
+    const bool vector_out = aligned(out);
     for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
       alignas(kVector) char reduced[kVector];
       el::combine_vector_to<Tr, Op>(reduced, src, count, v);
       char* at = out + v * kVector;
-      if (direct) {
+      if (vector_out) {
         el::copy_vector(at, reduced);
       } else {
         for (std::size_t b = 0; b < kVector; ++b) at[b] = reduced[b];

@@ -118,6 +118,7 @@ std::string describe_signature(std::uint64_t signature) {
     text += std::string(", op ") + reduce_op_name(static_cast<ReduceOp>(op));
   }
   if (c == Collective::kBroadcast || c == Collective::kReduce) text += ", root " + std::to_string(root);
+  if (fields >> 14 & 1) text += ", read in place";
   return text;
 }
 
@@ -169,8 +170,9 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
   shape.root = options.root;
   shape.bytes = bytes;
   shape.shots = options.shots;
-  shape.signature = call_signature(shape, static_cast<int>(dtype), static_cast<int>(op));
   if (const char* why = invalid(peers, shape)) throw InvalidArgument(std::string("run_host_lanes: ") + why);
+  shape.direct = options.direct;  // each call's arrays checked below
+  shape.signature = call_signature(shape, static_cast<int>(dtype), static_cast<int>(op));
   for (std::size_t r = 0; r < ranks; ++r) {
     staging_memory.emplace_back(new std::uint64_t[staging / sizeof(std::uint64_t)]());
     flag_memory.emplace_back(new std::uint64_t[kFlagWords]());
@@ -187,6 +189,11 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
       Call c = shape;
       c.input = static_cast<const char*>(inputs[i][r]);
       c.output = static_cast<char*>(outputs[i][r]);
+      for (std::size_t q = 0; q < ranks && c.direct; ++q) {
+        c.inputs[q] = static_cast<const char*>(inputs[i][q]);
+        c.outputs[q] = static_cast<char*>(outputs[i][q]);
+      }
+      if (const char* why = invalid(views[r], c)) throw InvalidArgument(std::string("run_host_lanes: ") + why);
       c.first_seq = seq;
       calls[r].push_back(c);
       seq += rounds(c.kind, bytes, staging, peers.ranks);

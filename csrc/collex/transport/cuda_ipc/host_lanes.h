@@ -25,6 +25,7 @@ struct HostLanesOptions {
   Shots shots = Shots::kTwo;            // all-reduce and reduce
   double timeout_s = 30.0;
   int absent_rank = -1;  // a rank whose threads never start (tests of the timeout)
+  bool direct = false;   // peers read each other's arrays in place (Call::direct)
 };
 
 // Runs inputs.size() collectives of options.kind back to back, each over as

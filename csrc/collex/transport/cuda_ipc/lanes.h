@@ -15,6 +15,13 @@
 // says that nobody reads a staging buffer any more, so the next round may
 // overwrite it. They differ only in what is staged and what is read.
 //
+// A direct call (Call::direct: every rank's arrays mapped into every peer, for
+// large messages) stages nothing: the first barrier says that every rank's
+// arrays are ready (its kernel has started, after their producers on its
+// stream), peers read one another's inputs (and all-reduce its outputs) in
+// place, and the last says that nobody reads them any more, so that later work
+// on each rank's stream may write them. Same rounds, flags and barriers.
+//
 // Lanes are independent: lane b of every rank stages, reduces and gathers the
 // same part of the staging buffers in every round, and waits only for lane b
 // of the others, so no block ever waits
@@ -143,9 +150,15 @@ struct Call {
   Shots shots = Shots::kTwo;    // all-reduce and reduce
   int root = 0;                 // broadcast and reduce
   std::uint64_t signature = 0;  // what every rank's call must agree on (call_signature); 0: unchecked
+  // A direct call: every rank's input and output as mapped in this process
+  // (inputs[rank] == input, outputs[rank] == output); read in place, no staging.
+  bool direct = false;
+  const char* inputs[kMaxRanks] = {};
+  char* outputs[kMaxRanks] = {};
 };
 
-// A call's collective, size, root, shots, dtype and operator in one word that
+// A call's collective, size, root, shots, dtype, operator and way (staged or
+// direct: a staged rank would read a direct peer's empty staging buffer) in one word that
 // every rank's lanes compare at each round's first barrier, so that ranks
 // calling different collectives (which the flags alone would let run, each
 // reading what it takes for its own) stop with an error instead of a wrong
@@ -154,7 +167,8 @@ struct Call {
 COLLEX_LANES std::uint64_t call_signature(const Call& c, int dtype, int op) {
   const std::uint64_t fields = static_cast<std::uint64_t>(c.kind) | static_cast<std::uint64_t>(c.root) << 3 |
                                static_cast<std::uint64_t>(c.shots == Shots::kTwo) << 6 |
-                               static_cast<std::uint64_t>(dtype) << 7 | static_cast<std::uint64_t>(op) << 11;
+                               static_cast<std::uint64_t>(dtype) << 7 | static_cast<std::uint64_t>(op) << 11 |
+                               static_cast<std::uint64_t>(c.direct) << 14;
   return std::uint64_t{1} << 63 | fields << 48 | (c.bytes & ((std::uint64_t{1} << 48) - 1));
 }
 
@@ -183,6 +197,16 @@ COLLEX_LANES const char* invalid(const Peers& w, const Call& c) {
     return "staging buffers too small: reduce-scatter needs a vector per rank";
   }
   if (c.root < 0 || c.root >= w.ranks) return "root outside the ranks";
+  if (c.direct) {
+    // One shot would have a rank write its output while peers still read it in place.
+    if (c.shots == Shots::kOne && c.kind == Collective::kAllReduce) return "a direct all-reduce is two-shot";
+    for (int q = 0; q < w.ranks; ++q) {
+      if (c.inputs[q] == nullptr || c.outputs[q] == nullptr) return "a direct call needs every rank's arrays";
+    }
+    if (c.inputs[w.rank] != c.input || c.outputs[w.rank] != c.output) {
+      return "a direct call's own arrays are its input and output";
+    }
+  }
   return nullptr;
 }
 
@@ -340,6 +364,104 @@ COLLEX_LANES bool broadcast_round(const Peers& w, const Call& c, std::uint64_t s
   return true;
 }
 
+// The direct rounds: the same barriers, the peers' arrays read in place.
+// `at(arrays, offset)` is every rank's array at one offset.
+struct Arrays {
+  const char* at[kMaxRanks];
+};
+
+COLLEX_LANES Arrays offset_all(const char* const* arrays, int ranks, std::size_t offset) {
+  Arrays a{};
+  for (int q = 0; q < ranks; ++q) a.at[q] = arrays[q] + offset;
+  return a;
+}
+
+// Each rank reduces its share from every input into its own output, then reads
+// the others' shares from their outputs. In place, a rank overwrites only its
+// own share of its input, which only it reads, and, after the second barrier,
+// the others' shares, which their owners have read by then.
+template <typename Lane>
+COLLEX_LANES bool direct_allreduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                         int lane, Lane& ctx) {
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  const Arrays in = offset_all(c.inputs, w.ranks, base);
+  char* out = c.output + base;
+  ctx.combine(out, nullptr, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
+  for (int q = 0; q < w.ranks; ++q) {
+    if (q != w.rank) ctx.copy(out, c.outputs[q] + base, share_bytes(mine, w.ranks, q));
+  }
+  return true;
+}
+
+// Each rank reduces its share straight into the root's output (one shot: the
+// root reduces everything); the last barrier tells the root they have.
+template <typename Lane>
+COLLEX_LANES bool direct_reduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                      int lane, Lane& ctx) {
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  const Arrays in = offset_all(c.inputs, w.ranks, base);
+  char* out = c.outputs[c.root] + base;
+  if (c.shots == Shots::kOne) {
+    if (w.rank == c.root) ctx.combine(out, nullptr, in.at, w.ranks, mine);
+    return true;
+  }
+  ctx.combine(out, nullptr, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  return true;
+}
+
+template <typename Lane>
+COLLEX_LANES bool direct_reduce_scatter_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base,
+                                              Range mine, int lane, Lane& ctx) {
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  const Arrays in = offset_all(c.inputs, w.ranks, static_cast<std::size_t>(w.rank) * c.bytes + base);
+  ctx.combine(c.output + base, nullptr, in.at, w.ranks, mine);
+  return true;
+}
+
+template <typename Lane>
+COLLEX_LANES bool direct_all_gather_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base,
+                                          Range mine, int lane, Lane& ctx) {
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  for (int q = 0; q < w.ranks; ++q) {
+    char* block = c.output + static_cast<std::size_t>(q) * c.bytes + base;
+    const char* from = c.inputs[q] + base;
+    if (block != from) ctx.copy(block, from, mine);  // in place when the input is this rank's block
+  }
+  return true;
+}
+
+template <typename Lane>
+COLLEX_LANES bool direct_broadcast_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
+                                         int lane, Lane& ctx) {
+  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (c.output != c.inputs[c.root]) ctx.copy(c.output + base, c.inputs[c.root] + base, mine);
+  return true;
+}
+
+template <typename Lane>
+COLLEX_LANES bool run_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine, int lane,
+                            Lane& ctx) {
+  if (c.direct) {
+    switch (c.kind) {
+      case Collective::kAllReduce: return direct_allreduce_round(w, c, seq, base, mine, lane, ctx);
+      case Collective::kReduce: return direct_reduce_round(w, c, seq, base, mine, lane, ctx);
+      case Collective::kReduceScatter: return direct_reduce_scatter_round(w, c, seq, base, mine, lane, ctx);
+      case Collective::kAllGather: return direct_all_gather_round(w, c, seq, base, mine, lane, ctx);
+      case Collective::kBroadcast: return direct_broadcast_round(w, c, seq, base, mine, lane, ctx);
+    }
+    return false;
+  }
+  switch (c.kind) {
+    case Collective::kAllReduce: return allreduce_round(w, c, seq, base, mine, lane, ctx);
+    case Collective::kReduce: return reduce_round(w, c, seq, base, mine, lane, ctx);
+    case Collective::kReduceScatter: return reduce_scatter_round(w, c, seq, base, mine, lane, ctx);
+    case Collective::kAllGather: return all_gather_round(w, c, seq, base, mine, lane, ctx);
+    case Collective::kBroadcast: return broadcast_round(w, c, seq, base, mine, lane, ctx);
+  }
+  return false;
+}
+
 // Runs one call's rounds for lane `lane`. Returns false when a barrier failed
 // (the lane stops; the status its Lane reported to says why).
 template <typename Lane>
@@ -353,16 +475,9 @@ COLLEX_LANES bool run_lane(const Peers& w, const Call& c, int lane, Lane& ctx) {
     const std::uint64_t seq = c.first_seq + k;
     const Range mine = lane_bytes(capacity, length, w.lanes, lane);
     if (mine.empty()) continue;  // alike on every rank: a short round, or fewer vectors than lanes
-    bool ok = false;
-    switch (c.kind) {
-      case Collective::kAllReduce: ok = allreduce_round(w, c, seq, base, mine, lane, ctx); break;
-      case Collective::kReduce: ok = reduce_round(w, c, seq, base, mine, lane, ctx); break;
-      case Collective::kReduceScatter: ok = reduce_scatter_round(w, c, seq, base, mine, lane, ctx); break;
-      case Collective::kAllGather: ok = all_gather_round(w, c, seq, base, mine, lane, ctx); break;
-      case Collective::kBroadcast: ok = broadcast_round(w, c, seq, base, mine, lane, ctx); break;
-    }
-    // No peer may stage the next round over bytes this rank still reads.
-    if (!ok || !barrier(w, lane, token(seq, kDone), ctx)) return false;
+    // No peer may stage the next round over bytes this rank still reads (nor,
+    // after a direct call, its stream write them).
+    if (!run_round(w, c, seq, base, mine, lane, ctx) || !barrier(w, lane, token(seq, kDone), ctx)) return false;
   }
   return true;
 }
