@@ -6,6 +6,7 @@
 #include "collex/kernels/combine.h"
 #include "collex/transport/cuda_ipc/device_lanes.h"
 #include "collex/transport/cuda_ipc/lane_elements.h"
+#include "collex/transport/cuda_ipc/lane_rounds.h"
 
 namespace collex::ipc {
 namespace {

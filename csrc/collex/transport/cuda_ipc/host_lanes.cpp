@@ -10,6 +10,7 @@
 #include "collex/common/errors.h"
 #include "collex/kernels/combine.h"
 #include "collex/transport/cuda_ipc/lane_elements.h"
+#include "collex/transport/cuda_ipc/lane_rounds.h"
 
 namespace collex::ipc {
 namespace {
