@@ -65,17 +65,21 @@ def test_cuda_available_says_whether_a_gpu_is_usable_and_never_raises():
 # COLLEX_CUDA_IPC=lanes through the stream-ordered kernels (cuda/lanes.py).
 # "2x2-lanes": two pretend nodes of two ranks (COLLEX_NODE_SIZE), all-reduce on
 # the lanes inside each and through the host between them (cuda/across_nodes.py).
+# Ranks sharing the GPU without MPS take turns ordered by IPC events
+# (cuda/turns.py); "flags" makes them spin on device flags all the same.
 @pytest.mark.parametrize(
-    "ranks, ipc, node_size",
-    [(1, "1", 0), (2, "1", 0), (3, "1", 0), (2, "0", 0), (2, "lanes", 0), (3, "lanes", 0), (4, "lanes", 0),
-     (4, "lanes", 2)],
-    ids=["1", "2-ipc", "3-ipc", "2-staged", "2-lanes", "3-lanes", "4-lanes", "2x2-lanes"],
+    "ranks, ipc, node_size, order",
+    [(1, "1", 0, ""), (2, "1", 0, ""), (3, "1", 0, ""), (2, "0", 0, ""), (2, "lanes", 0, ""),
+     (3, "lanes", 0, ""), (4, "lanes", 0, ""), (4, "lanes", 2, ""), (2, "lanes", 0, "flags")],
+    ids=["1", "2-ipc", "3-ipc", "2-staged", "2-lanes", "3-lanes", "4-lanes", "2x2-lanes", "2-lanes-flags"],
 )  # fmt: skip
-def test_collectives_and_training_on_cupy_arrays(ranks, ipc, node_size):
+def test_collectives_and_training_on_cupy_arrays(ranks, ipc, node_size, order):
     need_gpu_and_cupy()
     env = {"OPENBLAS_NUM_THREADS": "1", "COLLEX_CUDA_IPC": ipc}
     if node_size:
         env["COLLEX_NODE_SIZE"] = str(node_size)
+    if order:
+        env["COLLEX_CUDA_ORDER"] = order
     proc = run_mpi(ranks, "cuda_arrays.py", env=env, timeout=300)
     assert " 0 failed" in proc.stdout
 

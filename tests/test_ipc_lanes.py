@@ -194,19 +194,38 @@ def test_in_place(kind, direct):
         np.testing.assert_array_equal(x, calls[0][r] if want is None else want)
 
 
-@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
-def test_all_gather_in_place(direct):
-    # Each rank's input is its own block of its output (as torch's all_gather_into_tensor allows).
-    rng = np.random.default_rng(5)
-    ranks, block = 3, 333
-    inputs = rank_inputs(rng, ranks, block, np.float32)
+def gathered_in_place(ranks=3, block=333):
+    """Every rank's output, holding its input as its own block (as torch's
+    all_gather_into_tensor allows); the inputs, as views of them and as copies."""
+    inputs = rank_inputs(np.random.default_rng(5), ranks, block, np.float32)
     outputs = [np.zeros(ranks * block, np.float32) for _ in range(ranks)]
     for r, o in enumerate(outputs):
         o[r * block : (r + 1) * block] = inputs[r]
-    views = [[o[r * block : (r + 1) * block] for r, o in enumerate(outputs)]]
-    run(views, kind="allgather", lanes=2, staging_bytes=256, outputs=[outputs], direct=direct)
+    return outputs, [o[r * block : (r + 1) * block] for r, o in enumerate(outputs)], inputs
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
+def test_all_gather_in_place(direct):
+    outputs, views, inputs = gathered_in_place()
+    run([views], kind="allgather", lanes=2, staging_bytes=256, outputs=[outputs], direct=direct)
     for o in outputs:
         np.testing.assert_array_equal(o, np.concatenate(inputs))
+
+
+def at_odd_offsets(kind, rng, ranks=3, block=999):
+    """Rank inputs and outputs (filled with 7) for `kind`, each a view one
+    element into its buffer: not 16-byte aligned. Reduce-scatter's blocks of
+    999 float32 lie at offsets of every remainder mod 16."""
+    count = block * ranks if kind == "reduce_scatter" else block
+    out_count = block * ranks if kind == "allgather" else block
+
+    def odd(x):
+        return np.concatenate([np.zeros(1, x.dtype), x])[1:]
+
+    inputs = [odd(x) for x in rank_inputs(rng, ranks, count, np.float32)]
+    outputs = [odd(np.full(out_count, 7, np.float32)) for _ in inputs]
+    assert all(addr(x) % 16 for x in inputs + outputs)
+    return inputs, outputs
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
@@ -214,23 +233,12 @@ def test_all_gather_in_place(direct):
     "kind", ["allreduce", "allreduce-1", "reduce_scatter", "allgather", "broadcast", "reduce"]
 )
 def test_arrays_at_odd_offsets(kind, direct):
-    # Views one element into their buffers: the users' arrays need not be
-    # 16-byte aligned; the staging buffers are. Reduce-scatter's blocks of 999
-    # float32 lie at offsets of every remainder mod 16.
+    # The users' arrays need not be 16-byte aligned; the staging buffers are.
     kind, shots = (kind[:-2], 1) if kind.endswith("-1") else (kind, 2)
     if direct and shots == 1 and kind == "allreduce":
         pytest.skip("a direct all-reduce is two-shot")
     rng = np.random.default_rng(4)
-    ranks, block = 3, 999
-    count = block * ranks if kind == "reduce_scatter" else block
-    out_count = block * ranks if kind == "allgather" else block
-
-    def odd(x):
-        return np.concatenate([np.zeros(1, x.dtype), x])[1:]
-
-    calls = [[odd(x) for x in rank_inputs(rng, ranks, count, np.float32)] for _ in range(2)]
-    outputs = [[odd(np.full(out_count, 7, np.float32)) for _ in call] for call in calls]
-    assert all(addr(x) % 16 for call in calls + outputs for x in call)
+    calls, outputs = zip(*(at_odd_offsets(kind, rng) for _ in range(2)))
     run(
         calls,
         "sum",
@@ -315,7 +323,7 @@ def test_the_stand_in_takes_the_cuda_modules_arguments():
         pytest.skip("this build of the CUDA module has no kernels (no nvcc)")
     source = (Path(__file__).parent / "mpi" / "cuda_lanes_standin.py").read_text()
     names = ("lanes_launch", "lanes_rounds", "bucket_amax", "bucket_pack", "bucket_unpack", "copy_async")
-    for name in (*names, "allocation_of", "ipc_handle"):
+    for name in (*names, "allocation_of", "ipc_handle", "turns_launch", "device_identity"):
         signature = getattr(cuda, name).__doc__.split("(", 1)[1].split(")", 1)[0]
         real = re.findall(r"(\w+): ", signature)
         params = source.split(f"def {name}(", 1)[1].split(")", 1)[0]

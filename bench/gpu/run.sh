@@ -4,7 +4,7 @@
 # tests/test_cuda.py (every collective on CuPy arrays at 1-4 ranks sharing the
 # GPU, by each all-reduce way), the CUDA bench at 2 and 4 ranks with the
 # stream-ordered kernels beside the default way (again under MPS, if its daemon
-# starts there), and the digits example on CuPy. Into $OUT (the device tool's
+# starts there; at 2 ranks with device flags instead of turns too), and the digits example on CuPy. Into $OUT (the device tool's
 # folder; /tmp/collex-gpu elsewhere), at most 8 files: run.log (everything
 # below), build.log, tests.log and the bench's JSON.
 # Fetch the MPI wheels it needs first, here: bash bench/gpu/wheels.sh; carry .whl.
@@ -42,6 +42,8 @@ bench() {  # bench <label> <ranks>
 }
 bench plain 2
 bench plain 4
+# Without MPS the ranks take turns (IPC events); the device flags beside them, to compare.
+COLLEX_CUDA_ORDER=flags bench flags 2
 # Under MPS the ranks' kernels sharing the GPU run at the same time (if the daemon starts here).
 if timeout 10 nvidia-cuda-mps-control -d; then
   sleep 1

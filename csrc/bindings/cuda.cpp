@@ -15,6 +15,7 @@
 #include "collex/kernels/cuda/compress.h"
 #include "collex/kernels/cuda/reduce_peers.h"
 #include "collex/transport/cuda_ipc/device_lanes.h"
+#include "collex/transport/cuda_ipc/device_turns.h"
 #endif
 
 namespace py = pybind11;
@@ -99,6 +100,30 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("timeout"), py::arg("status"),
       py::arg("stream"), py::arg("device"), py::arg("inputs") = std::vector<std::uintptr_t>(),
       py::arg("outputs") = std::vector<std::uintptr_t>(), py::call_guard<py::gil_scoped_release>());
+  // One part of a round of a turn (transport/cuda_ipc/turns.h: 0 stages, 1
+  // reads) queued on `stream`: staging[r] is rank r's staging buffer as mapped
+  // here; with inputs and outputs a direct call.
+  m.def(
+      "turns_launch",
+      [](int part, int collective, const std::vector<std::uintptr_t>& staging, std::size_t staging_bytes, int rank,
+         int threads, std::uintptr_t input, std::uintptr_t output, std::size_t bytes, std::uint64_t round, int root,
+         int dtype, int op, std::uintptr_t stream, int device, const std::vector<std::uintptr_t>& inputs,
+         const std::vector<std::uintptr_t>& outputs) {
+        namespace ipc = collex::ipc;
+        if (dtype < 0 || dtype >= collex::kNumDTypes || op < 0 || op > static_cast<int>(collex::ReduceOp::kAvg))
+          throw py::value_error("collex._cuda.turns_launch: bad dtype or op code");
+        const ipc::Peers peers = collex::bindings::lane_peers(staging, staging, staging_bytes, rank, 1);
+        ipc::Call call = collex::bindings::lane_call(collective, input, output, bytes, 1, 2, root);
+        collex::bindings::lane_direct(call, inputs, outputs, peers.ranks);
+        collex::cuda::select_device(device);
+        ipc::launch_turn(peers, call, collex::bindings::turn_part_arg(part), round, static_cast<collex::DType>(dtype),
+                         static_cast<collex::ReduceOp>(op), threads, stream);
+      },
+      py::arg("part"), py::arg("collective"), py::arg("staging"), py::arg("staging_bytes"), py::arg("rank"),
+      py::arg("threads"), py::arg("input"), py::arg("output"), py::arg("bytes"), py::arg("round"), py::arg("root"),
+      py::arg("dtype"), py::arg("op"), py::arg("stream"), py::arg("device"),
+      py::arg("inputs") = std::vector<std::uintptr_t>(), py::arg("outputs") = std::vector<std::uintptr_t>(),
+      py::call_guard<py::gil_scoped_release>());
   m.def(
       "lanes_rounds",
       [](int collective, std::size_t bytes, std::size_t staging_bytes, int ranks) {
@@ -148,8 +173,15 @@ PYBIND11_MODULE(_cuda, m) {
 #else
   m.attr("has_kernels") = false;
 #endif
+  m.def(
+      "device_identity", [](int device) { return py::bytes(collex::cuda::device_identity(device)); }, py::arg("device"),
+      "The device's UUID (16 bytes): ranks with the same one share a GPU.");
   py::class_<Event>(m, "Event")
-      .def(py::init<int>(), py::arg("device"))
+      .def(py::init<int, bool>(), py::arg("device"), py::arg("interprocess") = false)
+      .def_static(
+          "opened", [](py::bytes handle, int device) { return std::make_unique<Event>(std::string(handle), device); },
+          py::arg("handle"), py::arg("device"), "A peer process's interprocess Event, opened by its handle.")
+      .def("handle", [](const Event& e) { return py::bytes(e.handle()); })
       .def("record", &Event::record, py::arg("stream"))
       .def("synchronize", &Event::synchronize, py::call_guard<py::gil_scoped_release>())
       .def("done", &Event::done)

@@ -10,6 +10,7 @@
 
 #include "collex/common/errors.h"
 #include "collex/transport/cuda_ipc/lanes.h"
+#include "collex/transport/cuda_ipc/turns.h"
 
 namespace collex::bindings {
 
@@ -63,6 +64,13 @@ inline void lane_direct(ipc::Call& call, const std::vector<std::uintptr_t>& inpu
     call.inputs[r] = reinterpret_cast<const char*>(inputs[r]);
     call.outputs[r] = reinterpret_cast<char*>(outputs[r]);
   }
+}
+
+// A turn's part (turns.h): 0 stages, 1 reads.
+inline ipc::TurnPart turn_part_arg(int part) {
+  if (part != 0 && part != 1)
+    throw InvalidArgument("part: expected 0 (stage) or 1 (read), got " + std::to_string(part));
+  return static_cast<ipc::TurnPart>(part);
 }
 
 }  // namespace collex::bindings

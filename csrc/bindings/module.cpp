@@ -13,6 +13,7 @@
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
 #include "bindings/checks.h"
+#include "bindings/lane_arguments.h"
 #include "collex/common/errors.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
@@ -104,6 +105,18 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("words"), py::arg("timeout"),
       "What a CUDA IPC lane's status words (transport/cuda_ipc/lanes.h's LaneStatus) say, as an error's text.");
+  m.def(
+      "_ipc_call_signature",
+      [](int collective, std::size_t bytes, int root, int dtype, int op, bool direct) {
+        ipc::Call call = bindings::lane_call(collective, 0, 0, bytes, 1, 2, root);
+        call.direct = direct;
+        return ipc::call_signature(call, dtype, op);
+      },
+      py::arg("collective"), py::arg("bytes"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("direct"),
+      "The word in which CUDA IPC collectives' ranks compare their calls (lanes.h's call_signature).");
+  m.def(
+      "_ipc_describe_call", [](std::uint64_t signature) { return ipc::describe_signature(signature); },
+      py::arg("signature"), "A CUDA IPC call's signature (_ipc_call_signature) in words, for an error's text.");
   m.def(
       "_stream",
       [](std::size_t bytes, int repeats) {

@@ -23,6 +23,7 @@
 #include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
 #include "collex/transport/cuda_ipc/host_lanes.h"
+#include "collex/transport/cuda_ipc/host_turns.h"
 #include "collex/transport/shm/huge_pages.h"
 
 namespace collex::bindings {
@@ -173,6 +174,38 @@ void ipc_lane_rank_hook(int collective, const std::vector<std::uintptr_t>& stagi
   ipc::run_host_lane_rank(peers, call, dt, reduce_op, timeout_s, reinterpret_cast<ipc::LaneStatus*>(status));
 }
 
+// The turns (transport/cuda_ipc/turns.h) of one collective over every rank in
+// this process, round by round: rank r's arrays at inputs[r] and outputs[r].
+void ipc_turns_hook(int collective, const std::vector<std::uintptr_t>& inputs,
+                    const std::vector<std::uintptr_t>& outputs, std::size_t bytes, int dtype, int op, int root,
+                    std::size_t staging_bytes, bool direct, bool reverse) {
+  const ipc::Call shape = lane_call(collective, 0, 0, bytes, 1, 2, root);  // checks the codes
+  std::vector<const void*> in;
+  std::vector<void*> out;
+  for (std::uintptr_t a : inputs) in.push_back(reinterpret_cast<const void*>(a));
+  for (std::uintptr_t a : outputs) out.push_back(reinterpret_cast<void*>(a));
+  const DType dt = make_buffer(0, 0, dtype).dtype;
+  const ReduceOp reduce_op = make_op(op);
+  py::gil_scoped_release release;
+  ipc::run_host_turns(shape.kind, in, out, bytes, dt, reduce_op, root, staging_bytes, direct, reverse);
+}
+
+// One rank's kernel of a turn on the host, its peers other processes whose
+// staging buffers (and, direct, arrays) lie in memory all map: the CUDA
+// module's turns_launch's stand-in.
+void ipc_turn_hook(int part, int collective, const std::vector<std::uintptr_t>& staging, std::size_t staging_bytes,
+                   int rank, std::uintptr_t input, std::uintptr_t output, std::size_t bytes, std::uint64_t round,
+                   int root, int dtype, int op, const std::vector<std::uintptr_t>& inputs,
+                   const std::vector<std::uintptr_t>& outputs) {
+  const ipc::Peers peers = lane_peers(staging, staging, staging_bytes, rank, 1);
+  ipc::Call call = lane_call(collective, input, output, bytes, 1, 2, root);
+  lane_direct(call, inputs, outputs, peers.ranks);
+  const DType dt = make_buffer(0, 0, dtype).dtype;
+  const ReduceOp reduce_op = make_op(op);
+  py::gil_scoped_release release;
+  ipc::run_host_turn(peers, call, turn_part_arg(part), round, dt, reduce_op);
+}
+
 // The CPU stand-in of GradientReducer's compression kernels on the GPU
 // (kernels/cuda/compress.h): the same element arithmetic over the same
 // segments, in host memory, one element after another.
@@ -259,6 +292,13 @@ void bind_testing(py::module_& m) {
         py::arg("bytes"), py::arg("first_seq"), py::arg("shots"), py::arg("root"), py::arg("dtype"), py::arg("op"),
         py::arg("timeout"), py::arg("status"), py::arg("inputs") = std::vector<std::uintptr_t>(),
         py::arg("outputs") = std::vector<std::uintptr_t>());
+  m.def("_ipc_turns", &ipc_turns_hook, py::arg("collective"), py::arg("inputs"), py::arg("outputs"), py::arg("bytes"),
+        py::arg("dtype"), py::arg("op") = 0, py::arg("root") = 0, py::arg("staging_bytes") = 1 << 20,
+        py::arg("direct") = false, py::arg("reverse") = false);
+  m.def("_ipc_turn", &ipc_turn_hook, py::arg("part"), py::arg("collective"), py::arg("staging"),
+        py::arg("staging_bytes"), py::arg("rank"), py::arg("input"), py::arg("output"), py::arg("bytes"),
+        py::arg("round"), py::arg("root"), py::arg("dtype"), py::arg("op"),
+        py::arg("inputs") = std::vector<std::uintptr_t>(), py::arg("outputs") = std::vector<std::uintptr_t>());
   m.def("_bucket_compress", &bucket_compress_hook, py::arg("what"), py::arg("segments"), py::arg("count"),
         py::arg("wire"), py::arg("residual"), py::arg("amax"), py::arg("ranks"), py::arg("fp16"));
   m.def(

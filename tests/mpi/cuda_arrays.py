@@ -81,6 +81,14 @@ def path_taken():
     want = size > 1 and _cuda.has_kernels and how != "0" and reachable
     taken = comm._device._lanes if how == "lanes" else comm._device._ipc
     assert bool(taken) == want, (taken, want)
+    if taken and how == "lanes" and one_node:
+        # Ranks sharing a GPU without MPS take turns (IPC events); COLLEX_CUDA_ORDER forces a way.
+        from collex.cuda import mps_running
+        from collex.cuda.turns import TurnPeers
+
+        order = os.environ.get("COLLEX_CUDA_ORDER", "auto")
+        sharing = _cuda.device_count() < size and not mps_running()
+        assert isinstance(taken, TurnPeers) == (order == "events" or (order == "auto" and sharing)), taken
 
 
 def out_and_async():

@@ -45,6 +45,7 @@ rank, size = comm.rank, comm.size
 # the other collectives stage through the host.
 node_size = comm.local_size
 one_node = node_size == size
+shared_gpu = os.environ.get("STANDIN_SHARED_GPU") == "1"  # the ranks take turns (collex/cuda/turns.py)
 cases = Cases("cuda_lanes_standin")
 
 
@@ -119,6 +120,12 @@ class StandinCuda:
     @staticmethod
     def pointer_device(address: int) -> int:
         return 0
+
+    @staticmethod
+    def device_identity(device: int) -> bytes:
+        # One pretend GPU for every rank with STANDIN_SHARED_GPU=1 (the ranks then
+        # take turns, ordered by IPC events: collex/cuda/turns.py), else one each.
+        return b"standin-gpu" if shared_gpu else f"standin-gpu-{rank}".encode()
 
     @staticmethod
     def lanes_rounds(collective: int, bytes: int, staging_bytes: int, ranks: int) -> int:
@@ -243,11 +250,39 @@ class StandinCuda:
 
     class Event:
         # The point its last record marked in a stream (none yet: already passed).
-        def __init__(self, device: int):
-            self._at = None
+        # An interprocess one also counts its records in a file in /dev/shm,
+        # its handle: words [records issued, records the stream has passed].
+        # A peer's stream waits for the record latest when it is told to wait,
+        # as cudaStreamWaitEvent does.
+        made = itertools.count()
+
+        def __init__(self, device: int, interprocess: bool = False, path: str = ""):
+            self._at, self._words, self.path = None, None, path
+            if interprocess:
+                self.path = f"/dev/shm/lanes-standin-{os.getpid()}-event-{next(self.made)}"
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                os.ftruncate(fd, 16)
+                os.close(fd)
+                StandinCuda.SharedDeviceBuffer.unmapped.append(self.path)
+            if self.path:
+                fd = os.open(self.path, os.O_RDWR)
+                self._map = mmap.mmap(fd, 16)
+                os.close(fd)
+                self._words = np.frombuffer(self._map, np.uint64)
+
+        @classmethod
+        def opened(cls, handle: bytes, device: int):
+            return cls(device, path=handle.rstrip(b"\0").decode())
+
+        def handle(self) -> bytes:
+            return self.path.encode()
 
         def record(self, stream: int) -> None:
             self._at = Streams.marker(stream)
+            if self._words is not None:
+                issued = int(self._words[0]) + 1
+                self._words[0] = issued
+                Streams.enqueue(stream, lambda: self._words.__setitem__(1, issued))
 
         def synchronize(self) -> None:
             if self._at is not None:
@@ -257,6 +292,17 @@ class StandinCuda:
             return self._at is None or self._at.is_set()
 
         def order_before(self, stream: int) -> None:
+            if self._words is not None:  # a peer's: its latest record as of now
+                latest, words = int(self._words[0]), self._words
+
+                def passed() -> None:
+                    deadline = time.monotonic() + 20
+                    while int(words[1]) < latest:
+                        assert time.monotonic() < deadline, f"a peer's event record {latest} never came"
+                        time.sleep(0.0002)
+
+                Streams.enqueue(stream, passed)
+                return
             at = self._at
             if at is not None:
                 Streams.enqueue(stream, at.wait)
@@ -276,6 +322,26 @@ class StandinCuda:
         Streams.enqueue(stream, lambda: _core._ipc_lane_rank(
             collective, staging, flags, staging_bytes, rank, lanes, input, output, bytes, first_seq, shots,
             root, dtype, op, timeout, status, inputs, outputs,
+        ))  # fmt: skip
+
+    turn_launches = 0  # the turns' kernels (two a round, one a direct call)
+
+    @classmethod
+    def turns_launch(
+        cls, *, part, collective, staging, staging_bytes, rank, threads, input, output, bytes, round, root,
+        dtype, op, stream, device, inputs=None, outputs=None,
+    ):  # fmt: skip
+        # The same names as collex._cuda.turns_launch (tests/test_ipc_lanes.py compares them).
+        while cls.SharedDeviceBuffer.unmapped:
+            os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
+        cls.turn_launches += 1
+        if part == 1 and round == 0:  # a call's first read: one call on the GPU path, as a lanes launch
+            cls.launches += 1
+            cls.direct_launches += bool(inputs)
+        inputs, outputs = list(inputs or []), list(outputs or [])
+        Streams.enqueue(stream, lambda: _core._ipc_turn(
+            part, collective, staging, staging_bytes, rank, input, output, bytes, round, root, dtype, op,
+            inputs, outputs,
         ))  # fmt: skip
 
 
@@ -701,6 +767,74 @@ def a_peer_that_never_comes():
             raise AssertionError("the call after a lane's timeout did not raise")
 
 
+def turns_and_their_meetings():
+    # Ranks sharing a GPU take turns: every round of a call is a kernel that
+    # stages and one that reads, each followed by a meeting (an IPC event
+    # recorded, a host barrier, the peers' events waited for); many calls back
+    # to back, never waiting for the stream in between, each reading the last
+    # one's results.
+    x = np.ones(1000, np.float32)
+    cx.allreduce(Dressed(x))
+    turns = comm._device._lanes
+    assert turns.last_way == "events, staged", turns.last_way
+    kernels, meetings = StandinCuda.turn_launches, turns._meeting
+    y = np.ones(300_000, np.float32)  # 1.2 MB through 64 KiB: 19 rounds
+    cx.allreduce(Dressed(y))
+    assert StandinCuda.turn_launches - kernels == 38 and turns._meeting - meetings == 38
+    z = data(rank, 5000, np.float32)
+    chain = [z] + [np.zeros(5000, np.float32) for _ in range(30)]
+    for i in range(30):
+        cx.allreduce(Dressed(chain[i]), op="max", out=Dressed(chain[i + 1]))  # reads what the last one wrote
+    settle()
+    settle()
+    want = np.max([data(r, 5000, np.float32) for r in range(size)], axis=0)
+    for i in range(1, 31):
+        np.testing.assert_array_equal(chain[i], want, err_msg=f"call {i}")
+    settle()
+    np.testing.assert_array_equal(y, size)
+
+
+def ranks_that_call_different_collectives_in_turns():
+    # Rank 0 broadcasts where the others all-reduce: the call's first meeting
+    # compares the ranks' calls, and every rank raises from the call itself,
+    # naming both. The next call runs.
+    sub = comm.split(0)
+    x = np.ones(1000, np.float32)
+    try:
+        if rank == 0:
+            sub.broadcast(Dressed(x))
+        else:
+            sub.allreduce(Dressed(x))
+    except cx.CollectiveMismatch as e:
+        said = str(e)
+        theirs = "broadcast of 4000 bytes of float32, root 0"
+        mine = "allreduce of 4000 bytes of float32, op sum"
+        if rank == 0:
+            theirs, mine = mine, theirs
+        assert f"rank {1 if rank == 0 else 0} called {theirs} where rank {rank} called {mine}" in said, said
+    else:
+        raise AssertionError("ranks that called different collectives did not raise")
+    y = np.ones(10, np.float32)
+    sub.allreduce(Dressed(y))
+    settle()
+    assert (y == size).all()
+
+
+def a_peer_that_never_comes_in_turns():
+    # Rank 0 leaves out one all-reduce: the others' first meeting times out on
+    # the host (3 s), which raises from the call; no kernel waits on the GPU.
+    sub = comm.split(0)
+    sub.allreduce(Dressed(np.ones(100, np.float32)))  # every rank: the turns are set up
+    settle()
+    if rank != 0:
+        try:
+            sub.allreduce(Dressed(np.ones(100, np.float32)))
+        except (cx.CommunicatorBroken, cx.CollectiveTimeout) as e:
+            assert "rank 0" in str(e), str(e)
+        else:
+            raise AssertionError("a call that a peer never made did not raise")
+
+
 everywhere = [
     ("every size and dtype on lanes", every_size_and_dtype),
     ("out= and async_op", out_of_place_and_async),
@@ -721,6 +855,13 @@ across_nodes = [
     ("shares and tails across nodes", shares_and_tails_across_nodes),
     ("nodes of different sizes decline", nodes_of_different_sizes_decline),
 ]
+if shared_gpu:  # what differs where the ranks take turns
+    on_one_node = [
+        ("turns and their meetings", turns_and_their_meetings),
+        ("direct calls read the ranks' arrays in place", direct_calls_read_arrays_in_place),
+        ("ranks that call different collectives", ranks_that_call_different_collectives_in_turns),
+        ("a peer that never comes", a_peer_that_never_comes_in_turns),
+    ]
 for label, fn in everywhere + (on_one_node if one_node else across_nodes):
     cases.run(label, fn)
 Streams.drain()

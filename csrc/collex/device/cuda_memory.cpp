@@ -28,6 +28,12 @@ int device_count() {
   return n;
 }
 
+std::string device_identity(int device) {
+  cudaDeviceProp properties{};
+  check(cudaGetDeviceProperties(&properties, device), "cudaGetDeviceProperties");
+  return std::string(properties.uuid.bytes, sizeof properties.uuid.bytes);
+}
+
 int pointer_device(std::uintptr_t address) {
   cudaPointerAttributes attributes{};
   check(cudaPointerGetAttributes(&attributes, reinterpret_cast<const void*>(address)), "cudaPointerGetAttributes");
@@ -84,11 +90,28 @@ void copy(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintpt
   check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
-Event::Event(int device) : device_(device) {
+Event::Event(int device, bool interprocess) : device_(device) {
   check(cudaSetDevice(device), "cudaSetDevice");
   cudaEvent_t e = nullptr;
-  check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  const unsigned flags = cudaEventDisableTiming | (interprocess ? cudaEventInterprocess : 0u);
+  check(cudaEventCreateWithFlags(&e, flags), "cudaEventCreateWithFlags");
   event_ = e;
+}
+
+Event::Event(const std::string& handle, int device) : device_(device) {
+  cudaIpcEventHandle_t h{};
+  if (handle.size() < sizeof h) throw std::invalid_argument("collex: a CUDA IPC event handle is 64 bytes");
+  std::memcpy(&h, handle.data(), sizeof h);
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaEvent_t e = nullptr;
+  check(cudaIpcOpenEventHandle(&e, h), "cudaIpcOpenEventHandle");
+  event_ = e;
+}
+
+std::string Event::handle() const {
+  cudaIpcEventHandle_t h{};
+  check(cudaIpcGetEventHandle(&h, static_cast<cudaEvent_t>(event_)), "cudaIpcGetEventHandle");
+  return std::string(reinterpret_cast<const char*>(&h), sizeof h);
 }
 
 Event::~Event() {

@@ -15,6 +15,10 @@ namespace collex::cuda {
 // Number of visible devices; 0 where there is no driver or no device.
 int device_count();
 
+// What tells `device` apart from every other GPU (its UUID's 16 bytes): ranks
+// whose devices have the same one share a GPU.
+std::string device_identity(int device);
+
 // The device that owns the memory at `address`, or -1 for host memory (pageable
 // or pinned) and unknown pointers. Throws on a driver error.
 int pointer_device(std::uintptr_t address);
@@ -41,10 +45,13 @@ void copy_async(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::
 // copy_async, then waits for the stream: afterwards the host side may be read or reused.
 void copy(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintptr_t stream, int device);
 
-// A point in a stream's work that the host can wait for (no timing).
+// A point in a stream's work that the host can wait for (no timing). An
+// interprocess one has a handle that other processes open (the second
+// constructor) to make their streams wait for it (CUDA IPC events).
 class Event {
  public:
-  explicit Event(int device);
+  explicit Event(int device, bool interprocess = false);
+  Event(const std::string& handle, int device);
   ~Event();
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
@@ -53,6 +60,7 @@ class Event {
   void synchronize();                        // waits until that work has finished
   bool done();                               // whether that work has finished (no wait)
   void order_before(std::uintptr_t stream);  // work queued on `stream` from now on waits for it
+  std::string handle() const;                // an interprocess event's CUDA IPC handle (64 bytes)
   int device() const { return device_; }
 
  private:

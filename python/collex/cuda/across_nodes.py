@@ -27,6 +27,7 @@ from .._dtypes import OPS
 from .arguments import DeviceSpan
 from .ipc import declined
 from .lanes import LanePeers
+from .turns import TurnPeers, node_peers
 
 OP_NAMES = {code: name for name, code in OPS.items()}
 PATH = "CUDA IPC lanes across nodes"
@@ -37,7 +38,7 @@ class NodeLanes:
 
     kinds = ("allreduce",)
 
-    def __init__(self, cuda: Any, lanes: LanePeers, across: Any):
+    def __init__(self, cuda: Any, lanes: LanePeers | TurnPeers, across: Any):
         self._cuda, self._lanes, self._across = cuda, lanes, across
         self.device = lanes.device
         self._share: Any = None  # this rank's share and the tail, on the device
@@ -54,7 +55,7 @@ class NodeLanes:
         across = comm.split(comm.local_rank, comm.rank)
         extremes = np.array([comm.local_size, -comm.local_size], np.int64)
         comm.allreduce(extremes, op="min")
-        lanes = LanePeers.map(node, cuda, device) if extremes[0] == -extremes[1] else None
+        lanes = node_peers(node, cuda, device) if extremes[0] == -extremes[1] else None
         everyone = np.array([lanes is not None], np.int32)
         comm.allreduce(everyone, op="min")
         if extremes[0] != -extremes[1]:

@@ -30,30 +30,43 @@ def declined(comm: Any, path: str, why: str, instead: str = "host staging") -> N
         print(f"collex: [rank {comm.rank}] {path} declined: {why}; {instead} instead", file=sys.stderr)
 
 
+def share_among(comm: Any, path: str, make: Any, handle_bytes: int, open_peer: Any) -> tuple | None:
+    """Collective over comm: every rank makes its object (`make()`, which
+    returns it and its handle of at most `handle_bytes` bytes) and opens every
+    peer's from its handle (`open_peer(handle)`). (own object, every rank's in
+    rank order), or None on every rank unless every rank could; RuntimeError
+    from either is the reason in the debug log (`path` names the caller)."""
+    ok, own, handle, why = 1, None, b"", ""
+    try:
+        own, handle = make()
+    except RuntimeError as e:
+        ok, why = 0, f"making this rank's to share failed: {e}"
+    handles = comm.allgather(np.frombuffer(handle.ljust(handle_bytes, b"\0"), np.uint8))
+    peers = []
+    if ok:
+        try:
+            for r in range(comm.size):
+                peers.append(own if r == comm.rank else open_peer(bytes(handles[r])))
+        except RuntimeError as e:
+            ok, why = 0, f"opening rank {len(peers)}'s failed: {e}"
+    everyone = comm.allreduce(np.array([ok], np.int32), op="min")
+    if not everyone[0]:
+        declined(comm, path, why or "another rank could not share or open its own")
+        return None
+    return own, peers
+
+
 def map_device_buffers(comm: Any, cuda: Any, device: int, nbytes: int, path: str) -> tuple[Any, list] | None:
     """Collective over comm: every rank allocates `nbytes` of device memory (zeroed)
     and maps every peer's through CUDA IPC. (own buffer, every rank's buffer in
     rank order), or None on every rank unless every rank could (`path` names
     the caller in the debug log's reason)."""
-    ok, own, handle, why = 1, None, bytes(HANDLE_BYTES), ""
-    try:
+
+    def make() -> tuple[Any, bytes]:
         own = cuda.SharedDeviceBuffer(nbytes, device)
-        handle = own.handle()
-    except RuntimeError as e:
-        ok, why = 0, f"allocating {nbytes} bytes of device memory to share failed: {e}"
-    handles = comm.allgather(np.frombuffer(handle.ljust(HANDLE_BYTES, b"\0"), np.uint8))
-    peers = []
-    if ok:
-        try:
-            for r in range(comm.size):
-                peers.append(own if r == comm.rank else cuda.PeerDeviceBuffer(bytes(handles[r]), device))
-        except RuntimeError as e:
-            ok, why = 0, f"mapping rank {len(peers)}'s buffer failed: {e}"
-    everyone = comm.allreduce(np.array([ok], np.int32), op="min")
-    if not everyone[0]:
-        declined(comm, path, why or "another rank could not share or map device memory")
-        return None
-    return own, peers
+        return own, own.handle()
+
+    return share_among(comm, path, make, HANDLE_BYTES, lambda h: cuda.PeerDeviceBuffer(h, device))
 
 
 def unusable(comm: Any, cuda: Any, max_ranks: int) -> str:

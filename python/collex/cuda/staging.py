@@ -33,6 +33,7 @@ from .across_nodes import NodeLanes
 from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
 from .ipc import IPC_MIN_BYTES, PeerBuffers
 from .lanes import LanePeers, LaneWork
+from .turns import TurnPeers, node_peers
 
 
 class _Finished:
@@ -146,7 +147,7 @@ class DeviceStaging:
             self._ipc = PeerBuffers.map(self._comm, self._cuda("allreduce"), a.device) or False
         return self._ipc if self._ipc and self._ipc.device == a.device else None
 
-    def lane_peers(self, a: DeviceArg, op: str) -> LanePeers | NodeLanes | None:
+    def lane_peers(self, a: DeviceArg, op: str) -> LanePeers | TurnPeers | NodeLanes | None:
         """The stream-ordered kernels for a's device, if this communicator runs
         them (COLLEX_CUDA_IPC=lanes): every rank's buffers on one node, the
         node's and a host step between nodes on several. Mapped at the first
@@ -155,8 +156,8 @@ class DeviceStaging:
             return None
         if self._lanes is None:
             comm = self._comm
-            way = LanePeers if comm.local_size == comm.size else NodeLanes
-            self._lanes = way.map(comm, self._cuda(op), a.device) or False
+            way = node_peers if comm.local_size == comm.size else NodeLanes.map
+            self._lanes = way(comm, self._cuda(op), a.device) or False
         return self._lanes if self._lanes and self._lanes.device == a.device else None
 
     def _on_lanes(self, kind: str, a: DeviceArg, o: DeviceArg, code: int, root: int, async_op: bool) -> Any:

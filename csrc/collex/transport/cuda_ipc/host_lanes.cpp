@@ -78,13 +78,6 @@ struct Supported {
   void run() {}
 };
 
-void check_supported(DType dtype, ReduceOp op, const char* who) {
-  Supported supported;
-  if (!el::with_elements(dtype, op, supported)) {
-    throw InvalidArgument(std::string(who) + ": op: avg is not defined for integer dtypes");
-  }
-}
-
 // One lane's work: its part of every call, in order.
 struct LaneThread {
   const Peers& peers;
@@ -103,6 +96,13 @@ struct LaneThread {
 };
 
 }  // namespace
+
+void check_supported(DType dtype, ReduceOp op, const char* who) {
+  Supported supported;
+  if (!el::with_elements(dtype, op, supported)) {
+    throw InvalidArgument(std::string(who) + ": op: avg is not defined for integer dtypes");
+  }
+}
 
 std::string describe_signature(std::uint64_t signature) {
   static const char* const kNames[kNumCollectives] = {"allreduce", "reduce_scatter", "allgather", "broadcast",

@@ -44,6 +44,13 @@ void run_host_lanes(const std::vector<std::vector<const void*>>& inputs, const s
 void run_host_lane_rank(const Peers& peers, const Call& call, DType dtype, ReduceOp op, double timeout_s,
                         LaneStatus* status);
 
+// Throws InvalidArgument, as from `who`, where `dtype` and `op` have no
+// element arithmetic (avg of an integer dtype).
+void check_supported(DType dtype, ReduceOp op, const char* who);
+
+// A call_signature in words: collective, size, dtype, operator, root, way.
+std::string describe_signature(std::uint64_t signature);
+
 // What a filled-in LaneStatus says, as an error's text (a disagreement names
 // both calls: collective, size, dtype, operator, root).
 std::string describe_failure(const LaneStatus& status, double timeout_s);

@@ -8,6 +8,7 @@
 #include "collex/common/dtype.h"
 #include "collex/common/reduce_op.h"
 #include "collex/transport/cuda_ipc/lanes.h"
+#include "collex/transport/cuda_ipc/turns.h"
 
 namespace collex::ipc {
 
@@ -19,6 +20,11 @@ struct LaneElements {
 inline LaneElements lane_elements(Collective kind, DType dtype, ReduceOp op) {
   if (moves_only(kind)) return {DType::kUInt8, ReduceOp::kSum};
   return {dtype, op};
+}
+
+// A turn's kernels (turns.h): staging only copies; reading as the lanes do.
+inline LaneElements turn_elements(Collective kind, TurnPart which, DType dtype, ReduceOp op) {
+  return which == TurnPart::kStage ? LaneElements{DType::kUInt8, ReduceOp::kSum} : lane_elements(kind, dtype, op);
 }
 
 }  // namespace collex::ipc
