@@ -769,18 +769,21 @@ def a_peer_that_never_comes():
 
 def turns_and_their_meetings():
     # Ranks sharing a GPU take turns: every round of a call is a kernel that
-    # stages and one that reads, each followed by a meeting (an IPC event
-    # recorded, a host barrier, the peers' events waited for); many calls back
-    # to back, never waiting for the stream in between, each reading the last
-    # one's results.
+    # stages into one half of the staging buffers (the halves alternate) and
+    # one that reads, with a meeting between them (an IPC event recorded, a
+    # host barrier, the peers' events waited for); many calls back to back,
+    # never waiting for the stream in between, each reading the last one's
+    # results (32 KiB halves: the chain's 20 KB calls alternate too).
     x = np.ones(1000, np.float32)
     cx.allreduce(Dressed(x))
     turns = comm._device._lanes
     assert turns.last_way == "events, staged", turns.last_way
     kernels, meetings = StandinCuda.turn_launches, turns._meeting
-    y = np.ones(300_000, np.float32)  # 1.2 MB through 64 KiB: 19 rounds
+    cx.allreduce(Dressed(x))
+    assert StandinCuda.turn_launches - kernels == 2 and turns._meeting - meetings == 1
+    y = np.ones(300_000, np.float32)  # 1.2 MB through 32 KiB halves: 37 rounds
     cx.allreduce(Dressed(y))
-    assert StandinCuda.turn_launches - kernels == 38 and turns._meeting - meetings == 38
+    assert StandinCuda.turn_launches - kernels == 2 + 74 and turns._meeting - meetings == 1 + 37
     z = data(rank, 5000, np.float32)
     chain = [z] + [np.zeros(5000, np.float32) for _ in range(30)]
     for i in range(30):

@@ -5,14 +5,20 @@ time: the GPU gives each a time slice in turn. The lanes' kernels (lanes.py)
 spin on their peers' flags, so there every flag costs a time slice. Here no
 kernel waits for another. Each round of a call is two kernels on the array's
 stream (csrc/collex/transport/cuda_ipc/turns.h): one copies this rank's part
-into its own staging buffer, one reads what it needs from every rank's. Around
-the second, each rank records one of its two CUDA IPC events on its stream, the
-ranks meet on the host (a barrier on the node's shared memory; the first of a
-call also compares the ranks' calls), and each rank's stream waits for its
-peers' events. The GPU runs each rank's kernel once its peers' are done, one
-switch between processes per rank and meeting; the host waits for no GPU work.
-From DIRECT_MIN_BYTES on, where the ranks' arrays can be mapped into their
-peers (registered.py), one kernel per rank reads and writes them in place.
+into its own staging buffer, one reads what it needs from every rank's. Between
+them each rank records one of its two CUDA IPC events on its stream, the ranks
+meet on the host (a barrier on the node's shared memory; the first of a call
+also compares the ranks' calls), and each rank's stream waits for its peers'
+events. The GPU runs each rank's kernel once its peers' are done, one switch
+between processes per rank and meeting; the host waits for no GPU work.
+
+One meeting a round is enough: rounds alternate between the two halves of the
+staging buffers, and a peer records its event for round k only after its
+kernel that read round k - 1, so the wait that lets a rank read round k also
+lets it stage round k + 1 into the half that round k - 1 used. From
+DIRECT_MIN_BYTES on, where the ranks' arrays can be mapped into their peers
+(registered.py), one kernel per rank reads and writes them in place, between
+two meetings: every rank's arrays are ready, and nobody touches a peer's any more.
 
 Why two events: a stream waits for an event's latest record as of the wait
 call. Rank r records meeting t + 1 only after meeting t, and a peer may still
@@ -89,7 +95,8 @@ class TurnPeers:
         self._comm, self._cuda, self.device = comm, cuda, device
         self._own, self._peers = buffers  # kept alive while mapped
         self._staging = [p.address for p in self._peers]
-        self._staging_bytes = staging_bytes
+        self._half = staging_bytes // 2 // 16 * 16  # each round stages into one half (whole vectors)
+        self._staged = 0  # staged rounds so far: which half the next uses
         own, every = events
         self._events = own  # this rank's two
         self._waits = [[every[q][slot] for q in range(comm.size) if q != comm.rank] for slot in (0, 1)]
@@ -162,21 +169,25 @@ class TurnPeers:
         inputs, outputs = direct if direct is not None else ([], [])
         self.last_way = "events, direct" if direct else "events, staged"  # what the bench reports
         signature = _core._ipc_call_signature(collective, per_rank, root, CODES[a.dtype], code, bool(direct))
-        rounds = 1 if direct else cuda.lanes_rounds(collective, per_rank, self._staging_bytes, size)
         self._last.order_before(a.stream)  # staging buffers serve one call at a time, whatever its stream
 
-        def launch(part: int, k: int) -> None:
+        def launch(part: int, k: int, staging: list) -> None:
             cuda.turns_launch(
-                part=part, collective=collective, staging=self._staging, staging_bytes=self._staging_bytes,
+                part=part, collective=collective, staging=staging, staging_bytes=self._half,
                 rank=self._comm.rank, threads=THREADS, input=a.pointer, output=o.pointer, bytes=per_rank,
                 round=k, root=root, dtype=CODES[a.dtype], op=code, stream=a.stream, device=a.device,
                 inputs=inputs, outputs=outputs,
             )  # fmt: skip
 
-        for k in range(rounds):
-            if not direct:
-                launch(STAGE, k)
+        if direct:
+            self._meet(a.stream, signature, kind)  # every rank's arrays are ready
+            launch(READ, 0, self._staging)
+            self._meet(a.stream)  # nobody reads a peer's input or writes its output any more
+        for k in range(0 if direct else cuda.lanes_rounds(collective, per_rank, self._half, size)):
+            half = self._half * (self._staged % 2)
+            self._staged += 1
+            staging = [s + half for s in self._staging]
+            launch(STAGE, k, staging)
             self._meet(a.stream, signature if k == 0 else 0, kind)  # every rank's part is staged
-            launch(READ, k)
-            self._meet(a.stream)  # nobody reads a staging buffer (or an array) any more
+            launch(READ, k, staging)
         self._last.record(a.stream)
