@@ -10,6 +10,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/checks.h"
+#include "bindings/sharing.h"
 #include "collex/core/communicator.h"
 
 namespace collex::bindings {
@@ -22,11 +23,18 @@ bool host_arrays(py::handle x, py::handle out) { return ndarray(x) && (out.is_no
 // Starts the call (`start(async)`, which returns its handle) without the GIL,
 // and returns `result` once it finished, or the Work of a queued call
 // (Communicator._finish), which keeps `arrays` alive until it is done.
+// Before it starts, the call's arrays are offered for shared pages
+// (bindings/sharing.h), after any region whose memory moved is released.
 template <typename Start>
-py::object run(py::handle owner, py::handle async_op, Start start, py::object result, py::tuple arrays) {
+py::object run(Communicator& c, py::handle owner, py::handle async_op, Start start, py::object result,
+               py::tuple arrays) {
   const int t = PyObject_IsTrue(async_op.ptr());
   if (t < 0) throw py::error_already_set();
   const bool async = t == 1;
+  release_moved_pages();
+  for (std::size_t i = 0; i < arrays.size(); ++i) {
+    if (i == 0 || arrays[i].ptr() != arrays[0].ptr()) offer_pages(c, arrays[i]);
+  }
   std::shared_ptr<Work> handle;
   {
     py::gil_scoped_release release;
@@ -66,8 +74,8 @@ py::object allreduce(Communicator& c, py::handle x, py::handle op, py::handle ou
   const Plain res = reduction_result(x, out, in, w);
   py::object result = keep(out.is_none() ? x : out);
   return run(
-      owner, async_op, [&](bool async) { return c.allreduce(make_buffer(in), make_buffer(res), o, a, async); }, result,
-      py::make_tuple(x, result));
+      c, owner, async_op, [&](bool async) { return c.allreduce(make_buffer(in), make_buffer(res), o, a, async); },
+      result, py::make_tuple(x, result));
 }
 
 py::object broadcast(Communicator& c, py::handle x, py::handle root, py::handle algo, py::handle async_op,
@@ -77,7 +85,7 @@ py::object broadcast(Communicator& c, py::handle x, py::handle root, py::handle 
   const Plain buf = checked_array(x, "x", w, r != c.rank());
   const Algo a = checked_algo(algo, w);
   return run(
-      owner, async_op, [&](bool async) { return c.broadcast(make_buffer(buf), r, a, async); }, keep(x),
+      c, owner, async_op, [&](bool async) { return c.broadcast(make_buffer(buf), r, a, async); }, keep(x),
       py::make_tuple(x));
 }
 
@@ -90,7 +98,7 @@ py::object reduce(Communicator& c, py::handle x, py::handle op, py::handle root,
   const Plain res = reduction_result(x, out, in, w);
   py::object result = keep(out.is_none() ? x : out);
   return run(
-      owner, async_op, [&](bool async) { return c.reduce(make_buffer(in), make_buffer(res), o, r, async); }, result,
+      c, owner, async_op, [&](bool async) { return c.reduce(make_buffer(in), make_buffer(res), o, r, async); }, result,
       py::make_tuple(x, result));
 }
 
@@ -100,7 +108,7 @@ py::object allgather(Communicator& c, py::handle x, py::handle out, py::handle a
   Plain res;
   py::object result = new_or_out(x, out, gathered_shape(x, c.size()), in, w, &res);
   return run(
-      owner, async_op, [&](bool async) { return c.allgather(make_buffer(in), make_buffer(res), async); }, result,
+      c, owner, async_op, [&](bool async) { return c.allgather(make_buffer(in), make_buffer(res), async); }, result,
       py::make_tuple(x, result));
 }
 
@@ -114,7 +122,7 @@ py::object reduce_scatter(Communicator& c, py::handle x, py::handle op, py::hand
   const std::vector<py::ssize_t> x_shape(xa.shape(), xa.shape() + xa.ndim());
   py::object result = new_or_out(x, out, scattered_shape(x_shape, c.size(), w), in, w, &res);
   return run(
-      owner, async_op, [&](bool async) { return c.reduce_scatter(make_buffer(in), make_buffer(res), o, async); },
+      c, owner, async_op, [&](bool async) { return c.reduce_scatter(make_buffer(in), make_buffer(res), o, async); },
       result, py::make_tuple(x, result));
 }
 

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bindings/sharing.h"
 #include "collex/common/errors.h"
 #include "collex/core/communicator.h"
 #include "collex/fusion/bucketer.h"
@@ -71,9 +72,21 @@ void bind_fusion(py::module_& m) {
                                                       compression_of(compression), error_feedback, huge_pages);
            }),
            Guard())
-      .def("ready", &GradientReducer::ready, Guard())
+      // A bucket publishes its gradients' addresses: no shared region may name
+      // memory that moved (bindings/sharing.h).
+      .def("ready",
+           [](GradientReducer& r, std::size_t i) {
+             bindings::release_moved_pages();
+             py::gil_scoped_release release;
+             r.ready(i);
+           })
       .def("wait", &GradientReducer::wait, Guard())
-      .def("reduce", &GradientReducer::reduce, Guard())
+      .def("reduce",
+           [](GradientReducer& r) {
+             bindings::release_moved_pages();
+             py::gil_scoped_release release;
+             r.reduce();
+           })
       .def("buckets", [](const GradientReducer& r) { return describe(r.buckets()); })
       .def("wire_dtype", [](const GradientReducer& r, std::size_t b) { return static_cast<int>(r.wire_dtype(b)); })
       .def("path", &GradientReducer::path)

@@ -25,6 +25,7 @@
 #include "collex/transport/cuda_ipc/host_lanes.h"
 #include "collex/transport/cuda_ipc/host_turns.h"
 #include "collex/transport/shm/huge_pages.h"
+#include "collex/transport/shm/shared_pages.h"
 
 namespace collex::bindings {
 namespace {
@@ -279,6 +280,9 @@ void bind_testing(py::module_& m) {
     for (const auto& [address, bytes] : spans) list.push_back(Span{address, bytes});
     return shm::back_with_huge_pages(list.data(), list.size());
   });
+
+  // (regions, bytes) of this process's memory now on shared pages (shm/shared_pages.h).
+  m.def("_shared_pages", [] { return py::make_tuple(shm::shared_count(), shm::shared_bytes()); });
 
   m.def("_run_in_threads", &run_in_threads_hook, py::arg("algo"), py::arg("collective"), py::arg("inputs"),
         py::arg("outputs"), py::arg("count"), py::arg("dtype"), py::arg("op") = 0, py::arg("root") = 0,

@@ -177,8 +177,12 @@ void reduce(Window& w, const Op& o) {
   // with no gathering after (which made reduces slower than all-reduces).
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), c.me == o.root ? reinterpret_cast<std::uintptr_t>(o.out) : 0);
   // The root says whether its result is ordinary memory, which the others must
-  // write into through the kernel; its own view decides, for all ranks alike.
-  if (c.me == o.root) w.publish_note(w.mapped(c.me, reinterpret_cast<std::uintptr_t>(o.out), bytes) ? 0 : 1);
+  // write into through the kernel (most of it outside memory they reach in
+  // place); its own view decides, for all ranks alike.
+  if (c.me == o.root) {
+    const Span shared = w.shared_part(c.me, reinterpret_cast<std::uintptr_t>(o.out), bytes);
+    w.publish_note(2 * shared.bytes >= bytes ? 0 : 1);
+  }
   c.sync(1, 2);
   const Range mine = reduce_block(o.count, c.p, c.me, o.root, w.peer_note(o.root) == 1);
   if (c.me == o.root) {

@@ -72,6 +72,7 @@ Config Config::from_env(double timeout_s) {
     c.timeout_s = parse_positive_double("COLLEX_TIMEOUT", v);
   if (const char* v = env("COLLEX_WARN_AFTER")) c.warn_after_s = parse_positive_double("COLLEX_WARN_AFTER", v);
   if (const char* v = env("COLLEX_CHECK")) c.check = parse_int("COLLEX_CHECK", v, 0) != 0;
+  if (const char* v = env("COLLEX_SHARE_PAGES")) c.share_pages = parse_int("COLLEX_SHARE_PAGES", v, 0) != 0;
   if (const char* v = env("COLLEX_DEBUG")) c.debug = static_cast<int>(parse_int("COLLEX_DEBUG", v, 0));
   if (const char* v = env("COLLEX_NODE_SIZE")) c.node_size = static_cast<int>(parse_int("COLLEX_NODE_SIZE", v, 1));
   return c;

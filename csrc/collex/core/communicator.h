@@ -74,6 +74,17 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // with huge pages (shm/huge_pages.h). Local; returns the bytes of `spans`
   // on huge pages afterwards (0 where no peer reads them through the window).
   std::size_t prepare_peer_reads(const std::vector<Span>& spans);
+  // Moves the whole pages of `array`, this rank's ordinary memory that callers
+  // pass again and again, onto pages the node's peers map, so that the direct
+  // algorithms read and write it in place (shm/shared_pages.h). Ordered with
+  // queued operations (none of which may still write it meanwhile). Local;
+  // returns the region's id for release_pages, or 0 where nothing moved: no
+  // peer reads this rank's memory through a window, or the memory cannot be
+  // moved (why, with COLLEX_DEBUG=1).
+  std::uint64_t share_pages(Span array);
+  // Forgets a region share_pages made, before its memory is freed or reused,
+  // making its pages private again (shm::release says how `keep_contents` does).
+  static void release_pages(std::uint64_t id, bool keep_contents);
 
   // An all-reduce with the caller's work around it, run by the engine in issue
   // order: `before` just before the reduction (packing a fusion buffer), `after`

@@ -1,10 +1,14 @@
 // The communicator's entry points: each checks what the core itself relies on
 // (the Python layer checks the rest first, with the same message shape),
 // describes the call and queues it; point-to-point is posted at once.
+#include <cstdio>
+#include <string>
+
 #include "collex/common/errors.h"
 #include "collex/core/communicator.h"
 #include "collex/core/topology.h"
 #include "collex/transport/shm/huge_pages.h"
+#include "collex/transport/shm/shared_pages.h"
 #include "collex/transport/shm/shm_window.h"
 
 namespace collex {
@@ -81,6 +85,20 @@ std::size_t Communicator::prepare_peer_reads(const std::vector<Span>& spans) {
   if (size_ == 1 || !can_reduce_segments()) return 0;  // nobody reads them through the window
   return shm::back_with_huge_pages(spans.data(), spans.size());
 }
+
+std::uint64_t Communicator::share_pages(Span array) {
+  const ShmWindow* window = topo_->window.get();
+  if (size_ == 1 || site_.local_size < 2 || window == nullptr || !window->can_read_peers()) return 0;
+  std::uint64_t id = 0;
+  std::string why_not;
+  engine_.submit([&] { id = shm::share(array.address, array.bytes, &why_not); }, false);
+  if (id == 0 && config_.debug >= 1)
+    std::fprintf(stderr, "collex: [rank %d] an array of %zu B stays private (peers copy it through the kernel): %s\n",
+                 rank_, array.bytes, why_not.c_str());
+  return id;
+}
+
+void Communicator::release_pages(std::uint64_t id, bool keep_contents) { shm::release(id, keep_contents); }
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
                                                        std::size_t count, DType dtype, ReduceOp op, bool async) {

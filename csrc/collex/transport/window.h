@@ -74,6 +74,12 @@ class Window {
   // range lies in memory the ranks share (a symmetric buffer), else null.
   virtual const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const = 0;
 
+  // The part of [remote, remote + bytes) of rank r's memory that peers reach in
+  // place (all of it in a symmetric buffer; an ordinary array's whole pages
+  // once they were moved onto shared pages), in rank r's addresses; empty
+  // (bytes 0) when none.
+  virtual Span shared_part(int r, std::uintptr_t remote, std::size_t bytes) const = 0;
+
   // Operation `epoch` (numbered alike on every rank, from 1) is `call` on this
   // rank: published with its first marker; every wait for a peer's marker of
   // that operation then compares the peer's call with it and throws

@@ -10,8 +10,8 @@ communicators at once). Inputs are small integers derived from (seed, rank), so
 every rank computes each expected result with NumPy and every reduction is exact.
 
 After a warm-up (every collective at the largest size, every algorithm, on both
-communicators), the resident set size and the open file descriptors are
-recorded; at the end they must be within 10 % (and 2 descriptors) of that.
+communicators), the resident memory (each rank's proportional share: Pss) and
+the open file descriptors are recorded; at the end they must be within 10 % (and 2 descriptors) of that.
 Prints ops/s and the checks; exits 1 on any failure.
 """
 
@@ -89,6 +89,17 @@ def return_freed_memory() -> None:
 
 
 def resident_bytes() -> int:
+    """This process's proportional share of resident memory (Pss): a page that n
+    processes map counts 1/n in each. The resident set size would count an array
+    moved onto shared pages (README, "Shared pages") once in its rank and again
+    in every peer that maps it, as growth, though the node holds it once."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 

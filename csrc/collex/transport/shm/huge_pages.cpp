@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "collex/transport/shm/process_maps.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25  // Linux 6.1; older C library headers lack the name
@@ -17,10 +17,6 @@
 
 namespace collex::shm {
 namespace {
-
-struct Range {
-  std::uintptr_t begin, end;
-};
 
 // The system's policy for anonymous memory: "[never]" means the administrator
 // turned huge pages off, which this code respects.
@@ -39,38 +35,6 @@ std::uintptr_t huge_page_bytes() {
   return bytes;
 }
 
-// This process's private, writable, anonymous mappings (no file behind them:
-// the heap and mmap'd arrays), adjacent ones joined: only regions lying wholly
-// inside one of these are touched, never a file's pages, shared memory or a stack.
-std::vector<Range> anonymous_ranges() {
-  std::vector<Range> ranges;
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    unsigned long begin = 0, end = 0, inode = 0;
-    char perms[8] = {};
-    int name_at = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %lu %n", &begin, &end, perms, &inode, &name_at) < 4) continue;
-    const std::string name = name_at > 0 ? line.substr(static_cast<std::size_t>(name_at)) : "";
-    const bool anonymous = inode == 0 && (name.empty() || name == "[heap]");
-    if (!anonymous || std::strncmp(perms, "rw", 2) != 0 || perms[3] != 'p') continue;
-    if (!ranges.empty() && ranges.back().end == begin) {
-      ranges.back().end = end;
-    } else {
-      ranges.push_back(Range{begin, end});
-    }
-  }
-  return ranges;
-}
-
-bool inside(const std::vector<Range>& ranges, std::uintptr_t begin, std::uintptr_t end) {
-  auto after = std::upper_bound(ranges.begin(), ranges.end(), begin,
-                                [](std::uintptr_t a, const Range& r) { return a < r.begin; });
-  if (after == ranges.begin()) return false;
-  const Range& r = *(after - 1);
-  return r.begin <= begin && end <= r.end;
-}
-
 }  // namespace
 
 std::size_t back_with_huge_pages(const Span* spans, std::size_t n) {
@@ -82,7 +46,7 @@ std::size_t back_with_huge_pages(const Span* spans, std::size_t n) {
     const std::uintptr_t last = spans[i].address + spans[i].bytes - 1;
     for (std::uintptr_t r = spans[i].address / huge * huge; r <= last; r += huge) regions.insert(r);
   }
-  const std::vector<Range> anonymous = anonymous_ranges();
+  const std::vector<AddressRange> anonymous = anonymous_ranges();
   std::set<std::uintptr_t> collapsed;
   for (std::uintptr_t r : regions) {
     if (!inside(anonymous, r, r + huge)) continue;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "collex/transport/shm/peer_regions.h"
 #include "collex/transport/shm/shm_window.h"
 
 namespace collex {
@@ -24,6 +25,10 @@ struct ShmWindow::Control {
   alignas(64) std::uint64_t input;
   std::uint64_t result;
   std::uint64_t note;
+  // The shared regions (shm/shared_pages.h) holding the input [0] and the
+  // result [1], if any, and the regions this rank had released by then.
+  shm::PublishedRegion shared[2];
+  shm::ReleaseLog released;
   std::int32_t pid;
   char reason[512];  // the reported failure, written before `poison`
 };

@@ -22,6 +22,7 @@
 #include "collex/common/process.h"
 #include "collex/common/waiting.h"
 #include "collex/kernels/copy.h"
+#include "collex/transport/shm/shared_pages.h"
 #include "collex/transport/shm/shm_control.h"
 
 namespace collex {
@@ -121,6 +122,7 @@ std::unique_ptr<ShmWindow> ShmWindow::create(MPI_Comm node, std::size_t slot_byt
   int all_can = 0;
   MPI_Allreduce(&can, &all_can, 1, MPI_INT, MPI_MIN, node);
   w->can_read_ = all_can != 0;
+  w->peer_regions_ = std::make_unique<shm::PeerRegions>(w->size_);
   return w;
 }
 
@@ -139,6 +141,12 @@ void ShmWindow::publish(std::uintptr_t input, std::uintptr_t result) {
   mine.input = input;
   mine.result = result;
   mine.note = 0;
+  // The regions are looked up now, for this operation: the caller released
+  // every region whose array is gone before the call, so both are live until it ends.
+  shm::SharedRegion s;
+  mine.shared[0] = shm::find(input, &s) ? shm::PublishedRegion::of(s) : shm::PublishedRegion{};
+  mine.shared[1] = shm::find(result, &s) ? shm::PublishedRegion::of(s) : shm::PublishedRegion{};
+  mine.released = shm::release_log();
 }
 
 std::uintptr_t ShmWindow::peer_input(int r) const { return control(r).input; }
@@ -154,7 +162,30 @@ const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) c
     if (s.mapped[r].load(std::memory_order_acquire) == 0) continue;  // released: its addresses are something else now
     return s.base + (remote - start);
   }
+  return in_shared_region(r, remote, bytes);
+}
+
+const char* ShmWindow::in_shared_region(int r, std::uintptr_t remote, std::size_t bytes, Span* part) const {
+  const Control& c = control(r);
+  for (const shm::PublishedRegion& region : c.shared) {
+    const Span overlap = region.overlap(remote, bytes);
+    if (overlap.bytes == 0) continue;
+    if (r != rank_) peer_regions_->forget_released(r, c.released, c.shared);
+    char* base = r == rank_ ? reinterpret_cast<char*>(region.start)
+                            : peer_regions_->view(r, pids_[static_cast<std::size_t>(r)], region);
+    if (base == nullptr) return nullptr;
+    if (part != nullptr) *part = overlap;
+    return overlap.bytes == bytes ? base + (remote - region.start) : nullptr;
+  }
   return nullptr;
+}
+
+Span ShmWindow::shared_part(int r, std::uintptr_t remote, std::size_t bytes) const {
+  if (bytes == 0) return {};
+  if (mapped(r, remote, bytes) != nullptr) return Span{remote, bytes};
+  Span part;
+  in_shared_region(r, remote, bytes, &part);
+  return part;
 }
 
 namespace {
@@ -279,6 +310,15 @@ void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* loc
     } else {
       kernels::copy_result(local, in_place, bytes);
     }
+    return;
+  }
+  // A range that reaches beyond a shared region (an array's first and last
+  // pages stay private): the region's part in place, the rest through the kernel.
+  if (const Span part = shared_part(r, remote, bytes); part.bytes > 0) {
+    const std::size_t head = part.address - remote, tail = bytes - head - part.bytes;
+    cross_copy(to_peer, r, remote, local, head);
+    cross_copy(to_peer, r, part.address, local + head, part.bytes);
+    cross_copy(to_peer, r, part.address + part.bytes, local + head + part.bytes, tail);
     return;
   }
   const pid_t pid = pids_[static_cast<std::size_t>(r)];

@@ -12,6 +12,7 @@
 
 #include "collex/common/failure.h"
 #include "collex/common/waiting.h"
+#include "collex/transport/shm/peer_regions.h"
 #include "collex/transport/window.h"
 
 namespace collex {
@@ -38,6 +39,7 @@ class ShmWindow final : public Window {
   void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) override;
   void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) override;
   const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
+  Span shared_part(int r, std::uintptr_t remote, std::size_t bytes) const override;
 
   // Collective over the node: every rank gets `bytes` of its own in one new
   // segment that all ranks map, so that peers read each other's parts in place.
@@ -69,6 +71,10 @@ class ShmWindow final : public Window {
   ShmWindow() = default;
   Control& control(int r) const;
   void cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes);
+  // Where this rank sees [remote, remote + bytes) of rank r's memory when it
+  // lies in a shared region r published for this operation (mapped on first
+  // use), else null; with `part`, the part of the range that does.
+  const char* in_shared_region(int r, std::uintptr_t remote, std::size_t bytes, Span* part = nullptr) const;
   void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what);
   // Writes this rank's announced call where peers read it.
   void publish();
@@ -103,7 +109,8 @@ class ShmWindow final : public Window {
   std::unique_ptr<pid_t[]> pids_;
   MPI_Comm node_ = MPI_COMM_NULL;  // borrowed from the communicator, for allocate()
   std::shared_ptr<Registry> registry_;
-  std::uint64_t announced_epoch_ = 0;  // the operation this rank now runs (0: none announced)
+  std::unique_ptr<shm::PeerRegions> peer_regions_;  // peers' shared regions as mapped here
+  std::uint64_t announced_epoch_ = 0;               // the operation this rank now runs (0: none announced)
   CallPrint announced_{};
   bool published_ = true;
   CallDescriber describe_ = nullptr;
