@@ -216,6 +216,15 @@ void bind_calls(CommunicatorClass& c) {
              return here_or_dispatch(
                  ndarray(x), [&] { return p2p(c, false, x, src, tag); }, owner, "recv", x, src, tag);
            })
+      // Arrays whose memory peers will read step after step (a reducer's
+      // gradients): moved onto shared pages now (bindings/sharing.h).
+      .def("share_pages_of",
+           [](Communicator& c, const py::list& arrays) {
+             release_moved_pages();
+             for (py::handle a : arrays) {
+               if (ndarray(a)) offer_pages(c, a, true);
+             }
+           })
       .def("send",
            [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int dst, int tag,
               bool async) {

@@ -17,6 +17,7 @@
 
 #include <pybind11/numpy.h>
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "collex/transport/shm/shared_pages.h"
@@ -87,7 +88,7 @@ void release_moved_pages() {
   for (PyObject* key : moved) forget(key, false);
 }
 
-void offer_pages(Communicator& c, py::handle x) {
+void offer_pages(Communicator& c, py::handle x, bool now) {
   if (!c.config().share_pages || c.local_size() < 2) return;
   auto arr = py::reinterpret_borrow<py::array>(x);
   if (static_cast<std::size_t>(arr.nbytes()) < shm::kMinSharedBytes) return;
@@ -103,9 +104,10 @@ void offer_pages(Communicator& c, py::handle x) {
     it = map.emplace(key, Owner{py::weakref(key, gone), data, 0, 0}).first;
   } else if (it->second.data != data) {
     forget(key, false);  // moved (its memory replaced) since: start over
-    return offer_pages(c, x);
+    return offer_pages(c, x, now);
   }
-  if (++it->second.sightings != kSightings || it->second.region != 0) return;
+  it->second.sightings = now ? std::max(it->second.sightings, kSightings) : it->second.sightings + 1;
+  if (it->second.sightings < kSightings || it->second.region != 0) return;
   std::uint64_t region = 0;
   {
     py::gil_scoped_release release;

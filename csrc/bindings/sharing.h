@@ -11,8 +11,10 @@ namespace collex::bindings {
 namespace py = pybind11;
 
 // Called with the GIL for each NumPy array a collective on `c` reads or writes:
-// counts the array's owner and moves its pages on the second call.
-void offer_pages(Communicator& c, py::handle x);
+// counts the array's owner and moves its pages once it keeps coming back, or
+// at once with `now` (arrays that the caller says will be read step after
+// step: a GradientReducer's gradients).
+void offer_pages(Communicator& c, py::handle x, bool now = false);
 
 // Releases the regions of owners whose memory moved since they were shared:
 // before any call publishes addresses, so none names memory that is not its.

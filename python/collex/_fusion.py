@@ -59,9 +59,13 @@ class GradientReducer:
     gradients fill one span of memory on every rank (views of one flat array,
     e.g. from ``collex.zeros``), which is reduced where it lies.
 
-    Peers read such gradients through the kernel's cross-memory attach, which
-    pins and copies memory a page at a time; NumPy puts arrays under 4 MiB on
-    4 KiB pages, where that took twice as long as from huge pages here. With
+    Without compression, construction moves gradients of 1 MiB or more (their
+    whole pages) onto shared pages the node's ranks map, so that peers read and
+    write them in place (README, "Shared pages for ordinary arrays";
+    ``COLLEX_SHARE_PAGES=0`` turns it off). Peers read the rest through the
+    kernel's cross-memory attach, which pins and copies memory a page at a
+    time; NumPy puts arrays under 4 MiB on 4 KiB pages, where that took twice
+    as long as from huge pages here. With
     ``huge_pages`` (the default) construction therefore backs the huge-page
     regions (2 MiB on x86-64) those gradients lie in with transparent huge pages
     where the kernel allows it (private anonymous memory, Linux 6.1 or later,
@@ -139,6 +143,8 @@ class GradientReducer:
             specs.append((a.address, a.count, a.code))
             arrays.append(a.array)
         self._grads = arrays  # the core refers to their memory
+        if comp == "none":
+            comm._c.share_pages_of(arrays)  # peers read them in place (README, "Shared pages")
         self._c = _core.GradientReducer(
             comm._c,
             specs,

@@ -144,6 +144,27 @@ def views_cases() -> None:
     check_moved(before, "views")
 
 
+def reducer_cases() -> None:
+    # GradientReducer moves its large gradients at construction; peers read them
+    # in place and the small ones through the kernel, in one bucket and across
+    # buckets, step after step.
+    before = regions()
+    sizes = [N, 1000, 2 * N + 3, 77, N // 2 + 5, 3 * N]
+    grads = [np.empty(n, np.float32) for n in sizes]
+    reducer = cx.GradientReducer(grads, bucket_mb=2 * N * 4 / 2**20)
+    check_moved(before, "reducer")
+    for step in range(4):
+        for g in grads:
+            g[...] = data(g.size, R, step)
+        for i in reversed(range(len(grads))):
+            reducer.ready(i)
+        reducer.wait()
+        for k, g in enumerate(grads):
+            want = total(g.size, step) / P
+            assert np.allclose(g, want, rtol=1e-6), f"gradient {k} ({g.size}), step {step}"
+    del reducer
+
+
 def freed_cases() -> None:
     # An array that moved is freed; arrays made after it (malloc gives back the
     # same addresses) are read where they are, never through the freed region.
@@ -287,6 +308,7 @@ cases.run("reduce", reduce_cases)
 cases.run("allgather", allgather_cases)
 cases.run("reduce_scatter", reduce_scatter_cases)
 cases.run("views", views_cases)
+cases.run("reducer", reducer_cases)
 cases.run("freed", freed_cases)
 cases.run("moved", moved_cases)
 cases.run("resize refused", resize_refused_cases)

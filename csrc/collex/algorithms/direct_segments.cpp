@@ -71,6 +71,7 @@ void allreduce_segments(Window& w, const Op& o) {
   const std::vector<Span>& mine = *o.segments;
   const std::vector<std::size_t> starts = segment_starts(mine);
   w.publish(reinterpret_cast<std::uintptr_t>(mine.data()), 0);
+  w.publish_spans(mine.data(), mine.size());
   c.sync(1, 3);
 
   // Every rank's table of where its segments lie.

@@ -80,6 +80,11 @@ class Window {
   // (bytes 0) when none.
   virtual Span shared_part(int r, std::uintptr_t remote, std::size_t bytes) const = 0;
 
+  // After publish(): the operation's data lies in these spans of this rank's
+  // memory (a table published as its input). Where they lie in memory moved
+  // onto shared pages, peers' read_spans of them read in place.
+  virtual void publish_spans(const Span* spans, std::size_t n) = 0;
+
   // Operation `epoch` (numbered alike on every rank, from 1) is `call` on this
   // rank: published with its first marker; every wait for a peer's marker of
   // that operation then compares the peer's call with it and throws

@@ -29,6 +29,9 @@ struct ShmWindow::Control {
   // result [1], if any, and the regions this rank had released by then.
   shm::PublishedRegion shared[2];
   shm::ReleaseLog released;
+  // The shared regions holding the spans an operation reads (publish_spans).
+  std::uint32_t directory_count;
+  shm::PublishedRegion directory[kDirectory];
   std::int32_t pid;
   char reason[512];  // the reported failure, written before `poison`
 };

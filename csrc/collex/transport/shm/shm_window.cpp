@@ -1,6 +1,6 @@
 // The memory half of the node's window: the shared segment (slots and
-// control blocks), symmetric buffers, and copies from and to peers' memory by
-// cross-memory attach. The waits are in shm_window_waits.cpp.
+// control blocks), symmetric buffers, and what each operation publishes. The
+// copies are in shm_window_copies.cpp, the waits in shm_window_waits.cpp.
 #include "collex/transport/shm/shm_window.h"
 
 #include <fcntl.h>
@@ -147,6 +147,7 @@ void ShmWindow::publish(std::uintptr_t input, std::uintptr_t result) {
   mine.shared[0] = shm::find(input, &s) ? shm::PublishedRegion::of(s) : shm::PublishedRegion{};
   mine.shared[1] = shm::find(result, &s) ? shm::PublishedRegion::of(s) : shm::PublishedRegion{};
   mine.released = shm::release_log();
+  mine.directory_count = 0;  // publish_spans lists more
 }
 
 std::uintptr_t ShmWindow::peer_input(int r) const { return control(r).input; }
@@ -163,29 +164,6 @@ const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) c
     return s.base + (remote - start);
   }
   return in_shared_region(r, remote, bytes);
-}
-
-const char* ShmWindow::in_shared_region(int r, std::uintptr_t remote, std::size_t bytes, Span* part) const {
-  const Control& c = control(r);
-  for (const shm::PublishedRegion& region : c.shared) {
-    const Span overlap = region.overlap(remote, bytes);
-    if (overlap.bytes == 0) continue;
-    if (r != rank_) peer_regions_->forget_released(r, c.released, c.shared);
-    char* base = r == rank_ ? reinterpret_cast<char*>(region.start)
-                            : peer_regions_->view(r, pids_[static_cast<std::size_t>(r)], region);
-    if (base == nullptr) return nullptr;
-    if (part != nullptr) *part = overlap;
-    return overlap.bytes == bytes ? base + (remote - region.start) : nullptr;
-  }
-  return nullptr;
-}
-
-Span ShmWindow::shared_part(int r, std::uintptr_t remote, std::size_t bytes) const {
-  if (bytes == 0) return {};
-  if (mapped(r, remote, bytes) != nullptr) return Span{remote, bytes};
-  Span part;
-  in_shared_region(r, remote, bytes, &part);
-  return part;
 }
 
 namespace {
@@ -268,119 +246,6 @@ std::shared_ptr<SymmetricMemory> ShmWindow::allocate(std::size_t bytes) {
   });
   return std::make_shared<ShmSymmetric>(base, total, base + header + static_cast<std::size_t>(rank_) * stride, bytes,
                                         &mapped[rank_], std::move(entry));
-}
-
-void ShmWindow::fail_copy(const char* what, int r) {
-  const std::string where =
-      std::string(what) + " rank " + std::to_string(r) + "'s memory failed (" + std::strerror(errno) + ")";
-  // Most often the peer gave up on the operation, taking its buffer with it,
-  // because of a failure found elsewhere (a mismatch) that it reports within a
-  // moment: that cause is what this rank raises.
-  const pid_t pid = pids_[static_cast<std::size_t>(r)];
-  const std::string who = "rank " + std::to_string(r) + " (pid " + std::to_string(pid) + ")";
-  const PeerFailure cause = await_cause(0.5, [&]() -> PeerFailure {
-    for (int q = 0; q < size_; ++q) {
-      const auto kind = static_cast<Failure>(control(q).poison.load(std::memory_order_acquire));
-      if (q != rank_ && kind != Failure::kNone && (kind != Failure::kLeft || q == r)) return poison_of(q);
-    }
-    if (watch_ != nullptr) {
-      if (PeerFailure f = watch_->check(watch_ranks_[static_cast<std::size_t>(r)], kNoSequence, nullptr)) return f;
-    }
-    if (process_ended(pid)) return {Failure::kBroken, false, who + " has exited"};
-    return {};
-  });
-  raise_failure(cause ? cause : PeerFailure{Failure::kBroken, false, "no rank said why"}, where);
-}
-
-void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
-  cross_copy(false, r, remote, static_cast<char*>(local), bytes);
-}
-
-void ShmWindow::write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) {
-  cross_copy(true, r, remote, static_cast<char*>(const_cast<void*>(local)), bytes);
-}
-
-// One copy between this process's `local` and rank r's `remote`, in the direction
-// `to_peer` says: in place when the range is shared memory, else by cross-memory
-// attach (which may copy less than asked; the loop goes on from there).
-void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes) {
-  if (const char* in_place = mapped(r, remote, bytes)) {
-    if (to_peer) {
-      kernels::copy_result(const_cast<char*>(in_place), local, bytes);
-    } else {
-      kernels::copy_result(local, in_place, bytes);
-    }
-    return;
-  }
-  // A range that reaches beyond a shared region (an array's first and last
-  // pages stay private): the region's part in place, the rest through the kernel.
-  if (const Span part = shared_part(r, remote, bytes); part.bytes > 0) {
-    const std::size_t head = part.address - remote, tail = bytes - head - part.bytes;
-    cross_copy(to_peer, r, remote, local, head);
-    cross_copy(to_peer, r, part.address, local + head, part.bytes);
-    cross_copy(to_peer, r, part.address + part.bytes, local + head + part.bytes, tail);
-    return;
-  }
-  const pid_t pid = pids_[static_cast<std::size_t>(r)];
-  while (bytes > 0) {
-    iovec l{local, bytes};
-    iovec rv{reinterpret_cast<void*>(remote), bytes};
-    const ssize_t n = to_peer ? process_vm_writev(pid, &l, 1, &rv, 1, 0) : process_vm_readv(pid, &l, 1, &rv, 1, 0);
-    if (n <= 0) fail_copy(to_peer ? "writing" : "reading", r);
-    local += n;
-    remote += static_cast<std::uintptr_t>(n);
-    bytes -= static_cast<std::size_t>(n);
-  }
-}
-
-namespace {
-
-// A position in a list of spans, and the iovecs from there on (at most `limit`).
-struct SpanCursor {
-  const Span* spans;
-  std::size_t count, index = 0, offset = 0;
-
-  void fill(std::vector<iovec>& v, std::size_t limit) const {
-    v.clear();
-    for (std::size_t i = index, off = offset; i < count && v.size() < limit; ++i, off = 0) {
-      if (spans[i].bytes > off)
-        v.push_back(iovec{reinterpret_cast<void*>(spans[i].address + off), spans[i].bytes - off});
-    }
-  }
-  void advance(std::size_t bytes) {
-    while (bytes > 0 && index < count) {
-      const std::size_t left = spans[index].bytes - offset;
-      if (bytes < left) {
-        offset += bytes;
-        return;
-      }
-      bytes -= left;
-      ++index;
-      offset = 0;
-    }
-  }
-};
-
-}  // namespace
-
-void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) {
-  // process_vm_readv takes at most IOV_MAX iovecs a side and may stop early (at
-  // a page it cannot touch, or a signal): go on from wherever it stopped.
-  constexpr std::size_t kMaxIov = 1024;
-  SpanCursor from{remote, n_remote}, to{local, n_local};
-  std::vector<iovec> rv, lv;
-  std::size_t remaining = 0;
-  for (std::size_t i = 0; i < n_remote; ++i) remaining += remote[i].bytes;
-  while (remaining > 0) {
-    from.fill(rv, kMaxIov);
-    to.fill(lv, kMaxIov);
-    const ssize_t n =
-        process_vm_readv(pids_[static_cast<std::size_t>(r)], lv.data(), lv.size(), rv.data(), rv.size(), 0);
-    if (n <= 0) fail_copy("reading", r);
-    from.advance(static_cast<std::size_t>(n));
-    to.advance(static_cast<std::size_t>(n));
-    remaining -= std::min(remaining, static_cast<std::size_t>(n));
-  }
 }
 
 }  // namespace collex

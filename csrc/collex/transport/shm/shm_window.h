@@ -1,7 +1,8 @@
 // The Window of the CPU ranks of one node: one POSIX shared-memory segment made
 // by local rank 0, its name sent to the others over MPI, mapped by all and
 // unlinked at once (a crash leaves nothing in /dev/shm); peers' own buffers are
-// read with process_vm_readv, in one copy.
+// read with process_vm_readv, in one copy, or in place where they lie in a
+// symmetric buffer or in a region a peer moved onto shared pages.
 #pragma once
 
 #include <mpi.h>
@@ -40,6 +41,7 @@ class ShmWindow final : public Window {
   void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) override;
   const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
   Span shared_part(int r, std::uintptr_t remote, std::size_t bytes) const override;
+  void publish_spans(const Span* spans, std::size_t n) override;
 
   // Collective over the node: every rank gets `bytes` of its own in one new
   // segment that all ranks map, so that peers read each other's parts in place.
@@ -65,6 +67,8 @@ class ShmWindow final : public Window {
   void set_watch(PeerWatch* watch, std::vector<int> ranks, const std::uint64_t* seq, const CallPrint* call);
 
  private:
+  // Shared regions a rank lists for one operation's spans (publish_spans).
+  static constexpr std::uint32_t kDirectory = 128;
   struct Control;   // one cache line of flags and addresses per rank, in the segment
   struct Registry;  // the symmetric segments now mapped, shared with their buffers
 
@@ -75,6 +79,15 @@ class ShmWindow final : public Window {
   // lies in a shared region r published for this operation (mapped on first
   // use), else null; with `part`, the part of the range that does.
   const char* in_shared_region(int r, std::uintptr_t remote, std::size_t bytes, Span* part = nullptr) const;
+  // The region rank r published for this operation that holds `address`, or
+  // null; `next_start`, if given, is lowered to the start of the first region
+  // beyond it.
+  const shm::PublishedRegion* region_at(int r, std::uintptr_t address, std::uintptr_t* next_start) const;
+  // Where this rank maps rank r's `region` (mapping it on first use), or null.
+  char* view_of(int r, const shm::PublishedRegion& region) const;
+  // read_spans' kernel part: `remote` of rank r into the spans at the cursor
+  // `local_cursor` (shm_window_copies.cpp's SpanCursor), which it advances.
+  void read_spans_through_kernel(int r, const Span* remote, std::size_t n_remote, void* local_cursor);
   void wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what);
   // Writes this rank's announced call where peers read it.
   void publish();
