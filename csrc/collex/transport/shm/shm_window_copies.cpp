@@ -170,11 +170,12 @@ struct SpanCursor {
       offset = 0;
     }
   }
-  // Copies `bytes` from `from` to the spans from here on, and moves past them.
-  void copy_in(const char* from, std::size_t bytes) {
+  // Copies `bytes` from `from` to the spans from here on, and moves past them;
+  // `result_bytes`: the whole read's, which decides on streaming stores.
+  void copy_in(const char* from, std::size_t bytes, std::size_t result_bytes) {
     while (bytes > 0 && index < count) {
       const std::size_t k = std::min(bytes, spans[index].bytes - offset);
-      kernels::copy_result(reinterpret_cast<char*>(spans[index].address + offset), from, k);
+      kernels::copy_result(reinterpret_cast<char*>(spans[index].address + offset), from, k, result_bytes);
       from += k;
       bytes -= k;
       advance(k);
@@ -215,6 +216,8 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
   // this rank maps) are copied in place; the others gather until the next such
   // run and go through the kernel together, in as few calls as possible.
   SpanCursor to{local, n_local};
+  std::size_t total = 0;  // a large read (an all-gather's) streams past the cache, whatever its spans' sizes
+  for (std::size_t i = 0; i < n_remote; ++i) total += remote[i].bytes;
   std::vector<Span> through_kernel;
   auto flush = [&] {
     if (!through_kernel.empty()) read_spans_through_kernel(r, through_kernel.data(), through_kernel.size(), &to);
@@ -227,7 +230,7 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
       const std::uintptr_t end = at + left;
       if (const char* in_place = mapped(r, at, left)) {  // a symmetric buffer, or wholly in a region
         flush();
-        to.copy_in(in_place, left);
+        to.copy_in(in_place, left, total);
         break;
       }
       std::uintptr_t next = end;
@@ -236,7 +239,7 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
       if (base != nullptr) {
         const std::size_t k = std::min<std::uintptr_t>(end, region->start + region->bytes) - at;
         flush();
-        to.copy_in(base + (at - region->start), k);
+        to.copy_in(base + (at - region->start), k, total);
         at += k;
         left -= k;
       } else {
