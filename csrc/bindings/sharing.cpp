@@ -26,6 +26,7 @@ namespace collex::bindings {
 namespace {
 
 constexpr int kSightings = 4;
+constexpr std::size_t kOfferBytes = 1 << 20;  // the smallest array a collective offers
 
 struct Owner {
   py::object weak;           // a weak reference to the owning array, whose callback forgets it
@@ -91,7 +92,11 @@ void release_moved_pages() {
 void offer_pages(Communicator& c, py::handle x, bool now) {
   if (!c.config().share_pages || c.local_size() < 2) return;
   auto arr = py::reinterpret_borrow<py::array>(x);
-  if (static_cast<std::size_t>(arr.nbytes()) < shm::kMinSharedBytes) return;
+  // Collectives of arrays under 1 MiB stage or stream through the slots and
+  // never read a peer in place; a reducer's gradients are read in place from
+  // the smallest region up.
+  const std::size_t least = now ? shm::kMinSharedBytes : kOfferBytes;
+  if (static_cast<std::size_t>(arr.nbytes()) < least) return;
   PyObject* key = owner_of(x);
   if (key == nullptr) return;
   auto owner = py::reinterpret_borrow<py::array>(key);

@@ -37,8 +37,8 @@ struct SharedRegion {
   std::int32_t fd = -1;      // the memfd in this process
 };
 
-// Regions smaller than this are not worth moving: their calls stage through the slots.
-constexpr std::size_t kMinSharedBytes = 1 << 20;
+// Regions smaller than this are not worth a descriptor and a mapping.
+constexpr std::size_t kMinSharedBytes = 256 << 10;
 
 // Moves the whole pages of [address, address + bytes), an array that is this
 // process's private anonymous memory, onto a memfd mapped at the same
