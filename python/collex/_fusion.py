@@ -59,7 +59,7 @@ class GradientReducer:
     gradients fill one span of memory on every rank (views of one flat array,
     e.g. from ``collex.zeros``), which is reduced where it lies.
 
-    Without compression, construction moves gradients of 1 MiB or more (their
+    Without compression, construction moves gradients of 256 KiB or more (their
     whole pages) onto shared pages the node's ranks map, so that peers read and
     write them in place (README, "Shared pages for ordinary arrays";
     ``COLLEX_SHARE_PAGES=0`` turns it off). Peers read the rest through the
