@@ -32,6 +32,7 @@ struct Owner {
   py::object weak;           // a weak reference to the owning array, whose callback forgets it
   std::uintptr_t data = 0;   // where its memory was when last seen
   int sightings = 0;         // calls that passed it (or a view of it)
+  bool tried = false;        // its move was tried (once: one that declined is not tried again)
   std::uint64_t region = 0;  // its shared region, once moved
 };
 
@@ -106,13 +107,20 @@ void offer_pages(Communicator& c, py::handle x, bool now) {
   auto it = map.find(key);
   if (it == map.end()) {
     py::cpp_function gone([key](py::handle) { forget(key, true); });
-    it = map.emplace(key, Owner{py::weakref(key, gone), data, 0, 0}).first;
+    py::object weak;
+    try {
+      weak = py::weakref(key, gone);
+    } catch (py::error_already_set&) {
+      return;  // an owner without weak references: its end could not be seen, so it never moves
+    }
+    it = map.emplace(key, Owner{std::move(weak), data}).first;
   } else if (it->second.data != data) {
     forget(key, false);  // moved (its memory replaced) since: start over
     return offer_pages(c, x, now);
   }
   it->second.sightings = now ? std::max(it->second.sightings, kSightings) : it->second.sightings + 1;
-  if (it->second.sightings < kSightings || it->second.region != 0) return;
+  if (it->second.sightings < kSightings || it->second.tried) return;
+  it->second.tried = true;
   std::uint64_t region = 0;
   {
     py::gil_scoped_release release;

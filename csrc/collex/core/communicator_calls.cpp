@@ -2,6 +2,7 @@
 // (the Python layer checks the rest first, with the same message shape),
 // describes the call and queues it; point-to-point is posted at once.
 #include <cstdio>
+#include <exception>
 #include <string>
 
 #include "collex/common/errors.h"
@@ -91,7 +92,19 @@ std::uint64_t Communicator::share_pages(Span array) {
   if (size_ == 1 || site_.local_size < 2 || window == nullptr || !window->can_read_peers()) return 0;
   std::uint64_t id = 0;
   std::string why_not;
-  engine_.submit([&] { id = shm::share(array.address, array.bytes, &why_not); }, false);
+  try {
+    engine_.submit(
+        [&] {
+          try {
+            id = shm::share(array.address, array.bytes, &why_not);
+          } catch (const std::exception& e) {
+            why_not = e.what();
+          }
+        },
+        false);
+  } catch (const std::exception& e) {  // shut down, or a queued operation failed: the call itself will say so
+    why_not = e.what();
+  }
   if (id == 0 && config_.debug >= 1)
     std::fprintf(stderr, "collex: [rank %d] an array of %zu B stays private (peers copy it through the kernel): %s\n",
                  rank_, array.bytes, why_not.c_str());
