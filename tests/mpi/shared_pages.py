@@ -2,9 +2,10 @@
 bindings/sharing.cpp) under mpirun: every collective gives NumPy's result on
 arrays that moved, whose contents change between calls (a peer reading a stale
 copy would be caught), at odd sizes (an array's first and last pages stay
-private, so reads straddle both kinds of memory), through views; a freed or
-reallocated array gives its region up before its addresses hold another
-array; a forked child's writes stay in the child; memory that cannot move
+private, so reads straddle both kinds of memory), through views, and through
+GradientReducer; a freed array, or one whose memory was replaced, gives its
+region up before its addresses hold another array; peers unmap released
+regions; a forked child's writes stay in the child; memory that cannot move
 (a buffer, a memory map, a small array) stays as it is, and a heap array's
 pages are zeros again once it is freed. `expect=off` (COLLEX_SHARE_PAGES=0):
 nothing moves.
@@ -26,9 +27,10 @@ from _harness import Cases
 from collex import _core
 
 # glibc gives arrays of M_MMAP_THRESHOLD bytes and up a mapping of their own
-# (what can move); it raises that threshold, up to 32 MiB, as such arrays are
-# freed. Fixed at 1 MiB here, so that the cases' arrays can move, whatever ran
-# before; the heap case below puts one on the heap on purpose.
+# (unmapped when freed, so that a new array often lands at the old addresses,
+# which the freed and moved cases want); it raises that threshold, up to 32 MiB,
+# as such arrays are freed. Fixed at 1 MiB here, whatever ran before; the heap
+# case below puts an array on the heap on purpose.
 M_MMAP_THRESHOLD = -3
 LIBC = ctypes.CDLL(None)
 LIBC.mallopt(M_MMAP_THRESHOLD, 1 << 20)
