@@ -262,9 +262,10 @@ def peers_unmap_cases() -> None:
         y[...] = data(2 * N, R, step)
         cx.allreduce(y)
         assert np.array_equal(y, total(2 * N, step)), f"call {step}"
-    # Each rank maps y's region of every rank (its own where y lies), and nothing of x's.
-    want = P if SHARING else 0
-    assert mapped_regions() == want, f"{mapped_regions()} shared mappings, expected {want}"
+    # Each rank maps y's region of every rank (its own where y lies; a peer's only
+    # where it may open the memfd), and nothing of x's: at most P mappings.
+    most = P if SHARING else 0
+    assert mapped_regions() <= most, f"{mapped_regions()} shared mappings, expected at most {most}"
 
 
 def fork_cases() -> None:
