@@ -66,6 +66,16 @@ def check_moved(before: int, label: str) -> None:
         assert now == 0, f"{label}: COLLEX_SHARE_PAGES=0, yet {now} regions"
 
 
+def moved_array(n: int = N) -> np.ndarray:
+    """A new float32 array passed to CALLS in-place all-reduces (so it has
+    moved where sharing is on), holding the last one's result."""
+    x = np.empty(n, np.float32)
+    for step in range(CALLS):
+        x[...] = data(n, R, step)
+        cx.allreduce(x)
+    return x
+
+
 def allreduce_cases(dtype) -> None:
     before = regions()
     x = np.empty(N, dtype)
@@ -170,10 +180,7 @@ def reducer_cases() -> None:
 def freed_cases() -> None:
     # An array that moved is freed; arrays made after it (malloc gives back the
     # same addresses) are read where they are, never through the freed region.
-    x = np.empty(N, np.float32)
-    for step in range(CALLS):
-        x[...] = data(N, R, step)
-        cx.allreduce(x)
+    x = moved_array()
     held = regions()
     del x
     gc.collect()
@@ -190,10 +197,7 @@ def moved_cases() -> None:
     # An array whose memory is replaced without being freed (__setstate__
     # allocates new memory and frees the old): its region goes before the next
     # call, whose arrays may lie where the old memory was.
-    x = np.empty(N, np.float32)
-    for step in range(CALLS):
-        x[...] = data(N, R, step)
-        cx.allreduce(x)
+    x = moved_array()
     x.__setstate__(data(3 * N, R, 7).__reduce__()[2])
     gc.collect()
     y = np.empty(N, np.float32)
@@ -251,10 +255,7 @@ def peers_unmap_cases() -> None:
         with open("/proc/self/maps") as f:
             return sum("memfd:collex-shared" in line for line in f)
 
-    x = np.empty(N, np.float32)
-    for step in range(CALLS):
-        x[...] = data(N, R, step)
-        cx.allreduce(x)
+    x = moved_array()
     del x
     gc.collect()
     y = np.empty(2 * N, np.float32)
@@ -269,10 +270,7 @@ def peers_unmap_cases() -> None:
 
 
 def fork_cases() -> None:
-    x = np.empty(N, np.float32)
-    for step in range(CALLS):
-        x[...] = data(N, R, step)
-        cx.allreduce(x)
+    x = moved_array()
     kept = x.copy()
     child = os.fork()
     if child == 0:

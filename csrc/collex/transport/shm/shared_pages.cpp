@@ -32,6 +32,7 @@ struct Registry {
   std::vector<Entry> entries;
   std::atomic<std::size_t> count{0};  // entries.size(), read without the lock
   ReleaseLog released;
+  std::atomic<std::uint64_t> release_count{0};  // released.count, read without the lock
   std::uint64_t next_id = 1;
 };
 
@@ -172,6 +173,7 @@ void release(std::uint64_t id, bool keep_contents) {
     r.count.store(r.entries.size(), std::memory_order_release);
     r.released.ids[r.released.count % kReleaseLog] = id;
     ++r.released.count;
+    r.release_count.store(r.released.count, std::memory_order_release);
     return;
   }
 }
@@ -188,6 +190,8 @@ bool find(std::uintptr_t address, SharedRegion* region) {
   }
   return false;
 }
+
+std::uint64_t release_count() { return registry().release_count.load(std::memory_order_acquire); }
 
 ReleaseLog release_log() {
   Registry& r = registry();

@@ -67,6 +67,8 @@ struct ReleaseLog {
   std::uint64_t ids[kReleaseLog] = {};  // release i (from 1) at ids[(i - 1) % kReleaseLog]
 };
 ReleaseLog release_log();
+// release_log().count, without the lock.
+std::uint64_t release_count();
 
 // The regions now shared, for tests and COLLEX_DEBUG: (start, bytes) each.
 std::size_t shared_bytes();

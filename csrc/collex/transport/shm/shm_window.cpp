@@ -146,7 +146,8 @@ void ShmWindow::publish(std::uintptr_t input, std::uintptr_t result) {
   shm::SharedRegion s;
   mine.shared[0] = shm::find(input, &s) ? shm::PublishedRegion::of(s) : shm::PublishedRegion{};
   mine.shared[1] = shm::find(result, &s) ? shm::PublishedRegion::of(s) : shm::PublishedRegion{};
-  mine.released = shm::release_log();
+  // The log is copied only when it changed: publish runs for every large call.
+  if (shm::release_count() != mine.released.count) mine.released = shm::release_log();
   mine.directory_count = 0;  // publish_spans lists more
 }
 
@@ -156,6 +157,11 @@ void ShmWindow::publish_note(std::uint64_t note) { control(rank_).note = note; }
 std::uint64_t ShmWindow::peer_note(int r) const { return control(r).note; }
 
 const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) const {
+  if (const char* in_place = in_segment(r, remote, bytes)) return in_place;
+  return in_shared_region(r, remote, bytes);
+}
+
+const char* ShmWindow::in_segment(int r, std::uintptr_t remote, std::size_t bytes) const {
   std::lock_guard<std::mutex> lock(registry_->mutex);
   for (const auto& s : registry_->segments) {
     const std::uintptr_t start = s.peers[static_cast<std::size_t>(r)];
@@ -163,7 +169,7 @@ const char* ShmWindow::mapped(int r, std::uintptr_t remote, std::size_t bytes) c
     if (s.mapped[r].load(std::memory_order_acquire) == 0) continue;  // released: its addresses are something else now
     return s.base + (remote - start);
   }
-  return in_shared_region(r, remote, bytes);
+  return nullptr;
 }
 
 namespace {

@@ -79,6 +79,8 @@ class ShmWindow final : public Window {
   // lies in a shared region r published for this operation (mapped on first
   // use), else null; with `part`, the part of the range that does.
   const char* in_shared_region(int r, std::uintptr_t remote, std::size_t bytes, Span* part = nullptr) const;
+  // The same for the symmetric segments (allocate) alone.
+  const char* in_segment(int r, std::uintptr_t remote, std::size_t bytes) const;
   // The region rank r published for this operation that holds `address`, or
   // null; `next_start`, if given, is lowered to the start of the first region
   // beyond it.

@@ -74,7 +74,7 @@ const char* ShmWindow::in_shared_region(int r, std::uintptr_t remote, std::size_
 
 Span ShmWindow::shared_part(int r, std::uintptr_t remote, std::size_t bytes) const {
   if (bytes == 0) return {};
-  if (mapped(r, remote, bytes) != nullptr) return Span{remote, bytes};
+  if (in_segment(r, remote, bytes) != nullptr) return Span{remote, bytes};
   Span part;
   in_shared_region(r, remote, bytes, &part);
   return part;
