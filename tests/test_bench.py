@@ -109,6 +109,34 @@ def test_symmetric_buffers_sweep(tmp_path):
     assert "symmetric buffers" in proc.stdout
 
 
+def test_breakdown_counts_the_memory_traffic_of_the_limit(tmp_path):
+    """--breakdown's parts, counted inside the core, move exactly the least
+    traffic per rank that the limit prices (symmetric buffers: no copies through
+    the kernel); ordinary arrays kept off shared pages go through the kernel."""
+    js = tmp_path / "parts.json"
+    common = ["-b", "16M", "-e", "16M", "-w", "1", "-R", "1", "-n", "3", "--peers", "", "--breakdown"]
+    proc = run_mpi_module(2, [*common, "-S", "--json", str(js)])
+    rows = json.loads(js.read_text())["rows"]
+    assert {r["collective"] for r in rows} == set(model.COLLECTIVES)
+    for r in rows:
+        assert r["collex"]["wrong"] == 0
+        for b in r["collex"]["breakdown"]:
+            parts = b["parts"]
+            moved = sum(p["bytes"] for p in parts.values())
+            assert moved == model.memory_traffic(r["collective"], r["bytes"], 2), (r["collective"], parts)
+            assert parts["kernel copy"]["bytes"] == 0
+            reduces = r["collective"] in ("allreduce", "reduce", "reduce_scatter")
+            assert (parts["reduce"]["bytes"] > 0) == reduces, (r["collective"], parts)
+            assert sum(p["us"] for p in parts.values()) <= b["wall_us"] * 1.01
+    assert "rank 1:" in proc.stdout and "memory limit priced at" in proc.stdout
+
+    js = tmp_path / "ordinary.json"
+    run_mpi(2, "-m", "collex.bench", *common, "-c", "allreduce", "--json", str(js), timeout=180, module=True,
+            env={"COLLEX_SHARE_PAGES": "0"})  # fmt: skip
+    for b in json.loads(js.read_text())["rows"][0]["collex"]["breakdown"]:
+        assert b["parts"]["kernel copy"]["bytes"] > 0 and b["parts"]["reduce"]["bytes"] > 0
+
+
 def test_planted_wrong_result_is_reported(tmp_path):
     js = tmp_path / "out.json"
     args = ["-b", "64", "-e", "64", "-c", "allreduce,allgather", "-w", "1", "-R", "1", "-n", "1"]

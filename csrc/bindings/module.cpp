@@ -15,6 +15,7 @@
 #include "bindings/checks.h"
 #include "bindings/lane_arguments.h"
 #include "collex/common/errors.h"
+#include "collex/common/time_parts.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
 #include "collex/kernels/reduce.h"
@@ -129,6 +130,17 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("bytes"), py::arg("repeats") = 5,
       "Memory bandwidth (copy, add) in bytes read+written per second at this working-set size.");
+  m.def(
+      "_time_parts_enable", [](bool on) { time_parts::enable(on); }, py::arg("on"),
+      "Turns on (or off) the totals of where collectives' time goes in this process; either way they restart.");
+  m.def(
+      "_time_parts",
+      [] {
+        const time_parts::Totals t = time_parts::totals();
+        return py::make_tuple(std::vector<std::uint64_t>(t.ns.begin(), t.ns.end()),
+                              std::vector<std::uint64_t>(t.bytes.begin(), t.bytes.end()));
+      },
+      "(ns, bytes) so far in reduction kernels, copies in place, copies through the kernel and waits for peers.");
 
   // A symmetric buffer's memory as a Python buffer (NumPy wraps it without a copy
   // and keeps it, and so the mapping, alive).

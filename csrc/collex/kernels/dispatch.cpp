@@ -7,6 +7,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "collex/common/time_parts.h"
 #include "collex/kernels/convert.h"
 #include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
@@ -78,16 +79,20 @@ std::atomic<const Loops*>& current() {
 
 }  // namespace
 
+// The reductions read two operands and write one; a division reads and writes one.
 void reduce(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op) {
   if (n == 0) return;
+  const time_parts::Timed timed(time_parts::Part::kReduce, 3 * n * dtype_size(dtype));
   current().load(std::memory_order_relaxed)->reduce(dtype, op)(dst, a, b, n);
 }
 
 void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DType dtype, ReduceOp op,
                       double divisor) {
   if (n == 0) return;
-  if (StreamingFn f = current().load(std::memory_order_relaxed)->reduce_streaming(dtype, op))
+  if (StreamingFn f = current().load(std::memory_order_relaxed)->reduce_streaming(dtype, op)) {
+    const time_parts::Timed timed(time_parts::Part::kReduce, 3 * n * dtype_size(dtype));
     return f(dst, a, b, n, divisor);
+  }
   reduce(dst, a, b, n, dtype, op);
   if (divisor != 1.0) divide(dst, n, dtype, divisor);
 }
@@ -95,6 +100,7 @@ void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DT
 void divide(void* dst, std::size_t n, DType dtype, double divisor) { divide_copy(dst, dst, n, dtype, divisor); }
 
 void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t result_bytes) {
+  const time_parts::Timed timed(time_parts::Part::kCopy, 2 * bytes);
   if (std::max(bytes, result_bytes) >= kStreamingCopyBytes) {
     if (CopyFn f = current().load(std::memory_order_relaxed)->copy_streaming()) return f(dst, src, bytes);
   }
@@ -117,6 +123,7 @@ void decompress(float* dst, const void* wire, DType wire_dtype, std::size_t n, f
 
 void divide_copy(void* dst, const void* src, std::size_t n, DType dtype, double divisor) {
   if (n == 0) return;
+  const time_parts::Timed timed(time_parts::Part::kReduce, 2 * n * dtype_size(dtype));
   if (DivideCopyFn f = current().load(std::memory_order_relaxed)->divide_copy(dtype)) f(dst, src, n, divisor);
 }
 

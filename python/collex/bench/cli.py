@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .breakdown import Breakdown
 from .data import count_wrong, expected, rank_input
 from .model import COLLECTIVES, busbw, count_for, format_size, limit_seconds, parse_size, sweep
 from .peers import CollexPeer, GlooPeer, Mpi4pyPeer, NotSupported, Row, gloo_unavailable
@@ -60,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="collex's arrays are symmetric buffers (collex.empty); peers keep ordinary ones",
     )
     p.add_argument("--no-limit", action="store_true", help="skip the memory-bandwidth limit")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="say per rank where collex's time goes (reductions, copies, waits; bench/README.md)",
+    )
     p.add_argument("--json", help="write every row to this JSON file")
     p.add_argument("--csv", help="write every row to this CSV file")
     p.add_argument("--plot", help="draw busbw against size into this PNG file (needs matplotlib)")
@@ -192,6 +198,11 @@ class Bench:
         memory bandwidth measured in turns with them (None with --no-limit)."""
         prepared = {p.name: self.prepare(p, coll, count, dt, op, algo, inplace, root) for p in peers}
         ready = {name: made for name, made in prepared.items() if made is not None}
+        parts = None
+        if self.args.breakdown and "collex" in ready:
+            fn, *rest = ready["collex"]
+            parts = Breakdown(fn, self.args.warmup)
+            ready["collex"] = (parts, *rest)
         calls = [made[0] for made in ready.values()]
         bandwidth = None
         if not self.args.no_limit:
@@ -219,6 +230,8 @@ class Bench:
                 "busbw": busbw(coll, nbytes, seconds, self.size),
                 "wrong": self.comm.allreduce(wrong),
             }
+        if parts is not None and results["collex"] is not None:
+            results["collex"]["breakdown"] = self.comm.allgather(parts.finish())
         return results, (bandwidth() if bandwidth else None)
 
     @staticmethod

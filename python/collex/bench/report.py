@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from .breakdown import describe
 from .model import format_size
 
 
@@ -60,6 +61,9 @@ class Table:
             f" | {_num(lim and lim['time_us'], '9.1f'):>9} {_num(lim and 100 * lim['fraction'], '5.1f'):>6}"
         )
         print(line, file=self.stream, flush=True)
+        if c.get("breakdown"):
+            for text in describe(c["breakdown"], lim and lim["memory_GBps"]):
+                print(text, file=self.stream, flush=True)
 
 
 class Progress:

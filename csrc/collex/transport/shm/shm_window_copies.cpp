@@ -15,6 +15,7 @@
 #include "collex/common/errors.h"
 #include "collex/common/failure.h"
 #include "collex/common/process.h"
+#include "collex/common/time_parts.h"
 #include "collex/common/waiting.h"
 #include "collex/kernels/copy.h"
 #include "collex/transport/shm/shared_pages.h"
@@ -132,6 +133,7 @@ void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* loc
     return;
   }
   const pid_t pid = pids_[static_cast<std::size_t>(r)];
+  const time_parts::Timed timed(time_parts::Part::kKernelCopy, 2 * bytes);
   while (bytes > 0) {
     iovec l{local, bytes};
     iovec rv{reinterpret_cast<void*>(remote), bytes};
@@ -194,6 +196,7 @@ void ShmWindow::read_spans_through_kernel(int r, const Span* remote, std::size_t
   std::vector<iovec> rv, lv;
   std::size_t remaining = 0;
   for (std::size_t i = 0; i < n_remote; ++i) remaining += remote[i].bytes;
+  const time_parts::Timed timed(time_parts::Part::kKernelCopy, 2 * remaining);
   while (remaining > 0) {
     from.fill(rv, kMaxIov);
     to.fill(lv, kMaxIov);

@@ -18,6 +18,7 @@
 #include "collex/common/errors.h"
 #include "collex/common/failure.h"
 #include "collex/common/process.h"
+#include "collex/common/time_parts.h"
 #include "collex/common/waiting.h"
 #include "collex/kernels/copy.h"
 #include "collex/transport/shm/shm_control.h"
@@ -173,6 +174,7 @@ void ShmWindow::wait_for(int r, std::uint64_t marker, double timeout_s, const Wa
 }
 
 void ShmWindow::wait_ranks(int first, int last, std::uint64_t marker, double timeout_s, const WaitContext& what) {
+  const time_parts::Timed timed(time_parts::Part::kWait);
   int r = first;
   // Fast path: the ranks are usually there already, or within a few hundred ns.
   // A peer's call is compared once its marker of this operation is seen: before
