@@ -8,6 +8,7 @@ the bindings, checks, staging copies of small calls."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any, Callable
 
@@ -17,8 +18,8 @@ PARTS = ("reduce", "copy", "kernel copy", "wait")
 
 
 class Breakdown:
-    """Wraps a row's collex call: the first `skip` calls (the warm-up) run as they
-    are; from then on each call adds what the core counted during it (and only
+    """Wraps a row's collex call: the first `skip` calls (those before the timed
+    repeats) run as they are; from then on each call adds what the core counted during it (and only
     during it: the limit's own measurement runs the same kernels between calls)
     and its wall time."""
 
@@ -74,3 +75,32 @@ def describe(per_rank: list[dict[str, Any]], memory_GBps: float | None) -> list[
         calls = per_rank[0]["calls"]
         lines.append(f"    (memory limit priced at {memory_GBps:.1f} GB/s; means of {calls} calls)")
     return lines
+
+
+def summary(runs: list[dict[str, Any]]) -> str:
+    """Medians over runs of one row (`runs`: that row in each run's JSON) for
+    `collex.bench.summarize`'s breakdown table: each part's rate on the slower
+    rank, in GB/s ("-" where the row has no such part), the limit's bandwidth,
+    and the share of the call the longer-waiting rank spent waiting, and in other
+    work, in %."""
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    def slower_rate(r: dict[str, Any], name: str) -> float | None:
+        rates = [b["parts"][name]["GBps"] for b in r["collex"]["breakdown"]]
+        return min(rates) if all(rates) else None
+
+    cells = []
+    for name in PARTS[:-1]:
+        rate = median([v for v in (slower_rate(r, name) for r in runs) if v is not None])
+        cells.append("-" if rate is None else f"{rate:.1f}")
+    limit = median([r["limit"]["memory_GBps"] for r in runs if r.get("limit")])
+    cells.append("n/a" if limit is None else f"{limit:.1f}")
+    for share in (lambda b: b["parts"]["wait"]["us"], lambda b: b["other_us"]):
+        per_run = [max(share(b) / b["wall_us"] for b in r["collex"]["breakdown"]) for r in runs]
+        cells.append(f"{100 * statistics.median(per_run):.0f}")
+    return " | ".join(cells)
+
+
+SUMMARY_HEAD = "reduce GB/s | copy GB/s | kernel copy GB/s | limit GB/s | waits % | other %"

@@ -1,6 +1,7 @@
 """Combine several bench runs (their --json files) into one Markdown table of
 medians: collex's time and busbw, its speed-up over each peer, and its fraction
-of the memory limit, per row that every run measured.
+of the memory limit, per row that every run measured; and, when every run was
+made with --breakdown, a second table of where the time went (breakdown.py).
 
     python -m collex.bench.summarize run1.json run2.json run3.json
 """
@@ -12,6 +13,8 @@ import statistics
 import sys
 from typing import Any
 
+from .breakdown import SUMMARY_HEAD
+from .breakdown import summary as breakdown_summary
 from .model import format_size
 
 
@@ -44,6 +47,15 @@ def summarize(docs: list[dict[str, Any]]) -> str:
         line += " n/a |" if lim is None else f" {100 * lim:.0f} |"
         line += f" {sum(r['collex']['wrong'] for r in rs)} |"
         lines.append(line)
+    if all("breakdown" in run[k]["collex"] for run in rows_by_run for k in keys):
+        lines += ["", "Where the time went (--breakdown):", ""]
+        head = f"| collective | size | % of limit | {SUMMARY_HEAD} |"
+        lines += [head, "|" + " --- |" * (head.count("|") - 1)]
+        for k in keys:
+            rs = [run[k] for run in rows_by_run]
+            lim = _median([r["limit"]["fraction"] if r.get("limit") else None for r in rs])
+            share = "n/a" if lim is None else f"{100 * lim:.0f}"
+            lines.append(f"| {k[0]} | {format_size(k[-1])} | {share} | {breakdown_summary(rs)} |")
     return "\n".join(lines)
 
 

@@ -8,6 +8,9 @@ import statistics
 import time
 from typing import Any, Callable
 
+# With iters=0, calls made after the warm-up to choose how many calls a repeat makes.
+SAMPLING_CALLS = 3
+
 
 def timed(comm: Any, fn: Callable[[], Any], warmup: int = 3, iters: int = 0, repeats: int = 5) -> float:
     """Seconds per call of fn. `comm` is an mpi4py communicator over the ranks that
@@ -24,7 +27,7 @@ def timed_together(
     from the same minutes, and the ratios between them compare like with like."""
     from mpi4py import MPI
 
-    counts = []
+    counts = []  # calls per repeat
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -33,7 +36,7 @@ def timed_together(
             # The best of three calls: one slow call (a first touch, the machine's
             # neighbours) would otherwise shrink every repeat to a few calls.
             once = float("inf")
-            for _ in range(3):
+            for _ in range(SAMPLING_CALLS):
                 comm.Barrier()
                 t = time.perf_counter()
                 fn()
