@@ -175,15 +175,42 @@ struct ResultAt {
   std::uintptr_t remote = 0;
 };
 
+// The elements [from, to) of `count` at rank r's `base` that lie on shared
+// pages, when only some do (an ordinary array moved onto them keeps its first
+// and last pages private); {0, count} when all or none do.
+struct SharedElements {
+  std::size_t from, to;
+};
+inline SharedElements shared_elements(const Window& w, int r, std::uintptr_t base, std::size_t count, std::size_t es) {
+  const Span s = w.shared_part(r, base, count * es);
+  if (s.bytes == 0 || s.bytes == count * es) return {0, count};
+  return {(s.address - base + es - 1) / es, (s.address - base + s.bytes) / es};
+}
+
+// At most k elements from element `at`, ending at an edge of `shared` where the
+// piece would otherwise straddle one: the part inside is then read (or
+// written) in place, and only the few elements outside go through the kernel,
+// instead of the whole piece.
+inline std::size_t up_to_edge(std::size_t at, std::size_t k, SharedElements shared) {
+  if (at < shared.from) return std::min(k, shared.from - at);
+  if (at < shared.to) return std::min(k, shared.to - at);
+  return k;
+}
+
 // Reduces elements [first, first + n) of every rank's input (read from the peers
-// in pieces) into `at`, in rank order.
+// in pieces) into `at`, in rank order. Pieces end at the edges of this rank's
+// input's shared part (its peers' arrays lie alike in their pages where each
+// came from its own mapping; where not, a straddling piece is still read right,
+// in parts) and of a peer's result it writes into.
 inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, ResultAt at) {
   const std::size_t piece = std::max<std::size_t>(1, piece_bytes() / c.es);
   const PieceBuffers tmp = piece_buffers(c, piece);
   const bool elsewhere = at.rank >= 0 && at.rank != c.me;
-  for (std::size_t done = 0; done < n; done += piece) {
-    const std::size_t k = std::min(piece, n - done);
+  const SharedElements input = shared_elements(c.w, c.me, reinterpret_cast<std::uintptr_t>(c.o.in), first + n, c.es);
+  const SharedElements result = elsewhere ? shared_elements(c.w, at.rank, at.remote, n, c.es) : SharedElements{0, n};
+  for (std::size_t done = 0, k = 0; done < n; done += k) {
     const std::size_t off = first + done;
+    k = up_to_edge(done, up_to_edge(off, std::min(piece, n - done), input), result);
     // A result for another rank is made in a piece buffer that stays in cache and
     // then written across (or in place, when its memory is mapped here).
     char* to = elsewhere ? tmp[3] : at.local + done * c.es;
