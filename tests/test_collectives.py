@@ -128,6 +128,15 @@ def test_midsize_copies_either_way(way):
     assert " 0 failed" in proc.stdout and f"mid-size copies: {way}" in proc.stderr
 
 
+# Staged operations (up to 64 KiB per rank) write their slots with ordinary or
+# streaming stores, chosen while running; forced to stream, every collective of
+# the edge sizes (2500 elements of every dtype stage 2.5-20 KB) stays right.
+def test_staged_writes_with_streaming_stores():
+    env = {"COLLEX_STAGE_WRITES": "streaming", "COLLEX_TRANSPORT": "shm"}
+    proc = run_mpi(3, "collectives.py", "edge", env=env)
+    assert " 0 failed" in proc.stdout
+
+
 # Not forced, the way is re-decided while running: results stay right through
 # probes of the other way, and every rank reaches the same decisions (the ranks
 # would otherwise wait on markers the others never set, or read stale data).
@@ -161,7 +170,7 @@ def test_forced_algorithm_from_environment():
     assert "algo=tree declines (the tree has no all-gather" in proc.stderr
 
 
-@pytest.mark.parametrize("variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY"])
+@pytest.mark.parametrize("variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY", "COLLEX_STAGE_WRITES"])
 def test_bad_setting_in_environment_is_refused(variable):
     proc = run_mpi(1, "lifecycle.py", env={variable: "bogus"}, expect_rc=None)
     assert proc.returncode != 0

@@ -69,3 +69,23 @@ def test_first_calls_do_not_decide():
 def test_fixed_and_non_mid_size_calls_are_not_timed():
     taken, decisions = _core._copy_ways_run(0, 50, lambda call, slots: 1.0)
     assert decisions == [] and all(taken)
+
+
+def test_staged_writes_follow_the_faster_stores_even_when_copies_are_fixed():
+    # A staged broadcast (32 KiB) starts on ordinary stores and moves to streaming
+    # ones when they are faster, whatever COLLEX_MIDSIZE_COPY fixed (fix()).
+    taken, decisions = _core._copy_ways_run(
+        32 * 1024, CALLS, lambda call, ordinary: 15e-6 if ordinary else 4e-6, staged=True, fixed=True
+    )
+    assert all(taken[:8]) and taken[8:12] == [False] * 4
+    assert decisions[0][0] == 11, decisions
+    first = decisions[0][1]
+    assert "staged broadcast <=32 KiB" in first and "switches to streaming stores" in first
+    assert sum(taken[12:]) <= 4 * len(decisions)
+
+
+def test_staged_writes_keep_ordinary_stores_when_faster():
+    taken, decisions = _core._copy_ways_run(
+        32 * 1024, 200, lambda call, ordinary: 3e-6 if ordinary else 6e-6, staged=True
+    )
+    assert decisions and all("keeps ordinary stores" in line for _, line in decisions), decisions

@@ -39,8 +39,16 @@ constexpr double kMargin = 0.9;
 constexpr std::size_t kSlotsFirstUpTo = 1024 * 1024;
 
 const char* kind_name(int kind) {
-  constexpr const char* kNames[] = {"all-reduce", "broadcast", "all-gather"};
+  constexpr const char* kNames[] = {"all-reduce",       "broadcast",     "all-gather",        "staged all-reduce",
+                                    "staged broadcast", "staged reduce", "staged all-gather", "staged reduce-scatter"};
   return kNames[kind];
+}
+
+// The two ways, in the words of a kind: mid-size copies go through the slots or
+// attach; staged operations write their slots with ordinary or streaming stores.
+const char* way_name(int kind, bool first) {
+  if (kind < 3) return first ? "slots" : "attach";
+  return first ? "ordinary stores" : "streaming stores";
 }
 
 std::string size_label(int size_class) {
@@ -68,6 +76,16 @@ CopyWays::Pick CopyWays::pick(direct::Streamable kind, std::size_t bytes) {
     p.slots_limit = p.slots ? direct::kSlotsLimit : 0;
     return p;
   }
+  return pick_class(static_cast<int>(kind), bytes);
+}
+
+CopyWays::Pick CopyWays::pick(direct::Staged kind, std::size_t bytes) {
+  if (bytes == 0) return Pick{};
+  return pick_class(kMidsizeKinds + static_cast<int>(kind), bytes);
+}
+
+CopyWays::Pick CopyWays::pick_class(int kind, std::size_t bytes) {
+  Pick p;
   int size_class = 0;  // bytes <= 2^size_class
   while (size_class < kClasses - 1 && (std::size_t{1} << size_class) < bytes) ++size_class;
   Class& c = classes_[static_cast<std::size_t>(kind)][static_cast<std::size_t>(size_class)];
@@ -77,7 +95,7 @@ CopyWays::Pick CopyWays::pick(direct::Streamable kind, std::size_t bytes) {
     c.interval = kFirstInterval;
   }
   const std::uint64_t n = c.ops++;
-  p.kind = static_cast<int>(kind);
+  p.kind = kind;
   p.size_class = size_class;
   p.slots = c.probing ? !c.slots : c.slots;
   p.slots_limit = p.slots ? direct::kSlotsLimit : 0;
@@ -127,24 +145,23 @@ std::string CopyWays::settle(const Pick& p, const std::array<double, 2>& slowest
   c.probing = false;
   c.window_end = c.ops + kWindow;
 
-  const double slots_time = was_slots ? c.in_use : other, attach_time = was_slots ? other : c.in_use;
-  char line[200];
-  std::snprintf(line, sizeof line, "%s <=%s: slots %.2f GB/s, attach %.2f GB/s: %s%s, next probe in %llu",
-                kind_name(p.kind), size_label(p.size_class).c_str(), 1e-9 / slots_time, 1e-9 / attach_time,
-                c.slots == was_slots ? "keeps " : "switches to ", c.slots ? "slots" : "attach",
+  const double first_time = was_slots ? c.in_use : other, second_time = was_slots ? other : c.in_use;
+  char line[240];
+  std::snprintf(line, sizeof line, "%s <=%s: %s %.2f GB/s, %s %.2f GB/s: %s%s, next probe in %llu", kind_name(p.kind),
+                size_label(p.size_class).c_str(), way_name(p.kind, true), 1e-9 / first_time, way_name(p.kind, false),
+                1e-9 / second_time, c.slots == was_slots ? "keeps " : "switches to ", way_name(p.kind, c.slots),
                 static_cast<unsigned long long>(c.interval));
   return line;
 }
 
 std::string CopyWays::describe() const {
-  if (fixed_) return fixed_slots_ ? "slots" : "attach";
-  std::string text;
-  for (int k = 0; k < kKinds; ++k) {
+  std::string text = fixed_ ? (fixed_slots_ ? "slots" : "attach") : "";
+  for (int k = fixed_ ? kMidsizeKinds : 0; k < kKinds; ++k) {
     std::string sizes;
     for (int s = 0; s < kClasses; ++s) {
       const Class& c = classes_[static_cast<std::size_t>(k)][static_cast<std::size_t>(s)];
       if (c.ops == 0) continue;
-      sizes += (sizes.empty() ? " <=" : ", <=") + size_label(s) + (c.slots ? " slots" : " attach");
+      sizes += (sizes.empty() ? " <=" : ", <=") + size_label(s) + " " + way_name(k, c.slots);
     }
     if (!sizes.empty()) text += (text.empty() ? "" : "; ") + std::string(kind_name(k)) + sizes;
   }

@@ -19,6 +19,12 @@
 // Every decision depends only on operation counts and exchanged times that all
 // ranks share, so the ranks of a node always take the same way (they must: the
 // two ways synchronise differently).
+//
+// Staged operations (direct::Staged) are decided the same way, per collective
+// and size class, between two ways of writing a rank's slot: ordinary stores
+// (first, `slots` in a Pick) and streaming stores (direct::Op::stream_stage).
+// Either way the ranks synchronise alike, so for them agreeing is not needed
+// for correctness, only for comparing like with like.
 #pragma once
 
 #include <array>
@@ -47,6 +53,12 @@ class CopyWays {
   };
   // `bytes` as direct::midsize_bytes gives it (0: the way plays no part).
   Pick pick(direct::Streamable kind, std::size_t bytes);
+  // A staged operation's way: `slots` true for ordinary stores, false for
+  // streaming ones; `bytes` as direct::staged_write_bytes gives it (0: ordinary
+  // stores, untimed). Not affected by fix().
+  Pick pick(direct::Staged kind, std::size_t bytes);
+  // Whether a pick decides how a staged operation writes its slot.
+  static bool staged(const Pick& p) { return p.kind >= kMidsizeKinds; }
   // This rank's time for a picked operation that moved `bytes`.
   void record(const Pick& pick, std::size_t bytes, double seconds);
   // This rank's mean seconds per byte in the window that `pick` ended, through
@@ -75,8 +87,11 @@ class CopyWays {
     // This rank's own: its seconds and bytes in the window under way, through the slots and by attaching.
     double seconds[2] = {0, 0}, bytes[2] = {0, 0};
   };
-  static constexpr int kKinds = 3;
-  static constexpr int kClasses = 25;  // by bit width of bytes - 1: up to 16 MiB
+  static constexpr int kMidsizeKinds = 3;           // direct::Streamable
+  static constexpr int kKinds = kMidsizeKinds + 5;  // then direct::Staged
+  static constexpr int kClasses = 25;               // by bit width of bytes - 1: up to 16 MiB
+
+  Pick pick_class(int kind, std::size_t bytes);
 
   bool fixed_ = false, fixed_slots_ = true;
   std::array<std::array<Class, kClasses>, kKinds> classes_{};

@@ -77,6 +77,14 @@ std::size_t midsize_bytes(const Window& w, Streamable kind, const Op& o) {
   return 0;
 }
 
+std::size_t staged_write_bytes(const Window& w, Staged kind, const Op& o) {
+  const std::size_t es = dtype_size(o.dtype);
+  // Reduce-scatter stages its whole input (count is its result's); the others x.
+  const std::size_t bytes =
+      o.count * es * (kind == Staged::kReduceScatter ? static_cast<std::size_t>(w.size()) : std::size_t{1});
+  return staged(w, bytes) && bytes >= kMinStreamedStage ? bytes : 0;
+}
+
 void allreduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;

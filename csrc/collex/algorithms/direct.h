@@ -54,6 +54,12 @@ struct Op {
   // machine and the moment (the communicator times both); every rank of the
   // window must pass the same.
   std::size_t slots_limit = kSlotsLimit;
+  // A staged operation writes its slot with streaming stores: the data then
+  // waits in memory rather than in this core's cache. Ranks whose cores share
+  // no cache read it there faster than from this core (a 32 KiB broadcast took
+  // 3-5 us instead of 15-18 on the project's VM when its two cores were far
+  // apart); cores that share one read it slower. Decided while running (CopyWays).
+  bool stream_stage = false;
 };
 
 // The collectives whose mid-size data can move either way.
@@ -64,6 +70,17 @@ enum class Streamable { kAllreduce, kBroadcast, kAllgather };
 // whole, or too large to stream. (A window that cannot read peers streams every
 // mid-size operation, whatever the limit.)
 std::size_t midsize_bytes(const Window& w, Streamable kind, const Op& o);
+
+// The collectives whose staged operations may write their slots either way
+// (Op::stream_stage).
+enum class Staged { kAllreduce, kBroadcast, kReduce, kAllgather, kReduceScatter };
+// Staged operations that write fewer bytes than this into a slot never stream:
+// a few cache lines cost the same either way.
+constexpr std::size_t kMinStreamedStage = 4 * 1024;
+
+// The bytes such an operation writes into a rank's slot when it is staged whole
+// and writes at least kMinStreamedStage; 0 otherwise.
+std::size_t staged_write_bytes(const Window& w, Staged kind, const Op& o);
 
 // Whether an operation staging `bytes` per rank can run here: small enough to
 // stage, or the window can read peers' buffers. All-reduce, reduce and

@@ -103,13 +103,19 @@ inline void divide_if_average(const Ctx& c, void* data, std::size_t n) {
   if (c.o.op == ReduceOp::kAvg && c.p > 1) kernels::divide(data, n, c.o.dtype, static_cast<double>(c.p));
 }
 
-// Copies `bytes` of `src` into this rank's slot for this operation. Before
+// Copies `bytes` of `src` into this rank's slot for this operation, with
+// streaming stores when the operation says so (Op::stream_stage). Before
 // writing, waits until every rank has finished the operation that last used the
 // same slot (two back).
 inline void put_in_slot(Ctx& c, const void* src, std::size_t bytes, int steps) {
   const int parity = static_cast<int>(c.o.epoch & 1);
   if (c.o.epoch >= 2) c.w.wait_all(marker(c.o.epoch - 2, kDone), c.o.timeout_s, c.at(1, steps));
-  if (bytes > 0) std::memcpy(c.w.slot(c.me, parity), src, bytes);
+  if (bytes == 0) return;
+  if (c.o.stream_stage) {
+    kernels::copy_result(c.w.slot(c.me, parity), src, bytes, kernels::kStreamingCopyBytes);
+  } else {
+    std::memcpy(c.w.slot(c.me, parity), src, bytes);
+  }
 }
 
 // put_in_slot, then waits until every rank has staged; returns each rank's slot.

@@ -54,17 +54,13 @@ void WindowRunner::run(const CollectiveCall& c, const char* algo) {
     return direct::allreduce_segments(window_, o);
   }
   switch (c.kind) {
-    case Collective::kAllreduce: return run_streamable(direct::Streamable::kAllreduce, o);
-    case Collective::kBroadcast: return run_streamable(direct::Streamable::kBroadcast, o);
-    case Collective::kAllgather: return run_streamable(direct::Streamable::kAllgather, o);
-    default: break;
-  }
-  begin(o);
-  switch (c.kind) {
-    case Collective::kReduce: return direct::reduce(window_, o);
-    case Collective::kReduceScatter: return direct::reduce_scatter(window_, o);
+    case Collective::kAllreduce:
+    case Collective::kBroadcast:
+    case Collective::kReduce:
+    case Collective::kAllgather:
+    case Collective::kReduceScatter: return run_picked(c.kind, o);
     case Collective::kBarrier:
-    case Collective::kAllocate: return direct::barrier(window_, o);
+    case Collective::kAllocate: begin(o); return direct::barrier(window_, o);
     default: break;
   }
 }
@@ -80,7 +76,7 @@ void WindowRunner::broadcast_from_leader(const CollectiveCall& c, const char* al
   direct::Op o = op_for(c, algo, c.op);
   o.root = 0;
   o.in = o.out = c.out.data;
-  run_streamable(direct::Streamable::kBroadcast, o);
+  run_picked(Collective::kBroadcast, o);
 }
 
 void WindowRunner::reduce_own_block(const CollectiveCall& c, ReduceOp op, const char* algo) {
@@ -96,17 +92,55 @@ void WindowRunner::gather_blocks(const CollectiveCall& c, const char* algo) {
   direct::gather_blocks(window_, o);
 }
 
-void WindowRunner::run_streamable(direct::Streamable kind, direct::Op& o) {
-  const std::size_t bytes = direct::midsize_bytes(window_, kind, o);
-  const CopyWays::Pick pick = copy_ways_.pick(kind, bytes);
-  o.slots_limit = pick.slots_limit;
+namespace {
+
+// The way-chooser's names for a collective whose data may move two ways.
+direct::Staged staged_kind(Collective kind) {
+  switch (kind) {
+    case Collective::kBroadcast: return direct::Staged::kBroadcast;
+    case Collective::kReduce: return direct::Staged::kReduce;
+    case Collective::kAllgather: return direct::Staged::kAllgather;
+    case Collective::kReduceScatter: return direct::Staged::kReduceScatter;
+    default: return direct::Staged::kAllreduce;
+  }
+}
+bool streamable(Collective kind, direct::Streamable* as) {
+  switch (kind) {
+    case Collective::kAllreduce: *as = direct::Streamable::kAllreduce; return true;
+    case Collective::kBroadcast: *as = direct::Streamable::kBroadcast; return true;
+    case Collective::kAllgather: *as = direct::Streamable::kAllgather; return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+void WindowRunner::run_picked(Collective kind, direct::Op& o) {
+  // An operation is staged whole, mid-size, or neither; the first two have
+  // two ways to move, which copy_ways_ picks and times.
+  CopyWays::Pick pick;
+  std::size_t bytes = direct::staged_write_bytes(window_, staged_kind(kind), o);
+  direct::Streamable as{};
+  if (bytes > 0 && settings_.stage_writes != "auto") {
+    o.stream_stage = settings_.stage_writes == "streaming";
+  } else if (bytes > 0) {
+    pick = copy_ways_.pick(staged_kind(kind), bytes);
+    o.stream_stage = !pick.slots;
+  } else if (streamable(kind, &as)) {
+    bytes = direct::midsize_bytes(window_, as, o);
+    pick = copy_ways_.pick(as, bytes);
+    o.slots_limit = pick.slots_limit;
+  }
   begin(o);
   const bool timed = pick.size_class >= 0;  // small calls do not read the clock
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   switch (kind) {
-    case direct::Streamable::kAllreduce: direct::allreduce(window_, o); break;
-    case direct::Streamable::kBroadcast: direct::broadcast(window_, o); break;
-    case direct::Streamable::kAllgather: direct::allgather(window_, o); break;
+    case Collective::kAllreduce: direct::allreduce(window_, o); break;
+    case Collective::kBroadcast: direct::broadcast(window_, o); break;
+    case Collective::kReduce: direct::reduce(window_, o); break;
+    case Collective::kAllgather: direct::allgather(window_, o); break;
+    case Collective::kReduceScatter: direct::reduce_scatter(window_, o); break;
+    default: break;
   }
   if (!timed) return;
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
@@ -136,8 +170,10 @@ void WindowRunner::settle_copy_way(const CopyWays::Pick& pick, const OpLabel& ca
   begin(o);
   direct::allreduce(window_, o);
   const std::string decision = copy_ways_.settle(pick, slowest);
-  if (settings_.debug >= 1 && !decision.empty())
-    std::fprintf(stderr, "collex: [rank %d] mid-size copies: %s\n", settings_.rank, decision.c_str());
+  if (settings_.debug >= 1 && !decision.empty()) {
+    const char* what = CopyWays::staged(pick) ? "staged writes" : "mid-size copies";
+    std::fprintf(stderr, "collex: [rank %d] %s: %s\n", settings_.rank, what, decision.c_str());
+  }
 }
 
 }  // namespace collex

@@ -1,8 +1,9 @@
 // Runs the direct algorithms (direct.h) on one node's shared-memory window and
 // keeps what they share from call to call: the window's operation count (every
 // operation is numbered alike on every rank of the node), the buffers pieces
-// of peers' data are read into, and the way mid-size copies move (CopyWays,
-// with the timing exchange that keeps the node's ranks on one way). Made with
+// of peers' data are read into, and the ways mid-size copies move and staged
+// operations write (CopyWays, with the timing exchange that keeps the node's
+// ranks on one way). Made with
 // the window, one per communicator, used on the engine's thread only.
 #pragma once
 
@@ -27,6 +28,8 @@ class WindowRunner {
     int debug = 0;
     // COLLEX_MIDSIZE_COPY: "auto" (timed while running), "slots" or "attach".
     std::string midsize_copy = "auto";
+    // COLLEX_STAGE_WRITES: "auto" (timed while running), "ordinary" or "streaming" stores.
+    std::string stage_writes = "auto";
   };
   WindowRunner(Window& window, const Settings& settings);
 
@@ -54,8 +57,10 @@ class WindowRunner {
   direct::Op op_for(const CollectiveCall& call, const char* algo, ReduceOp op);
   // Numbers the next window operation and announces what this rank called.
   void begin(direct::Op& o);
-  // Runs an operation whose mid-size data may move either way, taking and timing the way copy_ways_ picks.
-  void run_streamable(direct::Streamable kind, direct::Op& o);
+  // Runs an all-reduce, broadcast, reduce, all-gather or reduce-scatter whose
+  // data may move either way (staged, or mid-size), taking and timing the way
+  // copy_ways_ picks.
+  void run_picked(Collective kind, direct::Op& o);
   // After the call that ends a timing window: the ranks exchange their times and decide.
   void settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call);
 

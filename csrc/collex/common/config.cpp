@@ -64,6 +64,12 @@ Config Config::from_env(double timeout_s) {
     if (s != "auto" && s != "slots" && s != "attach") bad("COLLEX_MIDSIZE_COPY", v, "auto, slots or attach");
     c.midsize_copy = s;
   }
+  if (const char* v = env("COLLEX_STAGE_WRITES")) {
+    std::string s(v);
+    if (s != "auto" && s != "ordinary" && s != "streaming")
+      bad("COLLEX_STAGE_WRITES", v, "auto, ordinary or streaming");
+    c.stage_writes = s;
+  }
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {
     c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
     c.chunk_bytes_set = true;
