@@ -55,10 +55,10 @@ struct Op {
   // window must pass the same.
   std::size_t slots_limit = kSlotsLimit;
   // A staged operation writes its slot with streaming stores: the data then
-  // waits in memory rather than in this core's cache. Ranks whose cores share
-  // no cache read it there faster than from this core (a 32 KiB broadcast took
-  // 3-5 us instead of 15-18 on the project's VM when its two cores were far
-  // apart); cores that share one read it slower. Decided while running (CopyWays).
+  // waits in memory rather than in this core's cache. Where the cores pass data
+  // between their caches slowly, peers read it there faster (a 32 KiB broadcast
+  // took 3-5 us instead of 15-18 on the project's VM at such times); where they
+  // pass it fast, slower. Decided while running (CopyWays).
   bool stream_stage = false;
 };
 
