@@ -60,12 +60,8 @@ std::size_t shared_edge(const Window& w, const std::vector<Span>& table, const s
   const std::size_t i =
       static_cast<std::size_t>(std::upper_bound(starts.begin(), starts.end(), first) - starts.begin()) - 1;
   if (table[i].bytes < kOwnPiecesBytes) return take;
-  const Span shared = w.shared_part(w.rank(), table[i].address, table[i].bytes);
-  if (shared.bytes == 0 || shared.bytes == table[i].bytes) return take;
-  const std::size_t at = first - starts[i], from = shared.address - table[i].address, to = from + shared.bytes;
-  if (at < from) return std::min(take, from - at);
-  if (at < to) return std::min(take, to - at);
-  return take;
+  // The segment's bytes as elements of one byte: the edges of direct_steps.h.
+  return up_to_edge(first - starts[i], take, shared_elements(w, w.rank(), table[i].address, table[i].bytes, 1));
 }
 
 // Copies the spans, in order, into `to`; and back: `from` into the spans.
