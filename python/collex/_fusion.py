@@ -55,14 +55,17 @@ class GradientReducer:
 
     Uncompressed buckets are not packed when the ranks share a node: the direct
     algorithm reads each gradient where it lies and writes the average back in
-    place. Across nodes they go through a fusion buffer, except when a bucket's
+    place, except for the gradients under 1 MiB that peers cannot read in
+    place (below), which go through memory every rank maps (``bucket_info()``
+    lists them). Across nodes they go through a fusion buffer, except when a bucket's
     gradients fill one span of memory on every rank (views of one flat array,
     e.g. from ``collex.zeros``), which is reduced where it lies.
 
     Without compression, construction moves gradients of 256 KiB or more (their
     whole pages) onto shared pages the node's ranks map, so that peers read and
     write them in place (README, "Shared pages for ordinary arrays";
-    ``COLLEX_SHARE_PAGES=0`` turns it off). Peers read the rest through the
+    ``COLLEX_SHARE_PAGES=0`` turns it off). The smaller ones are packed as said
+    above. Peers read the rest through the
     kernel's cross-memory attach, which pins and copies memory a page at a
     time; NumPy puts arrays under 4 MiB on 4 KiB pages, where that took twice
     as long as from huge pages here. With
@@ -231,7 +234,9 @@ class GradientReducer:
         """Per bucket: its gradients, their offsets in the bucket, dtype, wire dtype, and
         path: "span" (the gradients fill one span of memory and are reduced where
         they lie), "segments" (separate arrays read and written where they lie, on
-        one node) or "packed" (through a fusion buffer)."""
+        one node) or "packed" (through a fusion buffer); and, of a "segments"
+        bucket, the gradients that go through its fusion buffer all the same
+        ("packed": those under 1 MiB that peers cannot read in place)."""
         info = []
         for b, (code, members, offsets) in enumerate(self._described()):
             on_gpu = self._device is not None
@@ -242,6 +247,7 @@ class GradientReducer:
                     "dtype": SUPPORTED[code],
                     "wire_dtype": self._device.wire_dtype(b) if on_gpu else SUPPORTED[self._c.wire_dtype(b)],
                     "path": self._device.path(b) if on_gpu else self._c.path(b),
+                    "packed": [] if on_gpu else self._c.packed(b),
                 }
             )
         return info

@@ -66,14 +66,21 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // and written where they lie: a fusion bucket without packing.
   // The segments are shared, not copied: a caller that reduces the same pieces
   // every step makes the list once.
+  // `before` and `after` run around it as allreduce_with's do.
   std::shared_ptr<Work> allreduce_segments(std::shared_ptr<const std::vector<Span>> segments, std::size_t count,
-                                           DType dtype, ReduceOp op, bool async);
+                                           DType dtype, ReduceOp op, bool async, std::function<void()> before = {},
+                                           std::function<void()> after = {});
   // Makes peers' reads of `spans` cheaper, once: memory of this rank that the
   // node's direct algorithm will read in place step after step (a reducer's
   // buckets). On a shared window whose peers read ordinary memory, backs it
   // with huge pages (shm/huge_pages.h). Local; returns the bytes of `spans`
   // on huge pages afterwards (0 where no peer reads them through the window).
   std::size_t prepare_peer_reads(const std::vector<Span>& spans);
+  // Per span of this rank's memory: its bytes on pages the node's peers map
+  // (share_pages' regions, symmetric buffers), which the direct algorithms
+  // read in place; 0 where no peer reads this rank's memory through a window.
+  // Ordered with queued operations. Local.
+  std::vector<std::size_t> shared_bytes(const std::vector<Span>& spans);
   // Moves the whole pages of `array`, this rank's ordinary memory that callers
   // pass again and again, onto pages the node's peers map, so that the direct
   // algorithms read and write it in place (shm/shared_pages.h). Ordered with

@@ -87,6 +87,19 @@ std::size_t Communicator::prepare_peer_reads(const std::vector<Span>& spans) {
   return shm::back_with_huge_pages(spans.data(), spans.size());
 }
 
+std::vector<std::size_t> Communicator::shared_bytes(const std::vector<Span>& spans) {
+  std::vector<std::size_t> bytes(spans.size(), 0);
+  const ShmWindow* window = topo_->window.get();
+  if (size_ == 1 || site_.local_size < 2 || window == nullptr || !window->can_read_peers()) return bytes;
+  engine_.submit(
+      [&] {
+        for (std::size_t i = 0; i < spans.size(); ++i)
+          bytes[i] = window->own_shared_part(spans[i].address, spans[i].bytes).bytes;
+      },
+      false);
+  return bytes;
+}
+
 std::uint64_t Communicator::share_pages(Span array) {
   const ShmWindow* window = topo_->window.get();
   if (size_ == 1 || site_.local_size < 2 || window == nullptr || !window->can_read_peers()) return 0;
@@ -114,7 +127,8 @@ std::uint64_t Communicator::share_pages(Span array) {
 void Communicator::release_pages(std::uint64_t id, bool keep_contents) { shm::release(id, keep_contents); }
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
-                                                       std::size_t count, DType dtype, ReduceOp op, bool async) {
+                                                       std::size_t count, DType dtype, ReduceOp op, bool async,
+                                                       Hook before, Hook after) {
   require(can_reduce_segments(), rank_, Collective::kAllreduce, [&] {
     return "segments: expected every rank on one node with a shared window, got " +
            std::to_string(size_ - site_.local_size) + " ranks elsewhere or no window";
@@ -132,6 +146,8 @@ std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std
   c.call.segments = segments.get();
   c.algo = Algo::kDirect;
   c.segments = std::move(segments);
+  c.before = std::move(before);
+  c.after = std::move(after);
   return submit(std::move(c), async);
 }
 

@@ -9,11 +9,21 @@
 #include "collex/core/communicator.h"
 #include "collex/kernels/compress_segments.h"
 #include "collex/kernels/convert.h"
+#include "collex/kernels/copy.h"
 
 namespace collex::fusion {
 namespace {
 
 constexpr std::size_t kAlign = 64;
+
+// A bucket reduced where its gradients lie packs those of its gradients under
+// this size that peers could not read in place (most of their bytes on private
+// pages: every array under 256 KiB) into the fusion buffers around the
+// all-reduce: two copies in this rank's cache instead of peers' reads through
+// the kernel. On ResNet-50 those reads took about 1 ms a step, at 6-7 GB/s,
+// for 3 MB (bench/README.md). Larger private gradients stay where they are:
+// read through the kernel from huge pages, they cost about what packing would.
+constexpr std::size_t kPackedBelowBytes = 1 << 20;
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -58,16 +68,24 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   // Only float32 buckets are compressed. A bucket whose gradients fill one span
   // of memory on every rank is reduced where it lies (no packing); ranks agree
   // on which, since the reduction differs.
+  // So do they on which gradients of the other buckets peers read in place
+  // (in_place_at on), when buckets are reduced where they lie.
+  const bool segments = comm_->can_reduce_segments();  // alike on every rank: same window, same settings
+  const std::size_t in_place_at = buckets_.size();
   std::vector<void*> local_spans(buckets_.size(), nullptr);
-  std::vector<std::int32_t> spans(buckets_.size(), 0);
+  std::vector<std::int32_t> agreed(buckets_.size() + (segments ? gradients_.size() : 0), 1);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
     s.compressed = compression != Compression::kNone && buckets_[b].dtype == DType::kFloat32;
     if (!s.compressed) local_spans[b] = find_span(buckets_[b]);
-    spans[b] = local_spans[b] != nullptr;
+    agreed[b] = local_spans[b] != nullptr;
   }
-  if (!spans.empty()) {
-    Buffer flags{spans.data(), spans.size(), DType::kInt32};
+  if (segments) {
+    const std::vector<bool> in_place = read_in_place_by_peers();
+    for (std::size_t i = 0; i < in_place.size(); ++i) agreed[in_place_at + i] = in_place[i];
+  }
+  if (!agreed.empty()) {
+    Buffer flags{agreed.data(), agreed.size(), DType::kInt32};
     comm_->allreduce(flags, flags, ReduceOp::kMin, Algo::kAuto, /*async=*/false);
   }
 
@@ -80,23 +98,30 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     for (const Member& m : bucket.members) bucket_of_[m.gradient] = b;
     s.pending = bucket.members.size();
     s.wire = !s.compressed ? bucket.dtype : compression == Compression::kFp16 ? DType::kFloat16 : DType::kBFloat16;
-    if (spans[b] != 0) {
+    if (agreed[b] != 0) {
       s.span = local_spans[b];
       read_in_place.push_back(Span{reinterpret_cast<std::uintptr_t>(s.span), bucket.count * dtype_size(bucket.dtype)});
       continue;
     }
-    if (!s.compressed && comm_->can_reduce_segments()) {  // alike on every rank: same window, same settings
+    if (!s.compressed && segments) {
+      // The others go into the bucket's part of the fusion buffers, which
+      // becomes its last segment once that is allocated (below).
       auto pieces = std::make_shared<std::vector<Span>>();
       for (const Member& m : bucket.members) {
         const Buffer& g = gradients_[m.gradient];
-        pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
+        if (agreed[in_place_at + m.gradient] != 0) {
+          pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
+        } else {
+          s.packed.push_back(Member{m.gradient, s.packed_count});
+          s.packed_count += g.count;
+        }
       }
       read_in_place.insert(read_in_place.end(), pieces->begin(), pieces->end());
       s.segments = std::move(pieces);
-      continue;
+      if (s.packed.empty()) continue;
     }
     fusion_at[b] = fusion_bytes;
-    fusion_bytes += align_up(bucket.count * dtype_size(s.wire));
+    fusion_bytes += align_up((s.segments ? s.packed_count : bucket.count) * dtype_size(s.wire));
     residual_at[b] = residual_count;
     if (s.compressed && error_feedback) residual_count += bucket.count;
   }
@@ -120,8 +145,13 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   residuals_.assign(residual_count, 0.0f);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
-    if (s.span != nullptr || s.segments) continue;
+    if (s.span != nullptr || (s.segments && s.packed.empty())) continue;
     s.fusion = fusion + fusion_at[b];
+    if (s.segments) {
+      auto pieces = std::make_shared<std::vector<Span>>(*s.segments);
+      pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(s.fusion), s.packed_count * dtype_size(s.wire)});
+      s.segments = std::move(pieces);
+    }
     if (s.compressed && error_feedback) s.residuals = residuals_.data() + residual_at[b];
   }
 }
@@ -166,6 +196,19 @@ void GradientReducer::check_same_everywhere(const std::vector<Gradient>& shapes,
                              "the ranks passed different gradients (count, shapes or dtypes) or settings "
                              "(bucket sizes, compression); every rank must build the reducer alike");
   }
+}
+
+std::vector<bool> GradientReducer::read_in_place_by_peers() {
+  if (comm_->size() == 1) return std::vector<bool>(gradients_.size(), true);  // nobody reads them
+  std::vector<Span> spans;
+  for (const Buffer& g : gradients_) spans.push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
+  const std::vector<std::size_t> shared = comm_->shared_bytes(spans);
+  std::vector<bool> in_place(gradients_.size());
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    const std::size_t bytes = spans[i].bytes;
+    in_place[i] = bytes == 0 || bytes >= kPackedBelowBytes || 2 * shared[i] >= bytes;
+  }
+  return in_place;
 }
 
 void* GradientReducer::find_span(const Bucket& bucket) const {
@@ -219,7 +262,13 @@ void GradientReducer::launch(std::size_t b) {
     return;
   }
   if (s.segments) {
-    s.work = comm_->allreduce_segments(s.segments, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
+    Communicator::Hook before, after;
+    if (!s.packed.empty()) {
+      before = [this, b] { pack(b); };
+      after = [this, b] { unpack(b); };
+    }
+    s.work = comm_->allreduce_segments(s.segments, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true,
+                                       std::move(before), std::move(after));
     return;
   }
   if (s.compressed && s.wire == DType::kFloat16) {
@@ -253,6 +302,13 @@ void GradientReducer::find_local_amax(std::size_t b) {
 
 void GradientReducer::pack(std::size_t b) {
   Slot& s = slots_[b];
+  if (s.segments) {  // the gradients peers cannot read in place, into their part of the fusion buffers
+    for (const Member& m : s.packed) {
+      const Buffer& g = gradients_[m.gradient];
+      kernels::copy_result(s.fusion + m.offset * dtype_size(g.dtype), g.data, g.bytes());
+    }
+    return;
+  }
   const std::size_t wire_size = dtype_size(s.wire);
   if (s.compressed) s.scale = s.wire == DType::kFloat16 ? kernels::segments::fp16_scale(s.amax, comm_->size()) : 1.0f;
   for (const Member& m : buckets_[b].members) {
@@ -269,6 +325,13 @@ void GradientReducer::pack(std::size_t b) {
 
 void GradientReducer::unpack(std::size_t b) {
   Slot& s = slots_[b];
+  if (s.segments) {  // their averages, back
+    for (const Member& m : s.packed) {
+      const Buffer& g = gradients_[m.gradient];
+      kernels::copy_result(g.data, s.fusion + m.offset * dtype_size(g.dtype), g.bytes());
+    }
+    return;
+  }
   const std::size_t wire_size = dtype_size(s.wire);
   const int p = comm_->size();
   for (const Member& m : buckets_[b].members) {

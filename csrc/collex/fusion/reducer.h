@@ -1,12 +1,12 @@
 // Data-parallel gradient exchange: gradients are grouped into buckets (see
 // bucketer.h) and each bucket is all-reduced asynchronously, to the average
 // over the ranks, as soon as its last gradient is ready. On one node an
-// uncompressed bucket is reduced where its gradients lie (nothing is packed);
-// otherwise it is packed into a fusion buffer (converted to fp16 or bf16 on the
-// way when compressing, with error feedback), reduced, and unpacked. Packing
-// and unpacking run on the communicator's engine around the bucket's
-// all-reduce, so the caller's thread only marks gradients ready and goes on
-// with its backward pass.
+// uncompressed bucket is reduced where its gradients lie (only the small ones
+// that peers cannot read in place are packed); otherwise it is packed into a
+// fusion buffer (converted to fp16 or bf16 on the way when compressing, with
+// error feedback), reduced, and unpacked. Packing and unpacking run on the
+// communicator's engine around the bucket's all-reduce, so the caller's thread
+// only marks gradients ready and goes on with its backward pass.
 #pragma once
 
 #include <cstddef>
@@ -54,9 +54,12 @@ class GradientReducer {
   const std::vector<Bucket>& buckets() const { return buckets_; }
   // The dtype bucket b travels in, and how it is reduced: "span" (its gradients
   // fill one span of memory, reduced where it lies), "segments" (separate
-  // arrays, read and written where they lie by the node's direct algorithm) or
-  // "packed" (through a fusion buffer: compression, or ranks on several nodes).
+  // arrays, read and written where they lie by the node's direct algorithm,
+  // but for those in packed(b)) or "packed" (through a fusion buffer:
+  // compression, or ranks on several nodes).
   DType wire_dtype(std::size_t b) const { return slots_[b].wire; }
+  // The gradients of a "segments" bucket that go through its fusion buffer.
+  const std::vector<Member>& packed(std::size_t b) const { return slots_[b].packed; }
   const char* path(std::size_t b) const;
   bool symmetric() const { return symmetric_ != nullptr; }
   // Bytes of this rank's gradients that peers read in place and that lie on huge
@@ -71,11 +74,13 @@ class GradientReducer {
     bool compressed = false;
     void* span = nullptr;                               // the members' memory when they fill one span; else null
     std::shared_ptr<const std::vector<Span>> segments;  // else the members' memory, when reduced where it lies
-    char* fusion = nullptr;                             // the packed bucket otherwise
-    float* residuals = nullptr;                         // error feedback for the bucket's elements, or null
-    std::size_t pending = 0;                            // members not yet ready this step
-    float amax = 0.0f;                                  // fp16: the largest magnitude, over every rank
-    float scale = 1.0f;                                 // what the bucket was multiplied by when packed
+    std::vector<Member> packed;    // ... but these, packed into `fusion` (offsets there), its last segment
+    std::size_t packed_count = 0;  // their elements
+    char* fusion = nullptr;        // the packed bucket otherwise
+    float* residuals = nullptr;    // error feedback for the bucket's elements, or null
+    std::size_t pending = 0;       // members not yet ready this step
+    float amax = 0.0f;             // fp16: the largest magnitude, over every rank
+    float scale = 1.0f;            // what the bucket was multiplied by when packed
     std::shared_ptr<Work> amax_work, work;
   };
 
@@ -84,6 +89,9 @@ class GradientReducer {
   void unpack(std::size_t b);
   void find_local_amax(std::size_t b);
   void* find_span(const Bucket& bucket) const;
+  // Per gradient: whether peers could read it where it lies (this rank's view;
+  // the ranks then agree).
+  std::vector<bool> read_in_place_by_peers();
   void check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes, std::size_t first_cap_bytes,
                              Compression compression);
   std::string prefix(const char* method) const;

@@ -41,6 +41,11 @@ class ShmWindow final : public Window {
   void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) override;
   const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
   Span shared_part(int r, std::uintptr_t remote, std::size_t bytes) const override;
+  // The part of this rank's memory [address, address + bytes) that peers can
+  // map, outside any operation: in a symmetric buffer, or in a region
+  // shm::share made (shared_part(rank(), ...) knows only what the operation
+  // under way published).
+  Span own_shared_part(std::uintptr_t address, std::size_t bytes) const;
   void publish_spans(const Span* spans, std::size_t n) override;
 
   // Collective over the node: every rank gets `bytes` of its own in one new

@@ -81,6 +81,14 @@ Span ShmWindow::shared_part(int r, std::uintptr_t remote, std::size_t bytes) con
   return part;
 }
 
+Span ShmWindow::own_shared_part(std::uintptr_t address, std::size_t bytes) const {
+  if (bytes == 0) return {};
+  if (in_segment(rank_, address, bytes) != nullptr) return Span{address, bytes};
+  shm::SharedRegion s;
+  if (!shm::find(address, &s)) return {};
+  return shm::PublishedRegion::of(s).overlap(address, bytes);
+}
+
 void ShmWindow::fail_copy(const char* what, int r) {
   const std::string where =
       std::string(what) + " rank " + std::to_string(r) + "'s memory failed (" + std::strerror(errno) + ")";
