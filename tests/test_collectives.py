@@ -128,6 +128,17 @@ def test_midsize_copies_either_way(way):
     assert " 0 failed" in proc.stdout and f"mid-size copies: {way}" in proc.stderr
 
 
+# Operations that read peers' buffers in place write their results with
+# ordinary or streaming stores, chosen while running from 1 MiB; forced either
+# way for every such operation (mid-size ones too, read in place), every result
+# of the "large" sizes stays right.
+@pytest.mark.parametrize("stores", ["ordinary", "streaming"])
+def test_result_writes_either_way(stores):
+    env = {"COLLEX_RESULT_WRITES": stores, "COLLEX_MIDSIZE_COPY": "attach", "COLLEX_TRANSPORT": "shm"}
+    proc = run_mpi(3, "collectives.py", "large", timeout=300, env=env)
+    assert " 0 failed" in proc.stdout
+
+
 # Staged operations (up to 64 KiB per rank) write their slots with ordinary or
 # streaming stores, chosen while running; forced to stream, every collective of
 # the edge sizes (2500 elements of every dtype stage 2.5-20 KB) stays right.
@@ -152,6 +163,19 @@ def test_midsize_copies_redecided_alike_on_every_rank():
     assert decisions[0] == decisions[1] == decisions[2]
     # A probe decided in each of the 9 classes (3 collectives x 3 sizes).
     assert len({d.split(":")[0] for d in decisions[0]}) == 9, decisions[0]
+    # And how the larger ones write their results: alike too (they need not
+    # agree, but decide from the same exchanged times), one class each.
+    results: dict[int, list[str]] = {}
+    for line in proc.stderr.splitlines():
+        m = re.match(r"collex: \[rank (\d)\] result writes: (.+: (keeps|switches to) .+)", line)
+        if m:
+            results.setdefault(int(m[1]), []).append(m[2])
+    assert sorted(results) == [0, 1, 2] and results[0] == results[1] == results[2], proc.stderr[-2000:]
+    assert {d.split(":")[0] for d in results[0]} == {
+        "all-reduce results <=8 MiB",
+        "reduce results <=8 MiB",
+        "reduce-scatter results <=8 MiB",
+    }, results[0]
 
 
 def test_shared_memory_is_used_and_leaves_nothing_behind():
@@ -170,7 +194,9 @@ def test_forced_algorithm_from_environment():
     assert "algo=tree declines (the tree has no all-gather" in proc.stderr
 
 
-@pytest.mark.parametrize("variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY", "COLLEX_STAGE_WRITES"])
+@pytest.mark.parametrize(
+    "variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY", "COLLEX_STAGE_WRITES", "COLLEX_RESULT_WRITES"]
+)
 def test_bad_setting_in_environment_is_refused(variable):
     proc = run_mpi(1, "lifecycle.py", env={variable: "bogus"}, expect_rc=None)
     assert proc.returncode != 0

@@ -1,7 +1,8 @@
 """The mid-size copy chooser's decisions, driven with made-up times (one rank
 alone, so its times stand for every rank's): it must follow the faster way, keep
 a near tie, come back to a way that slowed, and keep its probes rare when the
-other way is much slower. The MPI tests check that real ranks agree."""
+other way is much slower; likewise for staged writes and for the result stores
+of operations that read peers in place. The MPI tests check that real ranks agree."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_staged_writes_follow_the_faster_stores_even_when_copies_are_fixed():
     # A staged broadcast (32 KiB) starts on ordinary stores and moves to streaming
     # ones when they are faster, whatever COLLEX_MIDSIZE_COPY fixed (fix()).
     taken, decisions = _core._copy_ways_run(
-        32 * 1024, CALLS, lambda call, ordinary: 15e-6 if ordinary else 4e-6, staged=True, fixed=True
+        32 * 1024, CALLS, lambda call, ordinary: 15e-6 if ordinary else 4e-6, kind="staged", fixed=True
     )
     assert all(taken[:8]) and taken[8:12] == [False] * 4
     assert decisions[0][0] == 11, decisions
@@ -86,6 +87,34 @@ def test_staged_writes_follow_the_faster_stores_even_when_copies_are_fixed():
 
 def test_staged_writes_keep_ordinary_stores_when_faster():
     taken, decisions = _core._copy_ways_run(
-        32 * 1024, 200, lambda call, ordinary: 3e-6 if ordinary else 6e-6, staged=True
+        32 * 1024, 200, lambda call, ordinary: 3e-6 if ordinary else 6e-6, kind="staged"
     )
     assert decisions and all("keeps ordinary stores" in line for _, line in decisions), decisions
+
+
+def test_result_writes_follow_the_faster_stores_even_when_copies_are_fixed():
+    # An 8 MiB all-reduce starts on ordinary stores (as by size) and moves to
+    # streaming ones when they are faster, as where the cores pass data between
+    # their caches slowly, whatever COLLEX_MIDSIZE_COPY fixed.
+    taken, decisions = _core._copy_ways_run(
+        8 << 20, CALLS, lambda call, ordinary: 3.3e-3 if ordinary else 0.6e-3, kind="large", fixed=True
+    )
+    assert all(taken[:8]) and taken[8:12] == [False] * 4
+    first = decisions[0][1]
+    assert "all-reduce results <=8 MiB" in first and "switches to streaming stores" in first, decisions
+    assert sum(taken[12:]) <= 4 * len(decisions)
+
+
+def test_result_writes_start_streamed_above_8_mib_and_keep_ordinary_when_faster():
+    taken, decisions = _core._copy_ways_run(
+        12 << 20, 200, lambda call, ordinary: 0.7e-3 if ordinary else 0.9e-3, kind="large"
+    )
+    assert not any(taken[:8]) and all(taken[8:12]), "a class over 8 MiB starts streamed, then probes ordinary"
+    assert "switches to ordinary stores" in decisions[0][1], decisions
+    assert all("keeps ordinary stores" in line for _, line in decisions[1:]), decisions
+
+
+def test_result_writes_outside_1_to_64_mib_are_not_timed():
+    for size in (1 << 19, 65 << 20):
+        taken, decisions = _core._copy_ways_run(size, 50, lambda call, ordinary: 1.0, kind="large")
+        assert decisions == [] and all(taken), size

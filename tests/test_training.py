@@ -16,8 +16,9 @@ SERIAL_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         (3, {}),
         (3, {"COLLEX_TRANSPORT": "mpi"}),
         (5, {"COLLEX_NODE_SIZE": "2"}),
+        (3, {"COLLEX_RESULT_WRITES": "streaming"}),
     ],
-    ids=["1", "2", "3", "3-mpi", "5-nodes-of-2"],
+    ids=["1", "2", "3", "3-mpi", "5-nodes-of-2", "3-streamed-results"],
 )
 def test_training_layer(ranks, env):
     proc = run_mpi(ranks, "training.py", env={**SERIAL_BLAS, **env}, timeout=240)

@@ -32,15 +32,18 @@ namespace {
 
 // Drives the mid-size copy chooser as one rank alone (its times then stand for
 // every rank's), for tests of its decisions: `seconds(call, slots)` gives each
-// call's time. Returns the way each call took (True: the slots) and the
-// decisions, as (call, line).
-py::tuple copy_ways_run(std::size_t bytes, int calls, const py::function& seconds, bool staged, bool fixed) {
+// call's time. Returns the way each call took (True: the slots, or ordinary
+// stores) and the decisions, as (call, line). `kind`: "midsize" (broadcasts),
+// "staged" (staged broadcasts' slot writes) or "large" (all-reduces' results).
+py::tuple copy_ways_run(std::size_t bytes, int calls, const py::function& seconds, const std::string& kind,
+                        bool fixed) {
   CopyWays ways;
   if (fixed) ways.fix(true);
   py::list taken, decisions;
   for (int call = 0; call < calls; ++call) {
-    const CopyWays::Pick pick =
-        staged ? ways.pick(direct::Staged::kBroadcast, bytes) : ways.pick(direct::Streamable::kBroadcast, bytes);
+    const CopyWays::Pick pick = kind == "staged"  ? ways.pick(direct::Staged::kBroadcast, bytes)
+                                : kind == "large" ? ways.pick(direct::Large::kAllreduce, bytes)
+                                                  : ways.pick(direct::Streamable::kBroadcast, bytes);
     taken.append(pick.slots);
     if (pick.size_class < 0) continue;
     ways.record(pick, bytes, seconds(call, pick.slots).cast<double>());
@@ -274,7 +277,7 @@ void bind_testing(py::module_& m) {
   m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });
 
   m.def("_copy_ways_run", &copy_ways_run, py::arg("bytes"), py::arg("calls"), py::arg("seconds"),
-        py::arg("staged") = false, py::arg("fixed") = false);
+        py::arg("kind") = "midsize", py::arg("fixed") = false);
   m.def("_schedule", &schedule_steps, py::arg("name"), py::arg("rank"), py::arg("size"), py::arg("count"),
         py::arg("chunk"), py::arg("root") = 0, py::arg("average") = false);
 

@@ -146,8 +146,9 @@ class Communicator:
 
     def copy_ways(self) -> str:
         """How mid-size all-reduces, broadcasts and all-gathers on this node move now,
-        per size class ("broadcast <=256 KiB slots, <=1 MiB attach; ..."), after
-        the queued operations; "" without a node window."""
+        per size class ("broadcast <=256 KiB slots, <=1 MiB attach; ..."), and how
+        staged operations and those that read peers in place write (ordinary or
+        streaming stores), after the queued operations; "" without a node window."""
         return self._c.copy_ways()
 
     def empty(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Long loops of mid-size all-reduces, broadcasts and all-gathers, with fresh
 data every call and every result checked: the node re-decides how such copies
 move while running (probes of the other way, then a decision every rank must
-share), so results must stay right through probes and switches.
+share), so results must stay right through probes and switches. Likewise
+larger all-reduces, reduces and reduce-scatters, which re-decide how they
+write their results (ordinary or streaming stores).
 
 Run with COLLEX_DEBUG=1: the test then compares the decisions each rank printed.
 """
@@ -26,6 +28,14 @@ def loop(collective: str, n: int) -> None:
         if collective == "allreduce":
             got = cx.allreduce(base + rank)
             want = size * base + size * (size - 1) // 2
+        elif collective == "reduce":
+            root = call % size
+            got = cx.reduce(base + rank, root=root)
+            want = size * base + size * (size - 1) // 2 if rank == root else base + rank
+        elif collective == "reduce_scatter":
+            whole = np.arange(n * size, dtype=np.float32) % 89 + call
+            got = cx.reduce_scatter(whole + rank)
+            want = (size * whole + size * (size - 1) // 2)[rank * n : (rank + 1) * n]
         elif collective == "broadcast":
             root = call % size
             got = base + rank if rank == root else np.zeros(n, np.float32)
@@ -43,5 +53,11 @@ def loop(collective: str, n: int) -> None:
 for n in (24_577, 150_001, 786_433):
     for collective in ("allreduce", "broadcast", "allgather"):
         cases.run(f"{collective} x{CALLS} of {n} float32", lambda c=collective, n=n: loop(c, n))
+
+# Past the mid-size range: 6 MiB all-reduces and reduces, and reduce-scatters of
+# 6 MiB in all, which read peers in place and choose their result stores.
+for collective in ("allreduce", "reduce", "reduce_scatter"):
+    n = 1_572_865 if collective != "reduce_scatter" else 524_289
+    cases.run(f"{collective} x{CALLS} of {n} float32", lambda c=collective, n=n: loop(c, n))
 
 cases.finish()

@@ -38,18 +38,40 @@ constexpr double kMargin = 0.9;
 // every machine measured so far they won below it on some day).
 constexpr std::size_t kSlotsFirstUpTo = 1024 * 1024;
 
+// Until the first probe, the results of operations that read peers in place
+// are written with ordinary stores up to this size, streamed above it (as by
+// size: copies stream from 8 MiB, reductions from 16 MiB).
+constexpr std::size_t kOrdinaryResultsFirstUpTo = 8 * 1024 * 1024;
+
 const char* kind_name(int kind) {
-  constexpr const char* kNames[] = {"all-reduce",       "broadcast",     "all-gather",        "staged all-reduce",
-                                    "staged broadcast", "staged reduce", "staged all-gather", "staged reduce-scatter"};
+  constexpr const char* kNames[] = {"all-reduce",
+                                    "broadcast",
+                                    "all-gather",
+                                    "staged all-reduce",
+                                    "staged broadcast",
+                                    "staged reduce",
+                                    "staged all-gather",
+                                    "staged reduce-scatter",
+                                    "all-reduce results",
+                                    "broadcast results",
+                                    "reduce results",
+                                    "all-gather results",
+                                    "reduce-scatter results",
+                                    "segmented all-reduce results"};
   return kNames[kind];
 }
 
+}  // namespace
+
 // The two ways, in the words of a kind: mid-size copies go through the slots or
-// attach; staged operations write their slots with ordinary or streaming stores.
-const char* way_name(int kind, bool first) {
-  if (kind < 3) return first ? "slots" : "attach";
+// attach; staged operations write their slots, and operations that read in
+// place their results, with ordinary or streaming stores.
+const char* CopyWays::way_name(int kind, bool first) {
+  if (kind < kMidsizeKinds) return first ? "slots" : "attach";
   return first ? "ordinary stores" : "streaming stores";
 }
+
+namespace {
 
 std::string size_label(int size_class) {
   const std::size_t bytes = std::size_t{1} << size_class;
@@ -76,21 +98,30 @@ CopyWays::Pick CopyWays::pick(direct::Streamable kind, std::size_t bytes) {
     p.slots_limit = p.slots ? direct::kSlotsLimit : 0;
     return p;
   }
-  return pick_class(static_cast<int>(kind), bytes);
+  return pick_class(static_cast<int>(kind), bytes, kSlotsFirstUpTo);
 }
 
 CopyWays::Pick CopyWays::pick(direct::Staged kind, std::size_t bytes) {
   if (bytes == 0) return Pick{};
-  return pick_class(kMidsizeKinds + static_cast<int>(kind), bytes);
+  return pick_class(kMidsizeKinds + static_cast<int>(kind), bytes, kSlotsFirstUpTo);
 }
 
-CopyWays::Pick CopyWays::pick_class(int kind, std::size_t bytes) {
+CopyWays::Pick CopyWays::pick(direct::Large kind, std::size_t bytes) {
+  if (bytes < direct::kMinChosenStores || bytes > direct::kMaxChosenStores) return Pick{};
+  return pick_class(kLargeKinds + static_cast<int>(kind), bytes, kOrdinaryResultsFirstUpTo);
+}
+
+const char* CopyWays::decides(const Pick& p) {
+  return p.kind < kMidsizeKinds ? "mid-size copies" : p.kind < kLargeKinds ? "staged writes" : "result writes";
+}
+
+CopyWays::Pick CopyWays::pick_class(int kind, std::size_t bytes, std::size_t first_up_to) {
   Pick p;
   int size_class = 0;  // bytes <= 2^size_class
   while (size_class < kClasses - 1 && (std::size_t{1} << size_class) < bytes) ++size_class;
   Class& c = classes_[static_cast<std::size_t>(kind)][static_cast<std::size_t>(size_class)];
   if (c.window_end == 0) {  // the class's first operation
-    c.slots = (std::size_t{1} << size_class) <= kSlotsFirstUpTo;
+    c.slots = (std::size_t{1} << size_class) <= first_up_to;
     c.window_end = kFirstWindow;
     c.interval = kFirstInterval;
   }

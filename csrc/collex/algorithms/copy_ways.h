@@ -24,7 +24,9 @@
 // and size class, between two ways of writing a rank's slot: ordinary stores
 // (first, `slots` in a Pick) and streaming stores (direct::Op::stream_stage).
 // Either way the ranks synchronise alike, so for them agreeing is not needed
-// for correctness, only for comparing like with like.
+// for correctness, only for comparing like with like. So are operations that
+// read peers' buffers in place (direct::Large, 1-64 MiB), between ordinary and
+// streaming stores for their results (direct::Op::result_stores).
 #pragma once
 
 #include <array>
@@ -57,8 +59,13 @@ class CopyWays {
   // streaming ones; `bytes` as direct::staged_write_bytes gives it (0: ordinary
   // stores, untimed). Not affected by fix().
   Pick pick(direct::Staged kind, std::size_t bytes);
-  // Whether a pick decides how a staged operation writes its slot.
-  static bool staged(const Pick& p) { return p.kind >= kMidsizeKinds; }
+  // How an operation that reads peers in place writes its results: `slots`
+  // true for ordinary stores, false for streaming ones; `bytes` as
+  // direct::large_bytes gives it (outside direct::kMinChosenStores to
+  // kMaxChosenStores: by size, untimed). Not affected by fix().
+  Pick pick(direct::Large kind, std::size_t bytes);
+  // What a pick decides, in words: "mid-size copies", "staged writes" or "result writes".
+  static const char* decides(const Pick& p);
   // This rank's time for a picked operation that moved `bytes`.
   void record(const Pick& pick, std::size_t bytes, double seconds);
   // This rank's mean seconds per byte in the window that `pick` ended, through
@@ -87,11 +94,15 @@ class CopyWays {
     // This rank's own: its seconds and bytes in the window under way, through the slots and by attaching.
     double seconds[2] = {0, 0}, bytes[2] = {0, 0};
   };
-  static constexpr int kMidsizeKinds = 3;           // direct::Streamable
-  static constexpr int kKinds = kMidsizeKinds + 5;  // then direct::Staged
-  static constexpr int kClasses = 25;               // by bit width of bytes - 1: up to 16 MiB
+  static constexpr int kMidsizeKinds = 3;                // direct::Streamable
+  static constexpr int kLargeKinds = kMidsizeKinds + 5;  // then direct::Staged
+  static constexpr int kKinds = kLargeKinds + 6;         // then direct::Large
+  static constexpr int kClasses = 27;                    // by bit width of bytes - 1: up to 64 MiB
 
-  Pick pick_class(int kind, std::size_t bytes);
+  static const char* way_name(int kind, bool first);
+  // `first_up_to`: a class of up to this many bytes starts on the first way
+  // (slots, ordinary stores), a larger one on the second.
+  Pick pick_class(int kind, std::size_t bytes, std::size_t first_up_to);
 
   bool fixed_ = false, fixed_slots_ = true;
   std::array<std::array<Class, kClasses>, kKinds> classes_{};

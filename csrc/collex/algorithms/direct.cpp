@@ -85,6 +85,18 @@ std::size_t staged_write_bytes(const Window& w, Staged kind, const Op& o) {
   return staged(w, bytes) && bytes >= kMinStreamedStage ? bytes : 0;
 }
 
+std::size_t large_bytes(const Window& w, Large kind, const Op& o) {
+  const std::size_t x = o.count * dtype_size(o.dtype), p = static_cast<std::size_t>(w.size());
+  // Reduce-scatter stages its whole input; all-gather's result is p blocks of x.
+  const std::size_t staged_bytes = kind == Large::kReduceScatter ? x * p : x;
+  const std::size_t bytes = kind == Large::kReduceScatter || kind == Large::kAllgather ? x * p : x;
+  const bool through_slots = (kind == Large::kAllreduce && streams(w, Streamable::kAllreduce, o)) ||
+                             (kind == Large::kBroadcast && streams(w, Streamable::kBroadcast, o)) ||
+                             (kind == Large::kAllgather && streams(w, Streamable::kAllgather, o));
+  const bool in_place = w.can_read_peers() && (kind == Large::kSegments || !staged(w, staged_bytes)) && !through_slots;
+  return in_place ? bytes : 0;
+}
+
 void allreduce(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;

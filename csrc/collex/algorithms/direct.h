@@ -23,6 +23,7 @@
 #include "collex/algorithms/op_label.h"
 #include "collex/common/dtype.h"
 #include "collex/common/reduce_op.h"
+#include "collex/kernels/copy.h"
 #include "collex/transport/window.h"
 
 namespace collex::direct {
@@ -60,6 +61,11 @@ struct Op {
   // took 3-5 us instead of 15-18 on the project's VM at such times); where they
   // pass it fast, slower. Decided while running (CopyWays).
   bool stream_stage = false;
+  // How an operation that reads peers' buffers in place writes its results:
+  // its reductions' and its copies' stores (kernels::Stores). By size, unless
+  // decided while running (CopyWays, for sizes from kMinChosenStores to
+  // kMaxChosenStores) or forced (COLLEX_RESULT_WRITES). Ranks need not agree.
+  kernels::Stores result_stores = kernels::Stores::kBySize;
 };
 
 // The collectives whose mid-size data can move either way.
@@ -81,6 +87,21 @@ constexpr std::size_t kMinStreamedStage = 4 * 1024;
 // The bytes such an operation writes into a rank's slot when it is staged whole
 // and writes at least kMinStreamedStage; 0 otherwise.
 std::size_t staged_write_bytes(const Window& w, Staged kind, const Op& o);
+
+// The collectives whose operations that read peers' buffers in place (neither
+// staged nor streamed through the slots) may write their results either way
+// (Op::result_stores); kSegments is allreduce_segments.
+enum class Large { kAllreduce, kBroadcast, kReduce, kAllgather, kReduceScatter, kSegments };
+// The sizes whose result stores are decided while running: smaller results
+// stay in the cache (ordinary stores); far larger than the caches, streaming
+// always wins.
+constexpr std::size_t kMinChosenStores = 1024 * 1024;
+constexpr std::size_t kMaxChosenStores = 64 * 1024 * 1024;
+
+// The bytes of such an operation's data (an all-gather's whole result, a
+// reduce-scatter's whole input) when it reads peers' buffers in place; 0 when
+// it is staged or streams through the slots. After o.slots_limit is set.
+std::size_t large_bytes(const Window& w, Large kind, const Op& o);
 
 // Whether an operation staging `bytes` per rank can run here: small enough to
 // stage, or the window can read peers' buffers. All-reduce, reduce and

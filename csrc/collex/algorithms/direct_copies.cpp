@@ -65,13 +65,14 @@ void broadcast(Window& w, const Op& o) {
   if (c.me == o.root) {
     for (int r = 0; r < c.p; ++r) {
       if (r != o.root && pushed.count > 0)
-        w.write(r, w.peer_result(r) + pushed.offset * c.es, c.in(pushed.offset), pushed.count * c.es);
+        w.write(r, w.peer_result(r) + pushed.offset * c.es, c.in(pushed.offset), pushed.count * c.es, o.result_stores);
     }
   } else {
     for (int b = 0; b < c.p; ++b) {
       const Range part = block_range(o.count, c.p, b);
       if (b != o.root && part.count > 0)
-        w.read(o.root, w.peer_input(o.root) + part.offset * c.es, c.out(part.offset), part.count * c.es);
+        w.read(o.root, w.peer_input(o.root) + part.offset * c.es, c.out(part.offset), part.count * c.es,
+               o.result_stores);
     }
   }
   c.sync(3, 2);
@@ -87,7 +88,7 @@ void place_own_block(Ctx& c) {
   char* own = c.out(static_cast<std::size_t>(c.me) * c.o.count);
   const char* in = c.in(0);
   if (own + bytes <= in || in + bytes <= own) {
-    kernels::copy_result(own, in, bytes, bytes * static_cast<std::size_t>(c.p));
+    kernels::copy_result(own, in, bytes, bytes * static_cast<std::size_t>(c.p), c.o.result_stores);
   } else if (own != in) {
     std::memmove(own, in, bytes);
   }
@@ -143,7 +144,7 @@ void allgather(Window& w, const Op& o) {
   w.publish(reinterpret_cast<std::uintptr_t>(o.in), 0);
   c.sync(1, 2);
   for (int r = 0; r < c.p; ++r) {
-    if (r != c.me) w.read(r, w.peer_input(r), c.out(static_cast<std::size_t>(r) * o.count), bytes);
+    if (r != c.me) w.read(r, w.peer_input(r), c.out(static_cast<std::size_t>(r) * o.count), bytes, o.result_stores);
   }
   c.sync(3, 2);
 }

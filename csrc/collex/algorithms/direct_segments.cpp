@@ -96,7 +96,7 @@ void allreduce_segments(Window& w, const Op& o) {
       t = mine;
     } else if (!mine.empty()) {
       t.resize(mine.size());
-      w.read(r, w.peer_input(r), t.data(), mine.size() * sizeof(Span));
+      w.read(r, w.peer_input(r), t.data(), mine.size() * sizeof(Span), kernels::Stores::kOrdinary);
     }
   }
 
@@ -104,7 +104,7 @@ void allreduce_segments(Window& w, const Op& o) {
   const std::size_t piece = std::max<std::size_t>(1, piece_bytes() / c.es);
   const PieceBuffers tmp = piece_buffers(c, piece);
   char* acc = tmp[2];  // the reduced piece, or this rank's part set aside
-  const bool streaming = o.count * c.es >= kStreamingBytes;
+  const bool streaming = streams_results(o, o.count * c.es);
   std::vector<Span> spans, own;
   const Range block = block_range(o.count, c.p, c.me);
   for (std::size_t done = 0, k = 0; done < block.count && c.p > 1; done += k) {
@@ -138,7 +138,7 @@ void allreduce_segments(Window& w, const Op& o) {
         if (const char* in_place = w.mapped(r, spans[0].address, bytes)) return in_place;
       }
       const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
-      w.read_spans(r, spans.data(), spans.size(), &local, 1);
+      w.read_spans(r, spans.data(), spans.size(), &local, 1, kernels::Stores::kOrdinary);  // into a piece buffer
       return into;
     });
     if (!in_place) scatter(acc, own);
@@ -152,7 +152,7 @@ void allreduce_segments(Window& w, const Op& o) {
     if (r == c.me || b.count == 0) continue;
     slice(tables[static_cast<std::size_t>(r)], starts, b.offset * c.es, b.count * c.es, spans);
     slice(mine, starts, b.offset * c.es, b.count * c.es, local);
-    w.read_spans(r, spans.data(), spans.size(), local.data(), local.size());
+    w.read_spans(r, spans.data(), spans.size(), local.data(), local.size(), o.result_stores);
   }
   c.sync(3, 3);  // nobody reads our segments any more
 }

@@ -46,8 +46,16 @@ inline std::size_t piece_bytes() {
 }
 
 // Reductions of at least this many bytes write their results with streaming
-// stores: far larger than the caches, the result would be evicted before use.
+// stores (unless Op::result_stores says otherwise): far larger than the
+// caches, the result would be evicted before use.
 constexpr std::size_t kStreamingBytes = 16 * 1024 * 1024;
+
+// Whether the reductions of an operation of `bytes` write their results with
+// streaming stores.
+inline bool streams_results(const Op& o, std::size_t bytes) {
+  return o.result_stores == kernels::Stores::kBySize ? bytes >= kStreamingBytes
+                                                     : o.result_stores == kernels::Stores::kStreaming;
+}
 
 // Broadcasts up to kSlotsLimit may stream through the root's staging slot in
 // chunks (see broadcast_pipelined), all-gathers whose blocks are up to a quarter
@@ -225,7 +233,7 @@ inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, ResultA
     // directly, it would be written before a rank after the second is read.
     if (mapped_to && at.rank >= 2 && c.w.peer_input(at.rank) == c.w.peer_result(at.rank)) mapped_to = nullptr;
     if (mapped_to) to = const_cast<char*>(mapped_to);
-    const bool streaming = c.o.count * c.es >= kStreamingBytes && (!elsewhere || mapped_to);
+    const bool streaming = streams_results(c.o, c.o.count * c.es) && (!elsewhere || mapped_to);
     // Own input, saved first if the result overwrites it before it is combined.
     const char* own = c.in(off);
     if (static_cast<const void*>(to) == static_cast<const void*>(own) && c.me >= 2) {
@@ -236,7 +244,7 @@ inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, ResultA
       if (r == c.me) return own;
       const std::uintptr_t remote = c.w.peer_input(r) + off * c.es;
       if (const char* in_place = c.w.mapped(r, remote, k * c.es)) return in_place;  // symmetric buffer
-      c.w.read(r, remote, into, k * c.es);
+      c.w.read(r, remote, into, k * c.es, kernels::Stores::kOrdinary);              // a piece buffer, in cache
       return into;
     };
     if (c.p == 1) {
@@ -244,7 +252,7 @@ inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, ResultA
     } else {
       combine_ranks(c, to, k, tmp, streaming, fetch);
     }
-    if (elsewhere && !mapped_to) c.w.write(at.rank, at.remote + done * c.es, to, k * c.es);
+    if (elsewhere && !mapped_to) c.w.write(at.rank, at.remote + done * c.es, to, k * c.es, c.o.result_stores);
   }
 }
 
@@ -257,7 +265,8 @@ inline void reduce_from_inputs(Ctx& c, std::size_t first, std::size_t n, char* d
 inline void fetch_reduced_blocks(Ctx& c) {
   for (int r = 0; r < c.p; ++r) {
     const Range b = block_range(c.o.count, c.p, r);
-    if (r != c.me && b.count > 0) c.w.read(r, c.w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es);
+    if (r != c.me && b.count > 0)
+      c.w.read(r, c.w.peer_result(r) + b.offset * c.es, c.out(b.offset), b.count * c.es, c.o.result_stores);
   }
 }
 

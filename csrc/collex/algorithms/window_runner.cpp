@@ -49,10 +49,7 @@ void WindowRunner::begin(direct::Op& o) {
 void WindowRunner::run(const CollectiveCall& c, const char* algo) {
   direct::Op o = op_for(c, algo, c.op);
   note_label(settings_.debug, o.label);
-  if (c.segments) {
-    begin(o);
-    return direct::allreduce_segments(window_, o);
-  }
+  if (c.segments) return run_picked(c.kind, o);
   switch (c.kind) {
     case Collective::kAllreduce:
     case Collective::kBroadcast:
@@ -104,6 +101,16 @@ direct::Staged staged_kind(Collective kind) {
     default: return direct::Staged::kAllreduce;
   }
 }
+direct::Large large_kind(Collective kind, const direct::Op& o) {
+  if (o.segments != nullptr) return direct::Large::kSegments;
+  switch (kind) {
+    case Collective::kBroadcast: return direct::Large::kBroadcast;
+    case Collective::kReduce: return direct::Large::kReduce;
+    case Collective::kAllgather: return direct::Large::kAllgather;
+    case Collective::kReduceScatter: return direct::Large::kReduceScatter;
+    default: return direct::Large::kAllreduce;
+  }
+}
 bool streamable(Collective kind, direct::Streamable* as) {
   switch (kind) {
     case Collective::kAllreduce: *as = direct::Streamable::kAllreduce; return true;
@@ -117,35 +124,57 @@ bool streamable(Collective kind, direct::Streamable* as) {
 
 void WindowRunner::run_picked(Collective kind, direct::Op& o) {
   // An operation is staged whole, mid-size, or neither; the first two have
-  // two ways to move, which copy_ways_ picks and times.
+  // two ways to move, which copy_ways_ picks and times. One that then reads
+  // peers in place has two ways to write its results, picked and timed alike
+  // where no other way was timed.
   CopyWays::Pick pick;
-  std::size_t bytes = direct::staged_write_bytes(window_, staged_kind(kind), o);
+  const bool segments = o.segments != nullptr;  // never staged, never through the slots
+  std::size_t bytes = segments ? 0 : direct::staged_write_bytes(window_, staged_kind(kind), o);
   direct::Streamable as{};
   if (bytes > 0 && settings_.stage_writes != "auto") {
     o.stream_stage = settings_.stage_writes == "streaming";
   } else if (bytes > 0) {
     pick = copy_ways_.pick(staged_kind(kind), bytes);
     o.stream_stage = !pick.slots;
-  } else if (streamable(kind, &as)) {
+  } else if (!segments && streamable(kind, &as)) {
     bytes = direct::midsize_bytes(window_, as, o);
     pick = copy_ways_.pick(as, bytes);
     o.slots_limit = pick.slots_limit;
   }
+  if (pick.size_class < 0) pick_result_stores(large_kind(kind, o), o, &pick, &bytes);
   begin(o);
   const bool timed = pick.size_class >= 0;  // small calls do not read the clock
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-  switch (kind) {
-    case Collective::kAllreduce: direct::allreduce(window_, o); break;
-    case Collective::kBroadcast: direct::broadcast(window_, o); break;
-    case Collective::kReduce: direct::reduce(window_, o); break;
-    case Collective::kAllgather: direct::allgather(window_, o); break;
-    case Collective::kReduceScatter: direct::reduce_scatter(window_, o); break;
-    default: break;
+  if (segments) {
+    direct::allreduce_segments(window_, o);
+  } else {
+    switch (kind) {
+      case Collective::kAllreduce: direct::allreduce(window_, o); break;
+      case Collective::kBroadcast: direct::broadcast(window_, o); break;
+      case Collective::kReduce: direct::reduce(window_, o); break;
+      case Collective::kAllgather: direct::allgather(window_, o); break;
+      case Collective::kReduceScatter: direct::reduce_scatter(window_, o); break;
+      default: break;
+    }
   }
   if (!timed) return;
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   copy_ways_.record(pick, bytes, took.count());
   if (pick.settle) settle_copy_way(pick, o.label);
+}
+
+void WindowRunner::pick_result_stores(direct::Large kind, direct::Op& o, CopyWays::Pick* pick, std::size_t* bytes) {
+  const std::size_t in_place = direct::large_bytes(window_, kind, o);
+  if (in_place == 0 || settings_.result_writes == "size") return;
+  if (settings_.result_writes != "auto") {
+    o.result_stores = settings_.result_writes == "streaming" ? kernels::Stores::kStreaming : kernels::Stores::kOrdinary;
+    return;
+  }
+  const CopyWays::Pick p = copy_ways_.pick(kind, in_place);
+  if (p.size_class < 0) return;  // outside the sizes chosen while running: by size
+  *pick = p;
+  *bytes = in_place;
+  o.result_stores = p.slots ? kernels::Stores::kOrdinary : kernels::Stores::kStreaming;
 }
 
 // Every rank takes the slowest rank's mean time each way in the window just
@@ -171,8 +200,7 @@ void WindowRunner::settle_copy_way(const CopyWays::Pick& pick, const OpLabel& ca
   direct::allreduce(window_, o);
   const std::string decision = copy_ways_.settle(pick, slowest);
   if (settings_.debug >= 1 && !decision.empty()) {
-    const char* what = CopyWays::staged(pick) ? "staged writes" : "mid-size copies";
-    std::fprintf(stderr, "collex: [rank %d] %s: %s\n", settings_.rank, what, decision.c_str());
+    std::fprintf(stderr, "collex: [rank %d] %s: %s\n", settings_.rank, CopyWays::decides(pick), decision.c_str());
   }
 }
 

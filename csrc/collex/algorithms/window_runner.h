@@ -30,6 +30,9 @@ class WindowRunner {
     std::string midsize_copy = "auto";
     // COLLEX_STAGE_WRITES: "auto" (timed while running), "ordinary" or "streaming" stores.
     std::string stage_writes = "auto";
+    // COLLEX_RESULT_WRITES: "auto" (timed while running, 1-64 MiB), "size" (by
+    // size), "ordinary" or "streaming" stores (every operation that reads in place).
+    std::string result_writes = "auto";
   };
   WindowRunner(Window& window, const Settings& settings);
 
@@ -61,6 +64,10 @@ class WindowRunner {
   // data may move either way (staged, or mid-size), taking and timing the way
   // copy_ways_ picks.
   void run_picked(Collective kind, direct::Op& o);
+  // For an operation that reads peers in place: sets o.result_stores as
+  // COLLEX_RESULT_WRITES says, or as copy_ways_ picks (then *pick and *bytes
+  // are what record() needs).
+  void pick_result_stores(direct::Large kind, direct::Op& o, CopyWays::Pick* pick, std::size_t* bytes);
   // After the call that ends a timing window: the ranks exchange their times and decide.
   void settle_copy_way(const CopyWays::Pick& pick, const OpLabel& call);
 

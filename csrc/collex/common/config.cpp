@@ -70,6 +70,12 @@ Config Config::from_env(double timeout_s) {
       bad("COLLEX_STAGE_WRITES", v, "auto, ordinary or streaming");
     c.stage_writes = s;
   }
+  if (const char* v = env("COLLEX_RESULT_WRITES")) {
+    std::string s(v);
+    if (s != "auto" && s != "size" && s != "ordinary" && s != "streaming")
+      bad("COLLEX_RESULT_WRITES", v, "auto, size, ordinary or streaming");
+    c.result_writes = s;
+  }
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {
     c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
     c.chunk_bytes_set = true;

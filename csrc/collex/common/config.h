@@ -18,7 +18,8 @@ struct Config {
   int node_size = 0;                     // COLLEX_NODE_SIZE: pretend nodes of k ranks (0: real nodes)
   std::string midsize_copy = "auto";     // COLLEX_MIDSIZE_COPY: auto|slots|attach (see Communicator)
   std::string stage_writes = "auto";     // COLLEX_STAGE_WRITES: auto|ordinary|streaming (direct::Op::stream_stage)
-  bool share_pages = true;               // COLLEX_SHARE_PAGES: move reused arrays onto shared pages
+  std::string result_writes = "auto";  // COLLEX_RESULT_WRITES: auto|size|ordinary|streaming (direct::Op::result_stores)
+  bool share_pages = true;             // COLLEX_SHARE_PAGES: move reused arrays onto shared pages
 
   // Reads the environment. `timeout_s` > 0 is an explicit timeout that wins over
   // COLLEX_TIMEOUT; pass 0 when the caller gave none.

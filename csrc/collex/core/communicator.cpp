@@ -59,8 +59,9 @@ Communicator::Communicator(long fortran_handle, double timeout_s) {
     // Ranks of other nodes wait over MPI: waits on the window hear of them through the watch.
     if (topo_->local_size < size_)
       window->set_watch(watch_.get(), ranks_in_comm(topo_->local, topo_->comm), &running_seq_, &running_);
-    node_ = std::make_unique<WindowRunner>(*window, WindowRunner::Settings{rank_, config_.timeout_s, config_.debug,
-                                                                           config_.midsize_copy, config_.stage_writes});
+    node_ = std::make_unique<WindowRunner>(
+        *window, WindowRunner::Settings{rank_, config_.timeout_s, config_.debug, config_.midsize_copy,
+                                        config_.stage_writes, config_.result_writes});
   }
   messages_ = std::make_unique<MessageRunner>(
       MessageRunner::Settings{rank_, size_, config_.timeout_s, config_.warn_after_s, config_.chunk_bytes,

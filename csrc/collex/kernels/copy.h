@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace collex::kernels {
 
@@ -12,14 +13,26 @@ namespace collex::kernels {
 // reading the result right away finds it in memory rather than in cache.
 constexpr std::size_t kStreamingCopyBytes = 8 * 1024 * 1024;
 
+// How a collective writes its results (the reductions and the copies of them):
+// chosen by size (kBySize: streaming for copies from kStreamingCopyBytes, for
+// reductions from their own threshold), or as the collective decided while
+// running (algorithms/copy_ways.h). Where the cores pass data between their
+// caches slowly, results that a peer reads next are faster streamed to memory
+// even when they would fit in a cache: on the project's VM at such times an
+// 8 MiB all-reduce took 3.1-3.4 ms with ordinary stores and 0.6 ms streamed
+// (and 0.4 ms against 0.6 ms the other way round at other times).
+enum class Stores : std::uint8_t { kBySize, kOrdinary, kStreaming };
+
 // memcpy(dst, src, bytes) for ranges that do not overlap, with streaming stores
-// when the whole result this copy is part of (`result_bytes`; 0: just these
-// bytes) has kStreamingCopyBytes or more: they skip the read of every line
-// written, a third of a large copy's memory traffic. The C library makes that
-// choice from the cache size the system reports, which a virtual machine may
-// overstate: on the project's VM it streamed only from 192 MiB, and copies of
-// 8-128 MiB ran at 7-11 GB/s against 11-17.5 GB/s streamed.
-void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t result_bytes = 0);
+// as `stores` says; by size, when the whole result this copy is part of
+// (`result_bytes`; 0: just these bytes) has kStreamingCopyBytes or more: they
+// skip the read of every line written, a third of a large copy's memory
+// traffic. The C library makes that choice from the cache size the system
+// reports, which a virtual machine may overstate: on the project's VM it
+// streamed only from 192 MiB, and copies of 8-128 MiB ran at 7-11 GB/s against
+// 11-17.5 GB/s streamed.
+void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t result_bytes = 0,
+                 Stores stores = Stores::kBySize);
 
 // One compiled copy of the streaming loop per instruction set (see copy_loops.h);
 // null where it has none.

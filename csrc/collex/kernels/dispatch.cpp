@@ -99,9 +99,11 @@ void reduce_streaming(void* dst, const void* a, const void* b, std::size_t n, DT
 
 void divide(void* dst, std::size_t n, DType dtype, double divisor) { divide_copy(dst, dst, n, dtype, divisor); }
 
-void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t result_bytes) {
+void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t result_bytes, Stores stores) {
   const time_parts::Timed timed(time_parts::Part::kCopy, 2 * bytes);
-  if (std::max(bytes, result_bytes) >= kStreamingCopyBytes) {
+  const bool stream =
+      stores == Stores::kBySize ? std::max(bytes, result_bytes) >= kStreamingCopyBytes : stores == Stores::kStreaming;
+  if (stream) {
     if (CopyFn f = current().load(std::memory_order_relaxed)->copy_streaming()) return f(dst, src, bytes);
   }
   if (bytes > 0) std::memcpy(dst, src, bytes);

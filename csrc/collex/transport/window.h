@@ -12,6 +12,7 @@
 
 #include "collex/common/call_print.h"
 #include "collex/common/memory.h"
+#include "collex/kernels/copy.h"
 
 namespace collex {
 
@@ -57,18 +58,22 @@ class Window {
   virtual void publish_note(std::uint64_t note) = 0;
   virtual std::uint64_t peer_note(int r) const = 0;
 
-  // Copies `bytes` from address `remote` of rank r's memory to `local`.
-  // Throws CollexError naming the rank when the peer is gone or the read fails.
-  virtual void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) = 0;
+  // Copies `bytes` from address `remote` of rank r's memory to `local`, where
+  // that memory is mapped here with the stores `stores` says (by size: of
+  // these bytes; kernels/copy.h). Throws CollexError naming the rank when the
+  // peer is gone or the read fails.
+  virtual void read(int r, std::uintptr_t remote, void* local, std::size_t bytes, kernels::Stores stores) = 0;
 
   // Gathers the spans `remote` of rank r's memory, in order, into the spans
   // `local` of this rank's (both lists cover the same number of bytes): a read
   // of data that lies in many pieces on both sides, in as few calls as possible.
-  virtual void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) = 0;
+  // Stores as read's (by size: of all the spans).
+  virtual void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local,
+                          kernels::Stores stores) = 0;
 
   // Copies `bytes` from `local` to address `remote` of rank r's memory: lets a
-  // rank that holds data share the copying with the ranks that need it.
-  virtual void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) = 0;
+  // rank that holds data share the copying with the ranks that need it. Stores as read's.
+  virtual void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes, kernels::Stores stores) = 0;
 
   // Where this rank sees [remote, remote + bytes) of rank r's memory, when that
   // range lies in memory the ranks share (a symmetric buffer), else null.

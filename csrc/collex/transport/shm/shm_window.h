@@ -36,9 +36,10 @@ class ShmWindow final : public Window {
   std::uintptr_t peer_result(int r) const override;
   void publish_note(std::uint64_t note) override;
   std::uint64_t peer_note(int r) const override;
-  void read(int r, std::uintptr_t remote, void* local, std::size_t bytes) override;
-  void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) override;
-  void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) override;
+  void read(int r, std::uintptr_t remote, void* local, std::size_t bytes, kernels::Stores stores) override;
+  void write(int r, std::uintptr_t remote, const void* local, std::size_t bytes, kernels::Stores stores) override;
+  void read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local,
+                  kernels::Stores stores) override;
   const char* mapped(int r, std::uintptr_t remote, std::size_t bytes) const override;
   Span shared_part(int r, std::uintptr_t remote, std::size_t bytes) const override;
   // The part of this rank's memory [address, address + bytes) that peers can
@@ -79,7 +80,7 @@ class ShmWindow final : public Window {
 
   ShmWindow() = default;
   Control& control(int r) const;
-  void cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes);
+  void cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes, kernels::Stores stores);
   // Where this rank sees [remote, remote + bytes) of rank r's memory when it
   // lies in a shared region r published for this operation (mapped on first
   // use), else null; with `part`, the part of the range that does.

@@ -111,23 +111,24 @@ void ShmWindow::fail_copy(const char* what, int r) {
   raise_failure(cause ? cause : PeerFailure{Failure::kBroken, false, "no rank said why"}, where);
 }
 
-void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes) {
-  cross_copy(false, r, remote, static_cast<char*>(local), bytes);
+void ShmWindow::read(int r, std::uintptr_t remote, void* local, std::size_t bytes, kernels::Stores stores) {
+  cross_copy(false, r, remote, static_cast<char*>(local), bytes, stores);
 }
 
-void ShmWindow::write(int r, std::uintptr_t remote, const void* local, std::size_t bytes) {
-  cross_copy(true, r, remote, static_cast<char*>(const_cast<void*>(local)), bytes);
+void ShmWindow::write(int r, std::uintptr_t remote, const void* local, std::size_t bytes, kernels::Stores stores) {
+  cross_copy(true, r, remote, static_cast<char*>(const_cast<void*>(local)), bytes, stores);
 }
 
 // One copy between this process's `local` and rank r's `remote`, in the direction
 // `to_peer` says: in place when the range is shared memory, else by cross-memory
 // attach (which may copy less than asked; the loop goes on from there).
-void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes) {
+void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* local, std::size_t bytes,
+                           kernels::Stores stores) {
   if (const char* in_place = mapped(r, remote, bytes)) {
     if (to_peer) {
-      kernels::copy_result(const_cast<char*>(in_place), local, bytes);
+      kernels::copy_result(const_cast<char*>(in_place), local, bytes, 0, stores);
     } else {
-      kernels::copy_result(local, in_place, bytes);
+      kernels::copy_result(local, in_place, bytes, 0, stores);
     }
     return;
   }
@@ -135,9 +136,9 @@ void ShmWindow::cross_copy(bool to_peer, int r, std::uintptr_t remote, char* loc
   // pages stay private): the region's part in place, the rest through the kernel.
   if (const Span part = shared_part(r, remote, bytes); part.bytes > 0) {
     const std::size_t head = part.address - remote, tail = bytes - head - part.bytes;
-    cross_copy(to_peer, r, remote, local, head);
-    cross_copy(to_peer, r, part.address, local + head, part.bytes);
-    cross_copy(to_peer, r, part.address + part.bytes, local + head + part.bytes, tail);
+    cross_copy(to_peer, r, remote, local, head, stores);
+    cross_copy(to_peer, r, part.address, local + head, part.bytes, stores);
+    cross_copy(to_peer, r, part.address + part.bytes, local + head + part.bytes, tail, stores);
     return;
   }
   const pid_t pid = pids_[static_cast<std::size_t>(r)];
@@ -181,11 +182,11 @@ struct SpanCursor {
     }
   }
   // Copies `bytes` from `from` to the spans from here on, and moves past them;
-  // `result_bytes`: the whole read's, which decides on streaming stores.
-  void copy_in(const char* from, std::size_t bytes, std::size_t result_bytes) {
+  // `result_bytes`: the whole read's, which decides on streaming stores by size.
+  void copy_in(const char* from, std::size_t bytes, std::size_t result_bytes, kernels::Stores stores) {
     while (bytes > 0 && index < count) {
       const std::size_t k = std::min(bytes, spans[index].bytes - offset);
-      kernels::copy_result(reinterpret_cast<char*>(spans[index].address + offset), from, k, result_bytes);
+      kernels::copy_result(reinterpret_cast<char*>(spans[index].address + offset), from, k, result_bytes, stores);
       from += k;
       bytes -= k;
       advance(k);
@@ -222,7 +223,8 @@ void ShmWindow::read_spans_through_kernel(int r, const Span* remote, std::size_t
   }
 }
 
-void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local) {
+void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, const Span* local, std::size_t n_local,
+                           kernels::Stores stores) {
   // Runs of the remote spans, in order: those in a region rank r shares (and
   // this rank maps) are copied in place; the others gather until the next such
   // run and go through the kernel together, in as few calls as possible.
@@ -241,7 +243,7 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
       const std::uintptr_t end = at + left;
       if (const char* in_place = mapped(r, at, left)) {  // a symmetric buffer, or wholly in a region
         flush();
-        to.copy_in(in_place, left, total);
+        to.copy_in(in_place, left, total, stores);
         break;
       }
       std::uintptr_t next = end;
@@ -250,7 +252,7 @@ void ShmWindow::read_spans(int r, const Span* remote, std::size_t n_remote, cons
       if (base != nullptr) {
         const std::size_t k = std::min<std::uintptr_t>(end, region->start + region->bytes) - at;
         flush();
-        to.copy_in(base + (at - region->start), k, total);
+        to.copy_in(base + (at - region->start), k, total, stores);
         at += k;
         left -= k;
       } else {
