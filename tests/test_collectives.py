@@ -163,19 +163,18 @@ def test_midsize_copies_redecided_alike_on_every_rank():
     assert decisions[0] == decisions[1] == decisions[2]
     # A probe decided in each of the 9 classes (3 collectives x 3 sizes).
     assert len({d.split(":")[0] for d in decisions[0]}) == 9, decisions[0]
-    # And how the larger ones write their results: alike too (they need not
-    # agree, but decide from the same exchanged times), one class each.
+    # And how all-reduces read in place write their results: alike too (they
+    # need not agree, but decide from the same exchanged times), the 6 MiB ones
+    # among them; reduces and reduce-scatters go by size.
     results: dict[int, list[str]] = {}
     for line in proc.stderr.splitlines():
         m = re.match(r"collex: \[rank (\d)\] result writes: (.+: (keeps|switches to) .+)", line)
         if m:
             results.setdefault(int(m[1]), []).append(m[2])
     assert sorted(results) == [0, 1, 2] and results[0] == results[1] == results[2], proc.stderr[-2000:]
-    assert {d.split(":")[0] for d in results[0]} == {
-        "all-reduce results <=8 MiB",
-        "reduce results <=8 MiB",
-        "reduce-scatter results <=8 MiB",
-    }, results[0]
+    classes = {d.split(":")[0] for d in results[0]}
+    assert "all-reduce results <=8 MiB" in classes, classes
+    assert all(c.startswith("all-reduce") for c in classes), classes
 
 
 def test_shared_memory_is_used_and_leaves_nothing_behind():

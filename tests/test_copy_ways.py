@@ -114,7 +114,7 @@ def test_result_writes_start_streamed_above_8_mib_and_keep_ordinary_when_faster(
     assert all("keeps ordinary stores" in line for _, line in decisions[1:]), decisions
 
 
-def test_result_writes_outside_1_to_64_mib_are_not_timed():
-    for size in (1 << 19, 65 << 20):
+def test_result_writes_outside_1_to_16_mib_are_not_timed():
+    for size in (1 << 19, 17 << 20):
         taken, decisions = _core._copy_ways_run(size, 50, lambda call, ordinary: 1.0, kind="large")
         assert decisions == [] and all(taken), size

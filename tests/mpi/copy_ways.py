@@ -2,8 +2,8 @@
 data every call and every result checked: the node re-decides how such copies
 move while running (probes of the other way, then a decision every rank must
 share), so results must stay right through probes and switches. Likewise
-larger all-reduces, reduces and reduce-scatters, which re-decide how they
-write their results (ordinary or streaming stores).
+larger all-reduces, which re-decide how they write their results (ordinary or
+streaming stores), and reduces and reduce-scatters beside them.
 
 Run with COLLEX_DEBUG=1: the test then compares the decisions each rank printed.
 """
@@ -54,8 +54,8 @@ for n in (24_577, 150_001, 786_433):
     for collective in ("allreduce", "broadcast", "allgather"):
         cases.run(f"{collective} x{CALLS} of {n} float32", lambda c=collective, n=n: loop(c, n))
 
-# Past the mid-size range: 6 MiB all-reduces and reduces, and reduce-scatters of
-# 6 MiB in all, which read peers in place and choose their result stores.
+# Past the mid-size range: 6 MiB all-reduces, which read peers in place and
+# choose their result stores; reduces and reduce-scatters of as many bytes.
 for collective in ("allreduce", "reduce", "reduce_scatter"):
     n = 1_572_865 if collective != "reduce_scatter" else 524_289
     cases.run(f"{collective} x{CALLS} of {n} float32", lambda c=collective, n=n: loop(c, n))

@@ -24,8 +24,8 @@
 // and size class, between two ways of writing a rank's slot: ordinary stores
 // (first, `slots` in a Pick) and streaming stores (direct::Op::stream_stage).
 // Either way the ranks synchronise alike, so for them agreeing is not needed
-// for correctness, only for comparing like with like. So are operations that
-// read peers' buffers in place (direct::Large, 1-64 MiB), between ordinary and
+// for correctness, only for comparing like with like. So are all-reduces that
+// read peers' buffers in place (direct::Large, 1-16 MiB), between ordinary and
 // streaming stores for their results (direct::Op::result_stores).
 #pragma once
 
@@ -97,7 +97,7 @@ class CopyWays {
   static constexpr int kMidsizeKinds = 3;                // direct::Streamable
   static constexpr int kLargeKinds = kMidsizeKinds + 5;  // then direct::Staged
   static constexpr int kKinds = kLargeKinds + 6;         // then direct::Large
-  static constexpr int kClasses = 27;                    // by bit width of bytes - 1: up to 64 MiB
+  static constexpr int kClasses = 25;                    // by bit width of bytes - 1: up to 16 MiB
 
   static const char* way_name(int kind, bool first);
   // `first_up_to`: a class of up to this many bytes starts on the first way

@@ -125,9 +125,11 @@ bool streamable(Collective kind, direct::Streamable* as) {
 void WindowRunner::run_picked(Collective kind, direct::Op& o) {
   // An operation is staged whole, mid-size, or neither; the first two have
   // two ways to move, which copy_ways_ picks and times. One that then reads
-  // peers in place has two ways to write its results, picked and timed alike
-  // where no other way was timed.
-  CopyWays::Pick pick;
+  // peers in place (a mid-size one that takes that way, or a larger one) has
+  // two ways to write its results, picked and timed alike, in classes of
+  // their own.
+  CopyWays::Pick pick, stores;
+  std::size_t stores_bytes = 0;
   const bool segments = o.segments != nullptr;  // never staged, never through the slots
   std::size_t bytes = segments ? 0 : direct::staged_write_bytes(window_, staged_kind(kind), o);
   direct::Streamable as{};
@@ -141,9 +143,9 @@ void WindowRunner::run_picked(Collective kind, direct::Op& o) {
     pick = copy_ways_.pick(as, bytes);
     o.slots_limit = pick.slots_limit;
   }
-  if (pick.size_class < 0) pick_result_stores(large_kind(kind, o), o, &pick, &bytes);
+  pick_result_stores(large_kind(kind, o), o, &stores, &stores_bytes);
   begin(o);
-  const bool timed = pick.size_class >= 0;  // small calls do not read the clock
+  const bool timed = pick.size_class >= 0 || stores.size_class >= 0;  // small calls do not read the clock
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   if (segments) {
     direct::allreduce_segments(window_, o);
@@ -159,8 +161,11 @@ void WindowRunner::run_picked(Collective kind, direct::Op& o) {
   }
   if (!timed) return;
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  copy_ways_.record(pick, bytes, took.count());
-  if (pick.settle) settle_copy_way(pick, o.label);
+  for (const auto& [p, b] : {std::pair{pick, bytes}, std::pair{stores, stores_bytes}}) {
+    if (p.size_class < 0) continue;
+    copy_ways_.record(p, b, took.count());
+    if (p.settle) settle_copy_way(p, o.label);
+  }
 }
 
 void WindowRunner::pick_result_stores(direct::Large kind, direct::Op& o, CopyWays::Pick* pick, std::size_t* bytes) {
@@ -170,6 +175,11 @@ void WindowRunner::pick_result_stores(direct::Large kind, direct::Op& o, CopyWay
     o.result_stores = settings_.result_writes == "streaming" ? kernels::Stores::kStreaming : kernels::Stores::kOrdinary;
     return;
   }
+  // Chosen for the all-reduces, whose peers read the reduced blocks within the
+  // operation; the other collectives' results are read next by their own rank,
+  // from its cache, and go by size (in the project's bench runs choosing for
+  // them too made broadcasts of 2-8 MiB 1.4-1.9x slower in the medians).
+  if (kind != direct::Large::kAllreduce && kind != direct::Large::kSegments) return;
   const CopyWays::Pick p = copy_ways_.pick(kind, in_place);
   if (p.size_class < 0) return;  // outside the sizes chosen while running: by size
   *pick = p;

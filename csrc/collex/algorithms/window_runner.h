@@ -30,8 +30,9 @@ class WindowRunner {
     std::string midsize_copy = "auto";
     // COLLEX_STAGE_WRITES: "auto" (timed while running), "ordinary" or "streaming" stores.
     std::string stage_writes = "auto";
-    // COLLEX_RESULT_WRITES: "auto" (timed while running, 1-64 MiB), "size" (by
-    // size), "ordinary" or "streaming" stores (every operation that reads in place).
+    // COLLEX_RESULT_WRITES: "auto" (all-reduces of 1-16 MiB timed while
+    // running, the rest by size), "size" (by size), "ordinary" or "streaming"
+    // stores (every operation that reads in place).
     std::string result_writes = "auto";
   };
   WindowRunner(Window& window, const Settings& settings);
