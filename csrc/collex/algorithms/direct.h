@@ -90,7 +90,8 @@ std::size_t staged_write_bytes(const Window& w, Staged kind, const Op& o);
 
 // The collectives whose operations that read peers' buffers in place (neither
 // staged nor streamed through the slots) may write their results either way
-// (Op::result_stores); kSegments is allreduce_segments.
+// (Op::result_stores); kSegments is allreduce_segments. COLLEX_RESULT_WRITES
+// may force a way on all of them; the all-reduces alone choose while running.
 enum class Large { kAllreduce, kBroadcast, kReduce, kAllgather, kReduceScatter, kSegments };
 // The sizes whose result stores are decided while running: smaller results
 // stay in the cache (ordinary stores); larger ones stream by size (in the

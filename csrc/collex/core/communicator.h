@@ -66,10 +66,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // and written where they lie: a fusion bucket without packing.
   // The segments are shared, not copied: a caller that reduces the same pieces
   // every step makes the list once.
-  // `before` and `after` run around it as allreduce_with's do.
   std::shared_ptr<Work> allreduce_segments(std::shared_ptr<const std::vector<Span>> segments, std::size_t count,
-                                           DType dtype, ReduceOp op, bool async, std::function<void()> before = {},
-                                           std::function<void()> after = {});
+                                           DType dtype, ReduceOp op, bool async);
   // Makes peers' reads of `spans` cheaper, once: memory of this rank that the
   // node's direct algorithm will read in place step after step (a reducer's
   // buckets). On a shared window whose peers read ordinary memory, backs it

@@ -127,8 +127,7 @@ std::uint64_t Communicator::share_pages(Span array) {
 void Communicator::release_pages(std::uint64_t id, bool keep_contents) { shm::release(id, keep_contents); }
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
-                                                       std::size_t count, DType dtype, ReduceOp op, bool async,
-                                                       Hook before, Hook after) {
+                                                       std::size_t count, DType dtype, ReduceOp op, bool async) {
   require(can_reduce_segments(), rank_, Collective::kAllreduce, [&] {
     return "segments: expected every rank on one node with a shared window, got " +
            std::to_string(size_ - site_.local_size) + " ranks elsewhere or no window";
@@ -146,8 +145,6 @@ std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std
   c.call.segments = segments.get();
   c.algo = Algo::kDirect;
   c.segments = std::move(segments);
-  c.before = std::move(before);
-  c.after = std::move(after);
   return submit(std::move(c), async);
 }
 

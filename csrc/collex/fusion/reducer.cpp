@@ -249,7 +249,17 @@ void GradientReducer::ready(std::size_t i) {
                           " was already marked ready in this step (call wait() to end the step first)");
   }
   marked_[i] = true;
-  --slots_[bucket_of_[i]].pending;
+  Slot& s = slots_[bucket_of_[i]];
+  // A gradient that goes through the fusion buffer of a bucket reduced where
+  // its gradients lie is copied in now, on this thread, while the engine runs
+  // earlier buckets (nobody reads that part of the buffer before this bucket's
+  // all-reduce: the last step's ended with every peer done reading it).
+  for (const Member& m : s.packed) {
+    if (m.gradient != i) continue;
+    const Buffer& g = gradients_[i];
+    kernels::copy_result(s.fusion + m.offset * dtype_size(g.dtype), g.data, g.bytes());
+  }
+  --s.pending;
   while (next_launch_ < slots_.size() && slots_[next_launch_].pending == 0) launch(next_launch_++);
 }
 
@@ -261,14 +271,8 @@ void GradientReducer::launch(std::size_t b) {
     s.work = comm_->allreduce(span, span, ReduceOp::kAvg, Algo::kAuto, /*async=*/true);
     return;
   }
-  if (s.segments) {
-    Communicator::Hook before, after;
-    if (!s.packed.empty()) {
-      before = [this, b] { pack(b); };
-      after = [this, b] { unpack(b); };
-    }
-    s.work = comm_->allreduce_segments(s.segments, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true,
-                                       std::move(before), std::move(after));
+  if (s.segments) {  // its packed gradients went in at ready() and come back out in wait()
+    s.work = comm_->allreduce_segments(s.segments, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
     return;
   }
   if (s.compressed && s.wire == DType::kFloat16) {
@@ -302,13 +306,6 @@ void GradientReducer::find_local_amax(std::size_t b) {
 
 void GradientReducer::pack(std::size_t b) {
   Slot& s = slots_[b];
-  if (s.segments) {  // the gradients peers cannot read in place, into their part of the fusion buffers
-    for (const Member& m : s.packed) {
-      const Buffer& g = gradients_[m.gradient];
-      kernels::copy_result(s.fusion + m.offset * dtype_size(g.dtype), g.data, g.bytes());
-    }
-    return;
-  }
   const std::size_t wire_size = dtype_size(s.wire);
   if (s.compressed) s.scale = s.wire == DType::kFloat16 ? kernels::segments::fp16_scale(s.amax, comm_->size()) : 1.0f;
   for (const Member& m : buckets_[b].members) {
@@ -325,7 +322,7 @@ void GradientReducer::pack(std::size_t b) {
 
 void GradientReducer::unpack(std::size_t b) {
   Slot& s = slots_[b];
-  if (s.segments) {  // their averages, back
+  if (s.segments) {  // the averages of the gradients packed at ready(), back
     for (const Member& m : s.packed) {
       const Buffer& g = gradients_[m.gradient];
       kernels::copy_result(g.data, s.fusion + m.offset * dtype_size(g.dtype), g.bytes());
@@ -352,6 +349,8 @@ void GradientReducer::wait() {
       if (*w == nullptr) continue;
       try {
         (*w)->wait();
+        // Unpacked here, on this thread, while the engine runs later buckets.
+        if (w == &slots_[b].work && slots_[b].segments && !slots_[b].packed.empty() && !error) unpack(b);
       } catch (const Interrupted&) {
         throw;  // the work carries on; wait() may be called again
       } catch (...) {

@@ -2,11 +2,12 @@
 // bucketer.h) and each bucket is all-reduced asynchronously, to the average
 // over the ranks, as soon as its last gradient is ready. On one node an
 // uncompressed bucket is reduced where its gradients lie (only the small ones
-// that peers cannot read in place are packed); otherwise it is packed into a
+// that peers cannot read in place are packed: by ready() and back by wait(),
+// beside the engine's work on other buckets); otherwise it is packed into a
 // fusion buffer (converted to fp16 or bf16 on the way when compressing, with
-// error feedback), reduced, and unpacked. Packing and unpacking run on the
-// communicator's engine around the bucket's all-reduce, so the caller's thread
-// only marks gradients ready and goes on with its backward pass.
+// error feedback), reduced, and unpacked. Those packings and unpackings run on
+// the communicator's engine around the bucket's all-reduce, so the caller's
+// thread only marks gradients ready and goes on with its backward pass.
 #pragma once
 
 #include <cstddef>
