@@ -44,6 +44,12 @@ from .timing import timed, timed_together
 
 SHAPES = os.path.join(os.path.dirname(__file__), "shapes")
 MIB = 1 << 20
+# Untimed steps before each variant's timed ones: a training run's first
+# seconds. On one node the copy-way chooser settles each size class by its
+# 12th operation (a first window of 8, then a probe of the other way for 4),
+# and a reducer's bucket is one operation of its class per step; timed earlier,
+# the probe of a way that loses by 3x lands in the repeats.
+WARMUP_STEPS = 12
 
 
 def load_shapes(name: str) -> list[tuple[int, ...]]:
@@ -147,7 +153,7 @@ def overlap(cx, comm, g: GradientSet, work: int, repeats: int) -> dict[str, floa
         reducer.wait()
 
     compute = timed(comm, backward, warmup=1, iters=1, repeats=repeats)
-    exchange = timed(comm, reducer.reduce, warmup=1, iters=1, repeats=repeats)
+    exchange = timed(comm, reducer.reduce, warmup=WARMUP_STEPS, iters=1, repeats=repeats)
     together = timed(comm, both, warmup=1, iters=1, repeats=repeats)
     hidden = (compute + exchange - together) / exchange if exchange > 0 else 0.0
     return {"compute_s": compute, "exchange_s": exchange, "together_s": together, "hidden": hidden}
@@ -190,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         # The variants take turns, so that each ratio to the flat ideal compares
         # times from the same minutes of a machine whose speed drifts.
         steps = [step for step, _ in ways.values()]
-        times = dict(zip(ways, timed_together(comm, steps, warmup=2, iters=1, repeats=args.repeats)))
+        timed_steps = timed_together(comm, steps, warmup=WARMUP_STEPS, iters=1, repeats=args.repeats)
+        times = dict(zip(ways, timed_steps))
         row: dict[str, Any] = {"set": name, "gradients": len(g.shapes), "bytes": g.nbytes, "ranks": size,
                                "seconds": times, "wrong": wrong}  # fmt: skip
         if name != "64MiB":
