@@ -18,9 +18,9 @@ constexpr std::size_t kAlign = 64;
 
 // A bucket reduced where its gradients lie packs those of its gradients under
 // this size that peers could not read in place (most of their bytes on private
-// pages: every array under 256 KiB) into the fusion buffers around the
-// all-reduce: two copies in this rank's cache instead of peers' reads through
-// the kernel. On ResNet-50 those reads took about 1 ms a step, at 6-7 GB/s,
+// pages: every array under 256 KiB) into the fusion buffers, at ready(), and
+// copies them back at wait(): two copies in this rank's cache instead of
+// peers' reads through the kernel. On ResNet-50 those reads took about 1 ms a step, at 6-7 GB/s,
 // for 3 MB (bench/README.md). Larger private gradients stay where they are:
 // read through the kernel from huge pages, they cost about what packing would.
 constexpr std::size_t kPackedBelowBytes = 1 << 20;
