@@ -61,9 +61,10 @@ class WindowRunner {
   direct::Op op_for(const CollectiveCall& call, const char* algo, ReduceOp op);
   // Numbers the next window operation and announces what this rank called.
   void begin(direct::Op& o);
-  // Runs an all-reduce, broadcast, reduce, all-gather or reduce-scatter whose
-  // data may move either way (staged, or mid-size), taking and timing the way
-  // copy_ways_ picks.
+  // Runs an all-reduce (segmented too, o.segments), broadcast, reduce,
+  // all-gather or reduce-scatter, taking and timing the ways copy_ways_ picks:
+  // how staged or mid-size data moves, and how an all-reduce that reads peers
+  // in place writes its results.
   void run_picked(Collective kind, direct::Op& o);
   // For an operation that reads peers in place: sets o.result_stores as
   // COLLEX_RESULT_WRITES says, or as copy_ways_ picks (then *pick and *bytes
