@@ -44,20 +44,11 @@ constexpr std::size_t kSlotsFirstUpTo = 1024 * 1024;
 constexpr std::size_t kOrdinaryResultsFirstUpTo = 8 * 1024 * 1024;
 
 const char* kind_name(int kind) {
-  constexpr const char* kNames[] = {"all-reduce",
-                                    "broadcast",
-                                    "all-gather",
-                                    "staged all-reduce",
-                                    "staged broadcast",
-                                    "staged reduce",
-                                    "staged all-gather",
-                                    "staged reduce-scatter",
-                                    "all-reduce results",
-                                    "broadcast results",
-                                    "reduce results",
-                                    "all-gather results",
-                                    "reduce-scatter results",
-                                    "segmented all-reduce results"};
+  constexpr const char* kNames[] = {"all-reduce",         "broadcast",
+                                    "all-gather",         "staged all-reduce",
+                                    "staged broadcast",   "staged reduce",
+                                    "staged all-gather",  "staged reduce-scatter",
+                                    "all-reduce results", "segmented all-reduce results"};
   return kNames[kind];
 }
 
@@ -107,8 +98,13 @@ CopyWays::Pick CopyWays::pick(direct::Staged kind, std::size_t bytes) {
 }
 
 CopyWays::Pick CopyWays::pick(direct::Large kind, std::size_t bytes) {
-  if (bytes < direct::kMinChosenStores || bytes > direct::kMaxChosenStores) return Pick{};
-  return pick_class(kLargeKinds + static_cast<int>(kind), bytes, kOrdinaryResultsFirstUpTo);
+  // Chosen for the all-reduces, whose peers read the reduced blocks within the
+  // operation; the other collectives' results are read next by their own rank,
+  // from its cache, and go by size (in the project's bench runs choosing for
+  // them too made broadcasts of 2-8 MiB 1.4-1.9x slower in the medians).
+  const bool chosen = kind == direct::Large::kAllreduce || kind == direct::Large::kSegments;
+  if (!chosen || bytes < direct::kMinChosenStores || bytes > direct::kMaxChosenStores) return Pick{};
+  return pick_class(kLargeKinds + (kind == direct::Large::kSegments ? 1 : 0), bytes, kOrdinaryResultsFirstUpTo);
 }
 
 const char* CopyWays::decides(const Pick& p) {

@@ -61,8 +61,9 @@ class CopyWays {
   Pick pick(direct::Staged kind, std::size_t bytes);
   // How an operation that reads peers in place writes its results: `slots`
   // true for ordinary stores, false for streaming ones; `bytes` as
-  // direct::large_bytes gives it (outside direct::kMinChosenStores to
-  // kMaxChosenStores: by size, untimed). Not affected by fix().
+  // direct::large_bytes gives it. Untimed, by size, for collectives other than
+  // all-reduces and outside direct::kMinChosenStores to kMaxChosenStores. Not
+  // affected by fix().
   Pick pick(direct::Large kind, std::size_t bytes);
   // What a pick decides, in words: "mid-size copies", "staged writes" or "result writes".
   static const char* decides(const Pick& p);
@@ -96,7 +97,7 @@ class CopyWays {
   };
   static constexpr int kMidsizeKinds = 3;                // direct::Streamable
   static constexpr int kLargeKinds = kMidsizeKinds + 5;  // then direct::Staged
-  static constexpr int kKinds = kLargeKinds + 6;         // then direct::Large
+  static constexpr int kKinds = kLargeKinds + 2;         // then direct::Large's all-reduce and segments
   static constexpr int kClasses = 25;                    // by bit width of bytes - 1: up to 16 MiB
 
   static const char* way_name(int kind, bool first);

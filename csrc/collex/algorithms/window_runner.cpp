@@ -175,13 +175,8 @@ void WindowRunner::pick_result_stores(direct::Large kind, direct::Op& o, CopyWay
     o.result_stores = settings_.result_writes == "streaming" ? kernels::Stores::kStreaming : kernels::Stores::kOrdinary;
     return;
   }
-  // Chosen for the all-reduces, whose peers read the reduced blocks within the
-  // operation; the other collectives' results are read next by their own rank,
-  // from its cache, and go by size (in the project's bench runs choosing for
-  // them too made broadcasts of 2-8 MiB 1.4-1.9x slower in the medians).
-  if (kind != direct::Large::kAllreduce && kind != direct::Large::kSegments) return;
   const CopyWays::Pick p = copy_ways_.pick(kind, in_place);
-  if (p.size_class < 0) return;  // outside the sizes chosen while running: by size
+  if (p.size_class < 0) return;  // a collective or size that goes by size
   *pick = p;
   *bytes = in_place;
   o.result_stores = p.slots ? kernels::Stores::kOrdinary : kernels::Stores::kStreaming;
