@@ -90,12 +90,7 @@ void bind_fusion(py::module_& m) {
       .def("buckets", [](const GradientReducer& r) { return describe(r.buckets()); })
       .def("wire_dtype", [](const GradientReducer& r, std::size_t b) { return static_cast<int>(r.wire_dtype(b)); })
       .def("path", &GradientReducer::path)
-      .def("packed",
-           [](const GradientReducer& r, std::size_t b) {
-             std::vector<std::size_t> gradients;
-             for (const fusion::Member& m : r.packed(b)) gradients.push_back(m.gradient);
-             return gradients;
-           })
+      .def("packed", &GradientReducer::packed)
       .def_property_readonly("symmetric", &GradientReducer::symmetric)
       .def_property_readonly("huge_page_bytes", &GradientReducer::huge_page_bytes)
       .def("residual_address",

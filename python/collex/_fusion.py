@@ -55,17 +55,18 @@ class GradientReducer:
 
     Uncompressed buckets are not packed when the ranks share a node: the direct
     algorithm reads each gradient where it lies and writes the average back in
-    place, except for the gradients under 1 MiB that peers cannot read in
-    place (below), which go through memory every rank maps (``bucket_info()``
-    lists them). Across nodes they go through a fusion buffer, except when a bucket's
+    place. Peers read what they cannot map from copies that the all-reduce makes
+    in memory every rank maps: gradients under 1 MiB that lie mostly on private
+    pages (below; ``bucket_info()`` lists them), and the first and last pages of
+    larger ones. Across nodes they go through a fusion buffer, except when a bucket's
     gradients fill one span of memory on every rank (views of one flat array,
     e.g. from ``collex.zeros``), which is reduced where it lies.
 
     Without compression, construction moves gradients of 256 KiB or more (their
     whole pages) onto shared pages the node's ranks map, so that peers read and
     write them in place (README, "Shared pages for ordinary arrays";
-    ``COLLEX_SHARE_PAGES=0`` turns it off). The smaller ones are packed as said
-    above. Peers read the rest through the
+    ``COLLEX_SHARE_PAGES=0`` turns it off). The smaller ones are copied as said
+    above. Peers read the rest (larger gradients that did not move) through the
     kernel's cross-memory attach, which pins and copies memory a page at a
     time; NumPy puts arrays under 4 MiB on 4 KiB pages, where that took twice
     as long as from huge pages here. With
@@ -235,8 +236,8 @@ class GradientReducer:
         path: "span" (the gradients fill one span of memory and are reduced where
         they lie), "segments" (separate arrays read and written where they lie, on
         one node) or "packed" (through a fusion buffer); and, of a "segments"
-        bucket, the gradients that go through its fusion buffer all the same
-        ("packed": those under 1 MiB that peers cannot read in place)."""
+        bucket, the gradients that peers read from copies in its fusion buffer
+        ("packed": those under 1 MiB that they cannot read in place)."""
         info = []
         for b, (code, members, offsets) in enumerate(self._described()):
             on_gpu = self._device is not None

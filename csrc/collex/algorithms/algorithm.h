@@ -34,6 +34,7 @@ struct CollectiveCall {
   int root = 0;
   std::uint64_t seq = 0;
   const std::vector<Span>* segments = nullptr;  // allreduce_segments: where the data lies (in == out: null)
+  const std::vector<Span>* home = nullptr;      // ... and where this rank's own lies, when elsewhere (direct.h)
 
   // The elements each rank's call names (of out for reduce-scatter, of x otherwise).
   std::size_t count() const { return kind == Collective::kReduceScatter ? out.count : in.count; }

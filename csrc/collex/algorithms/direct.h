@@ -48,7 +48,8 @@ struct Op {
   OpLabel label;                                // says which operation failed, in errors
   CallPrint print;                              // what this rank called, compared by its peers
   std::vector<char>* scratch;                   // grown as needed for pieces read from peers
-  const std::vector<Span>* segments = nullptr;  // allreduce_segments: where this rank's data lies
+  const std::vector<Span>* segments = nullptr;  // allreduce_segments: where peers read this rank's data
+  const std::vector<Span>* home = nullptr;      // ... and where it lies (null: there), see allreduce_segments
   // Mid-size operations (see midsize_bytes) of up to this many bytes stream
   // through the slots (two copies, both in cache); larger ones read the source
   // where it lies (one copy that pins its pages). Which is faster depends on the
@@ -129,6 +130,12 @@ void barrier(Window& w, const Op& o);
 // o.count elements in all, cut alike on every rank), e.g. a bucket of separate
 // gradient arrays: peers' pieces are read where they lie and results written
 // back where they belong, so nothing is packed into a contiguous buffer first.
+// Where some of this rank's data lies in memory its peers cannot read well
+// (small arrays on private pages), o.home says where all of it lies (the same
+// bytes, in order, cut its own way) and o.segments holds a staging area for
+// those parts (a symmetric buffer): the parts that peers reduce are copied
+// there first, and the results of this rank's block with them; this rank reads
+// its own elements from, and writes every result to, o.home.
 // Needs can_read_peers().
 void allreduce_segments(Window& w, const Op& o);
 

@@ -64,26 +64,64 @@ std::size_t shared_edge(const Window& w, const std::vector<Span>& table, const s
   return up_to_edge(first - starts[i], take, shared_elements(w, w.rank(), table[i].address, table[i].bytes, 1));
 }
 
-// Copies the spans, in order, into `to`; and back: `from` into the spans.
-void gather(const std::vector<Span>& spans, char* to) {
-  for (const Span& s : spans) {
-    std::memcpy(to, reinterpret_cast<const void*>(s.address), s.bytes);
-    to += s.bytes;
+// Copies the bytes the spans `from` hold, in order, into the spans `to` (as
+// many bytes), leaving parts that already lie where they go.
+void copy_across(const Span* from, std::size_t n_from, const Span* to, std::size_t n_to) {
+  std::size_t i = 0, j = 0, at_from = 0, at_to = 0;
+  while (i < n_from && j < n_to) {
+    const std::size_t k = std::min(from[i].bytes - at_from, to[j].bytes - at_to);
+    const auto* src = reinterpret_cast<const char*>(from[i].address + at_from);
+    auto* dst = reinterpret_cast<char*>(to[j].address + at_to);
+    if (k > 0 && src != dst) std::memcpy(dst, src, k);
+    at_from += k;
+    at_to += k;
+    if (at_from == from[i].bytes) ++i, at_from = 0;
+    if (at_to == to[j].bytes) ++j, at_to = 0;
   }
 }
+void copy_across(const std::vector<Span>& from, const std::vector<Span>& to) {
+  copy_across(from.data(), from.size(), to.data(), to.size());
+}
+// The spans, in order, into `to`; and back: `from` into the spans.
+void gather(const std::vector<Span>& spans, char* to) {
+  std::size_t bytes = 0;
+  for (const Span& s : spans) bytes += s.bytes;
+  const Span local{reinterpret_cast<std::uintptr_t>(to), bytes};
+  copy_across(spans.data(), spans.size(), &local, 1);
+}
 void scatter(const char* from, const std::vector<Span>& spans) {
-  for (const Span& s : spans) {
-    std::memcpy(reinterpret_cast<void*>(s.address), from, s.bytes);
-    from += s.bytes;
-  }
+  std::size_t bytes = 0;
+  for (const Span& s : spans) bytes += s.bytes;
+  const Span local{reinterpret_cast<std::uintptr_t>(from), bytes};
+  copy_across(&local, 1, spans.data(), spans.size());
+}
+
+bool same_spans(const std::vector<Span>& a, const std::vector<Span>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](const Span& x, const Span& y) {
+           return x.address == y.address && x.bytes == y.bytes;
+         });
 }
 
 }  // namespace
 
 void allreduce_segments(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
-  const std::vector<Span>& mine = *o.segments;
+  const std::vector<Span>& mine = *o.segments;              // what peers read
+  const std::vector<Span>& home = o.home ? *o.home : mine;  // where this rank's elements lie
+  const bool staging = &home != &mine;
   const std::vector<std::size_t> starts = segment_starts(mine);
+  const std::vector<std::size_t> home_starts = staging ? segment_starts(home) : starts;
+  std::vector<Span> spans, own, published;
+
+  // The parts of the peers' blocks that they read from a staging area: copied
+  // there first (the last operation ended with every peer done reading it).
+  for (int r = 0; r < c.p && staging; ++r) {
+    const Range b = block_range(o.count, c.p, r);
+    if (r == c.me || b.count == 0) continue;
+    slice(home, home_starts, b.offset * c.es, b.count * c.es, own);
+    slice(mine, starts, b.offset * c.es, b.count * c.es, published);
+    copy_across(own, published);
+  }
   w.publish(reinterpret_cast<std::uintptr_t>(mine.data()), 0);
   w.publish_spans(mine.data(), mine.size());
   c.sync(1, 3);
@@ -105,22 +143,52 @@ void allreduce_segments(Window& w, const Op& o) {
   const PieceBuffers tmp = piece_buffers(c, piece);
   char* acc = tmp[2];  // the reduced piece, or this rank's part set aside
   const bool streaming = streams_results(o, o.count * c.es);
-  std::vector<Span> spans, own;
   const Range block = block_range(o.count, c.p, c.me);
+  std::vector<const char*> peer_at(static_cast<std::size_t>(c.p));
   for (std::size_t done = 0, k = 0; done < block.count && c.p > 1; done += k) {
     const std::size_t first = (block.offset + done) * c.es;
     k = shared_edge(w, mine, starts, first,
                     next_piece(mine, starts, first, std::min(piece, block.count - done) * c.es)) /
         c.es;
     const std::size_t bytes = k * c.es;
-    slice(mine, starts, first, bytes, own);
+    slice(home, home_starts, first, bytes, own);
+    // A piece in a staging area: its result goes home and there, for the peers.
+    if (staging) slice(mine, starts, first, bytes, published);
+    const bool staged = staging && !same_spans(own, published);
+    // Each peer's elements of the piece in place, where they lie in one segment
+    // that the peer shares (a large array, or its staging area) and this rank
+    // maps: combined there (the peer writes only its own block meanwhile), as
+    // reduce_from_inputs does; copying them into cache first cost 1.4x the flat
+    // all-reduce's time on ResNet-50's large gradients.
+    bool all_mapped = true;
+    for (int r = 0; r < c.p; ++r) {
+      if (r == c.me) continue;
+      slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
+      peer_at[static_cast<std::size_t>(r)] = spans.size() == 1 ? w.mapped(r, spans[0].address, bytes) : nullptr;
+      all_mapped = all_mapped && peer_at[static_cast<std::size_t>(r)] != nullptr;
+    }
+    if ((own.size() > 1 || staged) && all_mapped) {
+      // This rank's elements lie in several places (small arrays): reduced into
+      // each where it lies, and copied to the staging area after.
+      std::size_t at = 0;
+      for (const Span& part : own) {
+        char* to = reinterpret_cast<char*>(part.address);
+        if (c.me >= 2) std::memcpy(acc, to, part.bytes);
+        combine_ranks(c, to, part.bytes / c.es, tmp, false, [&](int r, char*) -> const char* {
+          return r == c.me ? (c.me < 2 ? to : acc) : peer_at[static_cast<std::size_t>(r)] + at;
+        });
+        at += part.bytes;
+      }
+      if (staged) copy_across(own, published);
+      continue;
+    }
     // A piece inside one of this rank's segments is reduced straight into it
     // (streaming past the cache when the bucket is large). Ranks 0 and 1 read
     // their own part in place there, as the first or second source of the first
     // combination (which reads every element before writing it, as
     // reduce_from_inputs relies on too); a later rank's would be overwritten
     // before it is read, so it is copied aside first.
-    const bool in_place = own.size() == 1;
+    const bool in_place = own.size() == 1 && !staged;
     char* to = in_place ? reinterpret_cast<char*>(own[0].address) : acc;
     if (in_place && c.me >= 2) std::memcpy(acc, to, bytes);
     combine_ranks(c, to, k, tmp, streaming && in_place, [&](int r, char* into) -> const char* {
@@ -129,19 +197,14 @@ void allreduce_segments(Window& w, const Op& o) {
         gather(own, into);
         return into;
       }
+      if (const char* there = peer_at[static_cast<std::size_t>(r)]) return there;
       slice(tables[static_cast<std::size_t>(r)], starts, first, bytes, spans);
-      // A piece of one large segment that the peer shares is combined where it
-      // lies (the peer writes only its own block meanwhile), as
-      // reduce_from_inputs does: copying it into cache first cost 1.4x the
-      // flat all-reduce's time on ResNet-50's large gradients.
-      if (spans.size() == 1) {
-        if (const char* in_place = w.mapped(r, spans[0].address, bytes)) return in_place;
-      }
       const Span local{reinterpret_cast<std::uintptr_t>(into), bytes};
       w.read_spans(r, spans.data(), spans.size(), &local, 1, kernels::Stores::kOrdinary);  // into a piece buffer
       return into;
     });
     if (!in_place) scatter(acc, own);
+    if (staged) scatter(acc, published);
   }
   c.sync(2, 3);  // every block reduced where it lies
 
@@ -151,7 +214,7 @@ void allreduce_segments(Window& w, const Op& o) {
     const Range b = block_range(o.count, c.p, r);
     if (r == c.me || b.count == 0) continue;
     slice(tables[static_cast<std::size_t>(r)], starts, b.offset * c.es, b.count * c.es, spans);
-    slice(mine, starts, b.offset * c.es, b.count * c.es, local);
+    slice(home, home_starts, b.offset * c.es, b.count * c.es, local);
     w.read_spans(r, spans.data(), spans.size(), local.data(), local.size(), o.result_stores);
   }
   c.sync(3, 3);  // nobody reads our segments any more

@@ -36,6 +36,7 @@ direct::Op WindowRunner::op_for(const CollectiveCall& c, const char* algo, Reduc
   o.op = op;
   o.root = c.root;
   o.segments = c.segments;
+  o.home = c.home;
   o.print = print_of(c);
   o.label = OpLabel{settings_.rank, collective_name(c.kind), c.seq, algo, c.in.dtype, c.in.bytes()};
   return o;

@@ -65,8 +65,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // `segments` of this rank's memory (in order; cut alike on every rank), read
   // and written where they lie: a fusion bucket without packing.
   // The segments are shared, not copied: a caller that reduces the same pieces
-  // every step makes the list once.
-  std::shared_ptr<Work> allreduce_segments(std::shared_ptr<const std::vector<Span>> segments, std::size_t count,
+  // every step makes the list once. `home`, when not null, says where this
+  // rank's elements lie when some segments are only a staging area for its
+  // peers (direct.h, allreduce_segments); it holds as many bytes.
+  std::shared_ptr<Work> allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
+                                           std::shared_ptr<const std::vector<Span>> home, std::size_t count,
                                            DType dtype, ReduceOp op, bool async);
   // Makes peers' reads of `spans` cheaper, once: memory of this rank that the
   // node's direct algorithm will read in place step after step (a reducer's
@@ -74,11 +77,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // with huge pages (shm/huge_pages.h). Local; returns the bytes of `spans`
   // on huge pages afterwards (0 where no peer reads them through the window).
   std::size_t prepare_peer_reads(const std::vector<Span>& spans);
-  // Per span of this rank's memory: its bytes on pages the node's peers map
+  // Per span of this rank's memory: its part on pages the node's peers map
   // (share_pages' regions, symmetric buffers), which the direct algorithms
-  // read in place; 0 where no peer reads this rank's memory through a window.
-  // Ordered with queued operations. Local.
-  std::vector<std::size_t> shared_bytes(const std::vector<Span>& spans);
+  // read in place; empty where no peer reads this rank's memory through a
+  // window. Ordered with queued operations. Local.
+  std::vector<Span> shared_parts(const std::vector<Span>& spans);
   // Moves the whole pages of `array`, this rank's ordinary memory that callers
   // pass again and again, onto pages the node's peers map, so that the direct
   // algorithms read and write it in place (shm/shared_pages.h). Ordered with
@@ -131,8 +134,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   struct Call {
     CollectiveCall call;
     Algo algo = Algo::kAuto;
-    Hook before, after;                                 // on the engine, around the collective (may be empty)
-    std::shared_ptr<const std::vector<Span>> segments;  // keeps call.segments alive
+    Hook before, after;                                       // on the engine, around the collective (may be empty)
+    std::shared_ptr<const std::vector<Span>> segments, home;  // keep call.segments and call.home alive
   };
 
   std::shared_ptr<Work> submit(Call call, bool async);

@@ -87,17 +87,17 @@ std::size_t Communicator::prepare_peer_reads(const std::vector<Span>& spans) {
   return shm::back_with_huge_pages(spans.data(), spans.size());
 }
 
-std::vector<std::size_t> Communicator::shared_bytes(const std::vector<Span>& spans) {
-  std::vector<std::size_t> bytes(spans.size(), 0);
+std::vector<Span> Communicator::shared_parts(const std::vector<Span>& spans) {
+  std::vector<Span> parts(spans.size());
   const ShmWindow* window = topo_->window.get();
-  if (size_ == 1 || site_.local_size < 2 || window == nullptr || !window->can_read_peers()) return bytes;
+  if (size_ == 1 || site_.local_size < 2 || window == nullptr || !window->can_read_peers()) return parts;
   engine_.submit(
       [&] {
         for (std::size_t i = 0; i < spans.size(); ++i)
-          bytes[i] = window->own_shared_part(spans[i].address, spans[i].bytes).bytes;
+          parts[i] = window->own_shared_part(spans[i].address, spans[i].bytes);
       },
       false);
-  return bytes;
+  return parts;
 }
 
 std::uint64_t Communicator::share_pages(Span array) {
@@ -127,24 +127,30 @@ std::uint64_t Communicator::share_pages(Span array) {
 void Communicator::release_pages(std::uint64_t id, bool keep_contents) { shm::release(id, keep_contents); }
 
 std::shared_ptr<Work> Communicator::allreduce_segments(std::shared_ptr<const std::vector<Span>> segments,
-                                                       std::size_t count, DType dtype, ReduceOp op, bool async) {
+                                                       std::shared_ptr<const std::vector<Span>> home, std::size_t count,
+                                                       DType dtype, ReduceOp op, bool async) {
   require(can_reduce_segments(), rank_, Collective::kAllreduce, [&] {
     return "segments: expected every rank on one node with a shared window, got " +
            std::to_string(size_ - site_.local_size) + " ranks elsewhere or no window";
   });
-  std::size_t bytes = 0;
-  for (const Span& s : *segments) bytes += s.bytes;
-  require(bytes == count * dtype_size(dtype), rank_, Collective::kAllreduce, [&] {
-    return "segments: expected " + std::to_string(count * dtype_size(dtype)) + " bytes in all, got " +
-           std::to_string(bytes);
-  });
+  for (const auto* table : {segments.get(), home.get()}) {
+    if (table == nullptr) continue;
+    std::size_t bytes = 0;
+    for (const Span& s : *table) bytes += s.bytes;
+    require(bytes == count * dtype_size(dtype), rank_, Collective::kAllreduce, [&] {
+      return std::string(table == home.get() ? "home" : "segments") + ": expected " +
+             std::to_string(count * dtype_size(dtype)) + " bytes in all, got " + std::to_string(bytes);
+    });
+  }
   Call c;
   c.call.kind = Collective::kAllreduce;
   c.call.in = c.call.out = Buffer{nullptr, count, dtype};
   c.call.op = op;
   c.call.segments = segments.get();
+  c.call.home = home.get();
   c.algo = Algo::kDirect;
   c.segments = std::move(segments);
+  c.home = std::move(home);
   return submit(std::move(c), async);
 }
 

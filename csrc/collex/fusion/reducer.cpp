@@ -9,21 +9,11 @@
 #include "collex/core/communicator.h"
 #include "collex/kernels/compress_segments.h"
 #include "collex/kernels/convert.h"
-#include "collex/kernels/copy.h"
 
 namespace collex::fusion {
 namespace {
 
 constexpr std::size_t kAlign = 64;
-
-// A bucket reduced where its gradients lie packs those of its gradients under
-// this size that peers could not read in place (most of their bytes on private
-// pages: every array under 256 KiB) into the fusion buffers, at ready(), and
-// copies them back at wait(): two copies in this rank's cache instead of
-// peers' reads through the kernel. On ResNet-50 those reads took about 1 ms a step, at 6-7 GB/s,
-// for 3 MB (bench/README.md). Larger private gradients stay where they are:
-// read through the kernel from huge pages, they cost about what packing would.
-constexpr std::size_t kPackedBelowBytes = 1 << 20;
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -68,30 +58,33 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   // Only float32 buckets are compressed. A bucket whose gradients fill one span
   // of memory on every rank is reduced where it lies (no packing); ranks agree
   // on which, since the reduction differs.
-  // So do they on which gradients of the other buckets peers read in place
-  // (in_place_at on), when buckets are reduced where they lie.
+  // So do they on which parts of the gradients of the other buckets peers read
+  // from copies (staging.h; from staging_at on), when buckets are reduced where they lie.
   const bool segments = comm_->can_reduce_segments();  // alike on every rank: same window, same settings
-  const std::size_t in_place_at = buckets_.size();
+  const std::size_t staging_at = buckets_.size();
   std::vector<void*> local_spans(buckets_.size(), nullptr);
-  std::vector<std::int32_t> agreed(buckets_.size() + (segments ? gradients_.size() : 0), 1);
+  std::vector<std::int32_t> agreed(buckets_.size() + (segments ? kWordsPerGradient * gradients_.size() : 0), 1);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
     s.compressed = compression != Compression::kNone && buckets_[b].dtype == DType::kFloat32;
     if (!s.compressed) local_spans[b] = find_span(buckets_[b]);
     agreed[b] = local_spans[b] != nullptr;
   }
+  std::vector<Staging> staging(segments ? gradients_.size() : 0);
   if (segments) {
-    const std::vector<bool> in_place = read_in_place_by_peers();
-    for (std::size_t i = 0; i < in_place.size(); ++i) agreed[in_place_at + i] = in_place[i];
+    const std::vector<Staging> wanted = staging_wanted();
+    for (std::size_t i = 0; i < wanted.size(); ++i) to_words(wanted[i], &agreed[staging_at + kWordsPerGradient * i]);
   }
   if (!agreed.empty()) {
     Buffer flags{agreed.data(), agreed.size(), DType::kInt32};
     comm_->allreduce(flags, flags, ReduceOp::kMin, Algo::kAuto, /*async=*/false);
   }
+  for (std::size_t i = 0; i < staging.size(); ++i) staging[i] = from_words(&agreed[staging_at + kWordsPerGradient * i]);
 
   std::size_t fusion_bytes = 0, residual_count = 0;
   std::vector<std::size_t> fusion_at(buckets_.size()), residual_at(buckets_.size());
-  std::vector<Span> read_in_place;  // this rank's memory that peers will read where it lies
+  std::vector<Span> read_in_place;               // this rank's memory that peers will read where it lies
+  std::vector<bool> segmented(buckets_.size());  // buckets reduced where their gradients lie, but not one span
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
     const Bucket& bucket = buckets_[b];
@@ -104,24 +97,21 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
       continue;
     }
     if (!s.compressed && segments) {
-      // The others go into the bucket's part of the fusion buffers, which
-      // becomes its last segment once that is allocated (below).
-      auto pieces = std::make_shared<std::vector<Span>>();
+      // Parts of the others are staged in the bucket's part of the fusion buffers.
+      segmented[b] = true;
       for (const Member& m : bucket.members) {
         const Buffer& g = gradients_[m.gradient];
-        if (agreed[in_place_at + m.gradient] != 0) {
-          pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
+        if (staging[m.gradient].mode == Staging::kWhole) {
+          s.packed.push_back(m.gradient);
         } else {
-          s.packed.push_back(Member{m.gradient, s.packed_count});
-          s.packed_count += g.count;
+          read_in_place.push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
         }
+        s.staged_count += staging[m.gradient].staged(g.count);
       }
-      read_in_place.insert(read_in_place.end(), pieces->begin(), pieces->end());
-      s.segments = std::move(pieces);
-      if (s.packed.empty()) continue;
+      if (s.staged_count == 0) continue;
     }
     fusion_at[b] = fusion_bytes;
-    fusion_bytes += align_up((s.segments ? s.packed_count : bucket.count) * dtype_size(s.wire));
+    fusion_bytes += align_up((segmented[b] ? s.staged_count : bucket.count) * dtype_size(s.wire));
     residual_at[b] = residual_count;
     if (s.compressed && error_feedback) residual_count += bucket.count;
   }
@@ -145,12 +135,12 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
   residuals_.assign(residual_count, 0.0f);
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     Slot& s = slots_[b];
-    if (s.span != nullptr || (s.segments && s.packed.empty())) continue;
-    s.fusion = fusion + fusion_at[b];
-    if (s.segments) {
-      auto pieces = std::make_shared<std::vector<Span>>(*s.segments);
-      pieces->push_back(Span{reinterpret_cast<std::uintptr_t>(s.fusion), s.packed_count * dtype_size(s.wire)});
-      s.segments = std::move(pieces);
+    if (s.span != nullptr) continue;
+    if (!segmented[b] || s.staged_count > 0) s.fusion = fusion + fusion_at[b];
+    if (segmented[b]) {
+      SegmentTables tables = lay_out(buckets_[b], gradients_, staging, s.fusion);
+      s.segments = std::move(tables.published);
+      s.home = std::move(tables.home);
     }
     if (s.compressed && error_feedback) s.residuals = residuals_.data() + residual_at[b];
   }
@@ -198,17 +188,14 @@ void GradientReducer::check_same_everywhere(const std::vector<Gradient>& shapes,
   }
 }
 
-std::vector<bool> GradientReducer::read_in_place_by_peers() {
-  if (comm_->size() == 1) return std::vector<bool>(gradients_.size(), true);  // nobody reads them
+std::vector<Staging> GradientReducer::staging_wanted() const {
+  std::vector<Staging> wanted(gradients_.size());
+  if (comm_->size() == 1) return wanted;  // nobody reads them
   std::vector<Span> spans;
   for (const Buffer& g : gradients_) spans.push_back(Span{reinterpret_cast<std::uintptr_t>(g.data), g.bytes()});
-  const std::vector<std::size_t> shared = comm_->shared_bytes(spans);
-  std::vector<bool> in_place(gradients_.size());
-  for (std::size_t i = 0; i < spans.size(); ++i) {
-    const std::size_t bytes = spans[i].bytes;
-    in_place[i] = bytes == 0 || bytes >= kPackedBelowBytes || 2 * shared[i] >= bytes;
-  }
-  return in_place;
+  const std::vector<Span> shared = comm_->shared_parts(spans);
+  for (std::size_t i = 0; i < spans.size(); ++i) wanted[i] = staging_of(gradients_[i], shared[i]);
+  return wanted;
 }
 
 void* GradientReducer::find_span(const Bucket& bucket) const {
@@ -250,15 +237,6 @@ void GradientReducer::ready(std::size_t i) {
   }
   marked_[i] = true;
   Slot& s = slots_[bucket_of_[i]];
-  // A gradient that goes through the fusion buffer of a bucket reduced where
-  // its gradients lie is copied in now, on this thread, while the engine runs
-  // earlier buckets (nobody reads that part of the buffer before this bucket's
-  // all-reduce: the last step's ended with every peer done reading it).
-  for (const Member& m : s.packed) {
-    if (m.gradient != i) continue;
-    const Buffer& g = gradients_[i];
-    kernels::copy_result(s.fusion + m.offset * dtype_size(g.dtype), g.data, g.bytes());
-  }
   --s.pending;
   while (next_launch_ < slots_.size() && slots_[next_launch_].pending == 0) launch(next_launch_++);
 }
@@ -271,8 +249,8 @@ void GradientReducer::launch(std::size_t b) {
     s.work = comm_->allreduce(span, span, ReduceOp::kAvg, Algo::kAuto, /*async=*/true);
     return;
   }
-  if (s.segments) {  // its packed gradients went in at ready() and come back out in wait()
-    s.work = comm_->allreduce_segments(s.segments, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
+  if (s.segments) {
+    s.work = comm_->allreduce_segments(s.segments, s.home, bucket.count, bucket.dtype, ReduceOp::kAvg, /*async=*/true);
     return;
   }
   if (s.compressed && s.wire == DType::kFloat16) {
@@ -322,13 +300,6 @@ void GradientReducer::pack(std::size_t b) {
 
 void GradientReducer::unpack(std::size_t b) {
   Slot& s = slots_[b];
-  if (s.segments) {  // the averages of the gradients packed at ready(), back
-    for (const Member& m : s.packed) {
-      const Buffer& g = gradients_[m.gradient];
-      kernels::copy_result(g.data, s.fusion + m.offset * dtype_size(g.dtype), g.bytes());
-    }
-    return;
-  }
   const std::size_t wire_size = dtype_size(s.wire);
   const int p = comm_->size();
   for (const Member& m : buckets_[b].members) {
@@ -349,8 +320,6 @@ void GradientReducer::wait() {
       if (*w == nullptr) continue;
       try {
         (*w)->wait();
-        // Unpacked here, on this thread, while the engine runs later buckets.
-        if (w == &slots_[b].work && slots_[b].segments && !slots_[b].packed.empty() && !error) unpack(b);
       } catch (const Interrupted&) {
         throw;  // the work carries on; wait() may be called again
       } catch (...) {

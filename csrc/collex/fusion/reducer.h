@@ -1,10 +1,10 @@
 // Data-parallel gradient exchange: gradients are grouped into buckets (see
 // bucketer.h) and each bucket is all-reduced asynchronously, to the average
 // over the ranks, as soon as its last gradient is ready. On one node an
-// uncompressed bucket is reduced where its gradients lie (only the small ones
-// that peers cannot read in place are packed: by ready() and back by wait(),
-// beside the engine's work on other buckets); otherwise it is packed into a
-// fusion buffer (converted to fp16 or bf16 on the way when compressing, with
+// uncompressed bucket is reduced where its gradients lie (the parts that peers
+// cannot read in place, small arrays and large ones' private first and last
+// pages, through copies that the all-reduce makes: staging.h); otherwise it
+// is packed into a fusion buffer (converted to fp16 or bf16 on the way when compressing, with
 // error feedback), reduced, and unpacked. Those packings and unpackings run on
 // the communicator's engine around the bucket's all-reduce, so the caller's
 // thread only marks gradients ready and goes on with its backward pass.
@@ -18,6 +18,7 @@
 #include "collex/common/buffer.h"
 #include "collex/common/memory.h"
 #include "collex/fusion/bucketer.h"
+#include "collex/fusion/staging.h"
 
 namespace collex {
 class Communicator;
@@ -59,8 +60,8 @@ class GradientReducer {
   // but for those in packed(b)) or "packed" (through a fusion buffer:
   // compression, or ranks on several nodes).
   DType wire_dtype(std::size_t b) const { return slots_[b].wire; }
-  // The gradients of a "segments" bucket that go through its fusion buffer.
-  const std::vector<Member>& packed(std::size_t b) const { return slots_[b].packed; }
+  // The gradients of a "segments" bucket that peers read from its fusion buffer.
+  const std::vector<std::size_t>& packed(std::size_t b) const { return slots_[b].packed; }
   const char* path(std::size_t b) const;
   bool symmetric() const { return symmetric_ != nullptr; }
   // Bytes of this rank's gradients that peers read in place and that lie on huge
@@ -75,13 +76,14 @@ class GradientReducer {
     bool compressed = false;
     void* span = nullptr;                               // the members' memory when they fill one span; else null
     std::shared_ptr<const std::vector<Span>> segments;  // else the members' memory, when reduced where it lies
-    std::vector<Member> packed;    // ... but these, packed into `fusion` (offsets there), its last segment
-    std::size_t packed_count = 0;  // their elements
-    char* fusion = nullptr;        // the packed bucket otherwise
-    float* residuals = nullptr;    // error feedback for the bucket's elements, or null
-    std::size_t pending = 0;       // members not yet ready this step
-    float amax = 0.0f;             // fp16: the largest magnitude, over every rank
-    float scale = 1.0f;            // what the bucket was multiplied by when packed
+    std::vector<std::size_t> packed;                    // ... but for these gradients, copies in `fusion` (staging.h)
+    std::size_t staged_count = 0;                   // elements staged in `fusion`: theirs and others' first and last
+    std::shared_ptr<const std::vector<Span>> home;  // when some are: where the members lie (lay_out)
+    char* fusion = nullptr;                         // the packed bucket otherwise
+    float* residuals = nullptr;                     // error feedback for the bucket's elements, or null
+    std::size_t pending = 0;                        // members not yet ready this step
+    float amax = 0.0f;                              // fp16: the largest magnitude, over every rank
+    float scale = 1.0f;                             // what the bucket was multiplied by when packed
     std::shared_ptr<Work> amax_work, work;
   };
 
@@ -90,9 +92,9 @@ class GradientReducer {
   void unpack(std::size_t b);
   void find_local_amax(std::size_t b);
   void* find_span(const Bucket& bucket) const;
-  // Per gradient: whether peers could read it where it lies (this rank's view;
+  // Per gradient: what of it peers would read from a copy (this rank's view;
   // the ranks then agree).
-  std::vector<bool> read_in_place_by_peers();
+  std::vector<Staging> staging_wanted() const;
   void check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes, std::size_t first_cap_bytes,
                              Compression compression);
   std::string prefix(const char* method) const;
