@@ -25,7 +25,8 @@ gradient) it times one step's exchange, averaging every gradient over the ranks:
 and, for the model sets, how much of the exchange hides behind a simulated
 backward pass (per-layer NumPy work, ready(i) after each layer). Each variant's
 result is checked once on known inputs; then the variants' timed repeats take
-turns (timing.timed_together), so their ratios compare the same minutes.
+turns (timing.timed_together), so their ratios compare the same minutes. No
+variant's turn writes the arrays of the reducer or the flat ideal.
 """
 
 from __future__ import annotations
@@ -60,13 +61,18 @@ def load_shapes(name: str) -> list[tuple[int, ...]]:
 
 
 class GradientSet:
-    """One gradient set, laid out twice: separate arrays and views of one symmetric buffer."""
+    """One gradient set, laid out as separate arrays, views of one symmetric buffer, views of
+    one ordinary buffer and one flat array; the per-tensor and compressed variants have
+    separate arrays of their own (`others`): a turn that writes the arrays another variant
+    reduces next leaves them in its core's cache, which only that variant would pay for
+    (bench/README.md, "Gradient exchange in training")."""
 
     def __init__(self, cx, shapes: list[tuple[int, ...]]):
         self.shapes = shapes
         self.counts = [math.prod(s) for s in shapes]
         self.total = sum(self.counts)
         self.separate = [np.zeros(s, np.float32) for s in shapes]
+        self.others = [np.zeros(s, np.float32) for s in shapes]
         self.flat_views = cx.zeros_like_each(self.separate)  # views of one symmetric buffer
         self.ideal = np.zeros(self.total, np.float32)
         gap = 16  # elements between views, so that no two are adjacent
@@ -89,8 +95,8 @@ def variants(cx, comm, mpi, g: GradientSet) -> dict[str, tuple[Any, list[np.ndar
         "reducer": (g.separate, None),
         "reducer, flat": (g.flat_views, None),
         "reducer, one alloc": (g.one_alloc, None),
-        "reducer fp16": (g.separate, "fp16"),
-        "reducer bf16": (g.separate, "bf16"),
+        "reducer fp16": (g.others, "fp16"),
+        "reducer bf16": (g.others, "bf16"),
     }
     out: dict[str, tuple[Any, list[np.ndarray]]] = {}
     for name, (grads, compression) in reducers.items():
@@ -98,7 +104,7 @@ def variants(cx, comm, mpi, g: GradientSet) -> dict[str, tuple[Any, list[np.ndar
         out[name] = (r.reduce, grads)
 
     def per_tensor_collex():
-        for a in g.separate:
+        for a in g.others:
             cx.allreduce(a, op="avg")
 
     def flat_ideal():
@@ -108,14 +114,14 @@ def variants(cx, comm, mpi, g: GradientSet) -> dict[str, tuple[Any, list[np.ndar
         cx.allreduce(g.half, op="avg")
 
     def per_tensor_mpi4py():
-        for a in g.separate:
+        for a in g.others:
             comm.Allreduce(mpi.IN_PLACE, a)
             a /= size
 
-    out["per-tensor collex"] = (per_tensor_collex, g.separate)
+    out["per-tensor collex"] = (per_tensor_collex, g.others)
     out["flat ideal"] = (flat_ideal, [g.ideal])
     out["flat fp16 wire"] = (flat_fp16_wire, [g.half])
-    out["per-tensor mpi4py"] = (per_tensor_mpi4py, g.separate)
+    out["per-tensor mpi4py"] = (per_tensor_mpi4py, g.others)
     return out
 
 
