@@ -102,6 +102,18 @@ def large_bucket_of_separate_arrays():
             g[...] = 4 * (rank + 1) + k
 
 
+def two_exact_steps(red, grads, modulus):
+    """Two steps of `red` on gradients k that hold arange % modulus + rank + k (10 more each
+    step): every element must come out the exact average."""
+    for step in range(2):
+        red.reduce()
+        for k, g in enumerate(grads):
+            expect = np.arange(g.size, dtype=np.float32) % modulus + k + (size - 1) / 2 + 10 * step
+            wrong = np.flatnonzero(g != expect)
+            assert wrong.size == 0, f"step {step}, gradient {k} ({g.size}): {wrong.size} wrong: {wrong[:3]}"
+            g[...] = np.arange(g.size, dtype=np.float32) % modulus + rank + k + 10 * (step + 1)
+
+
 def mixed_small_and_large_arrays_in_one_bucket():
     # Large arrays get pieces of their own, reduced in place; small ones are
     # staged in the fusion buffer, at their places in the bucket (or, not staged,
@@ -119,13 +131,7 @@ def mixed_small_and_large_arrays_in_one_bucket():
     if one_node and size > 1:
         assert {k for k, n in enumerate(sizes) if 0 < 4 * n < 256 * KIB} <= packed, packed
     assert not {k for k, n in enumerate(sizes) if 4 * n >= 1024 * KIB} & packed, packed
-    for step in range(2):
-        red.reduce()
-        for k, (g, n) in enumerate(zip(grads, sizes)):
-            expect = np.arange(n, dtype=np.float32) % 97 + k + (size - 1) / 2 + 10 * step
-            wrong = np.flatnonzero(g != expect)
-            assert wrong.size == 0, f"step {step}, gradient {k} ({n}): {wrong.size} wrong, at {wrong[:3]}"
-            g[...] = np.arange(n, dtype=np.float32) % 97 + rank + k + 10 * (step + 1)
+    two_exact_steps(red, grads, 97)
 
 
 def private_edges_are_staged():
@@ -143,13 +149,7 @@ def private_edges_are_staged():
     red = cx.GradientReducer(grads, bucket_mb=32, first_bucket_mb=32)
     assert len(red.buckets) == 1 and red.bucket_info()[0]["packed"] == [], red.bucket_info()
     _core._time_parts_enable(True)
-    for step in range(2):
-        red.reduce()
-        for k, (g, n) in enumerate(zip(grads, sizes)):
-            expect = np.arange(n, dtype=np.float32) % 89 + k + (size - 1) / 2 + 10 * step
-            wrong = np.flatnonzero(g != expect)
-            assert wrong.size == 0, f"step {step}, gradient {k} ({n}): {wrong.size} wrong, at {wrong[:3]}"
-            g[...] = np.arange(n, dtype=np.float32) % 89 + rank + k + 10 * (step + 1)
+    two_exact_steps(red, grads, 89)
     _, traffic = _core._time_parts()
     _core._time_parts_enable(False)
     through_kernel = traffic[2]  # bytes read plus written by cross-memory attach

@@ -176,8 +176,9 @@ void allreduce_segments(Window& w, const Op& o) {
       all_mapped = all_mapped && peer_at[static_cast<std::size_t>(r)] != nullptr;
     }
     if ((own.size() > 1 || staged) && all_mapped) {
-      // This rank's elements lie in several places (small arrays): reduced into
-      // each where it lies, and copied to the staging area after.
+      // This rank's elements lie in several places (small arrays), or not where
+      // its peers read them (staged): reduced into each place where they lie,
+      // then copied to the staging area for the peers' all-gather.
       std::size_t at = 0;
       for (const Span& part : own) {
         char* to = reinterpret_cast<char*>(part.address);
