@@ -65,7 +65,7 @@ class GradientSet:
     one ordinary buffer and one flat array; the per-tensor and compressed variants have
     separate arrays of their own (`others`): a turn that writes the arrays another variant
     reduces next leaves them in its core's cache, which only that variant would pay for
-    (bench/README.md, "Gradient exchange in training")."""
+    (bench/README.md, the end of "Shared pages for ordinary arrays")."""
 
     def __init__(self, cx, shapes: list[tuple[int, ...]]):
         self.shapes = shapes
