@@ -236,8 +236,7 @@ void GradientReducer::ready(std::size_t i) {
                           " was already marked ready in this step (call wait() to end the step first)");
   }
   marked_[i] = true;
-  Slot& s = slots_[bucket_of_[i]];
-  --s.pending;
+  --slots_[bucket_of_[i]].pending;
   while (next_launch_ < slots_.size() && slots_[next_launch_].pending == 0) launch(next_launch_++);
 }
 
