@@ -182,6 +182,20 @@ def test_training_scenarios_run_and_check_every_variant(tmp_path):
     assert set(row["overlap"]) == {"compute_s", "exchange_s", "together_s", "hidden"}
 
 
+def test_memory_draw_script_times_every_array(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "memory_draw.py"
+    for extra in ([], ["--huge-pages"]):
+        out = subprocess.run(
+            [sys.executable, str(script), "--arrays", "3", "--mib", "1", "--turns", "2", *extra],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["array 0", "array 1", "array 2"]
+        assert re.fullmatch(r"slowest / fastest: \d+\.\d\d", out.splitlines()[-1])
+
+
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_parallel_bench_runs_small_and_checks_its_results(ranks, tmp_path):
     pytest.importorskip("threadpoolctl", reason="the bench sets BLAS threads with threadpoolctl")
