@@ -3,7 +3,7 @@ streaming operation, in one process, without collex: several identical arrays,
 each the source of the same NumPy add into one destination, taking turns.
 
 On the project's 2-core VM identical 64 MiB arrays on 4 KiB pages differed by
-19-27 % this way in each of five launches, on huge pages by 9-12 % (bench/README.md,
+19-27 % this way in each of five launches, on huge pages by 7-12 % in four (bench/README.md,
 "Six more runs, and the memory draw"): the spread that a comparison of two layouts
 of the same bytes (the reducer's separate gradients against one flat array) has
 to get through before it says anything about collex.
