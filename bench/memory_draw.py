@@ -82,8 +82,8 @@ def main() -> None:
             np.add(x, x, out=out)
             times[i].append(time.perf_counter() - t)
     medians = [statistics.median(t) for t in times]
-    for i, (x, m) in enumerate(zip(arrays, medians)):
-        print(f"array {i}: {m * 1e3:.2f} ms{frame_order(x)}")
+    for i, (x, median) in enumerate(zip(arrays, medians)):
+        print(f"array {i}: {median * 1e3:.2f} ms{frame_order(x)}")
     print(f"slowest / fastest: {max(medians) / min(medians):.2f}")
 
 
