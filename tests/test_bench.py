@@ -5,6 +5,8 @@ No timing is asserted anywhere."""
 import csv
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,10 +184,7 @@ def test_training_scenarios_run_and_check_every_variant(tmp_path):
     assert set(row["overlap"]) == {"compute_s", "exchange_s", "together_s", "hidden"}
 
 
-def test_memory_draw_script_times_every_array(tmp_path):
-    import subprocess
-    import sys
-
+def test_memory_draw_script_times_every_array():
     script = Path(__file__).resolve().parent.parent / "bench" / "memory_draw.py"
     for extra in ([], ["--huge-pages"]):
         out = subprocess.run(
