@@ -137,8 +137,8 @@ MessageShape shape_of(const py::tuple& dims) {
 
 // Posts a send or receive; a blocking one is waited for here (GIL released by the caller).
 std::shared_ptr<P2pWork> post_p2p(Communicator& c, bool send, Buffer b, const MessageShape& shape, int peer, int tag,
-                                  bool async) {
-  auto w = send ? c.send(b, shape, peer, tag) : c.recv(b, shape, peer, tag);
+                                  bool async, std::shared_ptr<DeviceEnd> device = nullptr) {
+  auto w = send ? c.send(b, shape, peer, tag, std::move(device)) : c.recv(b, shape, peer, tag, std::move(device));
   if (async) return w;
   w->wait();
   return nullptr;
@@ -162,6 +162,46 @@ py::object p2p(Communicator& c, bool send, py::handle x, py::handle peer, py::ha
     post_p2p(c, send, make_buffer(p), shape, r, t, false);
   }
   return send ? py::none() : keep(x);
+}
+
+// A device receive's deliver (collex/cuda/p2p.py), which the core calls inside
+// its progress on whichever thread waits, with the GIL released: the call takes
+// it. The core may drop its last reference on such a thread too, so letting go
+// of the function takes the GIL as well (not while the interpreter exits: then
+// it is left).
+struct PythonDeliver {
+  py::object fn;
+  explicit PythonDeliver(py::object f) : fn(std::move(f)) {}
+  PythonDeliver(const PythonDeliver&) = delete;
+  PythonDeliver& operator=(const PythonDeliver&) = delete;
+  ~PythonDeliver() {
+#if PY_VERSION_HEX >= 0x030D0000
+    const bool exiting = Py_IsFinalizing();
+#else
+    const bool exiting = _Py_IsFinalizing();
+#endif
+    if (!Py_IsInitialized() || exiting) {
+      fn.release();
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    fn = py::object();
+  }
+  std::string operator()(const std::string& descriptor) const {
+    py::gil_scoped_acquire gil;
+    try {
+      return fn(py::bytes(descriptor)).cast<std::string>();
+    } catch (py::error_already_set& e) {
+      throw std::runtime_error(e.what());  // the reason, for both ranks' errors
+    }
+  }
+};
+
+// A CUDA array as a device message's Buffer: the core never reads it.
+Buffer device_buffer(std::uintptr_t address, std::size_t count, int dtype, int device) {
+  Buffer b = make_buffer(address, count, dtype);
+  b.device = Device{DeviceKind::kCuda, device};
+  return b;
 }
 
 // The call's answer from here, or the Python layer's for other arrays.
@@ -232,11 +272,34 @@ void bind_calls(CommunicatorClass& c) {
              py::gil_scoped_release release;
              return post_p2p(c, true, make_buffer(buf, n, dtype), m, dst, tag, async);
            })
-      .def("recv", [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int src,
-                      int tag, bool async) {
+      .def("recv",
+           [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, const py::tuple& shape, int src, int tag,
+              bool async) {
+             const MessageShape m = shape_of(shape);
+             py::gil_scoped_release release;
+             return post_p2p(c, false, make_buffer(buf, n, dtype), m, src, tag, async);
+           })
+      // A CUDA array's send or receive between ranks of one node (collex/cuda/p2p.py),
+      // posted (its Work is waited for there): the send's message carries
+      // `descriptor`; the receive's `deliver(descriptor)` queues the copy and
+      // returns the reply that the send's Work gives back (device_reply).
+      .def("send_device",
+           [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int device, const py::tuple& shape,
+              int dst, int tag, const py::bytes& descriptor) {
+             const MessageShape m = shape_of(shape);
+             auto end = std::make_shared<DeviceEnd>();
+             end->descriptor = descriptor;
+             py::gil_scoped_release release;
+             return post_p2p(c, true, device_buffer(buf, n, dtype, device), m, dst, tag, true, std::move(end));
+           })
+      .def("recv_device", [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int device,
+                             const py::tuple& shape, int src, int tag, const py::function& deliver) {
         const MessageShape m = shape_of(shape);
+        auto end = std::make_shared<DeviceEnd>();
+        auto fn = std::make_shared<PythonDeliver>(deliver);
+        end->deliver = [fn](const std::string& descriptor) { return (*fn)(descriptor); };
         py::gil_scoped_release release;
-        return post_p2p(c, false, make_buffer(buf, n, dtype), m, src, tag, async);
+        return post_p2p(c, false, device_buffer(buf, n, dtype, device), m, src, tag, true, std::move(end));
       });
 }
 

@@ -36,7 +36,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("synchronize", &collex::cuda::synchronize, py::arg("stream"), py::arg("device"),
         py::call_guard<py::gil_scoped_release>());
   py::class_<SharedDeviceBuffer>(m, "SharedDeviceBuffer")
-      .def(py::init<std::size_t, int>(), py::arg("bytes"), py::arg("device"))
+      .def(py::init<std::size_t, int, bool>(), py::arg("bytes"), py::arg("device"), py::arg("zeroed") = true)
       .def_property_readonly("address", &SharedDeviceBuffer::address)
       .def_property_readonly("bytes", &SharedDeviceBuffer::bytes)
       .def("handle", [](const SharedDeviceBuffer& b) { return py::bytes(b.handle()); });

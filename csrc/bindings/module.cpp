@@ -154,7 +154,18 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Work, std::shared_ptr<Work>>(m, "Work").def("wait", &Work::wait, Guard()).def("done", &Work::done);
   py::class_<P2pWork, std::shared_ptr<P2pWork>>(m, "P2pWork")
       .def("wait", &P2pWork::wait, Guard())
-      .def("done", &P2pWork::done, Guard());
+      .def("done", &P2pWork::done, Guard())
+      .def(
+          "device_reply",
+          [](const P2pWork& w) {
+            std::string reply;
+            {
+              py::gil_scoped_release release;  // the core's lock, which a deliver holds while it takes the GIL
+              reply = w.device_reply();
+            }
+            return py::bytes(reply);
+          },
+          "A device send's reply from its receiver (empty until done).");
 
   CommunicatorClass comm(m, "Communicator");
   comm.def(py::init<long, double>(), py::arg("fortran_handle"), py::arg("timeout"), Guard())

@@ -11,6 +11,7 @@ import collex as cx
 import cupy as cp
 import numpy as np
 from _harness import Cases, identical_on_all_ranks
+from collex._work import wait_all
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
 
@@ -223,6 +224,25 @@ def point_to_point():
         y = cp.zeros(777, cp.int64)
         cx.recv(y, 0, tag=5)
         np.testing.assert_array_equal(cp.asnumpy(y), data(0, 777, np.int64))
+    # A ring on a non-default stream in which each sender overwrites its array as
+    # soon as the send returns (device to device with COLLEX_CUDA_IPC=lanes: the
+    # receiver's copy is ordered before that write by the streams alone), then a
+    # send to this rank itself before its receive, the array changed between.
+    nxt, prv = (rank + 1) % size, (rank - 1) % size
+    with cp.cuda.Stream(non_blocking=True):
+        for i in range(20):
+            x = cp.full(1 << 20, rank * 100 + i, cp.float32)
+            y = cp.zeros(1 << 20, cp.float32)
+            wait_all(cx.batch_p2p([("recv", y, prv), ("send", x, nxt)]))
+            x.fill(-7)
+            got = (float(y.min()), float(y.max()))
+            assert got == (prv * 100 + i, prv * 100 + i), f"round {i}: {got}"
+        x = cp.arange(1000, dtype=cp.float64)
+        cx.send(x, rank, tag=7)
+        x.fill(0)
+        y = cp.zeros(1000, cp.float64)
+        cx.recv(y, rank, tag=7)
+        np.testing.assert_array_equal(cp.asnumpy(y), np.arange(1000, dtype=np.float64))
 
 
 def in_pieces():

@@ -17,8 +17,10 @@ waiting for the stream they are ordered on (settle())."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import glob
 import io
 import itertools
 import mmap
@@ -33,7 +35,9 @@ import collex as cx
 import numpy as np
 from _harness import Cases, identical_on_all_ranks
 from collex import _core
+from collex._work import wait_all
 from collex.cuda import arguments, lanes
+from mpi4py import MPI
 
 os.environ["COLLEX_CUDA_IPC"] = "lanes"
 lanes.STAGING_BYTES = 64 << 10  # many rounds from 64 KiB on; little shared memory
@@ -138,7 +142,7 @@ class StandinCuda:
         made = itertools.count()
         unmapped: list = []
 
-        def __init__(self, nbytes: int, device: int):
+        def __init__(self, nbytes: int, device: int, zeroed: bool = True):  # zeroed either way
             self.path = f"/dev/shm/lanes-standin-{os.getpid()}-{next(self.made)}"
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
             os.ftruncate(fd, nbytes)
@@ -150,8 +154,16 @@ class StandinCuda:
         def handle(self) -> bytes:
             return self.path.encode()
 
+        @classmethod
+        def unlink_mapped(cls) -> None:
+            while cls.unmapped:
+                with contextlib.suppress(FileNotFoundError):  # a send's own copy, freed already
+                    os.unlink(cls.unmapped.pop())
+
         def __del__(self):
             Streams.drain()  # queued work may still use it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # a send's own copy (collex/cuda/p2p.py), freed before any launch
 
     class DeviceMemory:
         # A user's allocation that peers may open by its handle (ipc_handle): a
@@ -313,8 +325,7 @@ class StandinCuda:
         first_seq, shots, root, dtype, op, timeout, status, stream, device, inputs=None, outputs=None,
     ):  # fmt: skip
         # The same names as collex._cuda.lanes_launch (tests/test_ipc_lanes.py compares them).
-        while cls.SharedDeviceBuffer.unmapped:
-            os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
+        cls.SharedDeviceBuffer.unlink_mapped()
         cls.launches += 1
         cls.direct_launches += bool(inputs)
         cls.last = (lanes, shots, first_seq, collective)
@@ -332,8 +343,7 @@ class StandinCuda:
         dtype, op, stream, device, inputs=None, outputs=None,
     ):  # fmt: skip
         # The same names as collex._cuda.turns_launch (tests/test_ipc_lanes.py compares them).
-        while cls.SharedDeviceBuffer.unmapped:
-            os.unlink(cls.SharedDeviceBuffer.unmapped.pop())
+        cls.SharedDeviceBuffer.unlink_mapped()
         cls.turn_launches += 1
         if part == 1 and round == 0:  # a call's first read: one call on the GPU path, as a lanes launch
             cls.launches += 1
@@ -838,6 +848,200 @@ def a_peer_that_never_comes_in_turns():
             raise AssertionError("a call that a peer never made did not raise")
 
 
+def p2p_of_cuda_arrays():
+    # Ring exchanges of several dtypes and sizes (empty too): blocking in both
+    # orders, isend/irecv, sendrecv and batch_p2p. On one node they go from device
+    # to device (the receiver's copy, collex/cuda/p2p.py), across nodes through the host.
+    nxt, prv = (rank + 1) % size, (rank - 1) % size
+    for dtype in (np.float16, np.float32, np.int64, np.uint8):
+        for count in (0, 1, 7, 100_003):
+            x, y = data(rank, count, dtype), np.full(count, 99, dtype)
+            if rank % 2 == 0:
+                cx.send(Dressed(x), nxt)
+                got = cx.recv(Dressed(y), prv)
+            else:
+                got = cx.recv(Dressed(y), prv)
+                cx.send(Dressed(x), nxt)
+            assert got is not None
+            settle()
+            np.testing.assert_array_equal(y, data(prv, count, dtype), err_msg=f"{np.dtype(dtype)} x{count}")
+    x, y, z = data(rank, 5000, np.float64), np.zeros(5000), np.zeros(5000)
+    into = Dressed(y)
+    r = cx.irecv(into, prv, tag=3)
+    s = cx.isend(Dressed(x), nxt, tag=3)
+    cx.sendrecv(Dressed(x), nxt, Dressed(z), prv, tag=4)
+    assert s.wait() is None and r.wait() is into
+    assert s.done() and r.done()
+    settle()
+    np.testing.assert_array_equal(y, data(prv, 5000, np.float64))
+    np.testing.assert_array_equal(z, data(prv, 5000, np.float64))
+    ys = [np.zeros(100, np.int32) for _ in range(5)]
+    ops = [("recv", Dressed(y), prv, t) for t, y in enumerate(ys)]
+    ops += [("send", Dressed(data(rank, 100, np.int32, salt=t)), nxt, t) for t in reversed(range(5))]
+    wait_all(cx.batch_p2p(ops))
+    settle()
+    for t, y in enumerate(ys):
+        np.testing.assert_array_equal(y, data(prv, 100, np.int32, salt=t), err_msg=f"tag {t}")
+    on_device = comm._device._p2p is not None
+    assert on_device == one_node, "device to device exactly where every rank is on one node"
+
+
+def p2p_follows_the_streams():
+    # The sender's array is written on its stream before the send and again right
+    # after it returns; the receiver's result is read after its stream. The
+    # stand-in's streams run late at random, so a copy that did not wait for
+    # the sender's producer, or a later write that did not wait for the copy,
+    # shows up as a wrong value.
+    # Every other round the array lies in memory the peer reads in place (the
+    # stand-in's DeviceMemory), the others in NumPy's (sent through a copy).
+    nxt, prv = (rank + 1) % size, (rank - 1) % size
+    memory = StandinCuda.DeviceMemory(20_000 * 4)
+    for i in range(30):
+        x = memory.array(20_000, np.float32) if i % 2 else np.zeros(20_000, np.float32)
+        y = np.full(20_000, -1, np.float32)
+        Streams.enqueue(1, lambda x=x, i=i: x.fill(rank * 100 + i))  # the producer
+        wait_all(cx.batch_p2p([("recv", Dressed(y), prv), ("send", Dressed(x), nxt)]))
+        Streams.enqueue(1, lambda x=x: x.fill(-7))  # later work, free to overwrite x
+        settle()
+        assert (y == prv * 100 + i).all(), f"round {i}: got {np.unique(y)}"
+
+
+def p2p_to_this_rank():
+    # A send to this rank itself before the receive: the array may change before
+    # the receive comes, which gets what was sent.
+    x = data(rank, 3000, np.float32)
+    sent = x.copy()
+    cx.send(Dressed(x), rank, tag=9)
+    Streams.enqueue(1, lambda: x.fill(0))
+    y = np.zeros(3000, np.float32)
+    cx.recv(Dressed(y), rank, tag=9)
+    settle()
+    np.testing.assert_array_equal(y, sent)
+    if one_node:
+        assert not comm._device._p2p._to_self, "the receive freed the send's own copy"
+
+
+def p2p_reads_exportable_arrays_in_place():
+    # An array in memory the peer can open (the stand-in's DeviceMemory, as
+    # cudaMalloc's) is read where it lies; the receiver keeps the allocation open.
+    # (The sends of NumPy's memory before went through copies of their own,
+    # which the receiver mapped for one copy each and did not keep.)
+    nxt, prv = (rank + 1) % size, (rank - 1) % size
+    opened = comm._device._p2p._opened
+    before = set(opened)
+    for salt in range(3):
+        memory = StandinCuda.DeviceMemory(8000 * 4)
+        x = memory.array(8000, np.float32)
+        x[:] = data(rank, 8000, np.float32, salt)
+        y = np.zeros(8000, np.float32)
+        cx.sendrecv(Dressed(x), nxt, Dressed(y), prv)
+        settle()
+        np.testing.assert_array_equal(y, data(prv, 8000, np.float32, salt))
+        del x, memory
+    assert len(set(opened) - before) == 3, opened
+    assert all(b"-user-" in handle for _, handle in opened), opened
+
+
+def p2p_refusals():
+    # A receive of another shape refuses the message on both ranks and writes
+    # nothing; the pair's next message still matches. A CUDA array sent into host
+    # memory is refused the same way (the device path never lands in host memory).
+    if rank > 1:
+        return
+    x = data(rank, 10, np.float32)
+    if rank == 0:
+        for expected in ("float32 shape (10,), the receiving buffer is float32 shape (11,)", "device memory"):
+            try:
+                cx.send(Dressed(x), 1)
+            except cx.CollectiveMismatch as e:
+                assert expected in str(e), str(e)
+            else:
+                raise AssertionError("a refused send did not raise")
+        cx.send(Dressed(x), 1)
+        return
+    y = np.full(11, 5, np.float32)
+    try:
+        cx.recv(Dressed(y), 0)
+    except cx.CollectiveMismatch as e:
+        assert "nothing was written" in str(e), str(e)
+    else:
+        raise AssertionError("a mismatched receive did not raise")
+    settle()
+    assert (y == 5).all()
+    try:
+        cx.recv(np.zeros(10, np.float32), 0)
+    except cx.CollectiveMismatch as e:
+        said = str(e)
+        assert "in device memory, the receiving buffer is float32 shape (10,) in host memory" in said, said
+    else:
+        raise AssertionError("a CUDA array received into host memory did not raise")
+    y = np.zeros(10, np.float32)
+    cx.recv(Dressed(y), 0)
+    settle()
+    np.testing.assert_array_equal(y, data(0, 10, np.float32))
+
+
+def p2p_a_receiver_that_cannot_map():
+    # Rank 0's array lies in memory that rank 1 cannot open (its file is gone by
+    # the time rank 1 receives): rank 1 refuses the message with the reason,
+    # both ranks raise, and the pair's next message goes through.
+    if rank > 1:
+        return
+    world = MPI.COMM_WORLD
+    if rank == 0:
+        memory = StandinCuda.DeviceMemory(4000)
+        x = memory.array(1000, np.float32)
+        x[:] = 3
+        w = cx.isend(Dressed(x), 1, tag=6)
+        os.unlink(memory.path)
+        world.send(None, dest=1)  # rank 1 receives only now
+        try:
+            w.wait()
+        except cx.CollexError as e:
+            assert "rank 1 could not take the CUDA array" in str(e), str(e)
+            assert not isinstance(e, cx.CollectiveMismatch), str(e)
+        else:
+            raise AssertionError("a send the receiver could not take did not raise")
+        x = np.full(1000, 4, np.float32)
+        cx.send(Dressed(x), 1, tag=6)
+        settle()  # x is read on the stream
+        return
+    world.recv(source=0)
+    y = np.zeros(1000, np.float32)
+    try:
+        cx.recv(Dressed(y), 0, tag=6)
+    except cx.CollexError as e:
+        said = str(e)
+        assert "could not take the CUDA array" in said and "No such file" in said, said
+    else:
+        raise AssertionError("a receive that could not map the sender's array did not raise")
+    cx.recv(Dressed(y), 0, tag=6)
+    settle()
+    assert (y == 4).all()
+
+
+def p2p_progress_in_any_wait():
+    # Rank 1 posts a CUDA receive, then waits for host memory that rank 0 sends
+    # only once its CUDA send has completed: the CUDA receive's copy is queued
+    # inside that host wait, as MPI_Ssend's rule asks.
+    if rank > 1:
+        return
+    if rank == 0:
+        x = data(0, 500, np.float32)
+        cx.send(Dressed(x), 1, tag=1)
+        cx.send(np.arange(3.0), 1, tag=2)
+        settle()  # x is read on the stream (as CuPy's pool frees in stream order, NumPy does not)
+        return
+    y, h = np.zeros(500, np.float32), np.zeros(3)
+    w = cx.irecv(Dressed(y), 0, tag=1)
+    cx.recv(h, 0, tag=2)
+    assert w.done(), "the CUDA receive was not taken while the host receive waited"
+    w.wait()
+    settle()
+    np.testing.assert_array_equal(y, data(0, 500, np.float32))
+    np.testing.assert_array_equal(h, np.arange(3.0))
+
+
 everywhere = [
     ("every size and dtype on lanes", every_size_and_dtype),
     ("out= and async_op", out_of_place_and_async),
@@ -847,6 +1051,15 @@ everywhere = [
     ("GradientReducer compressed on the GPU path", gradient_reducer_compressed_on_the_gpu_path),
     ("GradientReducer misused", gradient_reducer_misuse),
     ("a path that declines says why", declines_with_its_reason_in_the_debug_log),
+    ("send/recv of CUDA arrays", p2p_of_cuda_arrays),
+    ("send/recv follow the streams", p2p_follows_the_streams),
+    ("send to this rank itself", p2p_to_this_rank),
+]
+p2p_on_one_node = [
+    ("send/recv read exportable arrays in place", p2p_reads_exportable_arrays_in_place),
+    ("send/recv refusals", p2p_refusals),
+    ("a receiver that cannot map the array", p2p_a_receiver_that_cannot_map),
+    ("send/recv progress in any wait", p2p_progress_in_any_wait),
 ]
 on_one_node = [
     ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
@@ -865,7 +1078,19 @@ if shared_gpu:  # what differs where the ranks take turns
         ("ranks that call different collectives", ranks_that_call_different_collectives_in_turns),
         ("a peer that never comes", a_peer_that_never_comes_in_turns),
     ]
-for label, fn in everywhere + (on_one_node if one_node else across_nodes):
+for label, fn in everywhere + (on_one_node + p2p_on_one_node if one_node else across_nodes):
     cases.run(label, fn)
+
+
+@atexit.register
+def remove_leftovers() -> None:
+    # What this rank's pretend device memory left in /dev/shm (buffers and events
+    # its peers had mapped, sends' own copies not yet freed), once cases.finish()
+    # has met every rank after its last case.
+    for leftover in glob.glob(f"/dev/shm/lanes-standin-{os.getpid()}-*"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+
+
 Streams.drain()
 cases.finish()

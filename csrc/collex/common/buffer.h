@@ -2,9 +2,10 @@
 // elements are, how many of what type, and on which device. A CUDA buffer
 // (device.kind == kCuda, device.id the CUDA ordinal) comes with the stream its
 // producer wrote it on, so that a GPU algorithm orders its kernels after that
-// work without synchronising the host. Today only host buffers reach the core
-// (the CUDA path stages in python/collex/cuda/), and the core's entry points
-// refuse any other with an InvalidArgument.
+// work without synchronising the host. Today only host buffers reach the core's
+// collectives (the CUDA path runs in python/collex/cuda/), whose entry points
+// refuse any other with an InvalidArgument; a CUDA Buffer reaches only
+// point-to-point, with the DeviceEnd that moves its bytes (core/p2p.h).
 #pragma once
 
 #include <cstddef>

@@ -19,6 +19,10 @@ using namespace p2p_detail;  // NOLINT: the shared vocabulary of p2p_ops.h
 
 bool P2pWork::done() { return owner_->done(*op_); }
 void P2pWork::wait() { owner_->wait(*op_); }
+std::string P2pWork::device_reply() const {
+  std::lock_guard<std::mutex> lock(owner_->mutex_);
+  return op_->finished && op_->device ? op_->device->reply : std::string();
+}
 
 PointToPoint::PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, double timeout_s, double warn_after_s,
                            PeerWatch* watch, std::function<void(const std::string&)> on_failure)
@@ -55,13 +59,15 @@ std::vector<char> PointToPoint::take_staging() {
 
 namespace {
 
-std::shared_ptr<P2pOp> make_op(bool is_send, const Buffer& buf, const MessageShape& shape, int peer, int tag) {
+std::shared_ptr<P2pOp> make_op(bool is_send, const Buffer& buf, const MessageShape& shape, int peer, int tag,
+                               std::shared_ptr<DeviceEnd> device) {
   auto op = std::make_shared<P2pOp>();
   op->is_send = is_send;
   op->peer = peer;
   op->tag = tag;
   op->buf = buf;
   op->shape = shape;
+  op->device = std::move(device);
   return op;
 }
 
@@ -75,21 +81,28 @@ PointToPoint::Header PointToPoint::header_of(const P2pOp& op) {
   h.ndim = op.shape.ndim;
   h.tag = op.tag;
   std::copy(op.shape.dims, op.shape.dims + MessageShape::kMaxDims, h.dims);
+  h.device = op.device ? 1 : 0;
   return h;
 }
 
-std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShape& shape, int dst, int tag) {
-  auto op = make_op(true, buf, shape, dst, tag);
+std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShape& shape, int dst, int tag,
+                                            std::shared_ptr<DeviceEnd> device) {
+  if (device && device->descriptor.size() > kInlineBytes) {
+    throw InvalidArgument("a device message's descriptor is larger than " + std::to_string(kInlineBytes) + " bytes");
+  }
+  auto op = make_op(true, buf, shape, dst, tag, std::move(device));
   std::lock_guard<std::mutex> lock(mutex_);
   op->serial = sent_serial_[{dst, tag}]++;
   const Header h = header_of(*op);
-  const std::size_t bytes = buf.bytes();
+  // A device message's payload is its descriptor; the array's bytes stay where they are.
+  const char* payload = op->device ? op->device->descriptor.data() : static_cast<const char*>(buf.data);
+  const std::size_t bytes = op->device ? op->device->descriptor.size() : buf.bytes();
   // To this rank itself the whole payload is copied, whatever its size.
   const bool inline_payload = bytes <= kInlineBytes || dst == rank_;
   op->staging = take_staging();
   op->staging.resize(sizeof(Header) + (inline_payload ? bytes : 0));
   std::memcpy(op->staging.data(), &h, sizeof(Header));
-  if (inline_payload && bytes > 0) std::memcpy(op->staging.data() + sizeof(Header), buf.data, bytes);
+  if (inline_payload && bytes > 0) std::memcpy(op->staging.data() + sizeof(Header), payload, bytes);
 
   if (dst == rank_) {
     to_self_[tag].emplace_back(std::move(op->staging), op->serial);
@@ -115,9 +128,10 @@ std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShap
   return std::make_shared<P2pWork>(shared_from_this(), op);
 }
 
-std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShape& shape, int src, int tag) {
-  auto op = make_op(false, buf, shape, src, tag);
-  std::lock_guard<std::mutex> lock(mutex_);
+std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShape& shape, int src, int tag,
+                                            std::shared_ptr<DeviceEnd> device) {
+  auto op = make_op(false, buf, shape, src, tag, std::move(device));
+  std::unique_lock<std::mutex> lock(mutex_);
   if (src != rank_) {
     // Posted now, so that MPI matches this rank's receives of one (peer, tag) in
     // posting order.
@@ -133,6 +147,9 @@ std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShap
   }
   pending_.push_back(op);
   progress();
+  std::vector<std::shared_ptr<P2pOp>> deliveries = claim_deliveries();
+  lock.unlock();
+  deliver(deliveries);
   return std::make_shared<P2pWork>(shared_from_this(), op);
 }
 
@@ -182,21 +199,34 @@ void PointToPoint::poll_verdicts() {
     if (it == pending_.end()) continue;  // a send given up on (timed out)
     P2pOp& s = **it;
     s.answered = true;
-    if (v.accepted) continue;
+    const std::string reply(v.reply, std::min<std::size_t>(v.reply_bytes, kDeviceReplyBytes));
+    if (v.kind == kTaken) {
+      if (s.device) s.device->reply = reply;
+      continue;
+    }
+    if (v.kind == kRefusedFailure) {
+      s.refused_mismatch = false;
+      s.refused = what(s, rank_) + ": rank " + std::to_string(from) + " could not take the CUDA array: " + reply;
+      continue;
+    }
     const Header& b = v.receiver;
+    const bool differ = (b.device != 0) != (s.device != nullptr);
     s.refused = what(s, rank_) + ": rank " + std::to_string(from) + " refused the message: it is " +
-                describe(s.buf.dtype, s.buf.count, s.shape.ndim, s.shape.dims) + ", the receiving buffer is " +
-                describe(static_cast<DType>(b.dtype), b.count, b.ndim, b.dims);
+                describe(s.buf.dtype, s.buf.count, s.shape.ndim, s.shape.dims) +
+                memory_of(s.device != nullptr, differ) + ", the receiving buffer is " +
+                describe(static_cast<DType>(b.dtype), b.count, b.ndim, b.dims) + memory_of(b.device != 0, differ);
   }
 }
 
-void PointToPoint::answer(P2pOp& op, const Header& h, bool accepted) {
+void PointToPoint::answer(P2pOp& op, const Header& h, int kind, const std::string& reply) {
   auto memory = std::make_shared<std::vector<char>>(sizeof(Verdict));
   Verdict v;
   v.serial = h.serial;
   v.tag = op.tag;
-  v.accepted = accepted ? 1 : 0;
+  v.kind = kind;
   v.receiver = header_of(op);
+  v.reply_bytes = std::min(reply.size(), kDeviceReplyBytes);
+  std::memcpy(v.reply, reply.data(), v.reply_bytes);
   std::memcpy(memory->data(), &v, sizeof v);
   MPI_Request q;
   MPI_Isend(memory->data(), sizeof v, MPI_BYTE, op.peer, static_cast<int>(verdict_tag_), comm_, &q);
@@ -204,11 +234,11 @@ void PointToPoint::answer(P2pOp& op, const Header& h, bool accepted) {
 }
 
 void PointToPoint::refuse(P2pOp& op, const Header& h) {
-  answer(op, h, false);
+  answer(op, h, kRefusedMismatch);
   MPI_Request q;
   // The payload that follows is received into scratch memory, so the pair's
-  // later messages match as posted.
-  const std::size_t bytes = h.bytes();
+  // later messages match as posted (a device message has none that follows).
+  const std::size_t bytes = h.device != 0 ? 0 : h.bytes();
   if (bytes > kInlineBytes) {
     auto scratch = std::make_shared<std::vector<char>>(std::min(bytes, kPieceBytes));
     for (std::size_t at = 0; at < bytes; at += kPieceBytes) {
@@ -221,20 +251,28 @@ void PointToPoint::refuse(P2pOp& op, const Header& h) {
 
 void PointToPoint::accept_header(P2pOp& op, const Header& h, const char* inline_payload, std::size_t inline_bytes) {
   const auto sent = static_cast<DType>(h.dtype);
-  bool fits = sent == op.buf.dtype && h.count == op.buf.count;
+  const bool differ = (h.device != 0) != (op.device != nullptr);
+  bool fits = sent == op.buf.dtype && h.count == op.buf.count && !differ;
   if (fits && h.ndim >= 0 && op.shape.ndim >= 0) {
     fits = h.ndim == op.shape.ndim && std::equal(h.dims, h.dims + h.ndim, op.shape.dims);
   }
   if (!fits) {
     if (op.peer != rank_) refuse(op, h);
     const std::string m = what(op, rank_) + ": the message is " + describe(sent, h.count, h.ndim, h.dims) +
-                          ", the receiving buffer is " +
-                          describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims) + "; nothing was written" +
+                          memory_of(h.device != 0, differ) + ", the receiving buffer is " +
+                          describe(op.buf.dtype, op.buf.count, op.shape.ndim, op.shape.dims) +
+                          memory_of(op.device != nullptr, differ) + "; nothing was written" +
                           (op.peer != rank_ ? " (the sender is told)" : "");
     finish(op, std::make_exception_ptr(CollectiveMismatch(m)));
     return;
   }
-  if (op.peer != rank_) answer(op, h, true);
+  if (op.device) {
+    op.descriptor.assign(inline_payload, inline_bytes);
+    op.message_serial = h.serial;
+    op.stage = P2pOp::Stage::kDeliver;  // a wait runs the deliver, outside the lock
+    return;
+  }
+  if (op.peer != rank_) answer(op, h, kTaken);
   const std::size_t bytes = op.buf.bytes();
   if (bytes <= kInlineBytes || op.peer == rank_) {
     if (inline_bytes != bytes) {
@@ -259,6 +297,43 @@ void PointToPoint::accept_header(P2pOp& op, const Header& h, const char* inline_
     op.requests.push_back(q);
   }
   op.stage = P2pOp::Stage::kPayload;
+}
+
+std::vector<std::shared_ptr<P2pOp>> PointToPoint::claim_deliveries() {
+  std::vector<std::shared_ptr<P2pOp>> claimed;
+  for (const auto& p : pending_) {
+    if (!p->finished && p->stage == P2pOp::Stage::kDeliver) {
+      p->stage = P2pOp::Stage::kDelivering;
+      claimed.push_back(p);
+    }
+  }
+  return claimed;
+}
+
+void PointToPoint::deliver(const std::vector<std::shared_ptr<P2pOp>>& ops) {
+  for (const auto& op : ops) {
+    std::string reply, why;
+    try {
+      reply = op->device->deliver(op->descriptor);
+    } catch (const std::exception& e) {
+      why = e.what();
+      if (why.empty()) why = "unknown error";
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (op->finished) continue;  // abandoned meanwhile (the communicator was shut down)
+    Header h;
+    h.serial = op->message_serial;
+    const bool to_peer = op->peer != rank_;
+    if (!why.empty()) {
+      if (to_peer) answer(*op, h, kRefusedFailure, why);
+      finish(*op, std::make_exception_ptr(CollexError(what(*op, rank_) + ": could not take the CUDA array: " + why +
+                                                      (to_peer ? " (the sender is told)" : ""))));
+      continue;
+    }
+    // The verdict leaves only now: the sender orders its stream after the copy just queued.
+    if (to_peer) answer(*op, h, kTaken, reply);
+    finish(*op, nullptr);
+  }
 }
 
 }  // namespace collex

@@ -19,6 +19,12 @@
 // Operations are posted at once (nothing waits behind the communicator's queued
 // collectives), and every wait advances all of the communicator's pending
 // point-to-point operations: posting order across ranks cannot deadlock.
+//
+// A device message (a CUDA array between ranks of one node, DeviceEnd) never
+// passes its bytes through here: its message carries, in place of the payload,
+// where the receiver can read the array, and the receiver's copy is queued by
+// its DeviceEnd by whichever wait next makes progress once the message has
+// matched, before the verdict goes back. So device messages keep every rule above.
 #pragma once
 
 #include <mpi.h>
@@ -50,6 +56,23 @@ struct MessageShape {
 class PointToPoint;
 struct P2pOp;
 
+// The device side of a send or receive of a CUDA array (python/collex/cuda/p2p.py
+// fills it in). The sender's message carries `descriptor` (where a peer can open
+// the array, and the IPC event after its producers) in place of the payload; the
+// receiver, when the message matches and fits, calls `deliver`, which queues the
+// copy on the receiving array's stream and returns what the sender needs to order
+// its own stream after that copy; the verdict carries it back into the sender's
+// `reply`. A deliver that throws refuses the message, with its reason on both
+// sides. A device message never lands in a host buffer, nor a host message in a
+// device buffer: both are refused as a mismatch.
+struct DeviceEnd {
+  std::string descriptor;                                             // send
+  std::function<std::string(const std::string& descriptor)> deliver;  // recv; may run on any thread that waits
+  std::string reply;  // send: the receiver's answer, once the send has completed
+};
+// How much of a reply (or of a refusal's reason) a verdict carries.
+constexpr std::size_t kDeviceReplyBytes = 256;
+
 // The handle of a posted send or receive. wait() advances every pending
 // operation of the communicator while it waits for this one.
 class P2pWork {
@@ -58,6 +81,8 @@ class P2pWork {
       : owner_(std::move(owner)), op_(std::move(op)) {}
   bool done();
   void wait();
+  // A device send's reply (DeviceEnd::reply), once done; empty otherwise.
+  std::string device_reply() const;
 
  private:
   std::shared_ptr<PointToPoint> owner_;
@@ -75,8 +100,11 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
                std::function<void(const std::string&)> on_failure);
   ~PointToPoint();
 
-  std::shared_ptr<P2pWork> send(const Buffer& buf, const MessageShape& shape, int dst, int tag);
-  std::shared_ptr<P2pWork> recv(const Buffer& buf, const MessageShape& shape, int src, int tag);
+  // `device`: a device message (DeviceEnd); null for host memory.
+  std::shared_ptr<P2pWork> send(const Buffer& buf, const MessageShape& shape, int dst, int tag,
+                                std::shared_ptr<DeviceEnd> device = nullptr);
+  std::shared_ptr<P2pWork> recv(const Buffer& buf, const MessageShape& shape, int src, int tag,
+                                std::shared_ptr<DeviceEnd> device = nullptr);
 
   // Gives up on everything pending and forgets on_failure (the communicator is
   // being shut down; a handle Python still holds may outlive it).
@@ -97,10 +125,17 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
   void progress_recv(P2pOp& op, bool earlier_waiting);
   bool match_self(P2pOp& op);
   void accept_header(P2pOp& op, const Header& h, const char* inline_payload, std::size_t inline_bytes);
+  // Device receives whose messages matched (Stage::kDeliver), claimed by this
+  // caller (which holds mutex_) to run their delivers without it: a deliver runs
+  // Python, whose garbage collector may ask any Work whether it is done.
+  std::vector<std::shared_ptr<P2pOp>> claim_deliveries();
+  // Runs them (the caller does not hold mutex_), then answers their senders.
+  void deliver(const std::vector<std::shared_ptr<P2pOp>>& ops);
   void refuse(P2pOp& op, const Header& h);
   void poll_verdicts();
   void post_verdict_receive();
-  void answer(P2pOp& op, const Header& h, bool accepted);
+  // `kind`: p2p_detail::VerdictKind; `reply`: a device receive's (or its refusal's reason).
+  void answer(P2pOp& op, const Header& h, int kind, const std::string& reply = "");
   void finish(P2pOp& op, std::exception_ptr error);
   void fail(P2pOp& op, const std::string& message, bool timeout);
   void fail(P2pOp& op, std::exception_ptr error, const std::string& message);

@@ -24,6 +24,13 @@ constexpr std::size_t kInlineBytes = 8192;
 constexpr std::size_t kPieceBytes = std::size_t{1} << 28;
 constexpr std::uint32_t kMagic = 0x43585031;  // "CXP1"
 
+// What a verdict says of a message.
+enum VerdictKind : std::int32_t {
+  kRefusedMismatch = 0,  // the receiving buffer is another array (the verdict says which)
+  kTaken = 1,
+  kRefusedFailure = 2,  // a device receive could not take it (the reply says why)
+};
+
 inline int as_int(std::size_t n) { return static_cast<int>(std::min<std::size_t>(n, INT_MAX)); }
 
 }  // namespace collex::p2p_detail
@@ -38,6 +45,8 @@ struct PointToPoint::Header {
   std::int32_t ndim = -1;
   std::int32_t tag = 0;
   std::int64_t dims[MessageShape::kMaxDims] = {};
+  std::uint32_t device = 0;  // 1: a device message (its payload is a DeviceEnd's descriptor)
+  std::uint32_t unused = 0;
 
   std::size_t bytes() const { return count * dtype_size(static_cast<DType>(dtype)); }
 };
@@ -47,8 +56,10 @@ struct PointToPoint::Header {
 struct PointToPoint::Verdict {
   std::uint64_t serial = 0;
   std::int32_t tag = 0;
-  std::int32_t accepted = 0;
+  std::int32_t kind = p2p_detail::kRefusedMismatch;  // a VerdictKind
   Header receiver{};
+  std::uint64_t reply_bytes = 0;
+  char reply[kDeviceReplyBytes] = {};  // a device receive's reply, or why it refused
 };
 
 struct P2pOp {
@@ -58,11 +69,17 @@ struct P2pOp {
   std::uint64_t serial = 0;  // sends: this message's number for (peer, tag)
   Buffer buf{};
   MessageShape shape{};
-  enum class Stage { kHeader, kPayload } stage = Stage::kHeader;
+  // kDeliver: a device receive whose message fits, its copy not queued yet;
+  // kDelivering: a wait has claimed it and runs the DeviceEnd's deliver outside the lock.
+  enum class Stage { kHeader, kPayload, kDeliver, kDelivering } stage = Stage::kHeader;
   std::vector<char> staging;          // send: the header message; recv: where it lands
   std::vector<MPI_Request> requests;  // pending MPI requests
   bool answered = false;              // sends: the receiver's verdict has come
   std::string refused;                // sends: the receiver's refusal, raised on completion
+  bool refused_mismatch = true;       // sends: refused as a mismatch (else a device receive failed)
+  std::shared_ptr<DeviceEnd> device;  // a device message's (null: host memory)
+  std::string descriptor;             // device receives: the matched message's, for the deliver
+  std::uint64_t message_serial = 0;   // device receives: the matched message's serial, for its verdict
   bool finished = false;
   std::exception_ptr error;
 };
@@ -80,6 +97,12 @@ inline std::string describe(DType dtype, std::uint64_t count, int ndim, const st
     o << " of " << count << " elements";
   }
   return o.str();
+}
+
+// Said of both arrays where one is a CUDA array and the other host memory.
+inline std::string memory_of(bool device, bool kinds_differ) {
+  if (!kinds_differ) return "";
+  return device ? " in device memory" : " in host memory";
 }
 
 inline std::string what(const P2pOp& op, int rank) {

@@ -36,12 +36,16 @@ void PointToPoint::progress_send(P2pOp& op) {
   if (!flag || !op.answered) return;
   if (op.refused.empty()) {
     finish(op, nullptr);
-  } else {
+  } else if (op.refused_mismatch) {
     finish(op, std::make_exception_ptr(CollectiveMismatch(op.refused)));
+  } else {
+    finish(op, std::make_exception_ptr(CollexError(op.refused)));
   }
 }
 
 void PointToPoint::progress_recv(P2pOp& op, bool earlier_waiting) {
+  // A device receive that matched waits for a wait to run its deliver, nothing else.
+  if (op.stage == P2pOp::Stage::kDeliver || op.stage == P2pOp::Stage::kDelivering) return;
   if (op.stage == P2pOp::Stage::kHeader) {
     // A later receive of the same (peer, tag) waits until the earlier ones have
     // read their headers, so that their payloads are posted in order.
@@ -106,8 +110,15 @@ void PointToPoint::progress() {
 }
 
 bool PointToPoint::done(P2pOp& op) {
+  std::vector<std::shared_ptr<P2pOp>> deliveries;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (op.finished) return true;
+    progress();
+    deliveries = claim_deliveries();
+  }
+  deliver(deliveries);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!op.finished) progress();
   return op.finished;
 }
 
@@ -116,9 +127,18 @@ void PointToPoint::wait(P2pOp& op) {
   StallWarning stall(warn_after_s_);
   Backoff backoff;
   for (unsigned polls = 0;; ++polls) {
+    std::vector<std::shared_ptr<P2pOp>> deliveries;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!op.finished) progress();
+      deliveries = claim_deliveries();
+    }
+    if (!deliveries.empty()) {
+      deliver(deliveries);
+      continue;  // this operation may be one of them; look again before waiting
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
       if (op.finished) break;
       if ((polls & 1023) == 1023) {
         // A peer that has exited, left or failed will not come: say so now.

@@ -156,9 +156,10 @@ void synchronize(std::uintptr_t stream, int device) {
   check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
-SharedDeviceBuffer::SharedDeviceBuffer(std::size_t bytes, int device) : bytes_(bytes), device_(device) {
+SharedDeviceBuffer::SharedDeviceBuffer(std::size_t bytes, int device, bool zeroed) : bytes_(bytes), device_(device) {
   check(cudaSetDevice(device), "cudaSetDevice");
   check(cudaMalloc(&data_, bytes), "cudaMalloc");
+  if (!zeroed) return;
   check(cudaMemset(data_, 0, bytes), "cudaMemset");
   // Zero before any peer maps it (and writes its flags into it).
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");

@@ -93,10 +93,12 @@ void select_device(int device);
 void synchronize(std::uintptr_t stream, int device);
 
 // Device memory other processes can map (CUDA IPC): a rank's staging buffer that
-// its peers on the node read directly. Zeroed when made (flag words start at 0).
+// its peers on the node read directly. Zeroed when made (flag words start at 0),
+// which waits for the device; `zeroed` false leaves the contents undefined and
+// waits for nothing (a send's own copy of an array, which a copy fills in order).
 class SharedDeviceBuffer {
  public:
-  SharedDeviceBuffer(std::size_t bytes, int device);
+  SharedDeviceBuffer(std::size_t bytes, int device, bool zeroed = true);
   ~SharedDeviceBuffer();
   SharedDeviceBuffer(const SharedDeviceBuffer&) = delete;
   SharedDeviceBuffer& operator=(const SharedDeviceBuffer&) = delete;

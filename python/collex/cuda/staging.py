@@ -1,8 +1,9 @@
 """A communicator's collectives on CUDA arrays (see arguments.py).
 
-With COLLEX_CUDA_IPC=lanes, every collective but send/recv between ranks of one
-node runs as one stream-ordered kernel through the peers' mapped staging
-buffers (lanes.py); on several nodes, all-reduce runs those kernels inside each
+With COLLEX_CUDA_IPC=lanes, every collective between ranks of one node runs as
+one stream-ordered kernel through the peers' mapped staging buffers (lanes.py),
+and a send/recv as one device-to-device copy the receiver queues (p2p.py); on
+several nodes, all-reduce runs those kernels inside each
 node around a host all-reduce between nodes (across_nodes.py). Otherwise
 all-reduce above 1 MiB between ranks of one node reads the peers' device memory
 directly (ipc.py). Everything else (other collectives, several nodes, builds
@@ -33,6 +34,7 @@ from .across_nodes import NodeLanes
 from .arguments import DeviceArg, cuda_module, is_device_array, new_device_array
 from .ipc import IPC_MIN_BYTES, PeerBuffers
 from .lanes import LanePeers, LaneWork
+from .p2p import DeviceP2p
 from .turns import TurnPeers, node_peers
 
 
@@ -94,6 +96,7 @@ class DeviceStaging:
         # The same for the stream-ordered kernels (COLLEX_CUDA_IPC=lanes): LanePeers,
         # or NodeLanes on several nodes.
         self._lanes: Any = None
+        self._p2p: DeviceP2p | None = None  # sends and receives from device to device
 
     def _cuda(self, op: str) -> Any:
         return cuda_module(op, self._comm.rank)
@@ -302,12 +305,27 @@ class DeviceStaging:
         self._up(ho, o, "out", name)
         return self._finish(o.array, async_op)
 
+    def device_p2p(self, op: str) -> DeviceP2p | None:
+        """Sends and receives of CUDA arrays from device to device (p2p.py), where
+        this communicator runs the stream-ordered kernels (COLLEX_CUDA_IPC=lanes)
+        and all its ranks are on one node: a rule every rank applies alike, so
+        that both ends of a message take the same way."""
+        if os.environ.get("COLLEX_CUDA_IPC") != "lanes" or self._comm.local_size != self._comm.size:
+            return None
+        if self._p2p is None:
+            self._p2p = DeviceP2p(self._comm, self._cuda(op))
+        return self._p2p
+
     def post_p2p(self, x: Any, peer: int, tag: int, receive: bool) -> Any:
-        """A send or receive of a CUDA array through a host buffer of its own (so
-        that several may be in flight): a send copies down before posting; a
-        receive's Work copies up once the message has arrived."""
+        """A send or receive of a CUDA array: from device to device on one node
+        with COLLEX_CUDA_IPC=lanes (device_p2p); else through a host buffer of its
+        own (so that several may be in flight): a send copies down before
+        posting; a receive's Work copies up once the message has arrived."""
         name = "recv" if receive else "send"
         a = self._arg(x, "x", name, writable=receive)
+        direct = self.device_p2p(name)
+        if direct is not None:
+            return direct.recv(a, peer, tag) if receive else direct.send(a, peer, tag)
         h = np.empty(a.shape, a.dtype)
         cuda = self._cuda(name)
         if not receive:
