@@ -4,7 +4,8 @@
 # tests/test_cuda.py (every collective on CuPy arrays at 1-4 ranks sharing the
 # GPU, by each all-reduce way), the CUDA bench at 2 and 4 ranks with the
 # stream-ordered kernels beside the default way (again under MPS, if its daemon
-# starts there; at 2 ranks with device flags instead of turns too), and the digits example on CuPy. Into $OUT (the device tool's
+# starts there; at 2 ranks with device flags instead of turns too; at 2 ranks the
+# send/recv ring, staged and device to device, too), and the digits example on CuPy. Into $OUT (the device tool's
 # folder; /tmp/collex-gpu elsewhere), at most 8 files: run.log (everything
 # below), build.log, tests.log and the bench's JSON.
 # Fetch the MPI wheels it needs first, here: bash bench/gpu/wheels.sh; carry .whl.
@@ -36,18 +37,21 @@ if [ -n "${SANITIZE:-}" ]; then
 fi
 timeout 240 python -m pytest -q -rs tests/test_cuda.py tests/test_ipc_lanes.py >"$OUT/tests.log" 2>&1
 echo "tests: exit $? at $(($(date +%s) - start)) s: $(tail -1 "$OUT/tests.log")"
-bench() {  # bench <label> <ranks>
-  timeout 60 mpirun -n "$2" python -m collex.bench.cuda -b 8 -e 256M -f 16 --json "$OUT/bench-$1-$2.json"
+bench() {  # bench <label> <ranks> [--p2p: the send/recv ring too]
+  local limit=60
+  [ -n "${3:-}" ] && limit=90
+  timeout "$limit" mpirun -n "$2" python -m collex.bench.cuda -b 8 -e 256M -f 16 ${3:-} \
+    --json "$OUT/bench-$1-$2.json"
   echo "bench $1 at $2 ranks: exit $? at $(($(date +%s) - start)) s"
 }
-bench plain 2
+bench plain 2 --p2p
 bench plain 4
 # Without MPS the ranks take turns (IPC events); the device flags beside them, to compare.
 COLLEX_CUDA_ORDER=flags bench flags 2
 # Under MPS the ranks' kernels sharing the GPU run at the same time (if the daemon starts here).
 if timeout 10 nvidia-cuda-mps-control -d; then
   sleep 1
-  bench mps 2
+  bench mps 2 --p2p
   bench mps 4
   echo quit | timeout 10 nvidia-cuda-mps-control
 else

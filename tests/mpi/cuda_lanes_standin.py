@@ -927,6 +927,9 @@ def p2p_reads_exportable_arrays_in_place():
     # (The sends of NumPy's memory before went through copies of their own,
     # which the receiver mapped for one copy each and did not keep.)
     nxt, prv = (rank + 1) % size, (rank - 1) % size
+    # Every rank comes here first: the case before (a peer that never comes)
+    # holds some ranks for its timeout, longer than a receive here may wait.
+    MPI.COMM_WORLD.Barrier()
     opened = comm._device._p2p._opened
     before = set(opened)
     for salt in range(3):
@@ -1020,6 +1023,30 @@ def p2p_a_receiver_that_cannot_map():
     assert (y == 4).all()
 
 
+def p2p_a_receiver_that_never_comes():
+    # On a communicator of ranks 0 and 1, rank 1 never receives what rank 0
+    # sends: the send gives up after the timeout (3 s), naming rank 1.
+    sub = comm.split(0 if rank < 2 else None)
+    if sub is None:
+        return
+    if rank == 1:
+        MPI.COMM_WORLD.recv(source=0, tag=77)  # alive (a rank that has ended is said so at once)
+        return
+    x = data(0, 1000, np.float32)
+    start = time.monotonic()
+    try:
+        sub.send(Dressed(x), 1, tag=2)
+    except cx.CollectiveTimeout as e:
+        said = str(e)
+        assert "send to rank 1 tag 2" in said and "not received" in said, said
+    else:
+        raise AssertionError("a send nobody received did not time out")
+    finally:
+        MPI.COMM_WORLD.send(None, dest=1, tag=77)
+    assert time.monotonic() - start < 30
+    settle()
+
+
 def p2p_progress_in_any_wait():
     # Rank 1 posts a CUDA receive, then waits for host memory that rank 0 sends
     # only once its CUDA send has completed: the CUDA receive's copy is queued
@@ -1060,6 +1087,7 @@ p2p_on_one_node = [
     ("send/recv refusals", p2p_refusals),
     ("a receiver that cannot map the array", p2p_a_receiver_that_cannot_map),
     ("send/recv progress in any wait", p2p_progress_in_any_wait),
+    ("a receiver that never comes", p2p_a_receiver_that_never_comes),
 ]
 on_one_node = [
     ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),

@@ -16,6 +16,14 @@ scheme that reduces on the host; "bound": the least time the GPU's memory
 allows, from a device-to-device copy timed in the same row: every rank reads
 and writes S(3p-1)/p bytes (as on the CPU, bench/README.md), and the ranks
 sharing a GPU share its bandwidth. Every result is checked.
+
+With --p2p, a second sweep times a ring exchange (``sendrecv`` to the next
+rank, from the one before) of CuPy arrays: "staged" (the default way, through
+pinned host memory), "device" (COLLEX_CUDA_IPC=lanes on one node: one
+device-to-device copy the receiver queues, collex/cuda/p2p.py), "cupy+mpi4py"
+(``x.get()``, mpi4py's Sendrecv, ``y.set()``) and "bound" (a device-to-device
+copy of the array: each rank's receive reads and writes S, the ranks sharing a
+GPU share it).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-e", "--maxbytes", default="256M")
     ap.add_argument("-f", "--factor", type=int, default=8)
     ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--p2p", action="store_true", help="also time a ring of send/recv (sendrecv)")
     args = ap.parse_args(argv)
 
     import cupy as cp
@@ -145,12 +154,83 @@ def main(argv: list[str] | None = None) -> int:
             ratio, bound = f"{row['ratio']:>13.2f}x", f"{100 * row['fraction_of_bound']:>7.0f}%"
             ways = f"({row['way']}, lanes {row['lanes_way'] or 'n/a'})"
             print(f"{format_size(count * 4):>9} {cells} {ratio} {bound}  {ways}", flush=True)
+    p2p_rows = p2p_sweep(args, comm, mpi, lanes_ok, sharing, default_way) if args.p2p else []
     if args.json and comm.rank == 0:
         with open(args.json, "w") as f:
             info = {"gpu": gpu, "ranks": comm.size, "devices": devices, "mps": mps_running()}
-            json.dump({**info, "rows": rows}, f, indent=1)
+            json.dump({**info, "rows": rows, "p2p_rows": p2p_rows}, f, indent=1)
     cx.finalize()
     return 0
+
+
+def p2p_sweep(args: Any, comm: Any, mpi: Any, device_ok: bool, sharing: int, default_way: str) -> list[dict]:
+    """The --p2p rows: each rank sends to the next and receives from the one before."""
+    import cupy as cp
+    from mpi4py import MPI
+
+    import collex as cx
+
+    nxt, prv = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    peers = ["staged", "device", "cupy+mpi4py", "bound"]
+    if comm.rank == 0:
+        print(f"\nsendrecv ring of float32 CuPy arrays, {comm.size} ranks")
+        print(
+            f"{'size':>9} "
+            + " ".join(f"{p + ' us':>15}" for p in peers)
+            + f" {'device vs peer':>15} {'% bound':>8}"
+        )
+    rows = []
+    for nbytes in sweep(parse_size(args.minbytes), parse_size(args.maxbytes), args.factor):
+        count = max(1, nbytes // 4)
+        x = (cp.arange(count) % 7).astype(cp.float32) + comm.rank
+        want = (np.arange(count) % 7).astype(np.float32) + prv
+        y = cp.empty_like(x)
+
+        def exchange(way: str, x=x, y=y) -> None:
+            os.environ["COLLEX_CUDA_IPC"] = way
+            try:
+                cx.sendrecv(x, nxt, y, prv)
+            finally:
+                os.environ["COLLEX_CUDA_IPC"] = default_way
+
+        def mpi4py_call(x=x, y=y) -> None:
+            h = x.get()
+            r = np.empty_like(h)
+            mpi.Sendrecv(h, nxt, recvbuf=r, source=prv)
+            y.set(r)
+
+        def device_copy(x=x, y=y) -> None:
+            y[...] = x
+
+        calls: dict[str, Callable[[], Any] | None] = {
+            "staged": lambda: exchange("1"),
+            "device": (lambda: exchange("lanes")) if device_ok else None,
+            "cupy+mpi4py": mpi4py_call,
+            "bound": device_copy,
+        }
+        row: dict[str, Any] = {"bytes": count * 4}
+        for name, call in calls.items():
+            if call is None:
+                row[name] = None
+                continue
+            y.fill(-1)
+            call()
+            if name != "bound":
+                wrong = int(np.count_nonzero(y.get() != want))
+                if mpi.allreduce(wrong, op=MPI.SUM) and comm.rank == 0:
+                    print(f"WRONG RESULT: sendrecv {name} at {format_size(count * 4)}", file=sys.stderr)
+            cp.cuda.get_current_stream().synchronize()
+            row[name] = timed(mpi, lambda call=call: (call(), cp.cuda.get_current_stream().synchronize()))
+        row["bound"] *= sharing  # the ranks sharing a GPU copy at once
+        ours = row["device"] if row["device"] is not None else row["staged"]
+        row["ratio"] = row["cupy+mpi4py"] / ours
+        row["fraction_of_bound"] = row["bound"] / ours
+        rows.append(row)
+        if comm.rank == 0:
+            cells = " ".join(f"{'n/a' if row[p] is None else f'{row[p] * 1e6:.1f}':>15}" for p in peers)
+            ratio, bound = f"{row['ratio']:>14.2f}x", f"{100 * row['fraction_of_bound']:>7.0f}%"
+            print(f"{format_size(count * 4):>9} {cells} {ratio} {bound}")
+    return rows
 
 
 def make_nccl(comm: Any, mpi: Any, devices: int) -> Callable | None:

@@ -3,7 +3,7 @@
 receiver's in one device-to-device copy that the receiver queues on its own
 stream; the host only carries a descriptor and the answer, through the core's
 point-to-point messages (csrc/collex/core/p2p.h, DeviceEnd), and waits for no
-GPU work.
+GPU work (but in one case below).
 
 A send records this rank's interprocess CUDA event on the array's stream
 (after the array's producers) and posts a message whose payload says where the
@@ -29,7 +29,14 @@ of an array whose allocation cannot be exported (cudaMallocAsync pools, the
 virtual memory API), first copies the array on its stream into a device buffer
 of its own that can be: the receive may come after the array has changed, and
 the peer must be able to map what it reads. The peer maps that buffer for the
-one copy, and both let go of it once the copy has run.
+one copy and waits for the copy before it answers, so that it has closed the
+mapping before the sender frees the buffer (the one wait for the device here).
+
+A peer's allocation kept open is closed when more than MAX_OPEN are open, or
+with the communicator. An allocation its owner frees back to the driver
+meanwhile (CuPy's free_all_blocks, PyTorch's empty_cache) is open in the peer
+still, which CUDA leaves undefined; the collectives' registry (registered.py)
+keeps peers' allocations open the same way.
 
 Not yet run on a GPU: tested on CPU processes with the stand-in for the CUDA
 module (tests/mpi/cuda_lanes_standin.py), whose streams run on threads."""
@@ -228,9 +235,17 @@ class DeviceP2p:
         if last is None:
             last = self._copies[(a.device, a.stream)] = self._cuda.Event(a.device)
         last.record(a.stream)
-        own_copy = self._to_self.pop(pointer, None) if pid == os.getpid() else one_off
+        if one_off is not None:
+            # Closed before the answer, so before the sender may free it (CUDA
+            # leaves freeing memory a peer still has open undefined): the one
+            # place here where the host waits for the device.
+            copied = self._cuda.Event(a.device)
+            copied.record(a.stream)
+            copied.synchronize()
+            del one_off
+        own_copy = self._to_self.pop(pointer, None) if pid == os.getpid() else None
         if own_copy is not None:
-            self._park(own_copy, a.device, a.stream)  # closed (or freed) once the copy has run
+            self._park(own_copy, a.device, a.stream)  # freed once the copy has run
         event = self._event(a.device)
         event.record(a.stream)
         return np.array([os.getpid()], np.uint64).tobytes() + _padded(event.handle(), EVENT_HANDLE_BYTES)
