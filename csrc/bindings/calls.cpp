@@ -137,8 +137,8 @@ MessageShape shape_of(const py::tuple& dims) {
 
 // Posts a send or receive; a blocking one is waited for here (GIL released by the caller).
 std::shared_ptr<P2pWork> post_p2p(Communicator& c, bool send, Buffer b, const MessageShape& shape, int peer, int tag,
-                                  bool async, std::shared_ptr<DeviceEnd> device = nullptr) {
-  auto w = send ? c.send(b, shape, peer, tag, std::move(device)) : c.recv(b, shape, peer, tag, std::move(device));
+                                  bool async) {
+  auto w = send ? c.send(b, shape, peer, tag) : c.recv(b, shape, peer, tag);
   if (async) return w;
   w->wait();
   return nullptr;
@@ -290,7 +290,7 @@ void bind_calls(CommunicatorClass& c) {
              auto end = std::make_shared<DeviceEnd>();
              end->descriptor = descriptor;
              py::gil_scoped_release release;
-             return post_p2p(c, true, device_buffer(buf, n, dtype, device), m, dst, tag, true, std::move(end));
+             return c.send_device(device_buffer(buf, n, dtype, device), m, dst, tag, std::move(end));
            })
       .def("recv_device", [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int device,
                              const py::tuple& shape, int src, int tag, const py::function& deliver) {
@@ -299,7 +299,7 @@ void bind_calls(CommunicatorClass& c) {
         auto fn = std::make_shared<PythonDeliver>(deliver);
         end->deliver = [fn](const std::string& descriptor) { return (*fn)(descriptor); };
         py::gil_scoped_release release;
-        return post_p2p(c, false, device_buffer(buf, n, dtype, device), m, src, tag, true, std::move(end));
+        return c.recv_device(device_buffer(buf, n, dtype, device), m, src, tag, std::move(end));
       });
 }
 

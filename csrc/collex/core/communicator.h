@@ -107,12 +107,13 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::shared_ptr<Work> barrier(bool async);
   // Point-to-point (core/p2p.h): posted at once, beside the queued collectives;
   // the caller waits on the handle. `shape` is what the receiver compares.
-  // `device`: a CUDA array's send or receive (p2p.h's DeviceEnd), whose Buffer is
-  // on the device; host Buffers come without one.
-  std::shared_ptr<P2pWork> send(Buffer buf, const MessageShape& shape, int dst, int tag,
-                                std::shared_ptr<DeviceEnd> device = nullptr);
-  std::shared_ptr<P2pWork> recv(Buffer buf, const MessageShape& shape, int src, int tag,
-                                std::shared_ptr<DeviceEnd> device = nullptr);
+  std::shared_ptr<P2pWork> send(Buffer buf, const MessageShape& shape, int dst, int tag);
+  std::shared_ptr<P2pWork> recv(Buffer buf, const MessageShape& shape, int src, int tag);
+  // A CUDA array's send or receive, its bytes moved by `device` (p2p.h's DeviceEnd).
+  std::shared_ptr<P2pWork> send_device(Buffer buf, const MessageShape& shape, int dst, int tag,
+                                       std::shared_ptr<DeviceEnd> device);
+  std::shared_ptr<P2pWork> recv_device(Buffer buf, const MessageShape& shape, int src, int tag,
+                                       std::shared_ptr<DeviceEnd> device);
 
   // The largest user tag send/recv accept.
   int max_user_tag() const;

@@ -229,18 +229,28 @@ void Communicator::check_p2p_args(Collective kind, int peer, int tag) const {
   throw_if_broken(collective_name(kind));
 }
 
-std::shared_ptr<P2pWork> Communicator::send(Buffer buf, const MessageShape& shape, int dst, int tag,
-                                            std::shared_ptr<DeviceEnd> device) {
-  if (!device) require_host(rank_, Collective::kSend, "x", buf);
+std::shared_ptr<P2pWork> Communicator::send(Buffer buf, const MessageShape& shape, int dst, int tag) {
+  require_host(rank_, Collective::kSend, "x", buf);
   check_p2p_args(Collective::kSend, dst, tag);
-  return p2p_->send(buf, shape, dst, tag, std::move(device));
+  return p2p_->send(buf, shape, dst, tag);
 }
 
-std::shared_ptr<P2pWork> Communicator::recv(Buffer buf, const MessageShape& shape, int src, int tag,
-                                            std::shared_ptr<DeviceEnd> device) {
-  if (!device) require_host(rank_, Collective::kRecv, "x", buf);
+std::shared_ptr<P2pWork> Communicator::recv(Buffer buf, const MessageShape& shape, int src, int tag) {
+  require_host(rank_, Collective::kRecv, "x", buf);
   check_p2p_args(Collective::kRecv, src, tag);
-  return p2p_->recv(buf, shape, src, tag, std::move(device));
+  return p2p_->recv(buf, shape, src, tag);
+}
+
+std::shared_ptr<P2pWork> Communicator::send_device(Buffer buf, const MessageShape& shape, int dst, int tag,
+                                                   std::shared_ptr<DeviceEnd> device) {
+  check_p2p_args(Collective::kSend, dst, tag);
+  return p2p_->send_device(buf, shape, dst, tag, std::move(device));
+}
+
+std::shared_ptr<P2pWork> Communicator::recv_device(Buffer buf, const MessageShape& shape, int src, int tag,
+                                                   std::shared_ptr<DeviceEnd> device) {
+  check_p2p_args(Collective::kRecv, src, tag);
+  return p2p_->recv_device(buf, shape, src, tag, std::move(device));
 }
 
 }  // namespace collex

@@ -35,12 +35,12 @@ PointToPoint::PointToPoint(MPI_Comm comm, int rank, std::uint32_t tag_base, doub
       warn_after_s_(warn_after_s),
       watch_(watch),
       on_failure_(std::move(on_failure)) {
-  verdict_in_ = std::make_unique<Verdict>();
+  verdict_in_ = std::make_unique<VerdictIn>();
   post_verdict_receive();
 }
 
 void PointToPoint::post_verdict_receive() {
-  MPI_Irecv(verdict_in_.get(), sizeof(Verdict), MPI_BYTE, MPI_ANY_SOURCE, static_cast<int>(verdict_tag_), comm_,
+  MPI_Irecv(verdict_in_.get(), sizeof(VerdictIn), MPI_BYTE, MPI_ANY_SOURCE, static_cast<int>(verdict_tag_), comm_,
             &verdict_request_);
 }
 
@@ -59,15 +59,13 @@ std::vector<char> PointToPoint::take_staging() {
 
 namespace {
 
-std::shared_ptr<P2pOp> make_op(bool is_send, const Buffer& buf, const MessageShape& shape, int peer, int tag,
-                               std::shared_ptr<DeviceEnd> device) {
+std::shared_ptr<P2pOp> make_op(bool is_send, const Buffer& buf, const MessageShape& shape, int peer, int tag) {
   auto op = std::make_shared<P2pOp>();
   op->is_send = is_send;
   op->peer = peer;
   op->tag = tag;
   op->buf = buf;
   op->shape = shape;
-  op->device = std::move(device);
   return op;
 }
 
@@ -85,12 +83,23 @@ PointToPoint::Header PointToPoint::header_of(const P2pOp& op) {
   return h;
 }
 
-std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShape& shape, int dst, int tag,
-                                            std::shared_ptr<DeviceEnd> device) {
-  if (device && device->descriptor.size() > kInlineBytes) {
+std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShape& shape, int dst, int tag) {
+  return post_send(make_op(true, buf, shape, dst, tag));
+}
+
+std::shared_ptr<P2pWork> PointToPoint::send_device(const Buffer& buf, const MessageShape& shape, int dst, int tag,
+                                                   std::shared_ptr<DeviceEnd> device) {
+  if (device->descriptor.size() > kInlineBytes) {
     throw InvalidArgument("a device message's descriptor is larger than " + std::to_string(kInlineBytes) + " bytes");
   }
-  auto op = make_op(true, buf, shape, dst, tag, std::move(device));
+  auto op = make_op(true, buf, shape, dst, tag);
+  op->device = std::move(device);
+  return post_send(op);
+}
+
+std::shared_ptr<P2pWork> PointToPoint::post_send(const std::shared_ptr<P2pOp>& op) {
+  const Buffer& buf = op->buf;
+  const int dst = op->peer, tag = op->tag;
   std::lock_guard<std::mutex> lock(mutex_);
   op->serial = sent_serial_[{dst, tag}]++;
   const Header h = header_of(*op);
@@ -128,9 +137,19 @@ std::shared_ptr<P2pWork> PointToPoint::send(const Buffer& buf, const MessageShap
   return std::make_shared<P2pWork>(shared_from_this(), op);
 }
 
-std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShape& shape, int src, int tag,
-                                            std::shared_ptr<DeviceEnd> device) {
-  auto op = make_op(false, buf, shape, src, tag, std::move(device));
+std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShape& shape, int src, int tag) {
+  return post_recv(make_op(false, buf, shape, src, tag));
+}
+
+std::shared_ptr<P2pWork> PointToPoint::recv_device(const Buffer& buf, const MessageShape& shape, int src, int tag,
+                                                   std::shared_ptr<DeviceEnd> device) {
+  auto op = make_op(false, buf, shape, src, tag);
+  op->device = std::move(device);
+  return post_recv(op);
+}
+
+std::shared_ptr<P2pWork> PointToPoint::post_recv(const std::shared_ptr<P2pOp>& op) {
+  const int src = op->peer, tag = op->tag;
   std::unique_lock<std::mutex> lock(mutex_);
   if (src != rank_) {
     // Posted now, so that MPI matches this rank's receives of one (peer, tag) in
@@ -147,9 +166,11 @@ std::shared_ptr<P2pWork> PointToPoint::recv(const Buffer& buf, const MessageShap
   }
   pending_.push_back(op);
   progress();
-  std::vector<std::shared_ptr<P2pOp>> deliveries = claim_deliveries();
-  lock.unlock();
-  deliver(deliveries);
+  if (deliverable_ > 0) {
+    std::vector<std::shared_ptr<P2pOp>> deliveries = claim_deliveries();
+    lock.unlock();
+    deliver(deliveries);
+  }
   return std::make_shared<P2pWork>(shared_from_this(), op);
 }
 
@@ -190,7 +211,8 @@ void PointToPoint::poll_verdicts() {
     MPI_Status st;
     MPI_Test(&verdict_request_, &flag, &st);
     if (!flag) return;
-    const Verdict v = *verdict_in_;
+    const Verdict v = verdict_in_->verdict;
+    const std::string reply(verdict_in_->reply, std::min<std::size_t>(v.reply_bytes, kDeviceReplyBytes));
     const int from = st.MPI_SOURCE;
     post_verdict_receive();
     auto it = std::find_if(pending_.begin(), pending_.end(), [&](const std::shared_ptr<P2pOp>& p) {
@@ -199,7 +221,6 @@ void PointToPoint::poll_verdicts() {
     if (it == pending_.end()) continue;  // a send given up on (timed out)
     P2pOp& s = **it;
     s.answered = true;
-    const std::string reply(v.reply, std::min<std::size_t>(v.reply_bytes, kDeviceReplyBytes));
     if (v.kind == kTaken) {
       if (s.device) s.device->reply = reply;
       continue;
@@ -219,17 +240,18 @@ void PointToPoint::poll_verdicts() {
 }
 
 void PointToPoint::answer(P2pOp& op, const Header& h, int kind, const std::string& reply) {
-  auto memory = std::make_shared<std::vector<char>>(sizeof(Verdict));
   Verdict v;
   v.serial = h.serial;
   v.tag = op.tag;
   v.kind = kind;
   v.receiver = header_of(op);
   v.reply_bytes = std::min(reply.size(), kDeviceReplyBytes);
-  std::memcpy(v.reply, reply.data(), v.reply_bytes);
+  auto memory = std::make_shared<std::vector<char>>(sizeof v + v.reply_bytes);
   std::memcpy(memory->data(), &v, sizeof v);
+  std::memcpy(memory->data() + sizeof v, reply.data(), v.reply_bytes);
   MPI_Request q;
-  MPI_Isend(memory->data(), sizeof v, MPI_BYTE, op.peer, static_cast<int>(verdict_tag_), comm_, &q);
+  MPI_Isend(memory->data(), static_cast<int>(memory->size()), MPI_BYTE, op.peer, static_cast<int>(verdict_tag_), comm_,
+            &q);
   in_flight_.push_back({q, memory});
 }
 
@@ -267,9 +289,10 @@ void PointToPoint::accept_header(P2pOp& op, const Header& h, const char* inline_
     return;
   }
   if (op.device) {
-    op.descriptor.assign(inline_payload, inline_bytes);
-    op.message_serial = h.serial;
+    op.device->matched.assign(inline_payload, inline_bytes);
+    op.device->serial = h.serial;
     op.stage = P2pOp::Stage::kDeliver;  // a wait runs the deliver, outside the lock
+    ++deliverable_;
     return;
   }
   if (op.peer != rank_) answer(op, h, kTaken);
@@ -307,6 +330,7 @@ std::vector<std::shared_ptr<P2pOp>> PointToPoint::claim_deliveries() {
       claimed.push_back(p);
     }
   }
+  deliverable_ = 0;  // those claimed, and any abandoned since they matched
   return claimed;
 }
 
@@ -314,7 +338,7 @@ void PointToPoint::deliver(const std::vector<std::shared_ptr<P2pOp>>& ops) {
   for (const auto& op : ops) {
     std::string reply, why;
     try {
-      reply = op->device->deliver(op->descriptor);
+      reply = op->device->deliver(op->device->matched);
     } catch (const std::exception& e) {
       why = e.what();
       if (why.empty()) why = "unknown error";
@@ -322,7 +346,7 @@ void PointToPoint::deliver(const std::vector<std::shared_ptr<P2pOp>>& ops) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (op->finished) continue;  // abandoned meanwhile (the communicator was shut down)
     Header h;
-    h.serial = op->message_serial;
+    h.serial = op->device->serial;
     const bool to_peer = op->peer != rank_;
     if (!why.empty()) {
       if (to_peer) answer(*op, h, kRefusedFailure, why);

@@ -69,6 +69,9 @@ struct DeviceEnd {
   std::string descriptor;                                             // send
   std::function<std::string(const std::string& descriptor)> deliver;  // recv; may run on any thread that waits
   std::string reply;  // send: the receiver's answer, once the send has completed
+  // recv, filled in by the core: the matched message's descriptor and serial number.
+  std::string matched;
+  std::uint64_t serial = 0;
 };
 // How much of a reply (or of a refusal's reason) a verdict carries.
 constexpr std::size_t kDeviceReplyBytes = 256;
@@ -100,11 +103,13 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
                std::function<void(const std::string&)> on_failure);
   ~PointToPoint();
 
-  // `device`: a device message (DeviceEnd); null for host memory.
-  std::shared_ptr<P2pWork> send(const Buffer& buf, const MessageShape& shape, int dst, int tag,
-                                std::shared_ptr<DeviceEnd> device = nullptr);
-  std::shared_ptr<P2pWork> recv(const Buffer& buf, const MessageShape& shape, int src, int tag,
-                                std::shared_ptr<DeviceEnd> device = nullptr);
+  std::shared_ptr<P2pWork> send(const Buffer& buf, const MessageShape& shape, int dst, int tag);
+  std::shared_ptr<P2pWork> recv(const Buffer& buf, const MessageShape& shape, int src, int tag);
+  // A device message's (DeviceEnd, not null): `buf` says what the array is, and is never read.
+  std::shared_ptr<P2pWork> send_device(const Buffer& buf, const MessageShape& shape, int dst, int tag,
+                                       std::shared_ptr<DeviceEnd> device);
+  std::shared_ptr<P2pWork> recv_device(const Buffer& buf, const MessageShape& shape, int src, int tag,
+                                       std::shared_ptr<DeviceEnd> device);
 
   // Gives up on everything pending and forgets on_failure (the communicator is
   // being shut down; a handle Python still holds may outlive it).
@@ -114,7 +119,10 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
   friend class P2pWork;
   struct Header;
   struct Verdict;
+  struct VerdictIn;
 
+  std::shared_ptr<P2pWork> post_send(const std::shared_ptr<P2pOp>& op);
+  std::shared_ptr<P2pWork> post_recv(const std::shared_ptr<P2pOp>& op);
   // What `op`'s array is (dtype, count, shape), as a message header carries it.
   static Header header_of(const P2pOp& op);
   bool done(P2pOp& op);
@@ -163,10 +171,11 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
     std::shared_ptr<std::vector<char>> memory;
   };
   std::vector<InFlight> in_flight_;
-  std::unique_ptr<Verdict> verdict_in_;  // where the next verdict lands (any peer)
+  std::unique_ptr<VerdictIn> verdict_in_;  // where the next verdict lands (any peer)
   MPI_Request verdict_request_ = MPI_REQUEST_NULL;
   std::vector<std::vector<char>> staging_pool_;
-  bool sent_to_peers_ = false;  // verdicts are polled only once this rank has sent
+  bool sent_to_peers_ = false;   // verdicts are polled only once this rank has sent
+  std::size_t deliverable_ = 0;  // device receives matched since the last claim_deliveries()
 };
 
 }  // namespace collex

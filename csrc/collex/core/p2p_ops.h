@@ -52,14 +52,19 @@ struct PointToPoint::Header {
 };
 
 // A receiver's answer to every message: which message, whether it was taken,
-// and what the receiving buffer was.
+// and what the receiving buffer was; then `reply_bytes` of a device receive's
+// reply (or of why it refused), which only a device message's verdict carries.
 struct PointToPoint::Verdict {
   std::uint64_t serial = 0;
   std::int32_t tag = 0;
   std::int32_t kind = p2p_detail::kRefusedMismatch;  // a VerdictKind
   Header receiver{};
   std::uint64_t reply_bytes = 0;
-  char reply[kDeviceReplyBytes] = {};  // a device receive's reply, or why it refused
+};
+// Where verdicts land: the largest a verdict can be.
+struct PointToPoint::VerdictIn {
+  Verdict verdict;
+  char reply[kDeviceReplyBytes] = {};
 };
 
 struct P2pOp {
@@ -78,8 +83,6 @@ struct P2pOp {
   std::string refused;                // sends: the receiver's refusal, raised on completion
   bool refused_mismatch = true;       // sends: refused as a mismatch (else a device receive failed)
   std::shared_ptr<DeviceEnd> device;  // a device message's (null: host memory)
-  std::string descriptor;             // device receives: the matched message's, for the deliver
-  std::uint64_t message_serial = 0;   // device receives: the matched message's serial, for its verdict
   bool finished = false;
   std::exception_ptr error;
 };

@@ -115,6 +115,7 @@ bool PointToPoint::done(P2pOp& op) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (op.finished) return true;
     progress();
+    if (deliverable_ == 0) return op.finished;
     deliveries = claim_deliveries();
   }
   deliver(deliveries);
@@ -131,16 +132,10 @@ void PointToPoint::wait(P2pOp& op) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!op.finished) progress();
-      deliveries = claim_deliveries();
-    }
-    if (!deliveries.empty()) {
-      deliver(deliveries);
-      continue;  // this operation may be one of them; look again before waiting
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (op.finished) break;
-      if ((polls & 1023) == 1023) {
+      if (deliverable_ > 0) deliveries = claim_deliveries();
+      if (deliveries.empty() && op.finished) break;
+      // Claimed deliveries always run (below) before this wait may end.
+      if (deliveries.empty() && (polls & 1023) == 1023) {
         // A peer that has exited, left or failed will not come: say so now.
         if (watch_ != nullptr) {
           if (const PeerFailure f = watch_->check(op.peer, kNoSequence, nullptr)) {
@@ -170,6 +165,10 @@ void PointToPoint::wait(P2pOp& op) {
           break;
         }
       }
+    }
+    if (!deliveries.empty()) {
+      deliver(deliveries);  // this operation may be one of them: look again before pausing
+      continue;
     }
     if ((polls & 1023) == 1023 && interrupt_requested()) throw Interrupted();
     backoff.pause();
