@@ -122,18 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             "bound": device_copy,
         }
         row: dict[str, Any] = {"bytes": count * 4}
-        for name, call in calls.items():
-            if call is None:
-                row[name] = None
-                continue
+
+        def reset(x=x, fill=fill) -> None:
             x[...] = fill
-            call()
-            if name not in ("copies", "bound"):
-                wrong = int(np.count_nonzero(x.get() != want))
-                if mpi.allreduce(wrong) and comm.rank == 0:
-                    print(f"WRONG RESULT: {name} at {format_size(count * 4)}", file=sys.stderr)
-            cp.cuda.get_current_stream().synchronize()
-            row[name] = timed(mpi, lambda call=call: (call(), cp.cuda.get_current_stream().synchronize()))
+
+        def wrong(x=x, want=want) -> int:
+            return int(np.count_nonzero(x.get() != want))
+
+        row.update(checked_times(mpi, calls, reset, wrong, ("copies", "bound"), "all-reduce", count * 4))
         # The copy read and wrote 2S; the all-reduce must move S(3p-1)/p per rank,
         # `sharing` ranks to a GPU.
         ranks = comm.size
@@ -163,10 +159,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def checked_times(
+    mpi: Any, calls: dict, reset: Callable, wrong: Callable, unchecked: tuple, what: str, nbytes: int
+) -> dict:
+    """Seconds per call of each of `calls` (None where it is None), each run
+    once first after `reset()` and, unless named in `unchecked`, checked:
+    `wrong()` counts this rank's wrong elements, and rank 0 says where any rank
+    had some."""
+    import cupy as cp
+
+    def synchronize() -> None:
+        cp.cuda.get_current_stream().synchronize()
+
+    times: dict[str, float | None] = {}
+    for name, call in calls.items():
+        if call is None:
+            times[name] = None
+            continue
+        reset()
+        call()
+        if name not in unchecked and mpi.allreduce(wrong()) and mpi.rank == 0:
+            print(f"WRONG RESULT: {what} {name} at {format_size(nbytes)}", file=sys.stderr)
+        synchronize()
+        times[name] = timed(mpi, lambda call=call: (call(), synchronize()))
+    return times
+
+
 def p2p_sweep(args: Any, comm: Any, mpi: Any, device_ok: bool, sharing: int, default_way: str) -> list[dict]:
     """The --p2p rows: each rank sends to the next and receives from the one before."""
     import cupy as cp
-    from mpi4py import MPI
 
     import collex as cx
 
@@ -209,18 +230,13 @@ def p2p_sweep(args: Any, comm: Any, mpi: Any, device_ok: bool, sharing: int, def
             "bound": device_copy,
         }
         row: dict[str, Any] = {"bytes": count * 4}
-        for name, call in calls.items():
-            if call is None:
-                row[name] = None
-                continue
-            y.fill(-1)
-            call()
-            if name != "bound":
-                wrong = int(np.count_nonzero(y.get() != want))
-                if mpi.allreduce(wrong, op=MPI.SUM) and comm.rank == 0:
-                    print(f"WRONG RESULT: sendrecv {name} at {format_size(count * 4)}", file=sys.stderr)
-            cp.cuda.get_current_stream().synchronize()
-            row[name] = timed(mpi, lambda call=call: (call(), cp.cuda.get_current_stream().synchronize()))
+
+        def wrong(y=y, want=want) -> int:
+            return int(np.count_nonzero(y.get() != want))
+
+        row.update(
+            checked_times(mpi, calls, lambda y=y: y.fill(-1), wrong, ("bound",), "sendrecv", count * 4)
+        )
         row["bound"] *= sharing  # the ranks sharing a GPU copy at once
         ours = row["device"] if row["device"] is not None else row["staged"]
         row["ratio"] = row["cupy+mpi4py"] / ours
