@@ -164,38 +164,27 @@ py::object p2p(Communicator& c, bool send, py::handle x, py::handle peer, py::ha
   return send ? py::none() : keep(x);
 }
 
-// A device receive's deliver (collex/cuda/p2p.py), which the core calls inside
-// its progress on whichever thread waits, with the GIL released: the call takes
-// it. The core may drop its last reference on such a thread too, so letting go
-// of the function takes the GIL as well (not while the interpreter exits: then
-// it is left).
-struct PythonDeliver {
-  py::object fn;
-  explicit PythonDeliver(py::object f) : fn(std::move(f)) {}
-  PythonDeliver(const PythonDeliver&) = delete;
-  PythonDeliver& operator=(const PythonDeliver&) = delete;
-  ~PythonDeliver() {
-#if PY_VERSION_HEX >= 0x030D0000
-    const bool exiting = Py_IsFinalizing();
-#else
-    const bool exiting = _Py_IsFinalizing();
-#endif
-    if (!Py_IsInitialized() || exiting) {
-      fn.release();
-      return;
+// collex.cuda.p2p.deliver_matched, set under the GIL on first use (not as a
+// guarded static: the import may release the GIL while another thread waits on the guard).
+py::object* deliver_function = nullptr;
+
+// A device receive's deliver: collex.cuda.p2p.deliver_matched(key, descriptor),
+// which runs the receive's own (registered there under `key`). The core calls it
+// on whichever thread waits, without its lock and with the GIL released, and
+// holds no Python object: the function is looked up once and kept for good, so
+// no reference is dropped where the GIL is not held.
+std::string deliver_matched(std::uint64_t key, const std::string& descriptor) {
+  py::gil_scoped_acquire gil;
+  try {
+    if (deliver_function == nullptr) {
+      py::object f = py::module_::import("collex.cuda.p2p").attr("deliver_matched");
+      if (deliver_function == nullptr) deliver_function = new py::object(std::move(f));
     }
-    py::gil_scoped_acquire gil;
-    fn = py::object();
+    return (*deliver_function)(key, py::bytes(descriptor)).cast<std::string>();
+  } catch (py::error_already_set& e) {
+    throw std::runtime_error(e.what());  // the reason, for both ranks' errors
   }
-  std::string operator()(const std::string& descriptor) const {
-    py::gil_scoped_acquire gil;
-    try {
-      return fn(py::bytes(descriptor)).cast<std::string>();
-    } catch (py::error_already_set& e) {
-      throw std::runtime_error(e.what());  // the reason, for both ranks' errors
-    }
-  }
-};
+}
 
 // A CUDA array as a device message's Buffer: the core never reads it.
 Buffer device_buffer(std::uintptr_t address, std::size_t count, int dtype, int device) {
@@ -281,7 +270,7 @@ void bind_calls(CommunicatorClass& c) {
            })
       // A CUDA array's send or receive between ranks of one node (collex/cuda/p2p.py),
       // posted (its Work is waited for there): the send's message carries
-      // `descriptor`; the receive's `deliver(descriptor)` queues the copy and
+      // `descriptor`; the receive's deliver (deliver_matched) queues the copy and
       // returns the reply that the send's Work gives back (device_reply).
       .def("send_device",
            [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int device, const py::tuple& shape,
@@ -293,11 +282,12 @@ void bind_calls(CommunicatorClass& c) {
              return c.send_device(device_buffer(buf, n, dtype, device), m, dst, tag, std::move(end));
            })
       .def("recv_device", [](Communicator& c, std::uintptr_t buf, std::size_t n, int dtype, int device,
-                             const py::tuple& shape, int src, int tag, const py::function& deliver) {
+                             const py::tuple& shape, int src, int tag, std::uint64_t deliver_key) {
         const MessageShape m = shape_of(shape);
         auto end = std::make_shared<DeviceEnd>();
-        auto fn = std::make_shared<PythonDeliver>(deliver);
-        end->deliver = [fn](const std::string& descriptor) { return (*fn)(descriptor); };
+        end->deliver = [deliver_key](const std::string& descriptor) {
+          return deliver_matched(deliver_key, descriptor);
+        };
         py::gil_scoped_release release;
         return c.recv_device(device_buffer(buf, n, dtype, device), m, src, tag, std::move(end));
       });

@@ -160,7 +160,7 @@ PYBIND11_MODULE(_core, m) {
           [](const P2pWork& w) {
             std::string reply;
             {
-              py::gil_scoped_release release;  // the core's lock, which a deliver holds while it takes the GIL
+              py::gil_scoped_release release;  // the core's lock may be held by a thread that wants the GIL
               reply = w.device_reply();
             }
             return py::bytes(reply);

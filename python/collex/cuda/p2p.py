@@ -43,7 +43,9 @@ module (tests/mpi/cuda_lanes_standin.py), whose streams run on threads."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -66,6 +68,19 @@ MAX_OPEN = 64  # peers' allocations kept open before all are closed (and opened 
 # This process's interprocess events by handle: a receive from a rank of the same
 # process (threads) uses the object, since a process cannot open its own handle.
 _own_events: dict[bytes, Any] = {}
+
+# Each posted receive's deliver, by the key the core holds instead of the function
+# (kept alive by the receive's Work, so a receive that never matches leaves nothing).
+_delivers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_keys = itertools.count(1)
+
+
+def deliver_matched(key: int, descriptor: bytes) -> bytes:
+    """The core's call when receive `key`'s message has matched: runs its deliver."""
+    deliver = _delivers.get(key)
+    if deliver is None:
+        raise RuntimeError("the receive was dropped before its message came")
+    return deliver(descriptor)
 
 
 def _count(a: DeviceArg) -> int:
@@ -199,10 +214,12 @@ class DeviceP2p:
         def deliver(descriptor: bytes) -> bytes:
             return self._deliver(a, descriptor)
 
+        key = next(_keys)
+        _delivers[key] = deliver
         work = self._comm._c.recv_device(
-            a.pointer, _count(a), CODES[a.dtype], a.device, a.shape, peer, tag, deliver
+            a.pointer, _count(a), CODES[a.dtype], a.device, a.shape, peer, tag, key
         )  # fmt: skip
-        return Work(work, a.array, (a.array,))
+        return Work(work, a.array, (a.array, deliver))
 
     def _deliver(self, a: DeviceArg, descriptor: bytes) -> bytes:
         """Queues the copy of a matched message into a on a's stream, after the
