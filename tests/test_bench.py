@@ -195,6 +195,14 @@ def test_memory_draw_script_times_every_array():
         assert re.fullmatch(r"slowest / fastest: \d+\.\d\d", out.splitlines()[-1])
 
 
+def test_bucket_cost_script_times_every_way_and_checks_the_average():
+    script = Path(__file__).resolve().parent.parent / "bench" / "bucket_cost.py"
+    out = run_mpi(3, str(script), "--turns", "1", module=True, timeout=120).stdout
+    ways = [line.split()[0] for line in out.splitlines() if "/ flat" in line]
+    assert ways == ["flat", "6", "buckets", "buckets,", "reducer"], out
+    assert "resnet50: 6 buckets, 97.5 MiB, 3 ranks" in out and out.splitlines()[-1] == "wrong: 0", out
+
+
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_parallel_bench_runs_small_and_checks_its_results(ranks, tmp_path):
     pytest.importorskip("threadpoolctl", reason="the bench sets BLAS threads with threadpoolctl")
