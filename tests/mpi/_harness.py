@@ -72,6 +72,19 @@ class Cases:
         sys.exit(1 if total_failed else 0)
 
 
+def raises(fn, exc, *needles: str) -> str:
+    """Calls fn, which must raise exc with every needle in its message; returns the message."""
+    try:
+        fn()
+    except exc as e:
+        said = str(e)
+        missing = [n for n in needles if n not in said]
+        assert not missing, f"{type(e).__name__} {said!r} lacks {missing}"
+        return said
+    names = "/".join(e.__name__ for e in exc) if isinstance(exc, tuple) else exc.__name__
+    raise AssertionError(f"did not raise {names} (expected one saying {list(needles)})")
+
+
 def identical_on_all_ranks(a: np.ndarray) -> bool:
     """Whether every rank holds the same bytes (checked through mpi4py, not collex)."""
     blobs = MPI.COMM_WORLD.allgather(a.tobytes())

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import collex as cx
 import numpy as np
-from _harness import Cases
+from _harness import Cases, raises
 from mpi4py import MPI
 
 cases = Cases("lifecycle")
 rank, size = MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size
-
-
-def raises(fn, exc, needle):
-    try:
-        fn()
-    except exc as e:
-        assert needle in str(e), f"{needle!r} not in {e}"
-        return
-    raise AssertionError(f"no {exc.__name__}")
 
 
 cases.run(

@@ -10,7 +10,7 @@ import time
 
 import collex as cx
 import numpy as np
-from _harness import Cases
+from _harness import Cases, raises
 from collex import parallel as par
 from collex.parallel import schedules
 from collex.parallel.stages import DenseStage
@@ -102,37 +102,24 @@ def timeline_recorded():
     assert 0.0 <= par.bubble_fraction(pipe.timeline) < 1.0
 
 
-def expect_error(fn, exc, *needles):
-    try:
-        fn()
-    except exc as e:
-        assert all(n in str(e) for n in needles), f"{type(e).__name__}: {e}"
-        return str(e)
-    raise AssertionError(f"no {exc.__name__} for {needles}")
-
-
 def configuration_errors():
     st = TanhStage(0)
     if size > 1:
-        expect_error(lambda: par.Pipeline(st, comm, "1f1b", size - 1, mse), ValueError, "fewer than")
-        expect_error(
-            lambda: par.Pipeline([st, st], comm, "interleaved", size + 1, mse), ValueError, "multiple"
-        )
-    expect_error(lambda: par.Pipeline(st, comm, "interleaved", size, mse), ValueError, "v > 1")
-    expect_error(lambda: par.Pipeline([st, st], comm, "1f1b", size, mse), ValueError, "one stage per rank")
-    expect_error(lambda: par.Pipeline(st, comm, "zigzag", size, mse), ValueError, "schedule='zigzag'")
-    expect_error(lambda: par.Pipeline(object(), comm, "gpipe", size, mse), ValueError, "lacks forward")
+        raises(lambda: par.Pipeline(st, comm, "1f1b", size - 1, mse), ValueError, "fewer than")
+        raises(lambda: par.Pipeline([st, st], comm, "interleaved", size + 1, mse), ValueError, "multiple")
+    raises(lambda: par.Pipeline(st, comm, "interleaved", size, mse), ValueError, "v > 1")
+    raises(lambda: par.Pipeline([st, st], comm, "1f1b", size, mse), ValueError, "one stage per rank")
+    raises(lambda: par.Pipeline(st, comm, "zigzag", size, mse), ValueError, "schedule='zigzag'")
+    raises(lambda: par.Pipeline(object(), comm, "gpipe", size, mse), ValueError, "lacks forward")
     # Ranks that disagree all raise, none waits.
     mine = "gpipe" if rank == 0 else "1f1b"
     if size > 1:
         disagree = ("disagree", "rank 0: gpipe")
-        expect_error(lambda: par.Pipeline(st, comm, mine, size, mse), ValueError, *disagree)
+        raises(lambda: par.Pipeline(st, comm, mine, size, mse), ValueError, *disagree)
         m = size if rank else 2 * size
-        expect_error(lambda: par.Pipeline(st, comm, "1f1b", m, mse), ValueError, "disagree")
+        raises(lambda: par.Pipeline(st, comm, "1f1b", m, mse), ValueError, "disagree")
         stages = [st, st] if rank else [st, st, st]
-        expect_error(
-            lambda: par.Pipeline(stages, comm, "interleaved", size, mse), ValueError, "disagree", "v=3"
-        )
+        raises(lambda: par.Pipeline(stages, comm, "interleaved", size, mse), ValueError, "disagree", "v=3")
 
 
 class WrongGradient(DenseStage):
@@ -175,7 +162,7 @@ def failures():
         else:
             raise AssertionError(f"rank {rank}: {bad.__name__} raised nothing")
         assert time.monotonic() - t0 < 15, time.monotonic() - t0
-        expect_error(lambda p=pipe: p.step(x, t), par.PipelineAborted, "earlier step failed")
+        raises(lambda p=pipe: p.step(x, t), par.PipelineAborted, "earlier step failed")
         comm.barrier()
 
 
