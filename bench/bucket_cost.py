@@ -1,7 +1,9 @@
 """What splitting one step's exchange into buckets costs by itself, with the
 memory held fixed: every way below all-reduces (averages) the same bytes of one
 ordinary NumPy array, so the memory draw (bench/memory_draw.py: identical
-arrays on this VM differ by up to 1.2x by the memory they get) cancels out.
+arrays on the project's VM differ by up to 1.2x by the memory they get) cancels
+out. Before each way's turn every rank writes a 64 MiB scratch array, so that
+no way finds in the cache what the way before it left.
 
     mpirun -n 2 python bench/bucket_cost.py [--set resnet50|bert_base] [--turns 30]
 
