@@ -19,53 +19,61 @@ __device__ std::uint64_t global_nanoseconds() {
   return t;
 }
 
-// A lane as one CUDA block: its threads share the bytes vector by vector;
-// thread 0 signals and waits for the block.
+// Vector loads and stores need 16-byte addresses; range bounds fall on
+// vectors, so a pointer's own alignment decides. Staging buffers always are; a
+// user's array (a view at an odd offset) may not be, and goes by bytes.
+__host__ __device__ bool vector_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVector == 0; }
+
+// The block's work and meetings, out of line (__noinline__): the rounds copy,
+// combine and meet at a dozen places each, and inlined there every kernel
+// carried a dozen copies of every loop (nvcc took about 100 s per architecture
+// for this file, three quarters of the whole build). Out of line, copy_range
+// and lane_barrier are compiled once for all kernels and combine_range once per
+// kernel; a call costs a few instructions per range of a round, against the
+// range's thousands of bytes.
+
+__device__ __noinline__ void copy_range(char* dst, const char* src, Range r) {
+  std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+  if (!vector_aligned(dst) || !vector_aligned(src)) whole = r.begin;
+  for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
+    el::copy_vector(dst + v * kVector, src + v * kVector);
+  }
+  for (std::size_t b = whole + threadIdx.x; b < r.end; b += blockDim.x) dst[b] = src[b];
+}
+
+// `out` may be a user's array at any element offset, `also` this rank's
+// staging buffer; the sources are staging buffers, or in a direct call the
+// ranks' arrays, which go element by element unless every one is aligned.
 template <typename Tr, ReduceOp Op>
-struct DeviceLane {
+__device__ __noinline__ void combine_range(char* out, char* also, const char* const* src, int count, Range r) {
+  using S = typename Tr::S;
+  std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
+  for (int q = 0; q < count; ++q) {
+    if (!vector_aligned(src[q])) whole = r.begin;
+  }
+  const bool vector_out = vector_aligned(out);
+  for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
+    alignas(kVector) char reduced[kVector];
+    el::combine_vector_to<Tr, Op>(reduced, src, count, v);
+    char* at = out + v * kVector;
+    if (vector_out) {
+      el::copy_vector(at, reduced);
+    } else {
+      for (std::size_t b = 0; b < kVector; ++b) at[b] = reduced[b];
+    }
+    if (also != nullptr) el::copy_vector(also + v * kVector, reduced);
+  }
+  for (std::size_t e = whole / sizeof(S) + threadIdx.x; e < r.end / sizeof(S); e += blockDim.x) {
+    el::combine_element<Tr, Op>(out, src, count, e);
+    if (also != nullptr) memcpy(also + e * sizeof(S), out + e * sizeof(S), sizeof(S));
+  }
+}
+
+// How a block meets the same lane of its peers (lanes.h's barrier): thread 0
+// signals and waits for the block.
+struct DeviceFlags {
   std::uint64_t timeout_ns;
   LaneStatus* status;
-
-  // Vector loads and stores need 16-byte addresses; range bounds fall on
-  // vectors, so a pointer's own alignment decides. Staging buffers always
-  // are; a user's array (a view at an odd offset) may not be, and goes by bytes.
-  static __device__ bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVector == 0; }
-
-  __device__ void copy(char* dst, const char* src, Range r) {
-    std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
-    if (!aligned(dst) || !aligned(src)) whole = r.begin;
-    for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
-      el::copy_vector(dst + v * kVector, src + v * kVector);
-    }
-    for (std::size_t b = whole + threadIdx.x; b < r.end; b += blockDim.x) dst[b] = src[b];
-  }
-
-  // `out` may be a user's array at any element offset, `also` this rank's
-  // staging buffer; the sources are staging buffers, or in a direct call the
-  // ranks' arrays, which go element by element unless every one is aligned.
-  __device__ void combine(char* out, char* also, const char* const* src, int count, Range r) {
-    using S = typename Tr::S;
-    std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
-    for (int q = 0; q < count; ++q) {
-      if (!aligned(src[q])) whole = r.begin;
-    }
-    const bool vector_out = aligned(out);
-    for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
-      alignas(kVector) char reduced[kVector];
-      el::combine_vector_to<Tr, Op>(reduced, src, count, v);
-      char* at = out + v * kVector;
-      if (vector_out) {
-        el::copy_vector(at, reduced);
-      } else {
-        for (std::size_t b = 0; b < kVector; ++b) at[b] = reduced[b];
-      }
-      if (also != nullptr) el::copy_vector(also + v * kVector, reduced);
-    }
-    for (std::size_t e = whole / sizeof(S) + threadIdx.x; e < r.end / sizeof(S); e += blockDim.x) {
-      el::combine_element<Tr, Op>(out, src, count, e);
-      if (also != nullptr) memcpy(also + e * sizeof(S), out + e * sizeof(S), sizeof(S));
-    }
-  }
 
   __device__ void sync() { __syncthreads(); }
   __device__ bool sync_and(bool ok) { return __syncthreads_and(ok) != 0; }
@@ -105,9 +113,34 @@ struct DeviceLane {
   }
 };
 
+__device__ __noinline__ bool lane_barrier(const Peers& w, int lane, std::uint64_t value, std::uint64_t signature,
+                                          DeviceFlags flags) {
+  return barrier(w, lane, value, flags, signature);
+}
+
+// A lane as one CUDA block: its threads share the bytes vector by vector.
 template <typename Tr, ReduceOp Op>
-__global__ void lanes_kernel(Peers peers, Call call, std::uint64_t timeout_ns, LaneStatus* status) {
-  DeviceLane<Tr, Op> ctx{timeout_ns, status};
+struct DeviceLane {
+  DeviceFlags flags;
+
+  __device__ void copy(char* dst, const char* src, Range r) { copy_range(dst, src, r); }
+  __device__ void combine(char* out, char* also, const char* const* src, int count, Range r) {
+    combine_range<Tr, Op>(out, also, src, count, r);
+  }
+  __device__ bool barrier(const Peers& w, int lane, std::uint64_t value, std::uint64_t signature = 0) {
+    return lane_barrier(w, lane, value, signature, flags);
+  }
+};
+
+// The most threads a lane may have: __launch_bounds__ holds the kernels'
+// registers to what a block of this size can get (they take up to about 110
+// per thread, for 8-bit min and max), so that every launch allowed here runs.
+constexpr int kMaxThreads = 512;
+
+template <typename Tr, ReduceOp Op>
+__global__ void __launch_bounds__(kMaxThreads)
+    lanes_kernel(Peers peers, Call call, std::uint64_t timeout_ns, LaneStatus* status) {
+  DeviceLane<Tr, Op> ctx{{timeout_ns, status}};
   run_lane(peers, call, static_cast<int>(blockIdx.x), ctx);
 }
 
@@ -125,16 +158,14 @@ struct Launch {
   }
 };
 
-bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kVector == 0; }
-
 }  // namespace
 
 void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
                   LaneStatus* status, std::uintptr_t stream) {
   if (const char* why = invalid(peers, call)) throw std::invalid_argument(std::string("collex: launch_lanes: ") + why);
-  if (threads < 32 || threads > 1024) throw std::invalid_argument("collex: launch_lanes: bad thread count");
+  if (threads < 32 || threads > kMaxThreads) throw std::invalid_argument("collex: launch_lanes: bad thread count");
   for (int r = 0; r < peers.ranks; ++r) {
-    if (!aligned(peers.staging[r]))
+    if (!vector_aligned(peers.staging[r]))
       throw std::invalid_argument("collex: launch_lanes: staging buffers must be 16-byte aligned");
   }
   if (call.bytes == 0) return;

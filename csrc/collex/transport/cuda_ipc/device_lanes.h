@@ -13,7 +13,7 @@
 
 namespace collex::ipc {
 
-// Queues `call` on `stream` as peers.lanes blocks of `threads` threads. Every
+// Queues `call` on `stream` as peers.lanes blocks of `threads` (32-512) threads. Every
 // pointer in `peers` and `call` is a device pointer valid in this process (the
 // peers' opened by CUDA IPC), staging buffers 16-byte aligned (the call's
 // arrays may lie at any element offset); `status` is written only on failure:

@@ -41,6 +41,11 @@ class HostLane {
     if (also != nullptr) std::memcpy(also + r.begin, out + r.begin, r.end - r.begin);
   }
 
+  // The rounds' meetings: lanes.h's barrier, over this lane's flag words.
+  bool barrier(const Peers& w, int lane, std::uint64_t value, std::uint64_t signature = 0) {
+    return ipc::barrier(w, lane, value, *this, signature);
+  }
+
   void sync() {}
   bool sync_and(bool ok) { return ok; }
   bool leader() const { return true; }

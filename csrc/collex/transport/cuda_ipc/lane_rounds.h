@@ -20,7 +20,7 @@ COLLEX_LANES bool allreduce_round(const Peers& w, const Call& c, std::uint64_t s
   char* staged = w.staging[w.rank];
   char* out = c.output + base;
   ctx.copy(staged, c.input + base, mine);
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   if (c.shots == Shots::kOne) {
     ctx.combine(out, nullptr, w.staging, w.ranks, mine);
     return true;
@@ -28,7 +28,7 @@ COLLEX_LANES bool allreduce_round(const Peers& w, const Call& c, std::uint64_t s
   // The reduced share goes to the output and over this rank's own staged
   // input, which no peer reads (each reads only its own share of it).
   ctx.combine(out, staged, w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
-  if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kReduced))) return false;
   for (int q = 0; q < w.ranks; ++q) {
     if (q != w.rank) ctx.copy(out, w.staging[q], share_bytes(mine, w.ranks, q));
   }
@@ -43,13 +43,13 @@ COLLEX_LANES bool reduce_round(const Peers& w, const Call& c, std::uint64_t seq,
   char* staged = w.staging[w.rank];
   const bool root = w.rank == c.root;
   ctx.copy(staged, c.input + base, mine);
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   if (c.shots == Shots::kOne) {
     if (root) ctx.combine(c.output + base, nullptr, w.staging, w.ranks, mine);
     return true;
   }
   ctx.combine(root ? c.output + base : staged, nullptr, w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
-  if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kReduced))) return false;
   if (root) {
     for (int q = 0; q < w.ranks; ++q) {
       if (q != w.rank) ctx.copy(c.output + base, w.staging[q], share_bytes(mine, w.ranks, q));
@@ -67,7 +67,7 @@ COLLEX_LANES bool reduce_scatter_round(const Peers& w, const Call& c, std::uint6
   for (int q = 0; q < w.ranks; ++q) {
     ctx.copy(w.staging[w.rank] + q * capacity, c.input + q * c.bytes + base, mine);
   }
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const char* blocks[kMaxRanks];
   for (int q = 0; q < w.ranks; ++q) blocks[q] = w.staging[q] + static_cast<std::size_t>(w.rank) * capacity;
   ctx.combine(c.output + base, nullptr, blocks, w.ranks, mine);
@@ -81,7 +81,7 @@ COLLEX_LANES bool all_gather_round(const Peers& w, const Call& c, std::uint64_t 
   char* own = c.output + static_cast<std::size_t>(w.rank) * c.bytes + base;
   ctx.copy(w.staging[w.rank], in, mine);
   if (own != in) ctx.copy(own, in, mine);  // in place when the input is this rank's block of the output
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   for (int q = 0; q < w.ranks; ++q) {
     if (q != w.rank) ctx.copy(c.output + static_cast<std::size_t>(q) * c.bytes + base, w.staging[q], mine);
   }
@@ -98,7 +98,7 @@ COLLEX_LANES bool broadcast_round(const Peers& w, const Call& c, std::uint64_t s
   }
   // Every rank signals (the others' "staged" says nothing but costs one flag):
   // one barrier for all collectives keeps the flags' rule simple.
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   if (!root) ctx.copy(c.output + base, w.staging[c.root], mine);
   return true;
 }
@@ -122,11 +122,11 @@ COLLEX_LANES Arrays offset_all(const char* const* arrays, int ranks, std::size_t
 template <typename Lane>
 COLLEX_LANES bool direct_allreduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
                                          int lane, Lane& ctx) {
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const Arrays in = offset_all(c.inputs, w.ranks, base);
   char* out = c.output + base;
   ctx.combine(out, nullptr, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
-  if (!barrier(w, lane, token(seq, kReduced), ctx)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kReduced))) return false;
   for (int q = 0; q < w.ranks; ++q) {
     if (q != w.rank) ctx.copy(out, c.outputs[q] + base, share_bytes(mine, w.ranks, q));
   }
@@ -138,7 +138,7 @@ COLLEX_LANES bool direct_allreduce_round(const Peers& w, const Call& c, std::uin
 template <typename Lane>
 COLLEX_LANES bool direct_reduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
                                       int lane, Lane& ctx) {
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const Arrays in = offset_all(c.inputs, w.ranks, base);
   char* out = c.outputs[c.root] + base;
   if (c.shots == Shots::kOne) {
@@ -152,7 +152,7 @@ COLLEX_LANES bool direct_reduce_round(const Peers& w, const Call& c, std::uint64
 template <typename Lane>
 COLLEX_LANES bool direct_reduce_scatter_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base,
                                               Range mine, int lane, Lane& ctx) {
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const Arrays in = offset_all(c.inputs, w.ranks, static_cast<std::size_t>(w.rank) * c.bytes + base);
   ctx.combine(c.output + base, nullptr, in.at, w.ranks, mine);
   return true;
@@ -161,7 +161,7 @@ COLLEX_LANES bool direct_reduce_scatter_round(const Peers& w, const Call& c, std
 template <typename Lane>
 COLLEX_LANES bool direct_all_gather_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base,
                                           Range mine, int lane, Lane& ctx) {
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   for (int q = 0; q < w.ranks; ++q) {
     char* block = c.output + static_cast<std::size_t>(q) * c.bytes + base;
     const char* from = c.inputs[q] + base;
@@ -173,7 +173,7 @@ COLLEX_LANES bool direct_all_gather_round(const Peers& w, const Call& c, std::ui
 template <typename Lane>
 COLLEX_LANES bool direct_broadcast_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
                                          int lane, Lane& ctx) {
-  if (!barrier(w, lane, token(seq, kStaged), ctx, c.signature)) return false;
+  if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   if (c.output != c.inputs[c.root]) ctx.copy(c.output + base, c.inputs[c.root] + base, mine);
   return true;
 }
@@ -216,7 +216,7 @@ COLLEX_LANES bool run_lane(const Peers& w, const Call& c, int lane, Lane& ctx) {
     if (mine.empty()) continue;  // alike on every rank: a short round, or fewer vectors than lanes
     // No peer may stage the next round over bytes this rank still reads (nor,
     // after a direct call, its stream write them).
-    if (!run_round(w, c, seq, base, mine, lane, ctx) || !barrier(w, lane, token(seq, kDone), ctx)) return false;
+    if (!run_round(w, c, seq, base, mine, lane, ctx) || !ctx.barrier(w, lane, token(seq, kDone))) return false;
   }
   return true;
 }

@@ -4,11 +4,14 @@
 // into the ranks' shares; and the flags that order the ranks' lanes. The CUDA
 // kernels (device_lanes.cu) and their CPU stand-in (host_lanes.cpp), which CI
 // tests on threads and processes, run this same code (the rounds themselves
-// in lane_rounds.h); each supplies a Lane: how
-// its threads copy and combine ranges (copy, combine), meet (sync, sync_and;
-// leader() is the thread that signals), publish and read flag words (signal
-// with release, wait with acquire until a value or a timeout; store and load
-// for words those order) and record why it gave up (report, first one wins).
+// in lane_rounds.h); each supplies a Lane: how its threads copy and combine
+// ranges (copy, combine) and meet their peers' (barrier, which calls this
+// file's barrier with the Lane's flags: an object saying how the threads meet
+// each other (sync, sync_and; leader() is the thread that signals), publish
+// and read flag words (signal with release, wait with acquire until a value or
+// a timeout; store and load for words those order) and record why it gave up
+// (report, first one wins)). The GPU's Lane calls them out of line, the
+// stand-in's inline.
 //
 // Every collective is the same skeleton: each round, every rank stages its part
 // into its own staging buffer, a barrier says so, each rank reads what it needs
@@ -242,8 +245,9 @@ COLLEX_LANES std::uint64_t* signature_word(const Peers& w, int owner, int lane) 
 // `seq`, and this lane waits until every peer's has; with a `signature`, it
 // also publishes its own and checks each peer's. False (on every thread of the
 // lane, the reason in the status) when a wait timed out or a peer's call differs.
-template <typename Lane>
-COLLEX_LANES bool barrier(const Peers& w, int lane, std::uint64_t value, Lane& ctx, std::uint64_t signature = 0) {
+// `ctx` is a Lane's flags (see the top of this file).
+template <typename Flags>
+COLLEX_LANES bool barrier(const Peers& w, int lane, std::uint64_t value, Flags& ctx, std::uint64_t signature = 0) {
   ctx.sync();  // every thread's part of the phase is written
   bool ok = true;
   if (ctx.leader()) {
