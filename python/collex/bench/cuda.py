@@ -13,9 +13,10 @@ NCCL through ``cupy.cuda.nccl`` where every rank of the node has a GPU of its
 own (NCCL refuses two ranks on one GPU); "copies": one device-to-host plus one
 host-to-device copy of the array through pinned memory, the floor for any
 scheme that reduces on the host; "bound": the least time the GPU's memory
-allows, from a device-to-device copy timed in the same row: every rank reads
-and writes S(3p-1)/p bytes (as on the CPU, bench/README.md), and the ranks
-sharing a GPU share its bandwidth. Every result is checked.
+allows, from a device-to-device copy timed in the same row: every rank must
+read its input and write its output, 2S bytes, as the copy does (less than the
+CPU's limit of S(3p-1)/p in bench/README.md, whose schedule writes only its own
+output), and the ranks sharing a GPU share its bandwidth. Every result is checked.
 
 With --p2p, a second sweep times a ring exchange (``sendrecv`` to the next
 rank, from the one before) of CuPy arrays: "staged" (the default way, through
@@ -130,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             return int(np.count_nonzero(x.get() != want))
 
         row.update(checked_times(mpi, calls, reset, wrong, ("copies", "bound"), "all-reduce", count * 4))
-        # The copy read and wrote 2S; the all-reduce must move S(3p-1)/p per rank,
+        # The copy read and wrote 2S, as an all-reduce must on every rank (read its
+        # input, write its output: the direct kernels reduce each rank's share of
+        # every input into that share of every output and move no more);
         # `sharing` ranks to a GPU.
-        ranks = comm.size
-        row["bound"] = row["bound"] / 2 * (3 * ranks - 1) / ranks * sharing
+        row["bound"] = row["bound"] * sharing
         row["way"] = "staged" if comm.size == 1 or count * 4 <= IPC_MIN_BYTES else "ipc"
         lanes = comm._device._lanes if lanes_ok else None
         row["lanes_way"] = (

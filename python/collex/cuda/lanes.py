@@ -6,7 +6,8 @@ needs from theirs (all-reduce: one shot reduces everything, two shots its share,
 then gathers the others'; reduce-scatter, all-gather, broadcast and reduce
 likewise), with no host step (csrc/collex/transport/cuda_ipc/lanes.h). From
 DIRECT_MIN_BYTES on, where every rank's arrays can be mapped into its peers,
-the kernel reads them in place instead (registered.py: a host exchange of where
+the kernel reads them in place instead, and an all-reduce writes each rank's
+reduced share into every rank's output (registered.py: a host exchange of where
 they lie, no wait for the GPU). The call returns once the kernel is queued.
 Not yet run on a GPU: the protocol, and this module with a CPU stand-in for the
 CUDA module, are tested on CPU ranks (tests/test_ipc_lanes.py,

@@ -27,7 +27,7 @@ __host__ __device__ bool vector_aligned(const void* p) { return reinterpret_cast
 // The block's work and meetings, out of line (__noinline__): the rounds copy,
 // combine and meet at a dozen places each, and inlined there every kernel
 // carried a dozen copies of every loop (nvcc took about 100 s per architecture
-// for this file, three quarters of the whole build). Out of line, copy_range
+// for this file, two thirds of the whole build; now 27 s). Out of line, copy_range
 // and lane_barrier are compiled once for all kernels and combine_range once per
 // kernel; a call costs a few instructions per range of a round, against the
 // range's thousands of bytes.
@@ -41,31 +41,33 @@ __device__ __noinline__ void copy_range(char* dst, const char* src, Range r) {
   for (std::size_t b = whole + threadIdx.x; b < r.end; b += blockDim.x) dst[b] = src[b];
 }
 
-// `out` may be a user's array at any element offset, `also` this rank's
-// staging buffer; the sources are staging buffers, or in a direct call the
-// ranks' arrays, which go element by element unless every one is aligned.
+// Every out (a user's array at any element offset, or a staging buffer)
+// gets the sources' range combined; the sources are staging buffers, or in a
+// direct call the ranks' arrays, which go element by element unless every one
+// is aligned. Each vector (element) is read from every source before any out
+// is written, so an out may be a source that no other thread reads.
 template <typename Tr, ReduceOp Op>
-__device__ __noinline__ void combine_range(char* out, char* also, const char* const* src, int count, Range r) {
+__device__ __noinline__ void combine_range(const Outs& outs, const char* const* src, int count, Range r) {
   using S = typename Tr::S;
   std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
   for (int q = 0; q < count; ++q) {
     if (!vector_aligned(src[q])) whole = r.begin;
   }
-  const bool vector_out = vector_aligned(out);
   for (std::size_t v = r.begin / kVector + threadIdx.x; v < whole / kVector; v += blockDim.x) {
     alignas(kVector) char reduced[kVector];
     el::combine_vector_to<Tr, Op>(reduced, src, count, v);
-    char* at = out + v * kVector;
-    if (vector_out) {
-      el::copy_vector(at, reduced);
-    } else {
-      for (std::size_t b = 0; b < kVector; ++b) at[b] = reduced[b];
+    for (int k = 0; k < outs.count; ++k) {
+      char* at = outs.at[k] + v * kVector;
+      if (vector_aligned(at)) {
+        el::copy_vector(at, reduced);
+      } else {
+        for (std::size_t b = 0; b < kVector; ++b) at[b] = reduced[b];
+      }
     }
-    if (also != nullptr) el::copy_vector(also + v * kVector, reduced);
   }
   for (std::size_t e = whole / sizeof(S) + threadIdx.x; e < r.end / sizeof(S); e += blockDim.x) {
-    el::combine_element<Tr, Op>(out, src, count, e);
-    if (also != nullptr) memcpy(also + e * sizeof(S), out + e * sizeof(S), sizeof(S));
+    el::combine_element<Tr, Op>(outs.at[0], src, count, e);
+    for (int k = 1; k < outs.count; ++k) memcpy(outs.at[k] + e * sizeof(S), outs.at[0] + e * sizeof(S), sizeof(S));
   }
 }
 
@@ -124,8 +126,8 @@ struct DeviceLane {
   DeviceFlags flags;
 
   __device__ void copy(char* dst, const char* src, Range r) { copy_range(dst, src, r); }
-  __device__ void combine(char* out, char* also, const char* const* src, int count, Range r) {
-    combine_range<Tr, Op>(out, also, src, count, r);
+  __device__ void combine(const Outs& outs, const char* const* src, int count, Range r) {
+    combine_range<Tr, Op>(outs, src, count, r);
   }
   __device__ bool barrier(const Peers& w, int lane, std::uint64_t value, std::uint64_t signature = 0) {
     return lane_barrier(w, lane, value, signature, flags);

@@ -30,15 +30,18 @@ class HostLane {
     if (!r.empty()) std::memcpy(dst + r.begin, src + r.begin, r.end - r.begin);
   }
 
-  void combine(char* out, char* also, const char* const* src, int count, Range r) {
+  // The whole range into the first out, then copied into the others: an out
+  // may be a source only where no other lane or rank reads that range of it.
+  void combine(const Outs& outs, const char* const* src, int count, Range r) {
     if (r.empty()) return;
+    char* out = outs.at[0];
     const std::size_t whole = r.begin + (r.end - r.begin) / kVector * kVector;
     for (std::size_t v = r.begin / kVector; v < whole / kVector; ++v) {
       el::combine_vector<Tr, Op>(out, src, count, v);
     }
     using S = typename Tr::S;
     for (std::size_t e = whole / sizeof(S); e < r.end / sizeof(S); ++e) el::combine_element<Tr, Op>(out, src, count, e);
-    if (also != nullptr) std::memcpy(also + r.begin, out + r.begin, r.end - r.begin);
+    for (int k = 1; k < outs.count; ++k) std::memcpy(outs.at[k] + r.begin, out + r.begin, r.end - r.begin);
   }
 
   // The rounds' meetings: lanes.h's barrier, over this lane's flag words.

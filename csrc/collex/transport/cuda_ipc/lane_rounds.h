@@ -22,12 +22,12 @@ COLLEX_LANES bool allreduce_round(const Peers& w, const Call& c, std::uint64_t s
   ctx.copy(staged, c.input + base, mine);
   if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   if (c.shots == Shots::kOne) {
-    ctx.combine(out, nullptr, w.staging, w.ranks, mine);
+    ctx.combine(Outs(out), w.staging, w.ranks, mine);
     return true;
   }
   // The reduced share goes to the output and over this rank's own staged
   // input, which no peer reads (each reads only its own share of it).
-  ctx.combine(out, staged, w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  ctx.combine(Outs(out, staged), w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
   if (!ctx.barrier(w, lane, token(seq, kReduced))) return false;
   for (int q = 0; q < w.ranks; ++q) {
     if (q != w.rank) ctx.copy(out, w.staging[q], share_bytes(mine, w.ranks, q));
@@ -45,10 +45,10 @@ COLLEX_LANES bool reduce_round(const Peers& w, const Call& c, std::uint64_t seq,
   ctx.copy(staged, c.input + base, mine);
   if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   if (c.shots == Shots::kOne) {
-    if (root) ctx.combine(c.output + base, nullptr, w.staging, w.ranks, mine);
+    if (root) ctx.combine(Outs(c.output + base), w.staging, w.ranks, mine);
     return true;
   }
-  ctx.combine(root ? c.output + base : staged, nullptr, w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  ctx.combine(Outs(root ? c.output + base : staged), w.staging, w.ranks, share_bytes(mine, w.ranks, w.rank));
   if (!ctx.barrier(w, lane, token(seq, kReduced))) return false;
   if (root) {
     for (int q = 0; q < w.ranks; ++q) {
@@ -70,7 +70,7 @@ COLLEX_LANES bool reduce_scatter_round(const Peers& w, const Call& c, std::uint6
   if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const char* blocks[kMaxRanks];
   for (int q = 0; q < w.ranks; ++q) blocks[q] = w.staging[q] + static_cast<std::size_t>(w.rank) * capacity;
-  ctx.combine(c.output + base, nullptr, blocks, w.ranks, mine);
+  ctx.combine(Outs(c.output + base), blocks, w.ranks, mine);
   return true;
 }
 
@@ -115,21 +115,20 @@ COLLEX_LANES Arrays offset_all(const char* const* arrays, int ranks, std::size_t
   return a;
 }
 
-// Each rank reduces its share from every input into its own output, then reads
-// the others' shares from their outputs. In place, a rank overwrites only its
-// own share of its input, which only it reads, and, after the second barrier,
-// the others' shares, which their owners have read by then.
+// Each rank reduces its share of every input into that share of every output:
+// every byte is read once and written once, with one barrier (reducing into its
+// own output and then reading the others' shares from theirs read a share more
+// per rank, and waited once more). In place, a rank overwrites only its share
+// of each array, which only it reads, each vector after reading it.
 template <typename Lane>
 COLLEX_LANES bool direct_allreduce_round(const Peers& w, const Call& c, std::uint64_t seq, std::size_t base, Range mine,
                                          int lane, Lane& ctx) {
   if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const Arrays in = offset_all(c.inputs, w.ranks, base);
-  char* out = c.output + base;
-  ctx.combine(out, nullptr, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
-  if (!ctx.barrier(w, lane, token(seq, kReduced))) return false;
-  for (int q = 0; q < w.ranks; ++q) {
-    if (q != w.rank) ctx.copy(out, c.outputs[q] + base, share_bytes(mine, w.ranks, q));
-  }
+  Outs every(c.outputs[0] + base);
+  for (int q = 1; q < w.ranks; ++q) every.at[q] = c.outputs[q] + base;
+  every.count = w.ranks;
+  ctx.combine(every, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
   return true;
 }
 
@@ -142,10 +141,10 @@ COLLEX_LANES bool direct_reduce_round(const Peers& w, const Call& c, std::uint64
   const Arrays in = offset_all(c.inputs, w.ranks, base);
   char* out = c.outputs[c.root] + base;
   if (c.shots == Shots::kOne) {
-    if (w.rank == c.root) ctx.combine(out, nullptr, in.at, w.ranks, mine);
+    if (w.rank == c.root) ctx.combine(Outs(out), in.at, w.ranks, mine);
     return true;
   }
-  ctx.combine(out, nullptr, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  ctx.combine(Outs(out), in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
   return true;
 }
 
@@ -154,7 +153,7 @@ COLLEX_LANES bool direct_reduce_scatter_round(const Peers& w, const Call& c, std
                                               Range mine, int lane, Lane& ctx) {
   if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const Arrays in = offset_all(c.inputs, w.ranks, static_cast<std::size_t>(w.rank) * c.bytes + base);
-  ctx.combine(c.output + base, nullptr, in.at, w.ranks, mine);
+  ctx.combine(Outs(c.output + base), in.at, w.ranks, mine);
   return true;
 }
 
@@ -215,7 +214,7 @@ COLLEX_LANES bool run_lane(const Peers& w, const Call& c, int lane, Lane& ctx) {
     const Range mine = lane_bytes(capacity, length, w.lanes, lane);
     if (mine.empty()) continue;  // alike on every rank: a short round, or fewer vectors than lanes
     // No peer may stage the next round over bytes this rank still reads (nor,
-    // after a direct call, its stream write them).
+    // after a direct call, its stream touch arrays a peer still reads or writes).
     if (!run_round(w, c, seq, base, mine, lane, ctx) || !ctx.barrier(w, lane, token(seq, kDone))) return false;
   }
   return true;

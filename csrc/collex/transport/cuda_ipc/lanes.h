@@ -22,9 +22,10 @@
 // A direct call (Call::direct: every rank's arrays mapped into every peer, for
 // large messages) stages nothing: the first barrier says that every rank's
 // arrays are ready (its kernel has started, after their producers on its
-// stream), peers read one another's inputs (and all-reduce its outputs) in
-// place, and the last says that nobody reads them any more, so that later work
-// on each rank's stream may write them. Same rounds, flags and barriers.
+// stream), peers read one another's inputs in place (and an all-reduce writes
+// one another's outputs), and the last says that nobody reads or writes them
+// any more, so that later work on each rank's stream may. Same rounds, flags
+// and barriers.
 //
 // Lanes are independent: lane b of every rank stages, reduces and gathers the
 // same part of the staging buffers in every round, and waits only for lane b
@@ -81,6 +82,18 @@ struct Range {
   std::size_t begin = 0;
   std::size_t end = 0;
   COLLEX_LANES bool empty() const { return end <= begin; }
+};
+
+// The arrays a combine writes, each at the range's offsets: an output, with
+// this rank's staging buffer too (a two-shot all-reduce), or every rank's
+// output (a direct all-reduce).
+struct Outs {
+  char* at[kMaxRanks] = {};
+  int count = 0;
+  COLLEX_LANES explicit Outs(char* out, char* also = nullptr) : count(also != nullptr ? 2 : 1) {
+    at[0] = out;
+    at[1] = also;
+  }
 };
 
 // Part i of `units` cut into n nearly equal parts (the first units % n one larger).
