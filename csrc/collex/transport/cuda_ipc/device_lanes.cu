@@ -27,7 +27,7 @@ __host__ __device__ bool vector_aligned(const void* p) { return reinterpret_cast
 // The block's work and meetings, out of line (__noinline__): the rounds copy,
 // combine and meet at a dozen places each, and inlined there every kernel
 // carried a dozen copies of every loop (nvcc took about 100 s per architecture
-// for this file, two thirds of the whole build; now 27 s). Out of line, copy_range
+// for this file, two thirds of the whole build; now about 30 s). Out of line, copy_range
 // and lane_barrier are compiled once for all kernels and combine_range once per
 // kernel; a call costs a few instructions per range of a round, against the
 // range's thousands of bytes.
@@ -135,8 +135,8 @@ struct DeviceLane {
 };
 
 // The most threads a lane may have: __launch_bounds__ holds the kernels'
-// registers to what a block of this size can get (they take up to about 110
-// per thread, for 8-bit min and max), so that every launch allowed here runs.
+// registers to what a block of this size can get (they take 64 to 104 per
+// thread, the most for integer min and max), so that every launch allowed here runs.
 constexpr int kMaxThreads = 512;
 
 template <typename Tr, ReduceOp Op>
