@@ -4,14 +4,14 @@
 // into the ranks' shares; and the flags that order the ranks' lanes. The CUDA
 // kernels (device_lanes.cu) and their CPU stand-in (host_lanes.cpp), which CI
 // tests on threads and processes, run this same code (the rounds themselves
-// in lane_rounds.h); each supplies a Lane: how its threads copy and combine
-// ranges (copy, combine) and meet their peers' (barrier, which calls this
-// file's barrier with the Lane's flags: an object saying how the threads meet
-// each other (sync, sync_and; leader() is the thread that signals), publish
-// and read flag words (signal with release, wait with acquire until a value or
-// a timeout; store and load for words those order) and record why it gave up
-// (report, first one wins)). The GPU's Lane calls them out of line, the
-// stand-in's inline.
+// in lane_rounds.h). Each supplies a Lane, which copies and combines ranges
+// (copy, combine) and meets its peers' lanes (barrier). The barrier is this
+// file's, run over the Lane's flags: an object that says how the lane's
+// threads meet each other (sync, sync_and; leader() is the thread that
+// signals), how flag words are published and read (signal with release, wait
+// with acquire until a value or a timeout; store and load for words those
+// order) and where a lane records why it gave up (report, first one wins). The
+// GPU's Lane calls these out of line, the stand-in's inline.
 //
 // Every collective is the same skeleton: each round, every rank stages its part
 // into its own staging buffer, a barrier says so, each rank reads what it needs
