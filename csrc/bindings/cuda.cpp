@@ -124,6 +124,8 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("dtype"), py::arg("op"), py::arg("stream"), py::arg("device"),
       py::arg("inputs") = std::vector<std::uintptr_t>(), py::arg("outputs") = std::vector<std::uintptr_t>(),
       py::call_guard<py::gil_scoped_release>());
+  m.def("lanes_resident", &collex::ipc::lanes_resident, py::arg("threads"), py::arg("device"),
+        "How many lanes (blocks of `threads` threads) of the lanes' kernels `device` runs at once.");
   m.def(
       "lanes_rounds",
       [](int collective, std::size_t bytes, std::size_t staging_bytes, int ranks) {

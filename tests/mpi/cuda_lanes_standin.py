@@ -131,6 +131,12 @@ class StandinCuda:
         # take turns, ordered by IPC events: collex/cuda/turns.py), else one each.
         return b"standin-gpu" if shared_gpu else f"standin-gpu-{rank}".encode()
 
+    RESIDENT = 3  # lanes the pretend GPU runs at once (lanes_room caps a call's lanes by it)
+
+    @classmethod
+    def lanes_resident(cls, threads: int, device: int) -> int:
+        return cls.RESIDENT
+
     @staticmethod
     def lanes_rounds(collective: int, bytes: int, staging_bytes: int, ranks: int) -> int:
         return _core._ipc_lane_rounds(collective, bytes, staging_bytes, ranks)
@@ -407,6 +413,22 @@ def shots_and_sequence_numbers():
     assert StandinCuda.last[2] == seq + 1 + 19
     settle()
     assert (x == size * size).all() and (y == size).all()
+
+
+def lanes_fit_the_gpu_at_once():
+    # Every lane spins until its peers' same lane comes, so a call has at most
+    # as many lanes as the GPU runs at once (lanes.lanes_room; the stand-in's
+    # runs RESIDENT), however many its size would take.
+    saved = lanes.LANE_BYTES
+    lanes.LANE_BYTES = 4096  # a round of 64 KiB would take 16 lanes
+    try:
+        x = data(rank, 40_000, np.float32)
+        cx.allreduce(Dressed(x))
+        settle()
+        assert StandinCuda.last[0] == StandinCuda.RESIDENT, StandinCuda.last
+        np.testing.assert_array_equal(x, sum(data(r, 40_000, np.float32) for r in range(size)))
+    finally:
+        lanes.LANE_BYTES = saved
 
 
 def out_of_place_and_async():
@@ -1051,6 +1073,7 @@ p2p_on_one_node = [
 ]
 on_one_node = [
     ("one-shot, two-shot and the sequence numbers", shots_and_sequence_numbers),
+    ("a call's lanes fit the GPU at once", lanes_fit_the_gpu_at_once),
     ("direct calls read the ranks' arrays in place", direct_calls_read_arrays_in_place),
     ("ranks that call different collectives", ranks_that_call_different_collectives),
     ("a peer that never comes", a_peer_that_never_comes),

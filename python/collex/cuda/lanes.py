@@ -60,14 +60,38 @@ def mps_running() -> bool:
     return os.path.exists(os.path.join(pipes, "control"))
 
 
+def gpu_identities(comm: Any, cuda: Any, device: int) -> list[bytes]:
+    """Collective: every rank's GPU (its UUID), in rank order."""
+    ids = comm.allgather(np.frombuffer(cuda.device_identity(device).ljust(16, b"\0")[:16], np.uint8))
+    return [bytes(i) for i in ids]
+
+
+def lanes_room(comm: Any, cuda: Any, device: int) -> int:
+    """Collective: the most lanes a call may have, alike on every rank. Each lane
+    spins until its peers' same lane comes, so every rank's lanes must run at
+    once: the lanes this GPU runs at once (for the kernel that fits fewest),
+    shared among the ranks on it, the fewest over the ranks; up to MAX_LANES.
+    0 where not even one lane per rank fits, or the runtime cannot say."""
+    ids = gpu_identities(comm, cuda, device)
+    try:
+        resident = int(cuda.lanes_resident(THREADS, device))
+    except RuntimeError:
+        resident = 0
+    room = comm.allreduce(np.array([resident // ids.count(ids[comm.rank])], np.int64), op="min")
+    return min(MAX_LANES, int(room[0]))
+
+
 class LanePeers:
     """Every rank's staging buffer and flags, mapped into this process, on one
     device, and the communicator's count of rounds (the flags' sequence numbers)."""
 
     kinds = tuple(COLLECTIVES)
 
-    def __init__(self, comm: Any, cuda: Any, device: int, own: Any, peers: list, staging_bytes: int):
+    def __init__(
+        self, comm: Any, cuda: Any, device: int, own: Any, peers: list, staging_bytes: int, max_lanes: int
+    ):
         self._comm, self._cuda, self.device = comm, cuda, device
+        self._max_lanes = max_lanes  # lanes_room: every rank's lanes run at once
         self._staging_bytes = staging_bytes  # the flags follow the staging buffer
         self._own, self._peers = own, peers  # kept alive while mapped
         self._staging = [p.address for p in peers]
@@ -91,10 +115,14 @@ class LanePeers:
         if why:
             declined(comm, "CUDA IPC lanes", why)
             return None
+        room = lanes_room(comm, cuda, device)
+        if room < 1:
+            declined(comm, "CUDA IPC lanes", "the GPU cannot run a lane of every rank sharing it at once")
+            return None
         staging_bytes = STAGING_BYTES
         total = staging_bytes + cuda.LANE_FLAG_WORDS * 8
         mapped = map_device_buffers(comm, cuda, device, total, "CUDA IPC lanes")
-        return None if mapped is None else cls(comm, cuda, device, *mapped, staging_bytes)
+        return None if mapped is None else cls(comm, cuda, device, *mapped, staging_bytes, room)
 
     @property
     def ranks(self) -> int:
@@ -130,7 +158,7 @@ class LanePeers:
         per_rank = a.nbytes // self._comm.size if kind == "reduce_scatter" else a.nbytes  # as lanes.h's Call
         collective = COLLECTIVES[kind]
         per_round = min(a.nbytes, self._staging_bytes)
-        lanes = max(1, min(MAX_LANES, -(-per_round // LANE_BYTES)))
+        lanes = max(1, min(self._max_lanes, -(-per_round // LANE_BYTES)))
         shots = 1 if a.nbytes <= ONE_SHOT_MAX_BYTES else 2
         # Alike on every rank: the decision goes by the call's size, the exchange's outcome is agreed.
         direct = None

@@ -48,7 +48,7 @@ from .._dtypes import CODES
 from . import lanes
 from .arguments import DeviceArg
 from .ipc import declined, map_device_buffers, share_among, unusable
-from .lanes import COLLECTIVES, LanePeers, mps_running
+from .lanes import COLLECTIVES, LanePeers, gpu_identities, mps_running
 from .registered import Registry
 
 PATH = "CUDA IPC turns"
@@ -66,8 +66,7 @@ def take_turns(comm: Any, cuda: Any, device: int) -> str:
         raise ValueError(f"COLLEX_CUDA_ORDER: expected auto, events or flags, got {way!r}")
     if way != "auto":
         return "COLLEX_CUDA_ORDER=events" if way == "events" else ""
-    ids = comm.allgather(np.frombuffer(cuda.device_identity(device).ljust(16, b"\0")[:16], np.uint8))
-    shared = len({bytes(i) for i in ids}) < comm.size
+    shared = len(set(gpu_identities(comm, cuda, device))) < comm.size
     mps = comm.allreduce(np.array([mps_running()], np.int32), op="min")
     return "ranks share a GPU and no MPS daemon runs" if shared and not mps[0] else ""
 

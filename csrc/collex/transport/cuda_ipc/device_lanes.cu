@@ -160,7 +160,40 @@ struct Launch {
   }
 };
 
+// The fewest blocks of `threads` threads per multiprocessor of any kernel's.
+struct FewestResident {
+  int threads;
+  int fewest = 1 << 30;
+  template <typename Tr, ReduceOp Op>
+  void run() {
+    int blocks = 0;
+    const cudaError_t status =
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, lanes_kernel<Tr, Op>, threads, std::size_t{0});
+    if (status != cudaSuccess) {
+      throw std::runtime_error(std::string("collex: lanes_resident: ") + cudaGetErrorName(status) + " (" +
+                               cudaGetErrorString(status) + ")");
+    }
+    fewest = blocks < fewest ? blocks : fewest;
+  }
+};
+
 }  // namespace
+
+int lanes_resident(int threads, int device) {
+  if (threads < 32 || threads > kMaxThreads) throw std::invalid_argument("collex: lanes_resident: bad thread count");
+  cudaError_t status = cudaSetDevice(device);
+  int multiprocessors = 0;
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string("collex: lanes_resident: ") + cudaGetErrorName(status) + " (" +
+                             cudaGetErrorString(status) + ")");
+  }
+  FewestResident kernels{threads};
+  for (int d = 0; d < kNumDTypes; ++d) {
+    for (ReduceOp o : kReduceOps) el::with_elements(static_cast<DType>(d), o, kernels);  // none: avg of integers
+  }
+  return kernels.fewest * multiprocessors;
+}
 
 void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
                   LaneStatus* status, std::uintptr_t stream) {

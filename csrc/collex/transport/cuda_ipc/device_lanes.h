@@ -25,4 +25,11 @@ namespace collex::ipc {
 void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op, int threads, double timeout_s,
                   LaneStatus* status, std::uintptr_t stream);
 
+// How many lanes (blocks of `threads` threads) `device` runs at once, for the
+// lanes' kernel that fits fewest per multiprocessor. Every lane of every rank
+// spins until its peers' same lane comes, so the ranks' lanes must all fit at
+// once: ranks sharing a GPU divide this among them (python/collex/cuda/lanes.py).
+// Throws std::runtime_error where the runtime cannot say.
+int lanes_resident(int threads, int device);
+
 }  // namespace collex::ipc
