@@ -19,6 +19,14 @@ __device__ std::uint64_t global_nanoseconds() {
   return t;
 }
 
+// Throws std::runtime_error naming `what` and the runtime's error, unless `status` is success.
+void throw_if_failed(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string("collex: ") + what + ": " + cudaGetErrorName(status) + " (" +
+                             cudaGetErrorString(status) + ")");
+  }
+}
+
 // Vector loads and stores need 16-byte addresses; range bounds fall on
 // vectors, so a pointer's own alignment decides. Staging buffers always are; a
 // user's array (a view at an odd offset) may not be, and goes by bytes.
@@ -167,12 +175,9 @@ struct FewestResident {
   template <typename Tr, ReduceOp Op>
   void run() {
     int blocks = 0;
-    const cudaError_t status =
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, lanes_kernel<Tr, Op>, threads, std::size_t{0});
-    if (status != cudaSuccess) {
-      throw std::runtime_error(std::string("collex: lanes_resident: ") + cudaGetErrorName(status) + " (" +
-                               cudaGetErrorString(status) + ")");
-    }
+    throw_if_failed(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, lanes_kernel<Tr, Op>, threads, std::size_t{0}),
+        "lanes_resident");
     fewest = blocks < fewest ? blocks : fewest;
   }
 };
@@ -181,13 +186,9 @@ struct FewestResident {
 
 int lanes_resident(int threads, int device) {
   if (threads < 32 || threads > kMaxThreads) throw std::invalid_argument("collex: lanes_resident: bad thread count");
-  cudaError_t status = cudaSetDevice(device);
+  throw_if_failed(cudaSetDevice(device), "lanes_resident");
   int multiprocessors = 0;
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("collex: lanes_resident: ") + cudaGetErrorName(status) + " (" +
-                             cudaGetErrorString(status) + ")");
-  }
+  throw_if_failed(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device), "lanes_resident");
   FewestResident kernels{threads};
   for (int d = 0; d < kNumDTypes; ++d) {
     for (ReduceOp o : kReduceOps) el::with_elements(static_cast<DType>(d), o, kernels);  // none: avg of integers
@@ -212,11 +213,7 @@ void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op
   if (!el::with_elements(elements.dtype, elements.op, go)) {
     throw std::invalid_argument("collex: launch_lanes: avg is not defined for integer dtypes");
   }
-  const cudaError_t launched = cudaGetLastError();
-  if (launched != cudaSuccess) {
-    throw std::runtime_error(std::string("collex: launch_lanes: ") + cudaGetErrorName(launched) + " (" +
-                             cudaGetErrorString(launched) + ")");
-  }
+  throw_if_failed(cudaGetLastError(), "launch_lanes");
 }
 
 }  // namespace collex::ipc
