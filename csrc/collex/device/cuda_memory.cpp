@@ -6,19 +6,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "collex/common/cuda_errors.h"
+
 namespace collex::cuda {
-namespace {
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    cudaGetLastError();  // clear it, so that the next call does not report it again
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                             ")");
-  }
-}
-
-}  // namespace
-
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -30,13 +20,14 @@ int device_count() {
 
 std::string device_identity(int device) {
   cudaDeviceProp properties{};
-  check(cudaGetDeviceProperties(&properties, device), "cudaGetDeviceProperties");
+  throw_if_cuda_failed(cudaGetDeviceProperties(&properties, device), "cudaGetDeviceProperties");
   return std::string(properties.uuid.bytes, sizeof properties.uuid.bytes);
 }
 
 int pointer_device(std::uintptr_t address) {
   cudaPointerAttributes attributes{};
-  check(cudaPointerGetAttributes(&attributes, reinterpret_cast<const void*>(address)), "cudaPointerGetAttributes");
+  throw_if_cuda_failed(cudaPointerGetAttributes(&attributes, reinterpret_cast<const void*>(address)),
+                       "cudaPointerGetAttributes");
   bool on_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
   return on_device ? attributes.device : -1;
 }
@@ -63,7 +54,7 @@ Allocation allocation_of(std::uintptr_t address) {
   std::size_t bytes = 0;
   const int result = get(&base, &bytes, static_cast<unsigned long long>(address));
   if (result != 0) {
-    throw std::runtime_error("cuMemGetAddressRange: CUDA driver error " + std::to_string(result) +
+    throw std::runtime_error("collex: cuMemGetAddressRange: CUDA driver error " + std::to_string(result) +
                              " (not memory the driver allocated)");
   }
   return {static_cast<std::uintptr_t>(base), bytes};
@@ -71,30 +62,30 @@ Allocation allocation_of(std::uintptr_t address) {
 
 std::string ipc_handle(std::uintptr_t base) {
   cudaIpcMemHandle_t h;
-  check(cudaIpcGetMemHandle(&h, reinterpret_cast<void*>(base)), "cudaIpcGetMemHandle");
+  throw_if_cuda_failed(cudaIpcGetMemHandle(&h, reinterpret_cast<void*>(base)), "cudaIpcGetMemHandle");
   return std::string(reinterpret_cast<const char*>(&h), sizeof h);
 }
 
 void copy_async(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintptr_t stream, int device) {
   if (bytes == 0) return;
   // A stream belongs to a device; the copy must be issued with that device current.
-  check(cudaSetDevice(device), "cudaSetDevice");
-  check(cudaMemcpyAsync(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes, cudaMemcpyDefault,
-                        reinterpret_cast<cudaStream_t>(stream)),
-        "cudaMemcpyAsync");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaMemcpyAsync(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes,
+                                       cudaMemcpyDefault, reinterpret_cast<cudaStream_t>(stream)),
+                       "cudaMemcpyAsync");
 }
 
 void copy(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, std::uintptr_t stream, int device) {
   if (bytes == 0) return;
   copy_async(dst, src, bytes, stream, device);
-  check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+  throw_if_cuda_failed(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
 Event::Event(int device, bool interprocess) : device_(device) {
-  check(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
   cudaEvent_t e = nullptr;
   const unsigned flags = cudaEventDisableTiming | (interprocess ? cudaEventInterprocess : 0u);
-  check(cudaEventCreateWithFlags(&e, flags), "cudaEventCreateWithFlags");
+  throw_if_cuda_failed(cudaEventCreateWithFlags(&e, flags), "cudaEventCreateWithFlags");
   event_ = e;
 }
 
@@ -102,15 +93,15 @@ Event::Event(const std::string& handle, int device) : device_(device) {
   cudaIpcEventHandle_t h{};
   if (handle.size() < sizeof h) throw std::invalid_argument("collex: a CUDA IPC event handle is 64 bytes");
   std::memcpy(&h, handle.data(), sizeof h);
-  check(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
   cudaEvent_t e = nullptr;
-  check(cudaIpcOpenEventHandle(&e, h), "cudaIpcOpenEventHandle");
+  throw_if_cuda_failed(cudaIpcOpenEventHandle(&e, h), "cudaIpcOpenEventHandle");
   event_ = e;
 }
 
 std::string Event::handle() const {
   cudaIpcEventHandle_t h{};
-  check(cudaIpcGetEventHandle(&h, static_cast<cudaEvent_t>(event_)), "cudaIpcGetEventHandle");
+  throw_if_cuda_failed(cudaIpcGetEventHandle(&h, static_cast<cudaEvent_t>(event_)), "cudaIpcGetEventHandle");
   return std::string(reinterpret_cast<const char*>(&h), sizeof h);
 }
 
@@ -119,29 +110,32 @@ Event::~Event() {
 }
 
 void Event::record(std::uintptr_t stream) {
-  check(cudaSetDevice(device_), "cudaSetDevice");
-  check(cudaEventRecord(static_cast<cudaEvent_t>(event_), reinterpret_cast<cudaStream_t>(stream)), "cudaEventRecord");
+  throw_if_cuda_failed(cudaSetDevice(device_), "cudaSetDevice");
+  throw_if_cuda_failed(cudaEventRecord(static_cast<cudaEvent_t>(event_), reinterpret_cast<cudaStream_t>(stream)),
+                       "cudaEventRecord");
 }
 
-void Event::synchronize() { check(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)), "cudaEventSynchronize"); }
+void Event::synchronize() {
+  throw_if_cuda_failed(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)), "cudaEventSynchronize");
+}
 
 bool Event::done() {
   const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(event_));
   if (status == cudaErrorNotReady) return false;
-  check(status, "cudaEventQuery");
+  throw_if_cuda_failed(status, "cudaEventQuery");
   return true;
 }
 
 void Event::order_before(std::uintptr_t stream) {
-  check(cudaSetDevice(device_), "cudaSetDevice");
-  check(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event_), 0),
-        "cudaStreamWaitEvent");
+  throw_if_cuda_failed(cudaSetDevice(device_), "cudaSetDevice");
+  throw_if_cuda_failed(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event_), 0),
+                       "cudaStreamWaitEvent");
 }
 
 Stream::Stream(int device) : device_(device) {
-  check(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
   cudaStream_t s = nullptr;
-  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  throw_if_cuda_failed(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   stream_ = s;
 }
 
@@ -149,20 +143,20 @@ Stream::~Stream() {
   if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
-void select_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
+void select_device(int device) { throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice"); }
 
 void synchronize(std::uintptr_t stream, int device) {
-  check(cudaSetDevice(device), "cudaSetDevice");
-  check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
 SharedDeviceBuffer::SharedDeviceBuffer(std::size_t bytes, int device, bool zeroed) : bytes_(bytes), device_(device) {
-  check(cudaSetDevice(device), "cudaSetDevice");
-  check(cudaMalloc(&data_, bytes), "cudaMalloc");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaMalloc(&data_, bytes), "cudaMalloc");
   if (!zeroed) return;
-  check(cudaMemset(data_, 0, bytes), "cudaMemset");
+  throw_if_cuda_failed(cudaMemset(data_, 0, bytes), "cudaMemset");
   // Zero before any peer maps it (and writes its flags into it).
-  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  throw_if_cuda_failed(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 SharedDeviceBuffer::~SharedDeviceBuffer() {
@@ -178,8 +172,8 @@ PeerDeviceBuffer::PeerDeviceBuffer(const std::string& handle, int device) : devi
   cudaIpcMemHandle_t h;
   if (handle.size() != sizeof h) throw std::runtime_error("collex: a CUDA IPC handle has the wrong size");
   std::memcpy(&h, handle.data(), sizeof h);
-  check(cudaSetDevice(device), "cudaSetDevice");
-  check(cudaIpcOpenMemHandle(&data_, h, cudaIpcMemLazyEnablePeerAccess), "cudaIpcOpenMemHandle");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaIpcOpenMemHandle(&data_, h, cudaIpcMemLazyEnablePeerAccess), "cudaIpcOpenMemHandle");
 }
 
 PeerDeviceBuffer::~PeerDeviceBuffer() {
@@ -191,12 +185,12 @@ PeerDeviceBuffer::~PeerDeviceBuffer() {
 
 PinnedBuffer::PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
-  check(cudaHostAlloc(&data_, bytes, cudaHostAllocPortable | cudaHostAllocMapped), "cudaHostAlloc");
+  throw_if_cuda_failed(cudaHostAlloc(&data_, bytes, cudaHostAllocPortable | cudaHostAllocMapped), "cudaHostAlloc");
 }
 
 std::uintptr_t PinnedBuffer::device_address() const {
   void* on_device = nullptr;
-  check(cudaHostGetDevicePointer(&on_device, data_, 0), "cudaHostGetDevicePointer");
+  throw_if_cuda_failed(cudaHostGetDevicePointer(&on_device, data_, 0), "cudaHostGetDevicePointer");
   return reinterpret_cast<std::uintptr_t>(on_device);
 }
 

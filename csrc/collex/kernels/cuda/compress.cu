@@ -1,8 +1,6 @@
 #include <cuda_runtime_api.h>
 
-#include <stdexcept>
-#include <string>
-
+#include "collex/common/cuda_errors.h"
 #include "collex/kernels/cuda/compress.h"
 
 namespace collex::cuda {
@@ -13,13 +11,6 @@ namespace cx = kernels::segments;
 constexpr int kThreads = 256;
 constexpr int kMaxBlocksPerSegment = 64;
 constexpr int kMaxSegmentsPerLaunch = 65535;  // gridDim.y's limit
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string("collex: ") + what + ": " + cudaGetErrorName(e) + " (" +
-                             cudaGetErrorString(e) + ")");
-  }
-}
 
 // The blocks of one segment (blockIdx.y) share its elements grid-stride.
 __device__ std::size_t first_element() { return static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
@@ -70,20 +61,21 @@ __global__ void unpack_kernel(const Segment* segments, const std::uint16_t* wire
 template <typename Fn>
 void over_segments(int count, std::uintptr_t stream, int device, const char* what, Fn launch) {
   if (count <= 0) return;
-  check(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
   for (int first = 0; first < count; first += kMaxSegmentsPerLaunch) {
     const int n = count - first < kMaxSegmentsPerLaunch ? count - first : kMaxSegmentsPerLaunch;
     launch(dim3(kMaxBlocksPerSegment, static_cast<unsigned>(n)), first, reinterpret_cast<cudaStream_t>(stream));
   }
-  check(cudaGetLastError(), what);
+  throw_if_cuda_failed(cudaGetLastError(), what);
 }
 
 }  // namespace
 
 void bucket_amax(const Segment* segments, int count, const float* residual, float* amax, std::uintptr_t stream,
                  int device) {
-  check(cudaSetDevice(device), "cudaSetDevice");
-  check(cudaMemsetAsync(amax, 0, sizeof(float), reinterpret_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
+  throw_if_cuda_failed(cudaMemsetAsync(amax, 0, sizeof(float), reinterpret_cast<cudaStream_t>(stream)),
+                       "cudaMemsetAsync");
   over_segments(count, stream, device, "bucket_amax", [&](dim3 grid, int first, cudaStream_t s) {
     amax_kernel<<<grid, kThreads, 0, s>>>(segments + first, residual, reinterpret_cast<unsigned*>(amax));
   });

@@ -1,9 +1,9 @@
 #include <cuda_runtime_api.h>
 
 #include <stdexcept>
-#include <string>
 #include <type_traits>
 
+#include "collex/common/cuda_errors.h"
 #include "collex/kernels/combine.h"
 #include "collex/kernels/cuda/reduce_peers.h"
 
@@ -52,18 +52,13 @@ void reduce_peers(void* out, const Sources& src, std::size_t n, DType dtype, Red
                   int device) {
   if (n == 0) return;
   if (src.count < 1 || src.count > kMaxPeers) throw std::invalid_argument("collex: reduce_peers: bad rank count");
-  cudaError_t set = cudaSetDevice(device);
-  if (set != cudaSuccess) throw std::runtime_error(std::string("collex: cudaSetDevice: ") + cudaGetErrorName(set));
+  throw_if_cuda_failed(cudaSetDevice(device), "cudaSetDevice");
   auto s = reinterpret_cast<cudaStream_t>(stream);
   Launch go{out, src, n, s};
   if (!with_elements(dtype, op, go)) {
     throw std::invalid_argument("collex: reduce_peers: operator not supported for this dtype");
   }
-  const cudaError_t status = cudaGetLastError();
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("collex: reduce_peers launch: ") + cudaGetErrorName(status) + " (" +
-                             cudaGetErrorString(status) + ")");
-  }
+  throw_if_cuda_failed(cudaGetLastError(), "reduce_peers launch");
 }
 
 }  // namespace collex::cuda

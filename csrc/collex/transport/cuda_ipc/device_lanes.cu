@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "collex/common/cuda_errors.h"
 #include "collex/kernels/combine.h"
 #include "collex/transport/cuda_ipc/device_lanes.h"
 #include "collex/transport/cuda_ipc/lane_elements.h"
@@ -17,14 +18,6 @@ __device__ std::uint64_t global_nanoseconds() {
   std::uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
-}
-
-// Throws std::runtime_error naming `what` and the runtime's error, unless `status` is success.
-void throw_if_failed(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("collex: ") + what + ": " + cudaGetErrorName(status) + " (" +
-                             cudaGetErrorString(status) + ")");
-  }
 }
 
 // Vector loads and stores need 16-byte addresses; range bounds fall on
@@ -175,7 +168,7 @@ struct FewestResident {
   template <typename Tr, ReduceOp Op>
   void run() {
     int blocks = 0;
-    throw_if_failed(
+    throw_if_cuda_failed(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, lanes_kernel<Tr, Op>, threads, std::size_t{0}),
         "lanes_resident");
     fewest = blocks < fewest ? blocks : fewest;
@@ -186,9 +179,10 @@ struct FewestResident {
 
 int lanes_resident(int threads, int device) {
   if (threads < 32 || threads > kMaxThreads) throw std::invalid_argument("collex: lanes_resident: bad thread count");
-  throw_if_failed(cudaSetDevice(device), "lanes_resident");
+  throw_if_cuda_failed(cudaSetDevice(device), "lanes_resident");
   int multiprocessors = 0;
-  throw_if_failed(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device), "lanes_resident");
+  throw_if_cuda_failed(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device),
+                       "lanes_resident");
   FewestResident kernels{threads};
   for (int d = 0; d < kNumDTypes; ++d) {
     for (ReduceOp o : kReduceOps) el::with_elements(static_cast<DType>(d), o, kernels);  // none: avg of integers
@@ -213,7 +207,7 @@ void launch_lanes(const Peers& peers, const Call& call, DType dtype, ReduceOp op
   if (!el::with_elements(elements.dtype, elements.op, go)) {
     throw std::invalid_argument("collex: launch_lanes: avg is not defined for integer dtypes");
   }
-  throw_if_failed(cudaGetLastError(), "launch_lanes");
+  throw_if_cuda_failed(cudaGetLastError(), "launch_lanes");
 }
 
 }  // namespace collex::ipc

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "collex/common/cuda_errors.h"
 #include "collex/kernels/combine.h"
 #include "collex/transport/cuda_ipc/device_turns.h"
 #include "collex/transport/cuda_ipc/lane_elements.h"
@@ -52,11 +53,7 @@ void launch_turn(const Peers& peers, const Call& call, TurnPart which, std::uint
   if (!kernels::elements::with_elements(elements.dtype, elements.op, go)) {
     throw std::invalid_argument("collex: launch_turn: avg is not defined for integer dtypes");
   }
-  const cudaError_t launched = cudaGetLastError();
-  if (launched != cudaSuccess) {
-    throw std::runtime_error(std::string("collex: launch_turn: ") + cudaGetErrorName(launched) + " (" +
-                             cudaGetErrorString(launched) + ")");
-  }
+  throw_if_cuda_failed(cudaGetLastError(), "launch_turn");
 }
 
 }  // namespace collex::ipc
