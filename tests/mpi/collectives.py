@@ -64,19 +64,47 @@ def ops_for(dt):
 def data(n: int, dt, r: int, op: str, salt: int, shape=None) -> np.ndarray:
     """Rank r's input: small integers, so that every dtype holds sums and products exactly."""
     rng = np.random.default_rng([salt, r, n])
+    unsigned = np.dtype(dt).kind == "u"
     if op == "prod":
-        vals = rng.choice([1, 2] if np.dtype(dt).kind == "u" else [1, 2, -1], size=n)
+        vals = rng.choice(np.array([1, 2] if unsigned else [1, 2, -1], np.int8), size=n)
     else:
-        vals = rng.integers(0 if np.dtype(dt).kind == "u" else -3, 4, size=n)
-    a = vals.astype(np.float64).astype(dt)
+        vals = rng.integers(0 if unsigned else -3, 4, size=n, dtype=np.int8)
+    a = vals.astype(dt)
     return a.reshape(shape) if shape is not None else a
 
 
 def reference(inputs: list, dt, op: str) -> np.ndarray:
+    if op == "gather":
+        return np.stack(inputs)
     if op == "avg":
         total = np.add.reduce(np.stack([x.astype(np.float64) for x in inputs]), axis=0)
         return (total / len(inputs)).astype(dt)
     return fold(lambda a, b: UFUNC[op](a, b).astype(dt), inputs)
+
+
+# From this many elements, a case's inputs are made once and rotated (below).
+ROTATE_FROM = 4096
+_made: dict = {}
+
+
+def case_data(n: int, dt, op: str, salt: int) -> tuple[np.ndarray, np.ndarray]:
+    """(this rank's input, the expected result) of a case: `op` a reduction, or
+    "gather" for every rank's input stacked. Every rank makes all ranks' inputs to
+    know the result, which on 5 ranks sharing 2 cores cost more than the calls
+    tested. So large inputs and their result are made once per (n, dtype, op) and
+    rotated by an amount that changes with the salt: each case still has its own
+    data (a result left from the case before is wrong) and, the reduction being
+    elementwise, the rotated result is the result of the rotated inputs."""
+    if n < ROTATE_FROM:
+        inputs = [data(n, dt, r, op, salt) for r in range(size)]
+        return inputs[rank], reference(inputs, dt, op)
+    key = (n, np.dtype(dt), op)
+    if key not in _made:
+        inputs = [data(n, dt, r, op, 0) for r in range(size)]
+        _made[key] = (inputs[rank], reference(inputs, dt, op))
+    mine, want = _made[key]
+    shift = salt * 7919 % n
+    return np.roll(mine, shift), np.roll(want, shift, axis=-1)
 
 
 def same(got: np.ndarray, want: np.ndarray, dt, op: str) -> bool:
@@ -97,6 +125,11 @@ def mismatch(got, want) -> str:
     return f"{bad.size} elements differ, first at {i}: got {first[0]} want {first[1]}"
 
 
+def expect(label: str, ok: bool, got, want) -> None:
+    """Checks one case, describing the difference only when there is one."""
+    cases.check(label, ok, "" if ok else mismatch(got, want))
+
+
 def allreduce_cases(algo: str) -> None:
     salt = 1000
     for dt in DTYPES_HERE:
@@ -105,9 +138,8 @@ def allreduce_cases(algo: str) -> None:
             for op in ops_for(dt):
                 for inplace in (True, False):
                     salt += 1
-                    inputs = [data(n, dt, r, op, salt) for r in range(size)]
-                    want = reference(inputs, dt, op)
-                    x = inputs[rank].copy()
+                    mine, want = case_data(n, dt, op, salt)
+                    x = mine.copy()
                     label = f"allreduce {algo} {name} {op} n={n} {'inplace' if inplace else 'out'}"
                     if inplace:
                         got = cx.allreduce(x, op=op, algo=algo)
@@ -115,8 +147,8 @@ def allreduce_cases(algo: str) -> None:
                     else:
                         out = np.full_like(x, 7)
                         got = cx.allreduce(x, op=op, out=out, algo=algo)
-                        ok = got is out and np.array_equal(x, inputs[rank])
-                    cases.check(label, ok and same(got, want, dt, op), mismatch(got, want))
+                        ok = got is out and np.array_equal(x, mine)
+                    expect(label, ok and same(got, want, dt, op), got, want)
                     cases.check(label + " identical", identical_on_all_ranks(got))
     s = cx.allreduce(np.float64(0) + np.ones(()), algo=algo)
     cases.check(f"allreduce {algo} 0-d", s.shape == () and s == size)
@@ -140,14 +172,11 @@ def broadcast_cases(algo: str) -> None:
         for n in SIZES:
             for root in sorted({0, size - 1}):
                 salt += 1
-                src = data(n, dt, root, "sum", salt)
+                src = case_data(n, dt, "gather", salt)[1][root]  # the root's input
                 x = src.copy() if rank == root else np.zeros_like(src)
                 got = cx.broadcast(x, root=root, algo=algo)
-                cases.check(
-                    f"broadcast {algo} {name} n={n} root={root}",
-                    got is x and np.array_equal(x, src),
-                    mismatch(x, src),
-                )
+                ok = got is x and np.array_equal(x, src)
+                expect(f"broadcast {algo} {name} n={n} root={root}", ok, x, src)
 
 
 def reduce_cases() -> None:
@@ -159,16 +188,15 @@ def reduce_cases() -> None:
                 for root in sorted({0, size - 1}):
                     for inplace in (True, False):
                         salt += 1
-                        inputs = [data(n, dt, r, op, salt) for r in range(size)]
-                        want = reference(inputs, dt, op)
-                        x = inputs[rank].copy()
+                        mine, want = case_data(n, dt, op, salt)
+                        x = mine.copy()
                         out = None if inplace else np.full_like(x, 7)
                         got = cx.reduce(x, op=op, root=root, out=out)
                         label = f"reduce {name} {op} n={n} root={root} {'inplace' if inplace else 'out'}"
                         if rank == root:
-                            cases.check(label, same(got, want, dt, op), mismatch(got, want))
+                            expect(label, same(got, want, dt, op), got, want)
                         else:
-                            untouched = np.array_equal(x, inputs[rank]) and (out is None or (out == 7).all())
+                            untouched = np.array_equal(x, mine) and (out is None or (out == 7).all())
                             cases.check(label + " untouched", untouched)
 
 
@@ -179,15 +207,11 @@ def allgather_cases() -> None:
         for n in SIZES:
             for with_out in (False, True):
                 salt += 1
-                inputs = [data(n, dt, r, "sum", salt) for r in range(size)]
-                want = np.stack(inputs)
+                mine, want = case_data(n, dt, "gather", salt)
                 out = np.zeros((size, n), dt) if with_out else None
-                got = cx.allgather(inputs[rank].copy(), out=out)
-                cases.check(
-                    f"allgather {name} n={n} out={with_out}",
-                    (out is None or got is out) and np.array_equal(got, want),
-                    mismatch(got, want),
-                )
+                got = cx.allgather(mine.copy(), out=out)
+                ok = (out is None or got is out) and np.array_equal(got, want)
+                expect(f"allgather {name} n={n} out={with_out}", ok, got, want)
     x = np.full((2, 3), rank + 1, np.float32)
     g = cx.allgather(x)
     cases.check(
@@ -202,16 +226,12 @@ def reduce_scatter_cases() -> None:
         for n in SIZES:
             for op in ops_for(dt):
                 salt += 1
-                m = n * size
-                inputs = [data(m, dt, r, op, salt) for r in range(size)]
-                want = reference(inputs, dt, op)[rank * n : (rank + 1) * n]
-                x = inputs[rank].copy()
+                mine, whole = case_data(n * size, dt, op, salt)
+                want = whole[rank * n : (rank + 1) * n]
+                x = mine.copy()
                 got = cx.reduce_scatter(x, op=op)
-                cases.check(
-                    f"reduce_scatter {name} {op} n={n}",
-                    same(got, want, dt, op) and np.array_equal(x, inputs[rank]),
-                    mismatch(got, want),
-                )
+                ok = same(got, want, dt, op) and np.array_equal(x, mine)
+                expect(f"reduce_scatter {name} {op} n={n}", ok, got, want)
     x = np.ones((2 * size, 3), np.int32)
     r = cx.reduce_scatter(x)
     cases.check("reduce_scatter 2-d shape", r.shape == (2, 3) and (r == size).all())

@@ -22,20 +22,29 @@ CALLS = 120  # past the first probe of every size class (calls 8-11) and windows
 
 def loop(collective: str, n: int) -> None:
     """CALLS calls of one collective on n float32 elements (per rank, for an
-    all-gather), each checked."""
+    all-gather), each checked. Call c's data is a fixed pattern plus c, so only the
+    pattern is made with a (slow) float modulo, once per loop, and each expected
+    result is a precomputed array plus a number."""
+    pattern = np.arange(n, dtype=np.float32) % 97  # exact in float32
+    summed = size * pattern  # the all-reduce of pattern + rank, less size * (size - 1) / 2
+    ranks_added = size * (size - 1) // 2
+    if collective == "reduce_scatter":
+        whole = np.arange(n * size, dtype=np.float32) % 89
+        my_part = size * whole[rank * n : (rank + 1) * n]
+    elif collective == "allgather":
+        rows = np.stack([pattern + r for r in range(size)])
     for call in range(CALLS):
-        base = np.arange(n, dtype=np.float32) % 97 + call  # exact in float32
+        base = pattern + call
         if collective == "allreduce":
             got = cx.allreduce(base + rank)
-            want = size * base + size * (size - 1) // 2
+            want = summed + (size * call + ranks_added)
         elif collective == "reduce":
             root = call % size
             got = cx.reduce(base + rank, root=root)
-            want = size * base + size * (size - 1) // 2 if rank == root else base + rank
+            want = summed + (size * call + ranks_added) if rank == root else base + rank
         elif collective == "reduce_scatter":
-            whole = np.arange(n * size, dtype=np.float32) % 89 + call
-            got = cx.reduce_scatter(whole + rank)
-            want = (size * whole + size * (size - 1) // 2)[rank * n : (rank + 1) * n]
+            got = cx.reduce_scatter(whole + (call + rank))
+            want = my_part + (size * call + ranks_added)
         elif collective == "broadcast":
             root = call % size
             got = base + rank if rank == root else np.zeros(n, np.float32)
@@ -43,9 +52,10 @@ def loop(collective: str, n: int) -> None:
             want = base + root
         else:
             got = cx.allgather(base + rank)
-            want = np.stack([base + r for r in range(size)])
-        wrong = np.flatnonzero(got.ravel() != want.ravel())
-        assert wrong.size == 0, f"call {call}: {wrong.size} wrong, the first at {wrong[:1]}"
+            want = rows + call
+        if not np.array_equal(got, want):
+            wrong = np.flatnonzero(got.ravel() != want.ravel())
+            raise AssertionError(f"call {call}: {wrong.size} wrong, the first at {wrong[:1]}")
 
 
 # 96 KiB to 3 MiB of float32, in three size classes that may stream either way,
