@@ -26,7 +26,7 @@ import traceback
 
 import collex as cx
 import numpy as np
-from collex.bench.soak import DTYPES, OPS, matches, reduction_of, small_ints
+from collex.bench.soak import DTYPES, OPS, everyones_inputs, matches, np_dtype, reduction_of
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
@@ -59,28 +59,25 @@ def placed(a: np.ndarray, view: str, seed: int) -> np.ndarray:
 def run_one(step: dict) -> str:
     """Runs one operation described by `step` and returns "" or what was wrong."""
     kind, dtype, op, shape, seed = step["kind"], step["dtype"], step["op"], tuple(step["shape"]), step["seed"]
-    mine = placed(small_ints(seed, rank, shape, dtype, op), step["view"], seed)
+    everyone = everyones_inputs(seed, size, shape, dtype, op)
+    mine = placed(everyone[rank].astype(np_dtype(dtype)), step["view"], seed)
     kept = mine.copy()
     async_op = step["async"]
     if kind == "allreduce":
         out = None if step["inplace"] else np.empty_like(mine)
         w = cx.allreduce(mine, op=op, out=out, algo=step["algo"], async_op=async_op)
-        return lambda: check(
-            w, async_op, mine, kept, reduction_of(seed, size, shape, dtype, op), out, dtype, op
-        )
+        return lambda: check(w, async_op, mine, kept, reduction_of(everyone, op), out, dtype, op)
     if kind == "broadcast":
         root = step["root"] % size
         w = cx.broadcast(mine, root=root, algo=step["algo"], async_op=async_op)
-        want = small_ints(seed, root, shape, dtype, op).astype(np.float64)
+        want = everyone[root].astype(np.float64)
         return lambda: check(w, async_op, mine, None, want, None, dtype, "sum")
     if kind == "reduce":
         root = step["root"] % size
         out = None if step["inplace"] else np.empty_like(mine)
         w = cx.reduce(mine, op=op, root=root, out=out, async_op=async_op)
         if rank == root:
-            return lambda: check(
-                w, async_op, mine, kept, reduction_of(seed, size, shape, dtype, op), out, dtype, op
-            )
+            return lambda: check(w, async_op, mine, kept, reduction_of(everyone, op), out, dtype, op)
 
         # Elsewhere the input is untouched (and out, if given, holds nothing defined).
         def untouched():
@@ -91,11 +88,11 @@ def run_one(step: dict) -> str:
         return untouched
     if kind == "allgather":
         w = cx.allgather(mine, async_op=async_op)
-        want = np.stack([small_ints(seed, r, shape, dtype, op).astype(np.float64) for r in range(size)])
+        want = everyone.astype(np.float64)
         return lambda: check(w, async_op, mine, kept, want, "new", dtype, "sum")
     if kind == "reduce_scatter":
         w = cx.reduce_scatter(mine, op=op, async_op=async_op)
-        full = reduction_of(seed, size, shape, dtype, op)
+        full = reduction_of(everyone, op)
         block = shape[0] // size
         return lambda: check(
             w, async_op, mine, kept, full[rank * block : (rank + 1) * block], "new", dtype, op
@@ -103,7 +100,7 @@ def run_one(step: dict) -> str:
     # a ring of sendrecv: each rank sends its input to the next and receives the previous one's
     got = np.empty_like(mine)
     cx.sendrecv(mine, (rank + 1) % size, got, (rank - 1) % size, tag=step["root"] % 1000)
-    want = small_ints(seed, (rank - 1) % size, shape, dtype, op).astype(np.float64)
+    want = everyone[(rank - 1) % size].astype(np.float64)
     return lambda: "" if matches(got, want, dtype, "sum") else f"sendrecv got {got.ravel()[:6]}"
 
 

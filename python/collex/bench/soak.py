@@ -37,21 +37,21 @@ def np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def small_ints(seed: int, r: int, shape: tuple, dtype: str, op: str) -> np.ndarray:
-    """Rank r's input for an operation: small integers, so that every reduction
-    of up to 4 ranks is exact in every dtype (sums of |v| <= 3 fit even
-    bfloat16), and products of factors 1, 2 (or -1) stay small."""
-    rng = np.random.default_rng([seed, r])
+def everyones_inputs(seed: int, size: int, shape: tuple, dtype: str, op: str) -> np.ndarray:
+    """Every rank's input for an operation, row r being rank r's: small integers,
+    so that every reduction of up to 4 ranks is exact in every dtype (sums of
+    |v| <= 3 fit even bfloat16), and products of factors 1, 2 (or -1) stay small.
+    Drawn for all ranks at once and as int8 (every dtype holds them exactly):
+    drawing and widening them rank by rank took more time than the collectives."""
+    rng = np.random.default_rng(seed)
     if op == "prod":
-        v = rng.choice([1, 2] if dtype == "uint8" else [-1, 1, 2], size=shape)
-    else:
-        v = rng.integers(0 if dtype == "uint8" else -3, 4, size=shape)
-    return v.astype(np_dtype(dtype))
+        return rng.choice(np.array([1, 2] if dtype == "uint8" else [-1, 1, 2], np.int8), size=(size, *shape))
+    return rng.integers(0 if dtype == "uint8" else -3, 4, size=(size, *shape), dtype=np.int8)
 
 
-def reduction_of(seed: int, size: int, shape: tuple, dtype: str, op: str) -> np.ndarray:
-    """What every rank's small_ints reduce to with `op`, in float64."""
-    stack = np.stack([small_ints(seed, r, shape, dtype, op).astype(np.float64) for r in range(size)])
+def reduction_of(everyone: np.ndarray, op: str) -> np.ndarray:
+    """What the rows of `everyone` (everyones_inputs) reduce to with `op`, in float64."""
+    stack = everyone.astype(np.float64)
     if op == "sum":
         return stack.sum(0)
     if op == "prod":
@@ -60,7 +60,7 @@ def reduction_of(seed: int, size: int, shape: tuple, dtype: str, op: str) -> np.
         return stack.min(0)
     if op == "max":
         return stack.max(0)
-    return stack.sum(0) / size
+    return stack.sum(0) / len(everyone)
 
 
 def matches(got: Any, want: np.ndarray, dtype: str, op: str) -> bool:
@@ -192,7 +192,8 @@ class Soak:
         # state per buffer address it has seen).
         x, out_bytes = self.pool[len(self.pending)]
         x = x[: rows * np_dtype(dtype).itemsize].view(np_dtype(dtype))
-        x[...] = small_ints(seed, r, (rows,), dtype, op)
+        everyone = everyones_inputs(seed, size, (rows,), dtype, op)
+        x[...] = everyone[r]
 
         def out_of(shape: tuple) -> np.ndarray:
             return out_bytes[: int(np.prod(shape)) * x.itemsize].view(x.dtype).reshape(shape)
@@ -203,16 +204,16 @@ class Soak:
         if kind == "allreduce":
             out = None if inplace else out_of((n,))
             res = comm.allreduce(x, op=op, out=out, algo=algo, async_op=async_op)
-            want = reduction_of(seed, size, (n,), dtype, op)
+            want = reduction_of(everyone, op)
             check = lambda got: matches(got, want, dtype, op)  # noqa: E731
         elif kind == "broadcast":
             res = comm.broadcast(x, root=root, algo=algo, async_op=async_op)
-            want = small_ints(seed, root, (n,), dtype, op).astype(np.float64)
+            want = everyone[root].astype(np.float64)
             check = lambda got: matches(got, want, dtype, "sum")  # noqa: E731
         elif kind == "reduce":
             out = None if inplace else out_of((n,))
             res = comm.reduce(x, op=op, root=root, out=out, async_op=async_op)
-            want = reduction_of(seed, size, (n,), dtype, op) if r == root else x.astype(np.float64)
+            want = reduction_of(everyone, op) if r == root else x.astype(np.float64)
             kept = x.copy()
             if r == root:
                 check = lambda got: matches(got, want, dtype, op)  # noqa: E731
@@ -220,18 +221,18 @@ class Soak:
                 check = lambda got: bool((x == kept).all())  # noqa: E731
         elif kind == "allgather":
             res = comm.allgather(x, out=out_of((size, n)), async_op=async_op)
-            want = np.stack([small_ints(seed, q, (n,), dtype, op).astype(np.float64) for q in range(size)])
+            want = everyone.astype(np.float64)
             check = lambda got: matches(got, want, dtype, "sum")  # noqa: E731
         elif kind == "reduce_scatter":
             block = rows // size
             res = comm.reduce_scatter(x, op=op, out=out_of((block,)), async_op=async_op)
-            want = reduction_of(seed, size, (rows,), dtype, op)[r * block : (r + 1) * block]
+            want = reduction_of(everyone, op)[r * block : (r + 1) * block]
             check = lambda got: matches(got, want, dtype, op)  # noqa: E731
         elif kind == "sendrecv":
             got = out_of((n,))
             comm.sendrecv(x, (r + 1) % size, got, (r - 1) % size, tag=root)
             res = got
-            want = small_ints(seed, (r - 1) % size, (n,), dtype, op).astype(np.float64)
+            want = everyone[(r - 1) % size].astype(np.float64)
             check = lambda got: matches(got, want, dtype, "sum")  # noqa: E731
         else:
             res = comm.barrier(async_op=async_op)
