@@ -74,3 +74,38 @@ def run_mpi(
             f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc
+
+
+def _mapped_files() -> set:
+    """Every file some process of this machine that we may inspect has mapped."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        for line in text.splitlines():
+            fields = line.split(None, 5)  # address, perms, offset, device, inode, path
+            if len(fields) == 6:
+                mapped.add(fields[5])
+    return mapped
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_mpich_segments_of_killed_jobs():
+    """Several tests kill ranks on purpose, and MPICH then leaves its node's shared
+    memory segment (/dev/shm/mpich_shm_*, a few MiB each) behind: about 60 MiB a
+    run. At the end of the session, the segments of this user that appeared during
+    it and that no process maps any more are removed, so that repeated runs do not
+    fill /dev/shm. (collex's own segments are the tests' business: they assert
+    that none is left.)"""
+    shm = Path("/dev/shm")
+    before = set(shm.glob("mpich_shm_*"))
+    yield
+    mapped = _mapped_files()
+    for path in set(shm.glob("mpich_shm_*")) - before:
+        try:
+            if path.stat().st_uid == os.getuid() and str(path) not in mapped:
+                path.unlink()
+        except OSError:
+            pass  # gone already, or not ours
