@@ -120,11 +120,13 @@ def test_pretend_nodes_reduce_hierarchically():
 
 # Mid-size all-reduces, broadcasts and all-gathers stream through the slots or
 # read the source in one copy: both ways must give the same results (the "large"
-# sizes fall in that range, with blocks that do not divide evenly).
+# sizes fall in that range, with blocks that do not divide evenly; broadcasts
+# are mid-size from 16 KiB, so the edge sizes' 20 KB ones of 8-byte dtypes too).
+@pytest.mark.parametrize("mode", ["edge", "large"])
 @pytest.mark.parametrize("way", ["slots", "attach"])
-def test_midsize_copies_either_way(way):
+def test_midsize_copies_either_way(way, mode):
     env = {"COLLEX_MIDSIZE_COPY": way, "COLLEX_DEBUG": "1"}
-    proc = run_mpi(3, "collectives.py", "large", timeout=300, env=env)
+    proc = run_mpi(3, "collectives.py", mode, timeout=300, env=env)
     assert " 0 failed" in proc.stdout and f"mid-size copies: {way}" in proc.stderr
 
 
@@ -161,8 +163,9 @@ def test_midsize_copies_redecided_alike_on_every_rank():
             decisions.setdefault(int(m[1]), []).append(m[2])
     assert sorted(decisions) == [0, 1, 2], proc.stderr[-2000:]
     assert decisions[0] == decisions[1] == decisions[2]
-    # A probe decided in each of the 9 classes (3 collectives x 3 sizes).
-    assert len({d.split(":")[0] for d in decisions[0]}) == 9, decisions[0]
+    # A probe decided in each of the 10 classes (3 collectives x 3 sizes, and
+    # the 24 KiB broadcasts).
+    assert len({d.split(":")[0] for d in decisions[0]}) == 10, decisions[0]
     # And how all-reduces read in place write their results: alike too (they
     # need not agree, but decide from the same exchanged times), the 6 MiB ones
     # among them; reduces and reduce-scatters go by size.

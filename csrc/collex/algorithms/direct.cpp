@@ -68,7 +68,7 @@ bool supported(const Window& w, std::size_t staged_bytes) { return staged(w, sta
 
 std::size_t midsize_bytes(const Window& w, Streamable kind, const Op& o) {
   const std::size_t bytes = o.count * dtype_size(o.dtype);
-  if (staged(w, bytes)) return 0;
+  if (kind == Streamable::kBroadcast ? staged_broadcast(w, bytes) : staged(w, bytes)) return 0;
   switch (kind) {
     case Streamable::kAllreduce: return bytes <= kPipelinedReduceBytes && pipelined_piece_bytes(w) > 0 ? bytes : 0;
     case Streamable::kBroadcast: return bytes <= kSlotsLimit ? bytes : 0;
@@ -93,7 +93,8 @@ std::size_t large_bytes(const Window& w, Large kind, const Op& o) {
   const bool through_slots = (kind == Large::kAllreduce && streams(w, Streamable::kAllreduce, o)) ||
                              (kind == Large::kBroadcast && streams(w, Streamable::kBroadcast, o)) ||
                              (kind == Large::kAllgather && streams(w, Streamable::kAllgather, o));
-  const bool in_place = w.can_read_peers() && (kind == Large::kSegments || !staged(w, staged_bytes)) && !through_slots;
+  const bool whole = kind == Large::kBroadcast ? staged_broadcast(w, staged_bytes) : staged(w, staged_bytes);
+  const bool in_place = w.can_read_peers() && (kind == Large::kSegments || !whole) && !through_slots;
   return in_place ? bytes : 0;
 }
 

@@ -35,6 +35,14 @@ constexpr std::size_t kSlotsLimit = 16 * 1024 * 1024;
 // synchronisation); larger ones stream through the slots in chunks or read
 // peers' buffers.
 constexpr std::size_t kStagedBytes = 64 * 1024;
+// Broadcasts always stage whole only up to this: the receivers' copy out of the
+// root's slot reads what the root's core has just written, and on the
+// project's 2-core Xeon reading the root's buffer in one copy (attach) beat the
+// two copies from 32 KiB (2.6 against 3.9 us; 16 KiB: 2.2 against 2.0), where
+// staged broadcasts of 32-64 KiB were slower than MPICH's. Larger ones are
+// mid-size, their way decided while running (CopyWays); the slots' way stages
+// them whole up to kStagedBytes, with the stores chosen for staged writes.
+constexpr std::size_t kStagedBroadcastBytes = 16 * 1024;
 
 struct Op {
   const void* in = nullptr;

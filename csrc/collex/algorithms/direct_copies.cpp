@@ -43,7 +43,8 @@ void broadcast_pipelined(Ctx& c) {
 void broadcast(Window& w, const Op& o) {
   Ctx c{w, o, w.rank(), w.size(), dtype_size(o.dtype)};
   const std::size_t bytes = o.count * c.es;
-  if (staged(w, bytes)) {
+  // Staged whole: small ones, and mid-size ones up to kStagedBytes that take the slots.
+  if (staged_broadcast(w, bytes) || (staged(w, bytes) && streams(w, Streamable::kBroadcast, o))) {
     // Only the root stages and only its slot is read: nobody waits for anyone else.
     const int parity = static_cast<int>(o.epoch & 1);
     if (c.me == o.root) {

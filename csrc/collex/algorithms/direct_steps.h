@@ -282,8 +282,12 @@ inline void reduce_staged(Ctx& c, std::size_t staged_bytes, std::size_t first, s
 }
 
 // Small operations stage whole (one copy in, one synchronisation); larger ones
-// stream through the slots in chunks or read peers' buffers.
-inline bool staged(const Window& w, std::size_t bytes) { return bytes <= std::min(w.slot_bytes(), kStagedBytes); }
+// stream through the slots in chunks or read peers' buffers. Broadcasts stage
+// up to a smaller size (staged_broadcast).
+inline bool staged(const Window& w, std::size_t bytes, std::size_t limit = kStagedBytes) {
+  return bytes <= std::min(w.slot_bytes(), limit);
+}
+inline bool staged_broadcast(const Window& w, std::size_t bytes) { return staged(w, bytes, kStagedBroadcastBytes); }
 
 // Bytes of each block that one step of allreduce_pipelined moves: a chunk of the
 // slot holds one such piece per rank. 0 when that would be too small to pay for

@@ -124,29 +124,34 @@ bool streamable(Collective kind, direct::Streamable* as) {
 }  // namespace
 
 void WindowRunner::run_picked(Collective kind, direct::Op& o) {
-  // An operation is staged whole, mid-size, or neither; the first two have
-  // two ways to move, which copy_ways_ picks and times. One that then reads
-  // peers in place (a mid-size one that takes that way, or a larger one) has
-  // two ways to write its results, picked and timed alike, in classes of
-  // their own.
-  CopyWays::Pick pick, stores;
-  std::size_t stores_bytes = 0;
+  // An operation is mid-size, staged whole, or neither; the first two have
+  // two ways to move, which copy_ways_ picks and times. A mid-size broadcast
+  // of up to direct::kStagedBytes that takes the slots is staged whole, and so
+  // has its way of writing them picked too. One that reads peers in place (a
+  // mid-size one that takes that way, or a larger one) has two ways to write
+  // its results, picked and timed alike, in classes of their own.
+  CopyWays::Pick midsize, stage, stores;
+  std::size_t midsize_bytes = 0, stage_bytes = 0, stores_bytes = 0;
   const bool segments = o.segments != nullptr;  // never staged, never through the slots
-  std::size_t bytes = segments ? 0 : direct::staged_write_bytes(window_, staged_kind(kind), o);
   direct::Streamable as{};
-  if (bytes > 0 && settings_.stage_writes != "auto") {
+  if (!segments && streamable(kind, &as)) {
+    midsize_bytes = direct::midsize_bytes(window_, as, o);
+    midsize = copy_ways_.pick(as, midsize_bytes);
+    o.slots_limit = midsize.slots_limit;
+  }
+  if (!segments && (midsize_bytes == 0 || midsize.slots)) {
+    stage_bytes = direct::staged_write_bytes(window_, staged_kind(kind), o);
+  }
+  if (stage_bytes > 0 && settings_.stage_writes != "auto") {
     o.stream_stage = settings_.stage_writes == "streaming";
-  } else if (bytes > 0) {
-    pick = copy_ways_.pick(staged_kind(kind), bytes);
-    o.stream_stage = !pick.slots;
-  } else if (!segments && streamable(kind, &as)) {
-    bytes = direct::midsize_bytes(window_, as, o);
-    pick = copy_ways_.pick(as, bytes);
-    o.slots_limit = pick.slots_limit;
+  } else if (stage_bytes > 0) {
+    stage = copy_ways_.pick(staged_kind(kind), stage_bytes);
+    o.stream_stage = !stage.slots;
   }
   pick_result_stores(large_kind(kind, o), o, &stores, &stores_bytes);
   begin(o);
-  const bool timed = pick.size_class >= 0 || stores.size_class >= 0;  // small calls do not read the clock
+  // Small calls do not read the clock.
+  const bool timed = midsize.size_class >= 0 || stage.size_class >= 0 || stores.size_class >= 0;
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   if (segments) {
     direct::allreduce_segments(window_, o);
@@ -162,7 +167,8 @@ void WindowRunner::run_picked(Collective kind, direct::Op& o) {
   }
   if (!timed) return;
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  for (const auto& [p, b] : {std::pair{pick, bytes}, std::pair{stores, stores_bytes}}) {
+  for (const auto& [p, b] :
+       {std::pair{midsize, midsize_bytes}, std::pair{stage, stage_bytes}, std::pair{stores, stores_bytes}}) {
     if (p.size_class < 0) continue;
     copy_ways_.record(p, b, took.count());
     if (p.settle) settle_copy_way(p, o.label);
