@@ -127,9 +127,9 @@ void WindowRunner::run_picked(Collective kind, direct::Op& o) {
   // An operation is mid-size, staged whole, or neither; the first two have
   // two ways to move, which copy_ways_ picks and times. A mid-size broadcast
   // of up to direct::kStagedBytes that takes the slots is staged whole, and so
-  // has its way of writing them picked too. One that reads peers in place (a
-  // mid-size one that takes that way, or a larger one) has two ways to write
-  // its results, picked and timed alike, in classes of their own.
+  // has its way of writing the root's slot picked too. One that reads peers in
+  // place (a mid-size one that takes that way, or a larger one) has two ways
+  // to write its results, picked and timed alike, in classes of their own.
   CopyWays::Pick midsize, stage, stores;
   std::size_t midsize_bytes = 0, stage_bytes = 0, stores_bytes = 0;
   const bool segments = o.segments != nullptr;  // never staged, never through the slots

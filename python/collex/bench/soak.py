@@ -6,8 +6,9 @@ Every rank draws the same sequence of operations from the seed: the collective,
 the communicator (the world, or a split holding every rank in reverse order), the
 size (a few elements to a few MiB), dtype, op, root, algorithm, and how many
 asynchronous operations to leave pending before waiting (up to 6, on both
-communicators at once). Inputs are small integers derived from (seed, rank), so
-every rank computes each expected result with NumPy and every reduction is exact.
+communicators at once). Inputs are small integers drawn from the operation's seed
+for every rank at once (rank r's is row r), so every rank computes each expected
+result with NumPy and every reduction is exact.
 
 After a warm-up (every collective at the largest size, every algorithm, on both
 communicators), the resident memory (each rank's proportional share: Pss) and
