@@ -323,8 +323,8 @@ def test_the_stand_in_takes_the_cuda_modules_arguments():
         pytest.skip("this build of the CUDA module has no kernels (no nvcc)")
     source = (Path(__file__).parent / "mpi" / "cuda_lanes_standin.py").read_text()
     names = ("lanes_launch", "lanes_rounds", "lanes_resident", "bucket_amax", "bucket_pack", "bucket_unpack")
-    names += ("copy_async",)
-    for name in (*names, "allocation_of", "ipc_handle", "turns_launch", "device_identity"):
+    names += ("copy_async", "allocation_of", "ipc_handle", "turns_launch", "device_identity")
+    for name in names:
         signature = getattr(cuda, name).__doc__.split("(", 1)[1].split(")", 1)[0]
         real = re.findall(r"(\w+): ", signature)
         params = source.split(f"def {name}(", 1)[1].split(")", 1)[0]

@@ -125,10 +125,7 @@ COLLEX_LANES bool direct_allreduce_round(const Peers& w, const Call& c, std::uin
                                          int lane, Lane& ctx) {
   if (!ctx.barrier(w, lane, token(seq, kStaged), c.signature)) return false;
   const Arrays in = offset_all(c.inputs, w.ranks, base);
-  Outs every(c.outputs[0] + base);
-  for (int q = 1; q < w.ranks; ++q) every.at[q] = c.outputs[q] + base;
-  every.count = w.ranks;
-  ctx.combine(every, in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
+  ctx.combine(Outs(c.outputs, w.ranks, base), in.at, w.ranks, share_bytes(mine, w.ranks, w.rank));
   return true;
 }
 

@@ -94,6 +94,10 @@ struct Outs {
     at[0] = out;
     at[1] = also;
   }
+  // The first `n` of `arrays`, each from `offset` on.
+  COLLEX_LANES Outs(char* const* arrays, int n, std::size_t offset) : count(n) {
+    for (int q = 0; q < n; ++q) at[q] = arrays[q] + offset;
+  }
 };
 
 // Part i of `units` cut into n nearly equal parts (the first units % n one larger).
