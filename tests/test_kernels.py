@@ -138,12 +138,13 @@ def test_half_precision_rounding_ties_to_even(isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_copy_of_results_is_exact_at_any_alignment(isa):
-    # From 16 MiB on the copy streams (aligned body, ordinary head and tail);
-    # below it is memcpy. Odd offsets on both sides, and a guard past the end
-    # that must stay untouched.
+    # From 8 MiB on the copy streams (aligned body, two pages at a time up to
+    # the last whole pair, then one stream; ordinary head and tail); below it is
+    # memcpy. Odd offsets on both sides, and a guard past the end that must
+    # stay untouched.
     assert _core._use_kernel_isa(isa)
     rng = np.random.default_rng(7)
-    for nbytes in [(16 << 20) - 1, (16 << 20) + 97, 1000]:
+    for nbytes in [(16 << 20) - 1, (16 << 20) + 97, (8 << 20) + 4096 + 33, 1000]:
         src = rng.integers(0, 256, nbytes + 8, dtype=np.uint8)
         dst = np.zeros(nbytes + 16, np.uint8)
         _core._kernel_copy_result(addr(dst) + 5, addr(src) + 3, nbytes)
