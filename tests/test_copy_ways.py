@@ -12,6 +12,7 @@ from collex import _core
 
 BYTES = 256 * 1024  # a size class that starts on the slots
 CALLS = 600
+FIRST = 12  # calls in a class's first window; the first probe is the next four
 
 
 def run(slots_us, attach_us, calls: int = CALLS):
@@ -29,11 +30,11 @@ def attach_calls(taken, start: int, stop: int) -> int:
 
 def test_switches_to_the_faster_way_at_the_first_probe():
     taken, decisions = run(lambda c: 100.0, lambda c: 50.0)
-    assert all(taken[:8]), "a class up to 1 MiB starts on the slots"
-    assert taken[8:12] == [False] * 4, "the first probe: four calls the other way"
-    assert decisions[0][0] == 11 and "switches to attach" in decisions[0][1], decisions
+    assert all(taken[:FIRST]), "a class up to 1 MiB starts on the slots"
+    assert taken[FIRST : FIRST + 4] == [False] * 4, "the first probe: four calls the other way"
+    assert decisions[0][0] == FIRST + 3 and "switches to attach" in decisions[0][1], decisions
     # From then on attach, but for probes of the slots, which stay rare.
-    assert attach_calls(taken, 12, CALLS) >= CALLS - 12 - 4 * len(decisions)
+    assert attach_calls(taken, FIRST + 4, CALLS) >= CALLS - FIRST - 4 - 4 * len(decisions)
 
 
 def test_keeps_a_near_tie():
@@ -47,7 +48,7 @@ def test_probes_of_a_much_slower_way_stay_rare():
     taken, decisions = run(lambda c: 100.0, lambda c: 400.0, calls=2000)
     assert "keeps slots" in decisions[0][1], decisions
     assert int(re.search(r"next probe in (\d+)", decisions[0][1])[1]) >= 590, decisions
-    assert attach_calls(taken, 12, 600) == 0
+    assert attach_calls(taken, FIRST + 4, 600) == 0
 
 
 def test_comes_back_when_the_way_in_use_slows():
@@ -55,15 +56,18 @@ def test_comes_back_when_the_way_in_use_slows():
     # window's times show it and a probe follows at once, without waiting for
     # the one that was due far later.
     taken, decisions = run(lambda c: 100.0 if c < 300 else 400.0, lambda c: 150.0)
-    assert attach_calls(taken, 12, 300) == 4, "the slots win until call 300 (one probe of attaching)"
+    assert attach_calls(taken, FIRST + 4, 300) == 4, "the slots win until call 300 (one probe of attaching)"
     switch = [call for call, line in decisions if "switches to attach" in line]
     assert switch and 300 < switch[0] <= 300 + 2 * 32 + 4, decisions
-    assert attach_calls(taken, switch[0] + 1, CALLS) == CALLS - switch[0] - 1
+    # From then on attach, but for at most one probe of the slots (four calls).
+    assert attach_calls(taken, switch[0] + 1, CALLS) >= CALLS - switch[0] - 1 - 4
 
 
 def test_first_calls_do_not_decide():
-    # The first two calls of a class touch fresh pages: 30x slower, untimed.
-    taken, decisions = run(lambda c: 3000.0 if c < 2 else 100.0, lambda c: 120.0)
+    # The first two calls of a class touch fresh pages, and the fourth moves a
+    # plain array onto shared pages that the peers then map and touch: the first
+    # six go untimed, so 30x slower ones there do not decide.
+    taken, decisions = run(lambda c: 3000.0 if c < 6 else 100.0, lambda c: 120.0)
     assert "keeps slots" in decisions[0][1], decisions
 
 
@@ -78,11 +82,11 @@ def test_staged_writes_follow_the_faster_stores_even_when_copies_are_fixed():
     taken, decisions = _core._copy_ways_run(
         32 * 1024, CALLS, lambda call, ordinary: 15e-6 if ordinary else 4e-6, kind="staged", fixed=True
     )
-    assert all(taken[:8]) and taken[8:12] == [False] * 4
-    assert decisions[0][0] == 11, decisions
+    assert all(taken[:FIRST]) and taken[FIRST : FIRST + 4] == [False] * 4
+    assert decisions[0][0] == FIRST + 3, decisions
     first = decisions[0][1]
     assert "staged broadcast <=32 KiB" in first and "switches to streaming stores" in first
-    assert sum(taken[12:]) <= 4 * len(decisions)
+    assert sum(taken[FIRST + 4 :]) <= 4 * len(decisions)
 
 
 def test_staged_writes_keep_ordinary_stores_when_faster():
@@ -99,17 +103,19 @@ def test_result_writes_follow_the_faster_stores_even_when_copies_are_fixed():
     taken, decisions = _core._copy_ways_run(
         8 << 20, CALLS, lambda call, ordinary: 3.3e-3 if ordinary else 0.6e-3, kind="large", fixed=True
     )
-    assert all(taken[:8]) and taken[8:12] == [False] * 4
+    assert all(taken[:FIRST]) and taken[FIRST : FIRST + 4] == [False] * 4
     first = decisions[0][1]
     assert "all-reduce results <=8 MiB" in first and "switches to streaming stores" in first, decisions
-    assert sum(taken[12:]) <= 4 * len(decisions)
+    assert sum(taken[FIRST + 4 :]) <= 4 * len(decisions)
 
 
 def test_result_writes_start_streamed_above_8_mib_and_keep_ordinary_when_faster():
     taken, decisions = _core._copy_ways_run(
         12 << 20, 200, lambda call, ordinary: 0.7e-3 if ordinary else 0.9e-3, kind="large"
     )
-    assert not any(taken[:8]) and all(taken[8:12]), "a class over 8 MiB starts streamed, then probes ordinary"
+    assert not any(taken[:FIRST]) and all(taken[FIRST : FIRST + 4]), (
+        "a class over 8 MiB starts streamed, then probes ordinary"
+    )
     assert "switches to ordinary stores" in decisions[0][1], decisions
     assert all("keeps ordinary stores" in line for _, line in decisions[1:]), decisions
 

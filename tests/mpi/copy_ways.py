@@ -17,7 +17,7 @@ from _harness import Cases
 cx.init()
 rank, size = cx.rank(), cx.size()
 cases = Cases("copy_ways")
-CALLS = 120  # past the first probe of every size class (calls 8-11) and windows after it
+CALLS = 120  # past the first probe of every size class (calls 12-15) and windows after it
 
 
 def loop(collective: str, n: int) -> None:

@@ -11,8 +11,14 @@ namespace {
 // against mid-size operations of 10 us or more). A class's first window is
 // short, so that the first probe comes early in a loop, yet past its first
 // calls, which pay for touching fresh pages whichever way they take (the first
-// two all-reduces of a loop took up to 30x as long as the third): those go untimed.
-constexpr std::uint64_t kFirstWindow = 8, kWindow = 32, kUntimedFirst = 2;
+// two all-reduces of a loop took up to 30x as long as the third): those go
+// untimed. So do the calls around the fourth, where the bindings move a plain
+// array onto shared pages (bindings/sharing.cpp) and the peers then map those
+// pages and touch each once: timed, they made reading in place look slow, and
+// all-gathers of 4 MiB that came right after larger broadcasts in a bench
+// sweep took the slots (0.68-0.75x MPICH) until their next probe hundreds of
+// calls later.
+constexpr std::uint64_t kFirstWindow = 12, kWindow = 32, kUntimedFirst = 6;
 // A probe is this many operations the other way, of which all but the first
 // are timed (on the project's VM the first all-reduce after a switch to
 // attaching took up to 1.5x as long as the next ones). The mean counts, not the

@@ -47,10 +47,10 @@ SHAPES = os.path.join(os.path.dirname(__file__), "shapes")
 MIB = 1 << 20
 # Untimed steps before each variant's timed ones: a training run's first
 # seconds. On one node the copy-way chooser settles each size class by its
-# 12th operation (a first window of 8, then a probe of the other way for 4),
+# 16th operation (a first window of 12, then a probe of the other way for 4),
 # and a reducer's bucket is one operation of its class per step; timed earlier,
 # the probe of a way that loses by 3x lands in the repeats.
-WARMUP_STEPS = 12
+WARMUP_STEPS = 16
 
 
 def load_shapes(name: str) -> list[tuple[int, ...]]:
