@@ -271,9 +271,13 @@ void bind_testing(py::module_& m) {
   m.def("_kernel_divide", [](std::uintptr_t dst, std::size_t n, int dtype, double divisor) {
     kernels::divide(reinterpret_cast<void*>(dst), n, make_buffer(0, 0, dtype).dtype, divisor);
   });
-  m.def("_kernel_copy_result", [](std::uintptr_t dst, std::uintptr_t src, std::size_t bytes) {
-    kernels::copy_result(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
-  });
+  m.def(
+      "_kernel_copy_result",
+      [](std::uintptr_t dst, std::uintptr_t src, std::size_t bytes, bool streaming) {
+        kernels::copy_result(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes, 0,
+                             streaming ? kernels::Stores::kStreaming : kernels::Stores::kBySize);
+      },
+      py::arg("dst"), py::arg("src"), py::arg("bytes"), py::arg("streaming") = false);
   m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });
 
   m.def("_copy_ways_run", &copy_ways_run, py::arg("bytes"), py::arg("calls"), py::arg("seconds"),
