@@ -136,20 +136,27 @@ def test_half_precision_rounding_ties_to_even(isa):
         assert np.array_equal(out.astype(np.float32), want.astype(np.float32)), (isa, dt, out, want)
 
 
+def assert_copies_exactly(isa: str, sizes: list[int], seed: int, streaming: bool) -> None:
+    """Each size copied from an odd offset to another odd offset, with a guard on
+    either side of the destination that must stay untouched."""
+    rng = np.random.default_rng(seed)
+    for nbytes in sizes:
+        src = rng.integers(0, 256, nbytes + 8, dtype=np.uint8)
+        dst = np.zeros(nbytes + 16, np.uint8)
+        _core._kernel_copy_result(addr(dst) + 5, addr(src) + 3, nbytes, streaming=streaming)
+        assert np.array_equal(dst[5 : 5 + nbytes], src[3 : 3 + nbytes]), (isa, nbytes)
+        assert not dst[:5].any() and not dst[5 + nbytes :].any(), (isa, nbytes)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_copy_of_results_is_exact_at_any_alignment(isa):
     # From 8 MiB on the copy streams (aligned body, two pages at a time up to
     # the last whole pair, then one stream; ordinary head and tail); below it,
-    # unless streaming is asked for, it is memcpy. Odd offsets on both sides,
-    # and a guard past the end that must stay untouched.
+    # unless streaming is asked for, it is memcpy.
     assert _core._use_kernel_isa(isa)
-    rng = np.random.default_rng(7)
-    for nbytes in [(16 << 20) - 1, (16 << 20) + 97, (8 << 20) + 4096 + 33, 1000]:
-        src = rng.integers(0, 256, nbytes + 8, dtype=np.uint8)
-        dst = np.zeros(nbytes + 16, np.uint8)
-        _core._kernel_copy_result(addr(dst) + 5, addr(src) + 3, nbytes)
-        assert np.array_equal(dst[5 : 5 + nbytes], src[3 : 3 + nbytes]), (isa, nbytes)
-        assert not dst[:5].any() and not dst[5 + nbytes :].any(), (isa, nbytes)
+    assert_copies_exactly(
+        isa, [(16 << 20) - 1, (16 << 20) + 97, (8 << 20) + 4096 + 33, 1000], 7, streaming=False
+    )
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -157,10 +164,5 @@ def test_streamed_copy_is_exact_on_either_side_of_the_two_page_loop(isa):
     # Copies that stream by choice (staged writes, chosen result stores) may be
     # small: one stream below 16 KiB, two pages at a time from there.
     assert _core._use_kernel_isa(isa)
-    rng = np.random.default_rng(8)
-    for nbytes in [100, 4096 + 7, (16 << 10) - 1, (16 << 10) + 4096 + 33, (1 << 20) + 8192 + 5]:
-        src = rng.integers(0, 256, nbytes + 8, dtype=np.uint8)
-        dst = np.zeros(nbytes + 16, np.uint8)
-        _core._kernel_copy_result(addr(dst) + 5, addr(src) + 3, nbytes, streaming=True)
-        assert np.array_equal(dst[5 : 5 + nbytes], src[3 : 3 + nbytes]), (isa, nbytes)
-        assert not dst[:5].any() and not dst[5 + nbytes :].any(), (isa, nbytes)
+    sizes = [100, 4096 + 7, (16 << 10) - 1, (16 << 10) + 4096 + 33, (1 << 20) + 8192 + 5]
+    assert_copies_exactly(isa, sizes, 8, streaming=True)
