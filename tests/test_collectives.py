@@ -133,10 +133,13 @@ def test_midsize_copies_either_way(way, mode):
 # Operations that read peers' buffers in place write their results with
 # ordinary or streaming stores, chosen while running from 1 MiB; forced either
 # way for every such operation (mid-size ones too, read in place), every result
-# of the "large" sizes stays right.
+# of the "large" sizes stays right. Streamed, with the two-page copy loop, which
+# the host would not take unless its CPU is Intel's.
 @pytest.mark.parametrize("stores", ["ordinary", "streaming"])
 def test_result_writes_either_way(stores):
     env = {"COLLEX_RESULT_WRITES": stores, "COLLEX_MIDSIZE_COPY": "attach", "COLLEX_TRANSPORT": "shm"}
+    if stores == "streaming":
+        env["COLLEX_COPY_LOOP"] = "two-pages"
     proc = run_mpi(3, "collectives.py", "large", timeout=300, env=env)
     assert " 0 failed" in proc.stdout
 
@@ -196,8 +199,18 @@ def test_forced_algorithm_from_environment():
     assert "algo=tree declines (the tree has no all-gather" in proc.stderr
 
 
+# The streaming copy's loop follows COLLEX_COPY_LOOP once a communicator is made
+# (the kernel tests check both loops' copies byte for byte).
+@pytest.mark.parametrize("loop", ["one-stream", "two-pages"])
+def test_copy_loop_from_environment(loop):
+    code = "import collex as cx; cx.init(); print('loop', cx._core.kernel_copy_loop()); cx.finalize()"
+    proc = run_mpi(1, "-c", code, module=True, env={"COLLEX_COPY_LOOP": loop})
+    assert f"loop {loop}" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize(
-    "variable", ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY", "COLLEX_STAGE_WRITES", "COLLEX_RESULT_WRITES"]
+    "variable",
+    ["COLLEX_ALGO", "COLLEX_MIDSIZE_COPY", "COLLEX_STAGE_WRITES", "COLLEX_RESULT_WRITES", "COLLEX_COPY_LOOP"],
 )
 def test_bad_setting_in_environment_is_refused(variable):
     proc = run_mpi(1, "lifecycle.py", env={variable: "bogus"}, expect_rc=None)

@@ -19,9 +19,10 @@ UFUNC = {"sum": np.add, "prod": np.multiply, "min": np.minimum, "max": np.maximu
 
 @pytest.fixture(autouse=True)
 def restore_isa():
-    before = _core.kernel_isa()
+    before, loop = _core.kernel_isa(), _core.kernel_copy_loop()
     yield
     _core._use_kernel_isa(before)
+    _core._use_copy_loop(loop == "two-pages")
 
 
 def addr(a):
@@ -58,6 +59,7 @@ def same_bits_or_both_nan(got, want):
 
 def test_an_instruction_set_is_chosen():
     assert _core.kernel_isa() in ("generic", "avx2", "avx512")
+    assert _core.kernel_copy_loop() in ("one-stream", "two-pages")
     assert _core._use_kernel_isa("generic")
 
 
@@ -148,21 +150,26 @@ def assert_copies_exactly(isa: str, sizes: list[int], seed: int, streaming: bool
         assert not dst[:5].any() and not dst[5 + nbytes :].any(), (isa, nbytes)
 
 
+@pytest.mark.parametrize("two_pages", [False, True], ids=["one-stream", "two-pages"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_copy_of_results_is_exact_at_any_alignment(isa):
-    # From 8 MiB on the copy streams (aligned body, two pages at a time up to
-    # the last whole pair, then one stream; ordinary head and tail); below it,
-    # unless streaming is asked for, it is memcpy.
+def test_copy_of_results_is_exact_at_any_alignment(isa, two_pages):
+    # From 8 MiB on the copy streams (aligned body, in one stream or two pages
+    # at a time up to the last whole pair, then one stream; ordinary head and
+    # tail); below it, unless streaming is asked for, it is memcpy.
     assert _core._use_kernel_isa(isa)
+    _core._use_copy_loop(two_pages)
     assert_copies_exactly(
         isa, [(16 << 20) - 1, (16 << 20) + 97, (8 << 20) + 4096 + 33, 1000], 7, streaming=False
     )
 
 
+@pytest.mark.parametrize("two_pages", [False, True], ids=["one-stream", "two-pages"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_streamed_copy_is_exact_on_either_side_of_the_two_page_loop(isa):
+def test_streamed_copy_is_exact_on_either_side_of_the_two_page_loop(isa, two_pages):
     # Copies that stream by choice (staged writes, chosen result stores) may be
-    # small: one stream below 16 KiB, two pages at a time from there.
+    # small: one stream below 16 KiB, two pages at a time from there where that
+    # loop is in use.
     assert _core._use_kernel_isa(isa)
+    _core._use_copy_loop(two_pages)
     sizes = [100, 4096 + 7, (16 << 10) - 1, (16 << 10) + 4096 + 33, (1 << 20) + 8192 + 5]
     assert_copies_exactly(isa, sizes, 8, streaming=True)

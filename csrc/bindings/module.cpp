@@ -18,6 +18,7 @@
 #include "collex/common/time_parts.h"
 #include "collex/common/waiting.h"
 #include "collex/core/communicator.h"
+#include "collex/kernels/copy.h"
 #include "collex/kernels/reduce.h"
 #include "collex/kernels/stream.h"
 #include "collex/transport/cuda_ipc/host_lanes.h"
@@ -91,6 +92,9 @@ PYBIND11_MODULE(_core, m) {
   bind_checks(m);
   m.def("set_bfloat16_type_num", [](int num) { bfloat16_type_num = num; });
   m.def("kernel_isa", &kernels::kernel_isa, "The instruction set the reduction kernels use.");
+  m.def(
+      "kernel_copy_loop", [] { return kernels::copy_loop_name(kernels::copy_loop()); },
+      "How large streaming copies walk their source: one-stream or two-pages (COLLEX_COPY_LOOP).");
   bind_tables(m);
   bind_fusion(m);
   bind_testing(m);

@@ -76,6 +76,12 @@ Config Config::from_env(double timeout_s) {
       bad("COLLEX_RESULT_WRITES", v, "auto, size, ordinary or streaming");
     c.result_writes = s;
   }
+  if (const char* v = env("COLLEX_COPY_LOOP")) {
+    std::string s(v);
+    if (s != "auto" && s != "one-stream" && s != "two-pages")
+      bad("COLLEX_COPY_LOOP", v, "auto, one-stream or two-pages");
+    c.copy_loop = s;
+  }
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {
     c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
     c.chunk_bytes_set = true;

@@ -20,6 +20,7 @@ struct Config {
   std::string stage_writes = "auto";     // COLLEX_STAGE_WRITES: auto|ordinary|streaming (direct::Op::stream_stage)
   std::string result_writes = "auto";  // COLLEX_RESULT_WRITES: auto|size|ordinary|streaming (direct::Op::result_stores)
   bool share_pages = true;             // COLLEX_SHARE_PAGES: move reused arrays onto shared pages
+  std::string copy_loop = "auto";      // COLLEX_COPY_LOOP: auto|one-stream|two-pages (kernels::CopyLoop)
 
   // Reads the environment. `timeout_s` > 0 is an explicit timeout that wins over
   // COLLEX_TIMEOUT; pass 0 when the caller gave none.

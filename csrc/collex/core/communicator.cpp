@@ -16,6 +16,7 @@
 #include "collex/core/failure_watch.h"
 #include "collex/core/fingerprint.h"
 #include "collex/core/topology.h"
+#include "collex/kernels/copy.h"
 #include "collex/transport/shm/shm_window.h"
 #include "collex/transport/transport.h"
 
@@ -28,6 +29,11 @@ Communicator::Communicator(long fortran_handle, double timeout_s) {
   config_ = Config::from_env(timeout_s);
   algo_from_string(config_.algo, &forced_algo_);
   tuner_ = Tuner(config_.debug);
+  // The streaming copy's loop is one per process (the kernels'); every
+  // communicator reads the same environment.
+  if (config_.copy_loop != "auto")
+    kernels::use_copy_loop(config_.copy_loop == "two-pages" ? kernels::CopyLoop::kTwoPages
+                                                            : kernels::CopyLoop::kOneStream);
 
   MPI_Comm user = MPI_Comm_f2c(static_cast<MPI_Fint>(fortran_handle));
   if (user == MPI_COMM_NULL) throw InvalidArgument("collex.Communicator: comm is MPI.COMM_NULL");

@@ -23,7 +23,7 @@ struct Loops {
   CompressFn (*compress)(DType);
   DecompressFn (*decompress)(DType);
   DivideCopyFn (*divide_copy)(DType);
-  CopyFn (*copy_streaming)();
+  CopyFn (*copy_streaming)(CopyLoop);
 };
 
 #define COLLEX_LOOPS(ns)                                                                                            \
@@ -77,6 +77,19 @@ std::atomic<const Loops*>& current() {
   return chosen;
 }
 
+CopyLoop default_copy_loop() {
+#if defined(COLLEX_X86_KERNELS)
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("intel")) return CopyLoop::kTwoPages;
+#endif
+  return CopyLoop::kOneStream;
+}
+
+std::atomic<CopyLoop>& current_copy_loop() {
+  static std::atomic<CopyLoop> chosen{default_copy_loop()};
+  return chosen;
+}
+
 }  // namespace
 
 // The reductions read two operands and write one; a division reads and writes one.
@@ -104,7 +117,8 @@ void copy_result(void* dst, const void* src, std::size_t bytes, std::size_t resu
   const bool stream =
       stores == Stores::kBySize ? std::max(bytes, result_bytes) >= kStreamingCopyBytes : stores == Stores::kStreaming;
   if (stream) {
-    if (CopyFn f = current().load(std::memory_order_relaxed)->copy_streaming()) return f(dst, src, bytes);
+    const CopyLoop loop = current_copy_loop().load(std::memory_order_relaxed);
+    if (CopyFn f = current().load(std::memory_order_relaxed)->copy_streaming(loop)) return f(dst, src, bytes);
   }
   if (bytes > 0) std::memcpy(dst, src, bytes);
 }
@@ -130,6 +144,12 @@ void divide_copy(void* dst, const void* src, std::size_t n, DType dtype, double 
 }
 
 const char* kernel_isa() { return current().load()->isa; }
+
+CopyLoop copy_loop() { return current_copy_loop().load(); }
+
+void use_copy_loop(CopyLoop loop) { current_copy_loop().store(loop); }
+
+const char* copy_loop_name(CopyLoop loop) { return loop == CopyLoop::kTwoPages ? "two-pages" : "one-stream"; }
 
 bool use_kernel_isa(const char* isa) {
   const Loops* l = loops_for(isa);

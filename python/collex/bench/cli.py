@@ -93,6 +93,8 @@ def machine_info(mpi) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "mpi": mpi.Get_library_version().splitlines()[0].strip(),
         "collex": collex.__version__,
+        "kernels": collex.kernel_isa(),
+        "copy_loop": collex._core.kernel_copy_loop(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

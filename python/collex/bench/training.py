@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         del g
     if rank == 0:
         meta = {"command": " ".join(sys.argv), "ranks": size, "date": time.strftime("%Y-%m-%d"),
-                "kernels": cx.kernel_isa()}  # fmt: skip
+                "kernels": cx.kernel_isa(), "copy_loop": cx._core.kernel_copy_loop()}  # fmt: skip
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"meta": meta, "results": results}, f, indent=1)
