@@ -287,7 +287,8 @@ class Bench:
         if self.rank == 0:
             print(
                 f"collex.bench: {self.size} ranks, {len(items)} rows; times are medians of {a.repeats} "
-                "repeats, the slowest rank's"
+                f"repeats, the slowest rank's; kernels {self.cx.kernel_isa()}, large streaming copies "
+                f"{self.cx._core.kernel_copy_loop()} (COLLEX_COPY_LOOP)"
             )
             for n in self.notes:
                 print(f"note: {n}")
