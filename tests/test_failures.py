@@ -2,9 +2,11 @@
 calls, and a peer that never arrives."""
 
 import os
+import subprocess
+import sys
 
 import pytest
-from conftest import run_mpi
+from conftest import SCRIPTS, mpirun_path, run_mpi
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
@@ -23,6 +25,41 @@ def test_lifecycle(ranks):
 def test_mismatched_calls_detected_with_check(ranks):
     proc = run_mpi(ranks, "mismatch.py", env={"COLLEX_CHECK": "1"}, timeout=120)
     assert " 0 failed" in proc.stdout
+
+
+# Ranks launched with different protocol settings would take different paths:
+# with COLLEX_TRANSPORT=mpi on one rank only, the others waited at init for it
+# to make the node's window (a hang); with COLLEX_MIDSIZE_COPY, one rank read
+# memory the other never published. Every rank now refuses at init, naming the
+# variable and its own value. Settings that only this rank uses may differ:
+# then every collective and the reducer of settings.py come out right.
+@pytest.mark.parametrize(
+    "variable,values,refused",
+    [
+        ("COLLEX_TRANSPORT", ("mpi", "auto"), True),
+        ("COLLEX_MIDSIZE_COPY", ("slots", "attach"), True),
+        ("COLLEX_CHUNK_BYTES", ("64K", None), True),
+        ("COLLEX_COPY_LOOP", ("one-stream", "two-pages"), False),
+        ("COLLEX_SHARE_PAGES", ("0", "1"), False),
+        ("COLLEX_KERNELS", ("generic", None), False),
+    ],
+)
+def test_ranks_with_different_settings(variable, values, refused):
+    cmd = [mpirun_path()]
+    for i, value in enumerate(values):
+        cmd += [":"] if i else []
+        cmd += ["-n", "1"] + (["-env", variable, value] if value is not None else [])
+        cmd += [sys.executable, str(SCRIPTS / "settings.py")]
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    env["COLLEX_TIMEOUT"] = "20"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    if not refused:
+        assert proc.returncode == 0 and proc.stdout.count("ran") == 2, proc.stdout + proc.stderr
+        return
+    assert proc.returncode != 0 and "ran" not in proc.stdout, proc.stdout + proc.stderr
+    for value in values:
+        shown = "unset" if value is None else str(65536) if value == "64K" else value
+        assert f"run with different {variable} (this rank: {shown})" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -96,4 +96,15 @@ Config Config::from_env(double timeout_s) {
   return c;
 }
 
+std::vector<std::pair<std::string, std::string>> Config::shared_settings() const {
+  return {{"COLLEX_ALGO", algo},
+          {"COLLEX_TRANSPORT", transport},
+          {"COLLEX_CHUNK_BYTES", chunk_bytes_set ? std::to_string(chunk_bytes) : "unset"},
+          {"COLLEX_CHECK", check ? "1" : "0"},
+          {"COLLEX_NODE_SIZE", node_size > 0 ? std::to_string(node_size) : "unset"},
+          {"COLLEX_MIDSIZE_COPY", midsize_copy},
+          {"COLLEX_STAGE_WRITES", stage_writes},
+          {"COLLEX_RESULT_WRITES", result_writes}};
+}
+
 }  // namespace collex

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace collex {
 
@@ -21,6 +23,11 @@ struct Config {
   std::string result_writes = "auto";  // COLLEX_RESULT_WRITES: auto|size|ordinary|streaming (direct::Op::result_stores)
   bool share_pages = true;             // COLLEX_SHARE_PAGES: move reused arrays onto shared pages
   std::string copy_loop = "auto";      // COLLEX_COPY_LOOP: auto|one-stream|two-pages (kernels::CopyLoop)
+
+  // The settings that choose a communicator's protocol, as (variable, value):
+  // every rank of a communicator must have the same (Topology checks). The
+  // others (timeouts, debug output, the copy loop, shared pages) may differ.
+  std::vector<std::pair<std::string, std::string>> shared_settings() const;
 
   // Reads the environment. `timeout_s` > 0 is an explicit timeout that wins over
   // COLLEX_TIMEOUT; pass 0 when the caller gave none.

@@ -1,7 +1,9 @@
 #include "collex/core/topology.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "collex/common/errors.h"
 #include "collex/transport/mpi/mpi_transport.h"
@@ -20,6 +22,35 @@ namespace {
 std::size_t slot_bytes_for(int local_size) {
   constexpr std::size_t kBudget = 2 * 1024 * 1024, kMin = 64 * 1024, kMax = 1024 * 1024;
   return std::clamp(kBudget / static_cast<std::size_t>(std::max(local_size, 1)), kMin, kMax);
+}
+
+// Ranks whose protocol settings differ would take different branches below
+// (one making the node's window, another not: a hang) or run different
+// algorithms for the same call (a timeout, or a peer reading memory the
+// other never published). One reduction compares them all: per setting, the
+// least hash of its value and the least negated hash, which are each other's
+// negation only if every rank has the same value. Every rank gets the same
+// answer, so all of them raise, each naming its own value.
+std::string settings_that_differ(MPI_Comm comm, const Config& config) {
+  const auto settings = config.shared_settings();
+  std::vector<std::int64_t> extremes(2 * settings.size());
+  for (std::size_t i = 0; i < settings.size(); ++i) {
+    std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (const char ch : settings[i].second) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+    const auto mine = static_cast<std::int64_t>(h >> 1);  // non-negative, so that it can be negated
+    extremes[2 * i] = mine;
+    extremes[2 * i + 1] = -mine;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, extremes.data(), static_cast<int>(extremes.size()), MPI_INT64_T, MPI_MIN, comm);
+  std::string differ, names;
+  for (std::size_t i = 0; i < settings.size(); ++i) {
+    names += (i == 0 ? "" : ", ") + settings[i].first;
+    if (extremes[2 * i] == -extremes[2 * i + 1]) continue;
+    differ += (differ.empty() ? "" : ", ") + settings[i].first + " (this rank: " + settings[i].second + ")";
+  }
+  if (differ.empty()) return "";
+  return "collex: the ranks of this communicator run with different " + differ + "; " + names +
+         " must be the same on every rank";
 }
 
 }  // namespace
@@ -43,6 +74,10 @@ Topology::Topology(MPI_Comm user, const Config& config) {
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
+  if (const std::string why = settings_that_differ(comm, config); !why.empty()) {
+    MPI_Comm_free(&comm);
+    throw InvalidArgument(why);
+  }
   if (config.node_size > 0) {
     // Pretend nodes of node_size consecutive ranks, to test multi-node paths on one machine.
     MPI_Comm_split(comm, rank / config.node_size, rank, &local);
