@@ -346,6 +346,26 @@ def grid_errors():
     if size > 1:
         raises(lambda: par.Grid(tp=size + 1), ValueError, "does not divide")
     raises(lambda: par.Grid().comm("ep"), ValueError, "unknown axis")
+    if size > 1:
+        # Ranks that build different grids, or one whose grid is invalid: every
+        # rank raises, and none waits in a split that the others never join.
+        raises(
+            lambda: par.Grid(tp=size if rank == 0 else 1),
+            ValueError,
+            "the ranks built different grids",
+            f"rank 0: dp=1 x pp=1 x tp={size}",
+            f"rank 1: dp={size} x pp=1 x tp=1",
+        )
+        raises(
+            lambda: par.Grid(tp=0 if rank == 0 else 1), ValueError, "tp=0" if rank == 0 else "rank 0: invalid"
+        )
+        raises(
+            lambda: par.Grid(order=("tp", "pp", "dp") if rank else ("dp", "pp", "tp")),
+            ValueError,
+            "different grids",
+        )
+        g = par.Grid()  # and the communicator still works
+        assert g.comm("dp").size == size
 
 
 for label, fn in [

@@ -17,7 +17,8 @@ class Grid:
     this rank's group along that axis: its own Communicator (own sequence
     numbers, shared-memory window where its ranks share a node, engine), so
     traffic of different groups never mixes. Collective over ``comm``: every rank
-    builds the same grid.
+    must build the same grid (the ranks compare theirs first, and where one
+    differs or is invalid every rank raises ValueError).
     """
 
     def __init__(
@@ -30,36 +31,35 @@ class Grid:
         comm: Any = None,
         **other: Any,
     ):
+        import numpy as np
+
         from .._comm import Communicator
         from .._runtime import world
 
-        if other:
-            raise ValueError(f"collex.parallel.Grid: unknown axes {sorted(other)}; the axes are {AXES}")
-        order = tuple(order)
-        unknown = [a for a in order if a not in AXES]
-        if unknown or sorted(order) != sorted(AXES):
-            raise ValueError(
-                f"collex.parallel.Grid: order={order!r}: expected each of {AXES} once"
-                + (f" (unknown: {unknown})" if unknown else "")
-            )
         base = world() if comm is None else comm if isinstance(comm, Communicator) else Communicator(comm)
+        order = tuple(order)
         sizes = {"dp": dp, "pp": 1 if pp is None else pp, "tp": 1 if tp is None else tp}
-        for name, value in sizes.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"collex.parallel.Grid: {name}={value!r}: expected an int >= 1")
-        rest = sizes["pp"] * sizes["tp"]
-        if dp is None:
-            if base.size % rest:
-                raise ValueError(
-                    f"collex.parallel.Grid: pp={sizes['pp']} x tp={sizes['tp']} does not divide "
-                    f"the {base.size} ranks"
-                )
-            sizes["dp"] = base.size // rest
-        if sizes["dp"] * rest != base.size:
-            raise ValueError(
-                f"collex.parallel.Grid: dp={sizes['dp']} x pp={sizes['pp']} x tp={sizes['tp']} = "
-                f"{sizes['dp'] * rest} ranks, but the communicator has {base.size}"
+        problem = _problem(order, sizes, other, base.size)
+        if not problem and dp is None:
+            sizes["dp"] = base.size // (sizes["pp"] * sizes["tp"])
+        # Every rank checks its own arguments, then they compare before the splits
+        # (collective): a rank whose grid is invalid or differs makes every rank
+        # raise, and none waits in a split the others never join.
+        mine = np.full(7, -1, np.int64)
+        mine[0] = bool(problem)
+        if not problem:
+            mine[1:4] = [AXES.index(a) for a in order]
+            mine[4:7] = [sizes[a] for a in AXES]
+        every = base.allgather(mine)
+        if problem:
+            raise ValueError(f"collex.parallel.Grid: {problem}")
+        if (every != every[0]).any():
+            desc = ", ".join(
+                f"rank {r}: "
+                + ("invalid" if e[0] else " x ".join(f"{AXES[int(i)]}={int(e[4 + int(i)])}" for i in e[1:4]))
+                for r, e in enumerate(every)
             )
+            raise ValueError(f"collex.parallel.Grid: the ranks built different grids: {desc}")
         self.order = order
         self.sizes = {a: sizes[a] for a in order}
         self.base = base
@@ -95,3 +95,27 @@ class Grid:
     def __repr__(self) -> str:
         axes = ", ".join(f"{a}={self.sizes[a]}" for a in self.order)
         return f"<collex.parallel.Grid {axes} at {self.coords}>"
+
+
+def _problem(order: tuple, sizes: dict, other: dict, ranks: int) -> str:
+    """What is wrong with this rank's grid arguments, or ""."""
+    if other:
+        return f"unknown axes {sorted(other)}; the axes are {AXES}"
+    unknown = [a for a in order if a not in AXES]
+    if unknown or sorted(order) != sorted(AXES):
+        also = f" (unknown: {unknown})" if unknown else ""
+        return f"order={order!r}: expected each of {AXES} once{also}"
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return f"{name}={value!r}: expected an int >= 1"
+    rest = sizes["pp"] * sizes["tp"]
+    if sizes["dp"] is None:
+        if ranks % rest:
+            return f"pp={sizes['pp']} x tp={sizes['tp']} does not divide the {ranks} ranks"
+        return ""
+    if sizes["dp"] * rest != ranks:
+        return (
+            f"dp={sizes['dp']} x pp={sizes['pp']} x tp={sizes['tp']} = {sizes['dp'] * rest} ranks, "
+            f"but the communicator has {ranks}"
+        )
+    return ""
