@@ -63,7 +63,8 @@ def test_ranks_with_different_settings(variable, values, refused):
 
 
 @pytest.mark.parametrize(
-    "scenario", ["small", "large", "reduce", "barrier", "async", "interrupt", "reducer", "reducer16", "recv"]
+    "scenario",
+    ["small", "large", "reduce", "barrier", "split", "async", "interrupt", "reducer", "reducer16", "recv"],
 )
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_absent_peer_times_out_and_breaks(ranks, scenario):

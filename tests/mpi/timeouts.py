@@ -7,6 +7,7 @@ usage: timeouts.py SCENARIO   (run on 2 ranks or more; the last rank stays away)
   large     an 8 MiB allreduce (the MPI library's rendezvous path)
   reduce    a reduce rooted at rank 0
   barrier   a barrier
+  split     a split (its ranks meet in a barrier first: MPI_Comm_split has no deadline)
   async     the allreduce is asynchronous; the error comes out of wait()
   reducer   a GradientReducer step (built by every rank; the last never reduces)
   reducer16 the same with fp16 compression (its scale is agreed first)
@@ -64,6 +65,7 @@ ops = {
     "large": lambda: cx.allreduce(np.ones(1 << 21, np.float32)),
     "reduce": lambda: cx.reduce(np.ones(8), root=0),
     "barrier": lambda: cx.barrier(),
+    "split": lambda: cx.world().split(color=0),
     "async": lambda: cx.allreduce(np.ones(8), async_op=True).wait(),
     "reducer": lambda: reducer.reduce(),
     "reducer16": lambda: reducer.reduce(),
@@ -74,6 +76,7 @@ name = {
     "large": "allreduce",
     "reduce": "reduce",
     "barrier": "barrier",
+    "split": "barrier",
     "async": "allreduce",
     "reducer": "allreduce",
     "reducer16": "allreduce",

@@ -179,6 +179,7 @@ void Communicator::mark_broken(const std::string& reason) {
 }
 
 std::shared_ptr<Communicator> Communicator::split(int color, int key) {
+  barrier(/*async=*/false);  // every rank is here: none will wait in MPI_Comm_split for one that is not
   std::shared_ptr<Communicator> result;
   engine_.submit(
       [&] {

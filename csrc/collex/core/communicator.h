@@ -40,6 +40,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   Communicator& operator=(const Communicator&) = delete;
 
   // Collective: ranks passing the same color form a new communicator, ordered by key.
+  // The ranks meet in a barrier first (MPI_Comm_split has no deadline): a rank
+  // that never calls split, or calls another collective, makes the others
+  // raise within the timeout instead of waiting for ever.
   std::shared_ptr<Communicator> split(int color, int key);
 
   int rank() const { return rank_; }
