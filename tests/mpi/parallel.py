@@ -352,7 +352,7 @@ def grid_errors():
         raises(
             lambda: par.Grid(tp=size if rank == 0 else 1),
             ValueError,
-            "the ranks built different grids",
+            "the ranks disagree",
             f"rank 0: dp=1 x pp=1 x tp={size}",
             f"rank 1: dp={size} x pp=1 x tp=1",
         )
@@ -362,7 +362,7 @@ def grid_errors():
         raises(
             lambda: par.Grid(order=("tp", "pp", "dp") if rank else ("dp", "pp", "tp")),
             ValueError,
-            "different grids",
+            "the ranks disagree",
         )
         g = par.Grid()  # and the communicator still works
         assert g.comm("dp").size == size

@@ -35,6 +35,7 @@ class Grid:
 
         from .._comm import Communicator
         from .._runtime import world
+        from .agree import agree
 
         base = world() if comm is None else comm if isinstance(comm, Communicator) else Communicator(comm)
         order = tuple(order)
@@ -42,24 +43,13 @@ class Grid:
         problem = _problem(order, sizes, other, base.size)
         if not problem and dp is None:
             sizes["dp"] = base.size // (sizes["pp"] * sizes["tp"])
-        # Every rank checks its own arguments, then they compare before the splits
-        # (collective): a rank whose grid is invalid or differs makes every rank
-        # raise, and none waits in a split the others never join.
-        mine = np.full(7, -1, np.int64)
-        mine[0] = bool(problem)
+        # Before the splits (collective): a rank whose grid is invalid or differs
+        # makes every rank raise, and none waits in a split the others never join.
+        mine = np.full(6, -1, np.int64)
         if not problem:
-            mine[1:4] = [AXES.index(a) for a in order]
-            mine[4:7] = [sizes[a] for a in AXES]
-        every = base.allgather(mine)
-        if problem:
-            raise ValueError(f"collex.parallel.Grid: {problem}")
-        if (every != every[0]).any():
-            desc = ", ".join(
-                f"rank {r}: "
-                + ("invalid" if e[0] else " x ".join(f"{AXES[int(i)]}={int(e[4 + int(i)])}" for i in e[1:4]))
-                for r, e in enumerate(every)
-            )
-            raise ValueError(f"collex.parallel.Grid: the ranks built different grids: {desc}")
+            mine[0:3] = [AXES.index(a) for a in order]
+            mine[3:6] = [sizes[a] for a in AXES]
+        agree(base, "collex.parallel.Grid", mine, problem, _describe)
         self.order = order
         self.sizes = {a: sizes[a] for a in order}
         self.base = base
@@ -119,3 +109,8 @@ def _problem(order: tuple, sizes: dict, other: dict, ranks: int) -> str:
             f"but the communicator has {ranks}"
         )
     return ""
+
+
+def _describe(words) -> str:
+    """A grid as agree() passes it: the order's axis indices, then dp, pp, tp."""
+    return " x ".join(f"{AXES[int(i)]}={int(words[3 + int(i)])}" for i in words[0:3])

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import schedules
+from .agree import agree
 from .regions import array_module
 
 # A forward message is preceded by its description: ndim, dtype, device, shape.
@@ -99,17 +100,11 @@ class Pipeline:
             problem = "the last stage's rank needs a loss_fn"
         if 3 * p * v * m + 1 > _ABORT_TAG and not problem:
             problem = f"{p * v} stages x {m} micro-batches need more message tags than collex has"
-        mine = np.array([schedules.SCHEDULES.index(schedule), m, v, bool(problem)], np.int64)
-        every = comm.allgather(mine)
-        if problem:
-            raise ValueError(f"{here}: {problem}")
-        if (every != every[0]).any():
-            desc = ", ".join(
-                f"rank {r}: {schedules.SCHEDULES[int(e[0])]} m={int(e[1])} v={int(e[2])}"
-                + (" (invalid)" if e[3] else "")
-                for r, e in enumerate(every)
-            )
-            raise ValueError(f"{here}: the pipeline's ranks disagree: {desc}")
+
+        def describe(words) -> str:
+            return f"{schedules.SCHEDULES[int(words[0])]} m={int(words[1])} v={int(words[2])}"
+
+        agree(comm, here, [schedules.SCHEDULES.index(schedule), m, v], problem, describe)
         # The pipeline's messages travel on a communicator of its own: a failed
         # step leaves receives posted that nobody will match, and they must not
         # take the messages of another pipeline (or of the caller) on `comm`.
