@@ -39,6 +39,7 @@ def test_mismatched_calls_detected_with_check(ranks):
         ("COLLEX_TRANSPORT", ("mpi", "auto"), True),
         ("COLLEX_MIDSIZE_COPY", ("slots", "attach"), True),
         ("COLLEX_CHUNK_BYTES", ("64K", None), True),
+        ("COLLEX_CUDA_IPC", ("lanes", None), True),
         ("COLLEX_COPY_LOOP", ("one-stream", "two-pages"), False),
         ("COLLEX_SHARE_PAGES", ("0", "1"), False),
         ("COLLEX_KERNELS", ("generic", None), False),

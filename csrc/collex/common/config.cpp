@@ -82,6 +82,8 @@ Config Config::from_env(double timeout_s) {
       bad("COLLEX_COPY_LOOP", v, "auto, one-stream or two-pages");
     c.copy_loop = s;
   }
+  if (const char* v = env("COLLEX_CUDA_IPC")) c.cuda_ipc = v;
+  if (const char* v = env("COLLEX_CUDA_ORDER")) c.cuda_order = v;
   if (const char* v = env("COLLEX_CHUNK_BYTES")) {
     c.chunk_bytes = static_cast<std::size_t>(parse_int("COLLEX_CHUNK_BYTES", v, 64));
     c.chunk_bytes_set = true;
@@ -104,7 +106,9 @@ std::vector<std::pair<std::string, std::string>> Config::shared_settings() const
           {"COLLEX_NODE_SIZE", node_size > 0 ? std::to_string(node_size) : "unset"},
           {"COLLEX_MIDSIZE_COPY", midsize_copy},
           {"COLLEX_STAGE_WRITES", stage_writes},
-          {"COLLEX_RESULT_WRITES", result_writes}};
+          {"COLLEX_RESULT_WRITES", result_writes},
+          {"COLLEX_CUDA_IPC", cuda_ipc.empty() ? "unset" : cuda_ipc},
+          {"COLLEX_CUDA_ORDER", cuda_order.empty() ? "unset" : cuda_order}};
 }
 
 }  // namespace collex

@@ -23,6 +23,9 @@ struct Config {
   std::string result_writes = "auto";  // COLLEX_RESULT_WRITES: auto|size|ordinary|streaming (direct::Op::result_stores)
   bool share_pages = true;             // COLLEX_SHARE_PAGES: move reused arrays onto shared pages
   std::string copy_loop = "auto";      // COLLEX_COPY_LOOP: auto|one-stream|two-pages (kernels::CopyLoop)
+  // Read by the Python layer at each call of CUDA arrays (collex.cuda); here as
+  // given at creation, only to be compared across the ranks ("": unset).
+  std::string cuda_ipc, cuda_order;  // COLLEX_CUDA_IPC, COLLEX_CUDA_ORDER
 
   // The settings that choose a communicator's protocol, as (variable, value):
   // every rank of a communicator must have the same (Topology checks). The
