@@ -176,6 +176,7 @@ class PointToPoint : public std::enable_shared_from_this<PointToPoint> {
   std::vector<std::vector<char>> staging_pool_;
   bool sent_to_peers_ = false;   // verdicts are polled only once this rank has sent
   std::size_t deliverable_ = 0;  // device receives matched since the last claim_deliveries()
+  std::vector<std::pair<int, int>> receives_before_header_;  // progress()'s, kept between polls
 };
 
 }  // namespace collex

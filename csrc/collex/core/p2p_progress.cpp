@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
-#include <set>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "collex/common/errors.h"
 #include "collex/common/failure.h"
@@ -92,7 +93,10 @@ void PointToPoint::progress() {
     MPI_Test(&it->request, &flag, MPI_STATUS_IGNORE);
     it = flag ? in_flight_.erase(it) : it + 1;
   }
-  std::set<std::pair<int, int>> waiting;  // (peer, tag) with a receive still before its header
+  // (peer, tag) of the receives still before their headers: a member, so that
+  // the polls of a wait reuse its memory instead of allocating every time.
+  std::vector<std::pair<int, int>>& waiting = receives_before_header_;
+  waiting.clear();
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     P2pOp& op = *pending_[i];
     if (op.finished) continue;
@@ -101,9 +105,9 @@ void PointToPoint::progress() {
       continue;
     }
     const std::pair<int, int> key{op.peer, op.tag};
-    const bool earlier = !waiting.empty() && waiting.count(key) > 0;
+    const bool earlier = std::find(waiting.begin(), waiting.end(), key) != waiting.end();
     progress_recv(op, earlier);
-    if (!op.finished && op.stage == P2pOp::Stage::kHeader) waiting.insert(key);
+    if (!op.finished && op.stage == P2pOp::Stage::kHeader && !earlier) waiting.push_back(key);
   }
   pending_.erase(std::remove_if(pending_.begin(), pending_.end(), [](const auto& p) { return p->finished; }),
                  pending_.end());
