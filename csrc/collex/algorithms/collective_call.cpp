@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "collex/algorithms/algorithm.h"
+#include "collex/common/fingerprint_hash.h"
 
 namespace collex {
 
@@ -18,11 +19,12 @@ CallPrint print_of(const CollectiveCall& c) {
 }
 
 std::uint32_t print_hash(const CallPrint& p) {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+  Fnv1a hash;
   for (std::uint64_t v : {std::uint64_t{p.kind}, std::uint64_t{p.dtype}, std::uint64_t{p.op},
                           static_cast<std::uint64_t>(static_cast<std::uint32_t>(p.root)), p.count}) {
-    for (int b = 0; b < 8; ++b) h = (h ^ ((v >> (8 * b)) & 0xff)) * 1099511628211ull;
+    hash.mix(v);
   }
+  const std::uint64_t h = hash.value();
   return static_cast<std::uint32_t>(h ^ (h >> 32));
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "collex/common/errors.h"
+#include "collex/common/fingerprint_hash.h"
 #include "collex/transport/mpi/mpi_transport.h"
 #include "collex/transport/shm/shm_window.h"
 
@@ -35,9 +36,8 @@ std::string settings_that_differ(MPI_Comm comm, const Config& config) {
   const auto settings = config.shared_settings();
   std::vector<std::int64_t> extremes(2 * settings.size());
   for (std::size_t i = 0; i < settings.size(); ++i) {
-    std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-    for (const char ch : settings[i].second) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-    const auto mine = static_cast<std::int64_t>(h >> 1);  // non-negative, so that it can be negated
+    const auto mine = static_cast<std::int64_t>(Fnv1a().mix(settings[i].second).value() >>
+                                                1);  // non-negative, so that it can be negated
     extremes[2 * i] = mine;
     extremes[2 * i + 1] = -mine;
   }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "collex/common/errors.h"
+#include "collex/common/fingerprint_hash.h"
 #include "collex/common/memory.h"
 #include "collex/core/communicator.h"
 #include "collex/kernels/compress_segments.h"
@@ -165,19 +166,11 @@ GradientReducer::~GradientReducer() {
 // all-reduces and read past each other's arrays: compare a fingerprint first.
 void GradientReducer::check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes,
                                             std::size_t first_cap_bytes, Compression compression) {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over everything that shapes the buckets
-  auto mix = [&h](std::uint64_t v) {
-    for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
-  };
-  mix(shapes.size());
-  for (const Gradient& g : shapes) {
-    mix(g.count);
-    mix(static_cast<std::uint64_t>(g.dtype));
-  }
-  mix(cap_bytes);
-  mix(first_cap_bytes);
-  mix(static_cast<std::uint64_t>(compression));
-  const auto mine = static_cast<std::int64_t>(h >> 1);  // non-negative, so that it can be negated
+  Fnv1a hash;  // over everything that shapes the buckets
+  hash.mix(shapes.size());
+  for (const Gradient& g : shapes) hash.mix(g.count).mix(static_cast<std::uint64_t>(g.dtype));
+  hash.mix(cap_bytes).mix(first_cap_bytes).mix(static_cast<std::uint64_t>(compression));
+  const auto mine = static_cast<std::int64_t>(hash.value() >> 1);  // non-negative, so that it can be negated
   std::int64_t extremes[2] = {mine, -mine};
   Buffer b{extremes, 2, DType::kInt64};
   comm_->allreduce(b, b, ReduceOp::kMin, Algo::kAuto, /*async=*/false);
