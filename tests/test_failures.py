@@ -152,8 +152,10 @@ def test_a_rank_that_ends_is_named_by_every_other_within_a_second(ranks, how, tr
 
 
 # Always on, without COLLEX_CHECK: the shared window compares every rank's call
-# beside its progress marker (issue 14's four cases, and two more).
-@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather", "empty"])
+# beside its progress marker (issue 14's four cases, and three more).
+@pytest.mark.parametrize(
+    "case", ["count", "dtype", "order", "large", "reduce_root", "allgather", "empty", "split"]
+)
 @pytest.mark.parametrize("ranks", [2, 3, 4])
 def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
     proc = run_mpi(ranks, "mismatch_always.py", case, timeout=120)
@@ -168,7 +170,7 @@ def test_mismatched_calls_raise_on_every_rank_by_default(ranks, case):
 # each) the window and MPI meet: a rank waiting on its node's window asks the
 # watch too, and tells its peer what it called ("order": rank 0's hierarchical
 # all-reduce waits on the window for rank 1, whose broadcast waits over MPI).
-@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather"])
+@pytest.mark.parametrize("case", ["count", "dtype", "order", "large", "reduce_root", "allgather", "split"])
 @pytest.mark.parametrize("ranks,setting", [(2, "mpi"), (3, "mpi"), (4, "mpi"), (4, "two-nodes")])
 def test_mismatched_calls_raise_on_every_rank_over_mpi(ranks, setting, case):
     env = {"COLLEX_TRANSPORT": "mpi"} if setting == "mpi" else {"COLLEX_NODE_SIZE": "2"}

@@ -136,11 +136,11 @@ class Communicator:
     def split(self, color: int | None, key: int = 0) -> Communicator | None:
         """Ranks passing the same color form a new communicator, ordered by key.
         color=None (or negative) leaves this rank out; it gets None. Collective:
-        the ranks meet in a barrier first, so a rank that never calls split makes
-        the others raise CollectiveTimeout (naming that barrier) within the
-        timeout, and one that calls another collective meanwhile makes them raise
-        too (CollectiveMismatch on one node), where the MPI library's split would
-        wait for ever. (A barrier called meanwhile passes for that first one.)"""
+        the ranks meet first (a barrier under split's own name), so a rank that
+        never calls split makes the others raise CollectiveTimeout within the
+        timeout, and one that calls another collective meanwhile, a barrier too,
+        makes every rank raise CollectiveMismatch, where the MPI library's split
+        would wait for ever."""
         core = self._c.split(-1 if color is None else int(color), int(key))
         return None if core is None else Communicator._wrap(core)
 

@@ -70,8 +70,18 @@ def empty(comm):
     return x
 
 
+def split(comm):
+    # split's ranks meet first (MPI_Comm_split has no deadline); a barrier
+    # called meanwhile must not pass for that meeting, or rank 0 would wait in
+    # MPI_Comm_split for ranks that went on.
+    if odd:
+        return comm.split(0)
+    comm.barrier()
+    return np.ones(1)
+
+
 CASES = {"count": count, "dtype": dtype, "order": order, "large": large, "reduce_root": reduce_root,
-         "allgather": allgather, "empty": empty}  # fmt: skip
+         "allgather": allgather, "empty": empty, "split": split}  # fmt: skip
 
 
 def case():

@@ -76,7 +76,7 @@ name = {
     "large": "allreduce",
     "reduce": "reduce",
     "barrier": "barrier",
-    "split": "barrier",
+    "split": "split",
     "async": "allreduce",
     "reducer": "allreduce",
     "reducer16": "allreduce",

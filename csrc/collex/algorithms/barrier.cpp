@@ -28,7 +28,7 @@ class Dissemination final : public Algorithm {
   Algo id() const override { return Algo::kDissemination; }
 
   Offer offer(const CollectiveCall& c, const Site& site, const CostModel& model) const override {
-    if (c.kind != Collective::kBarrier) return Offer::decline("dissemination runs barriers only");
+    if (!meets_only(c.kind)) return Offer::decline("dissemination runs barriers only");
     return Offer::at(model.messages.of(std::ceil(log2_ranks(site.size)), 0));
   }
 

@@ -31,6 +31,7 @@ std::uint32_t print_hash(const CallPrint& p) {
 std::string describe_call(const CallPrint& c) {
   const auto kind = static_cast<Collective>(c.kind);
   std::ostringstream o;
+  if (meets_only(kind) && c.count == 0) return std::string(collective_name(kind)) + "()";
   o << collective_name(kind) << "(count=" << c.count << ", " << dtype_name(static_cast<DType>(c.dtype));
   if (reduces(kind)) o << ", op=" << reduce_op_name(static_cast<ReduceOp>(c.op));
   if (rooted(kind)) o << ", root=" << c.root;

@@ -26,7 +26,8 @@ class Direct final : public Algorithm {
       // Copies: every rank reads what it lacks.
       case Collective::kBroadcast: return Offer::at(model.window.of(1, n));
       case Collective::kAllgather: return Offer::at(model.window.of(1, (p - 1) * n));
-      case Collective::kBarrier: return Offer::at(model.window.of(1, 0));
+      case Collective::kBarrier:
+      case Collective::kSplit: return Offer::at(model.window.of(1, 0));
       default: return Offer::decline("not a collective");
     }
   }

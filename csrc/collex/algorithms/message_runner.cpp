@@ -47,7 +47,7 @@ std::size_t MessageRunner::chunk_for(const CollectiveCall& call, const Site& sit
 
 void MessageRunner::run_call(const Schedule& schedule, Transport& transport, const CollectiveCall& call, void* data,
                              const void* input, const char* algo) {
-  const bool bytewise = call.kind == Collective::kBarrier;
+  const bool bytewise = meets_only(call.kind);
   ExecArgs a = args(data, bytewise ? DType::kUInt8 : call.in.dtype, call.op, tag(call));
   a.input = input;
   const OpLabel label{settings_.rank, collective_name(call.kind), call.seq, algo, call.in.dtype, call.in.bytes()};

@@ -58,6 +58,7 @@ void WindowRunner::run(const CollectiveCall& c, const char* algo) {
     case Collective::kAllgather:
     case Collective::kReduceScatter: return run_picked(c.kind, o);
     case Collective::kBarrier:
+    case Collective::kSplit:
     case Collective::kAllocate: begin(o); return direct::barrier(window_, o);
     default: break;
   }

@@ -8,6 +8,8 @@
 namespace collex {
 
 // kAllocate: the node's ranks meeting to make a symmetric buffer (collex.empty).
+// kSplit: the ranks meeting before Communicator::split; a barrier under a name
+// of its own, so that a rank that called barrier meanwhile does not pass for it.
 enum class Collective {
   kAllreduce,
   kBroadcast,
@@ -17,7 +19,8 @@ enum class Collective {
   kBarrier,
   kSend,
   kRecv,
-  kAllocate
+  kAllocate,
+  kSplit
 };
 
 // kDirect: the node's ranks read each other's memory (needs a Window).
@@ -37,5 +40,9 @@ inline bool reduces(Collective k) {
   return k == Collective::kAllreduce || k == Collective::kReduce || k == Collective::kReduceScatter;
 }
 inline bool rooted(Collective k) { return k == Collective::kBroadcast || k == Collective::kReduce; }
+// Calls that move no data: every rank only arrives.
+inline bool meets_only(Collective k) {
+  return k == Collective::kBarrier || k == Collective::kSplit || k == Collective::kAllocate;
+}
 
 }  // namespace collex

@@ -68,6 +68,7 @@ const char* collective_name(Collective c) {
     case Collective::kSend: return "send";
     case Collective::kRecv: return "recv";
     case Collective::kAllocate: return "empty";
+    case Collective::kSplit: return "split";
   }
   return "?";
 }

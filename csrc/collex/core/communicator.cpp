@@ -179,7 +179,10 @@ void Communicator::mark_broken(const std::string& reason) {
 }
 
 std::shared_ptr<Communicator> Communicator::split(int color, int key) {
-  barrier(/*async=*/false);  // every rank is here: none will wait in MPI_Comm_split for one that is not
+  // Every rank is here first, so none waits in MPI_Comm_split (which has no
+  // deadline) for one that is not; under split's own name, so a rank that called
+  // barrier or another collective instead is told.
+  meet(Collective::kSplit, /*async=*/false);
   std::shared_ptr<Communicator> result;
   engine_.submit(
       [&] {
@@ -260,7 +263,7 @@ void Communicator::run_collective(const Call& queued) {
   const CollectiveCall& c = queued.call;
   // Alone, every collective's result is its input (a segmented one's data is its own average).
   if (size_ == 1) {
-    if (c.segments || c.kind == Collective::kBarrier || c.kind == Collective::kBroadcast) return;
+    if (c.segments || meets_only(c.kind) || c.kind == Collective::kBroadcast) return;
     const std::size_t bytes = c.kind == Collective::kReduceScatter ? c.out.bytes() : c.in.bytes();
     if (c.out.data != c.in.data && bytes > 0) std::memmove(c.out.data, c.in.data, bytes);
     return;

@@ -40,9 +40,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   Communicator& operator=(const Communicator&) = delete;
 
   // Collective: ranks passing the same color form a new communicator, ordered by key.
-  // The ranks meet in a barrier first (MPI_Comm_split has no deadline): a rank
-  // that never calls split, or calls another collective, makes the others
-  // raise within the timeout instead of waiting for ever.
+  // The ranks meet in a barrier of split's own first (MPI_Comm_split has no
+  // deadline): a rank that never calls split, or calls another collective (a
+  // barrier too), makes the others raise instead of waiting for ever.
   std::shared_ptr<Communicator> split(int color, int key);
 
   int rank() const { return rank_; }
@@ -147,6 +147,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   };
 
   std::shared_ptr<Work> submit(Call call, bool async);
+  // A call that moves no data (barrier, split's first step): every rank arrives.
+  std::shared_ptr<Work> meet(Collective kind, bool async);
   void check_p2p_args(Collective kind, int peer, int tag) const;
   void run(const Call& call);
   void run_collective(const Call& call);

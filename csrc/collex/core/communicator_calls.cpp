@@ -210,9 +210,11 @@ std::shared_ptr<Work> Communicator::reduce_scatter(Buffer in, Buffer out, Reduce
   return submit(std::move(c), async);
 }
 
-std::shared_ptr<Work> Communicator::barrier(bool async) {
+std::shared_ptr<Work> Communicator::barrier(bool async) { return meet(Collective::kBarrier, async); }
+
+std::shared_ptr<Work> Communicator::meet(Collective kind, bool async) {
   Call c;
-  c.call.kind = Collective::kBarrier;
+  c.call.kind = kind;
   c.call.in.dtype = c.call.out.dtype = DType::kUInt8;
   return submit(std::move(c), async);
 }
