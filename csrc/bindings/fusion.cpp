@@ -63,13 +63,15 @@ void bind_fusion(py::module_& m) {
   using fusion::GradientReducer;
   py::class_<GradientReducer, std::shared_ptr<GradientReducer>>(m, "GradientReducer")
       .def(py::init([](std::shared_ptr<Communicator> comm, const std::vector<ArraySpec>& grads, std::size_t cap,
-                       std::size_t first_cap, const std::string& compression, bool error_feedback, bool huge_pages) {
+                       std::size_t first_cap, const std::string& compression, bool error_feedback, bool huge_pages,
+                       std::uint64_t shapes_digest) {
              std::vector<Buffer> buffers;
              for (const auto& [address, count, code] : grads) {
                buffers.push_back(Buffer{pointer<void>(address), count, dtype_of(code)});
              }
              return std::make_shared<GradientReducer>(std::move(comm), std::move(buffers), cap, first_cap,
-                                                      compression_of(compression), error_feedback, huge_pages);
+                                                      compression_of(compression), error_feedback, huge_pages,
+                                                      shapes_digest);
            }),
            Guard())
       // A bucket publishes its gradients' addresses: no shared region may name

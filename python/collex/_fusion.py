@@ -16,6 +16,7 @@ import numpy as np
 from . import _core, _runtime
 from ._arrays import Arg, where
 from ._comm import Communicator
+from ._digest import digest
 from ._dtypes import FLOATING, SUPPORTED
 from .cuda.arguments import DeviceArg, cuda_module, is_device_array
 from .cuda.mirror import HostMirror
@@ -34,10 +35,11 @@ class GradientReducer:
 
     ``grads`` are the gradient arrays in registration order (the order the model
     defines its parameters); every rank passes arrays of the same shapes and
-    dtypes. They are grouped into buckets of at most ``bucket_mb`` MiB in reverse
-    order, the order a backward pass finishes them (the first bucket is kept to
-    ``first_bucket_mb`` so that communication starts early), one dtype per bucket,
-    never splitting a gradient.
+    dtypes (construction compares them, and the settings, across the ranks:
+    CollectiveMismatch on every rank where they differ). They are grouped into
+    buckets of at most ``bucket_mb`` MiB in reverse order, the order a backward
+    pass finishes them (the first bucket is kept to ``first_bucket_mb`` so that
+    communication starts early), one dtype per bucket, never splitting a gradient.
 
     Each step, call ``ready(i)`` as soon as gradient ``i`` is final: a bucket's
     all-reduce starts in the background once all its gradients are ready, while
@@ -138,6 +140,7 @@ class GradientReducer:
         self._marked: set[int] = set()  # gradients already copied down this step
         specs = []
         arrays = []
+        shapes = []  # compared across the ranks with the counts: (10, 100) is not (100, 10)
         for i, g in enumerate(grads):
             a = Arg(g, f"grads[{i}]", op, comm.rank, writable=True)
             if a.code not in FLOATING:
@@ -146,6 +149,7 @@ class GradientReducer:
                 )
             specs.append((a.address, a.count, a.code))
             arrays.append(a.array)
+            shapes.append(tuple(a.array.shape))
         self._grads = arrays  # the core refers to their memory
         if comp == "none":
             comm._c.share_pages_of(arrays)  # peers read them in place (README, "Shared pages")
@@ -157,6 +161,7 @@ class GradientReducer:
             comp,
             bool(error_feedback),
             bool(huge_pages),
+            digest(shapes),
         )
         self.compression = None if comp == "none" else comp
 

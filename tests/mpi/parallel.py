@@ -303,6 +303,53 @@ def bad_sizes():
     raises(lambda: par.ColumnParallelLinear(np.ones(4), None, world), ValueError, "weight")
 
 
+def layer_errors():
+    # Constructors are collective: ranks holding different layers, or one holding
+    # an invalid layer, all raise instead of computing with shards that do not
+    # belong together (before, each rank built its own and the products came
+    # out silently wrong).
+    if size == 1:
+        return
+    p = size
+    raises(
+        lambda: par.ColumnParallelLinear(np.ones((8 if rank == 0 else 4, 4 * p)), None, world),
+        ValueError,
+        "ColumnParallelLinear: the ranks disagree",
+        f"rank 0: in_features=8, out_features={4 * p}, bias=False",
+        f"rank 1: in_features=4, out_features={4 * p}",
+    )
+    mixed = np.ones((4 * p, 4), np.float64 if rank == 0 else np.float32)
+    raises(
+        lambda: par.RowParallelLinear(mixed, None, world),
+        ValueError,
+        "rank 0: in_features",
+        "dtype=float64",
+        "rank 1: in_features",
+        "dtype=float32",
+    )
+    raises(
+        lambda: par.RowParallelLinear(np.ones((4 * p + (rank == 0), 4)), None, world),
+        ValueError,
+        f"in_features={4 * p + 1} is not divisible" if rank == 0 else "rank 0: invalid",
+    )
+    raises(
+        lambda: par.ParallelMLP(*mlp_weights(np.float32), world, activation="relu" if rank else "gelu"),
+        ValueError,
+        "ParallelMLP: the ranks disagree",
+    )
+    heads = next(h for h in (4, 6, 8, 12, 24) if h % p == 0)
+    raises(
+        lambda: par.ParallelSelfAttention(*attention_weights(np.float32), heads, world, causal=rank != 0),
+        ValueError,
+        "rank 0: d_model=24",
+        "causal=False",
+        "causal=True",
+    )
+    # The group still builds layers that agree.
+    layer = par.ColumnParallelLinear.init(12, 4 * p, world, seed=1)
+    assert layer.params[0].shape == (12, 4)
+
+
 def grids():
     expect_sizes = {
         4: [(2, 1, 2), (1, 2, 2), (4, 1, 1), (1, 1, 4)],
@@ -379,6 +426,7 @@ for label, fn in [
     ("determinism", determinism),
     ("init", init_matches_unsplit),
     ("bad sizes", bad_sizes),
+    ("layer errors", layer_errors),
     ("grids", grids),
     ("grid errors", grid_errors),
 ]:

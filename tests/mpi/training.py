@@ -278,6 +278,9 @@ def misuse_is_a_clear_error():
         )
         other = "fp16" if rank == size - 1 else None
         raises(lambda: cx.GradientReducer([x], compression=other), cx.CollectiveMismatch, "settings")
+        # The same counts in other shapes: the average would mix unrelated elements.
+        turned = [np.ones((10, 100) if rank == 0 else (100, 10), np.float32)]
+        raises(lambda: cx.GradientReducer(turned), cx.CollectiveMismatch, "different gradients")
     red = cx.GradientReducer([x])  # and the communicator is still usable
     red.reduce()
 

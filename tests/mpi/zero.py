@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collex as cx
 import numpy as np
-from _harness import Cases, identical_on_all_ranks
+from _harness import Cases, identical_on_all_ranks, raises
 from collex import parallel as par
 
 cx.init()
@@ -119,6 +119,25 @@ def bad_arguments():
         assert "params but" in str(e)
     else:
         raise AssertionError("length mismatch accepted")
+    if size > 1:
+        # Ranks with other settings or other parameters would shard different
+        # buckets (before: stage 1 on one rank and 2 on another ran; one more
+        # element on rank 0 raised only at the first step): every rank raises now.
+        for kw, needles in (
+            ({"stage": 1 if rank == 0 else 2}, ["the ranks disagree", "rank 0: stage=1", "rank 1: stage=2"]),
+            ({"bucket_mb": 1 if rank == 0 else 2}, ["the ranks disagree", "bucket_bytes=1048576"]),
+            ({"stage": 3 if rank == 0 else 1}, ["stage=3"] if rank == 0 else ["rank 0: invalid"]),
+        ):
+            raises(lambda kw=kw: par.ShardedOptimizer(SGD(), params, grads, **kw), ValueError, *needles)
+        other = [np.ones(7 if rank == 0 else 8, np.float32)]
+        raises(
+            lambda: par.ShardedOptimizer(SGD(), other, [np.ones_like(other[0])]),
+            ValueError,
+            "the ranks disagree",
+            "shapes_digest=",
+        )
+        # The optimizer still builds alike.
+        par.ShardedOptimizer(SGD(), params, grads)
 
 
 for label, fn in [

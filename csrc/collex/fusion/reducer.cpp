@@ -26,7 +26,7 @@ std::string GradientReducer::prefix(const char* method) const {
 
 GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients,
                                  std::size_t cap_bytes, std::size_t first_cap_bytes, Compression compression,
-                                 bool error_feedback, bool huge_pages)
+                                 bool error_feedback, bool huge_pages, std::uint64_t shapes_digest)
     : comm_(std::move(comm)), gradients_(std::move(gradients)) {
   std::vector<Gradient> shapes;
   for (std::size_t i = 0; i < gradients_.size(); ++i) {
@@ -50,7 +50,7 @@ GradientReducer::GradientReducer(std::shared_ptr<Communicator> comm, std::vector
     }
   }
 
-  check_same_everywhere(shapes, cap_bytes, first_cap_bytes, compression);
+  check_same_everywhere(shapes, cap_bytes, first_cap_bytes, compression, shapes_digest);
   buckets_ = assign_buckets(shapes, cap_bytes, first_cap_bytes);
   slots_.resize(buckets_.size());
   bucket_of_.resize(gradients_.size());
@@ -165,11 +165,12 @@ GradientReducer::~GradientReducer() {
 // Ranks that disagree on the gradients or the settings would issue different
 // all-reduces and read past each other's arrays: compare a fingerprint first.
 void GradientReducer::check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes,
-                                            std::size_t first_cap_bytes, Compression compression) {
-  Fnv1a hash;  // over everything that shapes the buckets
+                                            std::size_t first_cap_bytes, Compression compression,
+                                            std::uint64_t shapes_digest) {
+  Fnv1a hash;  // over everything that shapes the buckets, and the arrays' shapes
   hash.mix(shapes.size());
   for (const Gradient& g : shapes) hash.mix(g.count).mix(static_cast<std::uint64_t>(g.dtype));
-  hash.mix(cap_bytes).mix(first_cap_bytes).mix(static_cast<std::uint64_t>(compression));
+  hash.mix(cap_bytes).mix(first_cap_bytes).mix(static_cast<std::uint64_t>(compression)).mix(shapes_digest);
   const auto mine = static_cast<std::int64_t>(hash.value() >> 1);  // non-negative, so that it can be negated
   std::int64_t extremes[2] = {mine, -mine};
   Buffer b{extremes, 2, DType::kInt64};

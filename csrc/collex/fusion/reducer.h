@@ -36,9 +36,12 @@ class GradientReducer {
   // dtypes in the same order). Gradients must be floating point and must not
   // overlap; they are referenced, not copied, until the reducer is destroyed.
   // `huge_pages`: gradients that peers will read in place are backed with huge
-  // pages once, here (Communicator::prepare_peer_reads).
+  // pages once, here (Communicator::prepare_peer_reads). `shapes_digest`: a hash
+  // of what the caller knows of the gradients beyond their counts (their shapes),
+  // compared across the ranks with the rest.
   GradientReducer(std::shared_ptr<Communicator> comm, std::vector<Buffer> gradients, std::size_t cap_bytes,
-                  std::size_t first_cap_bytes, Compression compression, bool error_feedback, bool huge_pages);
+                  std::size_t first_cap_bytes, Compression compression, bool error_feedback, bool huge_pages,
+                  std::uint64_t shapes_digest = 0);
   ~GradientReducer();  // waits for buckets still in flight
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -96,7 +99,7 @@ class GradientReducer {
   // the ranks then agree).
   std::vector<Staging> staging_wanted() const;
   void check_same_everywhere(const std::vector<Gradient>& shapes, std::size_t cap_bytes, std::size_t first_cap_bytes,
-                             Compression compression);
+                             Compression compression, std::uint64_t shapes_digest);
   std::string prefix(const char* method) const;
 
   std::shared_ptr<Communicator> comm_;

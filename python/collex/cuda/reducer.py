@@ -27,13 +27,13 @@ averages, as with any collective on CUDA arrays.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 
 from .. import _core
 from .._arrays import where
+from .._digest import digest
 from .._dtypes import AVG, CODES, FLOATING, OPS, SUPPORTED
 from .across_nodes import NodeLanes
 from .arguments import DeviceArg, DeviceSpan
@@ -87,7 +87,7 @@ class DeviceReducer:
         self._sizes = [a.nbytes for a in args]
         self._shapes = [a.shape for a in args]
         _check_no_overlap(self._pointers, self._sizes, here)
-        shapes = [(a.nbytes // a.dtype.itemsize, CODES[a.dtype]) for a in args]
+        shapes = [(a.nbytes // a.dtype.itemsize, CODES[a.dtype], tuple(a.shape)) for a in args]
         _agree(comm, (shapes, cap, first_cap, compression, bool(error_feedback)), here)
         self._buckets = [_Bucket(*b) for b in _core._assign_buckets(shapes, cap, first_cap)]
         self._bucket_of = {k: b for b, bucket in enumerate(self._buckets) for k in bucket.members}
@@ -269,9 +269,8 @@ def _check_no_overlap(pointers: list, sizes: list, here: str) -> None:
 def _agree(comm: Any, settings: tuple, here: str) -> None:
     """Every rank built the reducer alike (gradients' sizes and dtypes, bucket
     caps, compression): else the buckets, and so the all-reduces, would differ.
-    A digest of their text, which every process computes alike (str's hash is
-    salted per process)."""
-    h = int.from_bytes(hashlib.blake2b(repr(settings).encode(), digest_size=8).digest(), "little") >> 2
+    A digest of their text (the same in every process)."""
+    h = digest(settings)
     extremes = np.array([h, -h], np.int64)
     comm.allreduce(extremes, op="min")
     if extremes[0] != -extremes[1]:

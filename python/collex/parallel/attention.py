@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from . import regions as rg
-from .layers import ShardedLayer, accumulate
+from .layers import ShardedLayer, accumulate, agree_layer
 
 
 class ParallelSelfAttention(ShardedLayer):
@@ -21,6 +21,8 @@ class ParallelSelfAttention(ShardedLayer):
     so one all-reduce in forward and one in backward; ``sequence_parallel`` makes
     them an all-gather at entry and a reduce-scatter at exit.
     ``params``/``grads``: [w_qkv, b_qkv, w_out, b_out] shards (b_out whole).
+    Collective: the ranks compare d_model, n_heads, the flags and the dtype,
+    and all raise ValueError where they differ.
     """
 
     def __init__(
@@ -29,14 +31,21 @@ class ParallelSelfAttention(ShardedLayer):
     ):  # fmt: skip
         name = "ParallelSelfAttention"
         d = w_qkv.shape[0]
-        if tuple(w_qkv.shape) != (d, 3 * d) or tuple(w_out.shape) != (d, d):
-            raise ValueError(
-                f"collex.parallel.{name}: expected w_qkv (d, 3d) and w_out (d, d), "
-                f"got {w_qkv.shape}, {w_out.shape}"
-            )
-        if n_heads < 1 or d % n_heads:
-            raise ValueError(f"collex.parallel.{name}: d_model={d} is not divisible by n_heads={n_heads}")
-        self.heads = rg.check_divides(n_heads, comm, "n_heads", name)  # this rank's heads
+
+        def check() -> None:
+            if tuple(w_qkv.shape) != (d, 3 * d) or tuple(w_out.shape) != (d, d):
+                raise ValueError(
+                    f"collex.parallel.{name}: expected w_qkv (d, 3d) and w_out (d, d), "
+                    f"got {w_qkv.shape}, {w_out.shape}"
+                )
+            if n_heads < 1 or d % n_heads:
+                raise ValueError(f"collex.parallel.{name}: d_model={d} is not divisible by n_heads={n_heads}")
+            rg.check_divides(n_heads, comm, "n_heads", name)
+
+        settings = {"d_model": int(d), "n_heads": int(n_heads), "causal": bool(causal),
+                    "sequence_parallel": bool(sequence_parallel), "dtype": w_qkv.dtype}  # fmt: skip
+        agree_layer(comm, name, check, settings)
+        self.heads = n_heads // comm.size  # this rank's heads
         self.comm, self.causal, self.sequence_parallel = comm, causal, sequence_parallel
         self.d_model, self.n_heads, self.dh = d, n_heads, d // n_heads
         xp = rg.array_module(w_qkv)

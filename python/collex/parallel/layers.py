@@ -12,11 +12,12 @@ may be in flight (a pipeline's micro-batches).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import regions as rg
+from .agree import agree_settings
 
 
 def init_weight(in_features: int, out_features: int, seed: int, dtype: Any, xp: Any) -> tuple:
@@ -110,6 +111,26 @@ def _check_weight(weight: Any, bias: Any, layer: str) -> None:
         )
 
 
+def agree_layer(comm: Any, name: str, check: Callable[[], Any], settings: dict) -> None:
+    """Layer constructors are collective: each rank checks its own arguments
+    (`check` raises what is wrong), then the ranks compare their layers'
+    `settings` (shapes, dtype, flags). A rank that holds another layer, or an
+    invalid one, makes every rank raise instead of the group computing with
+    shards that do not belong together (a silently wrong product)."""
+    problem: str | Exception = ""
+    try:
+        check()
+    except (TypeError, ValueError) as e:
+        problem = e
+    agree_settings(comm, f"collex.parallel.{name}", settings, problem)
+
+
+def _linear_settings(weight: Any, bias: Any, **flags: bool) -> dict:
+    shape = tuple(weight.shape) if weight.ndim == 2 else (0, 0)
+    return {"in_features": shape[0], "out_features": shape[1], "bias": bias is not None, **flags,
+            "dtype": weight.dtype}  # fmt: skip
+
+
 class ColumnParallelLinear(ShardedLayer):
     """y = x W + b with W's columns split: rank r keeps out_features/p of them.
 
@@ -118,15 +139,22 @@ class ColumnParallelLinear(ShardedLayer):
     output (the whole output with ``gather_output=True``); backward all-reduces
     dx over the group (Megatron's copy-to region). With ``sequence_parallel``,
     x holds this rank's tokens (axis -2) and is all-gathered first; backward
-    then reduce-scatters dx.
+    then reduce-scatters dx. Collective (as every layer's constructor): the
+    ranks compare the weight's shape, the bias, the dtype and the flags, and
+    all raise ValueError where they differ.
     """
 
     def __init__(
         self, weight: Any, bias: Any, comm: Any, gather_output: bool = False, sequence_parallel: bool = False
     ):
         name = "ColumnParallelLinear"
-        _check_weight(weight, bias, name)
-        rg.check_divides(weight.shape[1], comm, "out_features", name)
+
+        def check() -> None:
+            _check_weight(weight, bias, name)
+            rg.check_divides(weight.shape[1], comm, "out_features", name)
+
+        flags = {"gather_output": bool(gather_output), "sequence_parallel": bool(sequence_parallel)}
+        agree_layer(comm, name, check, _linear_settings(weight, bias, **flags))
         self.comm, self.gather_output, self.sequence_parallel = comm, gather_output, sequence_parallel
         w = rg.block(weight, comm, -1)
         b = None if bias is None else rg.block(bias, comm, -1)
@@ -164,6 +192,7 @@ class RowParallelLinear(ShardedLayer):
     Forward all-reduces the partial products and adds the bias once (every rank
     holds it whole); with ``sequence_parallel`` the partial products are
     reduce-scattered along the sequence instead, and backward all-gathers dy.
+    Collective, as ColumnParallelLinear's constructor.
     """
 
     def __init__(
@@ -175,8 +204,13 @@ class RowParallelLinear(ShardedLayer):
         sequence_parallel: bool = False,
     ):
         name = "RowParallelLinear"
-        _check_weight(weight, bias, name)
-        rg.check_divides(weight.shape[0], comm, "in_features", name)
+
+        def check() -> None:
+            _check_weight(weight, bias, name)
+            rg.check_divides(weight.shape[0], comm, "in_features", name)
+
+        flags = {"input_is_parallel": bool(input_is_parallel), "sequence_parallel": bool(sequence_parallel)}
+        agree_layer(comm, name, check, _linear_settings(weight, bias, **flags))
         self.comm, self.input_is_parallel, self.sequence_parallel = comm, input_is_parallel, sequence_parallel
         w = rg.block(weight, comm, 0)
         b = None if bias is None else rg.array_module(bias).array(bias, copy=True)
@@ -239,13 +273,22 @@ class ParallelMLP(ShardedLayer):
         self, w1: Any, b1: Any, w2: Any, b2: Any, comm: Any, activation: str = "gelu",
         sequence_parallel: bool = False,
     ):  # fmt: skip
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"collex.parallel.ParallelMLP: activation={activation!r}: "
-                f"expected one of {sorted(ACTIVATIONS)}"
-            )
-        if w1.shape[1] != w2.shape[0]:
-            raise ValueError(f"collex.parallel.ParallelMLP: w1 {w1.shape} and w2 {w2.shape} do not chain")
+        def check() -> None:
+            if activation not in ACTIVATIONS:
+                raise ValueError(
+                    f"collex.parallel.ParallelMLP: activation={activation!r}: "
+                    f"expected one of {sorted(ACTIVATIONS)}"
+                )
+            if w1.shape[1] != w2.shape[0]:
+                raise ValueError(f"collex.parallel.ParallelMLP: w1 {w1.shape} and w2 {w2.shape} do not chain")
+
+        # The weights' shapes are compared by fc1 and fc2.
+        names = sorted(ACTIVATIONS)
+        settings = {
+            "activation": names.index(activation) if activation in names else -1,
+            "sequence_parallel": bool(sequence_parallel),
+        }
+        agree_layer(comm, "ParallelMLP", check, settings)
         self.comm, self.sequence_parallel = comm, sequence_parallel
         self.fc1 = ColumnParallelLinear(w1, b1, comm, sequence_parallel=sequence_parallel)
         self.fc2 = RowParallelLinear(w2, b2, comm, sequence_parallel=sequence_parallel)

@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._digest import digest
 from .._dtypes import CODES
+from .agree import agree_settings
 from .regions import array_module
 
 MIB = 1 << 20
 WIRE = {"fp16": "float16", "bf16": "bfloat16"}
+COMPRESSIONS = (None, "fp16", "bf16")
 
 
 class _Bucket:
@@ -58,7 +61,8 @@ class ShardedOptimizer:
     with ``error_feedback`` each bucket's rounding residual is added back at the
     next step. ``state_bytes()``: the bytes of the arrays the wrapped optimizer
     holds. Collective over ``comm`` (collex's world when None): every rank passes
-    params of the same shapes and dtypes, in the same order.
+    params of the same shapes and dtypes, in the same order, and the same
+    settings; the ranks compare them and all raise ValueError where they differ.
     """
 
     def __init__(
@@ -77,23 +81,43 @@ class ShardedOptimizer:
 
         self.comm = comm = world() if comm is None else comm
         here = f"collex.parallel.ShardedOptimizer [rank {comm.rank}]"
-        if not callable(getattr(optimizer, "step", None)):
-            raise TypeError(f"{here}: optimizer: expected an object with step(params, grads)")
-        if stage not in (1, 2):
-            raise ValueError(f"{here}: stage={stage!r}: expected 1 or 2")
-        if compression not in (None, "fp16", "bf16"):
-            raise ValueError(f"{here}: compression={compression!r}: expected None, 'fp16' or 'bf16'")
         params, grads = list(params), list(grads)
-        if len(params) != len(grads):
-            raise ValueError(f"{here}: {len(params)} params but {len(grads)} grads")
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if tuple(p.shape) != tuple(g.shape) or p.dtype != g.dtype:
-                raise ValueError(
-                    f"{here}: grads[{i}] is {g.dtype} {tuple(g.shape)}, "
-                    f"params[{i}] is {p.dtype} {tuple(p.shape)}"
-                )
-            if np.dtype(p.dtype).name not in ("float16", "bfloat16", "float32", "float64"):
-                raise TypeError(f"{here}: params[{i}]: expected a floating-point array, got {p.dtype}")
+
+        def check() -> None:
+            if not callable(getattr(optimizer, "step", None)):
+                raise TypeError(f"{here}: optimizer: expected an object with step(params, grads)")
+            if stage not in (1, 2):
+                raise ValueError(f"{here}: stage={stage!r}: expected 1 or 2")
+            if compression not in COMPRESSIONS:
+                raise ValueError(f"{here}: compression={compression!r}: expected None, 'fp16' or 'bf16'")
+            if len(params) != len(grads):
+                raise ValueError(f"{here}: {len(params)} params but {len(grads)} grads")
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if tuple(p.shape) != tuple(g.shape) or p.dtype != g.dtype:
+                    raise ValueError(
+                        f"{here}: grads[{i}] is {g.dtype} {tuple(g.shape)}, "
+                        f"params[{i}] is {p.dtype} {tuple(p.shape)}"
+                    )
+                if np.dtype(p.dtype).name not in ("float16", "bfloat16", "float32", "float64"):
+                    raise TypeError(f"{here}: params[{i}]: expected a floating-point array, got {p.dtype}")
+
+        # Collective: ranks whose parameters or settings differ would shard
+        # different buckets and exchange blocks that do not match; every rank
+        # raises instead (a rank with invalid arguments raises its own error).
+        problem: str | Exception = ""
+        try:
+            check()
+        except (TypeError, ValueError) as e:
+            problem = e
+        settings = {
+            "stage": stage if isinstance(stage, int) else -1,
+            "bucket_bytes": int(bucket_mb * MIB),
+            "first_bucket_bytes": int(min(bucket_mb, first_bucket_mb) * MIB),
+            "compression": COMPRESSIONS.index(compression) if compression in COMPRESSIONS else -1,
+            "params": len(params),
+            "shapes_digest": digest([(tuple(p.shape), str(p.dtype)) for p in params]),
+        }
+        agree_settings(comm, "collex.parallel.ShardedOptimizer", settings, problem)
         self.optimizer, self.params, self.grads = optimizer, params, grads
         self.stage, self.compression, self.error_feedback = stage, compression, error_feedback
         self._xp = array_module(params[0]) if params else np
