@@ -65,7 +65,7 @@ def test_ranks_with_different_settings(variable, values, refused):
 
 @pytest.mark.parametrize(
     "scenario",
-    ["small", "large", "reduce", "barrier", "split", "async", "interrupt", "reducer", "reducer16", "recv"],
+    "small large reduce barrier split async interrupt reducer reducer16 recv communicator".split(),
 )
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_absent_peer_times_out_and_breaks(ranks, scenario):

@@ -13,6 +13,7 @@ usage: timeouts.py SCENARIO   (run on 2 ranks or more; the last rank stays away)
   reducer16 the same with fp16 compression (its scale is agreed first)
   recv      a receive from the absent rank
   interrupt no timeout in sight: SIGINT (Ctrl-C) ends the wait with KeyboardInterrupt
+  communicator  making a collex.Communicator (MPI_Comm_dup has no deadline)
 Run with COLLEX_WARN_AFTER below the timeout, every wait also says once, on
 stderr, whom it waits for (the test reads that).
 """
@@ -50,6 +51,26 @@ if scenario == "interrupt":
         else:
             cases.check("interrupted", False, "allreduce returned")
         cases.check("broken after an interrupted collective", cx.world().broken)
+    MPI.COMM_WORLD.Barrier()
+    cases.finish()
+
+if scenario == "communicator":
+    # Making a communicator is collective: the ranks meet in a barrier with a
+    # deadline before MPI_Comm_dup, so those that make it while the last rank
+    # never does raise instead of waiting for ever (before: killed by the launcher).
+    mpi = MPI.COMM_WORLD.Dup()  # the barrier left pending when they give up stays on this one
+    if rank != absent:
+        start = time.monotonic()
+        try:
+            cx.Communicator(mpi, timeout=TIMEOUT)
+        except cx.CollectiveTimeout as e:
+            took = time.monotonic() - start
+            needles = (f"[rank {rank}] collex.Communicator", "not every rank", "within 1.5 s")
+            cases.check("message", all(n in str(e) for n in needles), str(e))
+            cases.check("took about the timeout", TIMEOUT - 0.5 <= took < TIMEOUT + 20, f"{took:.1f} s")
+        else:
+            cases.check("raised CollectiveTimeout", False, "made the communicator")
+        cases.check("the world is not broken by it", not cx.world().broken)
     MPI.COMM_WORLD.Barrier()
     cases.finish()
 

@@ -7,6 +7,7 @@
 
 #include "collex/common/errors.h"
 #include "collex/common/fingerprint_hash.h"
+#include "collex/common/waiting.h"
 #include "collex/transport/mpi/mpi_transport.h"
 #include "collex/transport/shm/shm_window.h"
 
@@ -53,6 +54,42 @@ std::string settings_that_differ(MPI_Comm comm, const Config& config) {
          " must be the same on every rank";
 }
 
+// MPI_Comm_dup and the other MPI calls that make a communicator have no
+// deadline: ranks that make it while another rank never does (or first calls
+// something else) would wait for ever. They meet in a barrier that has one:
+// after the timeout this rank raises, leaving that barrier pending on `user`
+// (MPI cannot take it back; the program cannot go on correctly anyway).
+void meet_before_making(MPI_Comm user, const Config& config) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(user, &rank);
+  MPI_Comm_size(user, &size);
+  if (size == 1) return;
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(user, &request) != MPI_SUCCESS) throw CollexError("collex: MPI_Ibarrier failed");
+  const Deadline deadline(config.timeout_s);
+  StallWarning stall(config.warn_after_s);
+  Backoff backoff;
+  const std::string what = "[rank " + std::to_string(rank) + "] collex.Communicator";
+  for (unsigned polls = 0;; ++polls) {
+    int done = 0;
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    if ((polls & 1023) == 1023) {
+      if (interrupt_requested()) throw Interrupted();
+      if (stall.due()) {
+        warn(what + " has waited " + seconds_text(stall.after_s()) +
+             " (COLLEX_WARN_AFTER) for the other ranks to make the communicator too");
+      }
+      if (deadline.expired()) {
+        throw CollectiveTimeout(what + ": not every rank of the communicator came to make it within " +
+                                seconds_text(config.timeout_s) +
+                                " (the timeout): every rank makes it, at the same point of its program");
+      }
+    }
+    backoff.pause();
+  }
+}
+
 }  // namespace
 
 std::vector<int> ranks_in_comm(MPI_Comm part, MPI_Comm whole) {
@@ -70,6 +107,7 @@ std::vector<int> ranks_in_comm(MPI_Comm part, MPI_Comm whole) {
 }
 
 Topology::Topology(MPI_Comm user, const Config& config) {
+  meet_before_making(user, config);
   if (MPI_Comm_dup(user, &comm) != MPI_SUCCESS) throw CollexError("collex: MPI_Comm_dup failed");
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm, &rank);
