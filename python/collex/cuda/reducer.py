@@ -87,8 +87,9 @@ class DeviceReducer:
         self._sizes = [a.nbytes for a in args]
         self._shapes = [a.shape for a in args]
         _check_no_overlap(self._pointers, self._sizes, here)
-        shapes = [(a.nbytes // a.dtype.itemsize, CODES[a.dtype], tuple(a.shape)) for a in args]
-        _agree(comm, (shapes, cap, first_cap, compression, bool(error_feedback)), here)
+        shapes = [(a.nbytes // a.dtype.itemsize, CODES[a.dtype]) for a in args]
+        arrays = [tuple(a.shape) for a in args]  # compared too: (10, 100) is not (100, 10)
+        _agree(comm, (shapes, arrays, cap, first_cap, compression, bool(error_feedback)), here)
         self._buckets = [_Bucket(*b) for b in _core._assign_buckets(shapes, cap, first_cap)]
         self._bucket_of = {k: b for b, bucket in enumerate(self._buckets) for k in bucket.members}
         wire = {"fp16": np.dtype(np.float16), "bf16": BFLOAT16}.get(compression)
