@@ -22,7 +22,7 @@ def restore_isa():
     before, loop = _core.kernel_isa(), _core.kernel_copy_loop()
     yield
     _core._use_kernel_isa(before)
-    _core._use_copy_loop(loop == "two-pages")
+    _core._use_copy_loop(loop)
 
 
 def addr(a):
@@ -150,26 +150,26 @@ def assert_copies_exactly(isa: str, sizes: list[int], seed: int, streaming: bool
         assert not dst[:5].any() and not dst[5 + nbytes :].any(), (isa, nbytes)
 
 
-@pytest.mark.parametrize("two_pages", [False, True], ids=["one-stream", "two-pages"])
+@pytest.mark.parametrize("loop", ["one-stream", "two-pages"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_copy_of_results_is_exact_at_any_alignment(isa, two_pages):
+def test_copy_of_results_is_exact_at_any_alignment(isa, loop):
     # From 8 MiB on the copy streams (aligned body, in one stream or two pages
     # at a time up to the last whole pair, then one stream; ordinary head and
     # tail); below it, unless streaming is asked for, it is memcpy.
     assert _core._use_kernel_isa(isa)
-    _core._use_copy_loop(two_pages)
+    assert _core._use_copy_loop(loop)
     assert_copies_exactly(
         isa, [(16 << 20) - 1, (16 << 20) + 97, (8 << 20) + 4096 + 33, 1000], 7, streaming=False
     )
 
 
-@pytest.mark.parametrize("two_pages", [False, True], ids=["one-stream", "two-pages"])
+@pytest.mark.parametrize("loop", ["one-stream", "two-pages"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_streamed_copy_is_exact_on_either_side_of_the_two_page_loop(isa, two_pages):
+def test_streamed_copy_is_exact_on_either_side_of_the_two_page_loop(isa, loop):
     # Copies that stream by choice (staged writes, chosen result stores) may be
     # small: one stream below 16 KiB, two pages at a time from there where that
     # loop is in use.
     assert _core._use_kernel_isa(isa)
-    _core._use_copy_loop(two_pages)
+    assert _core._use_copy_loop(loop)
     sizes = [100, 4096 + 7, (16 << 10) - 1, (16 << 10) + 4096 + 33, (1 << 20) + 8192 + 5]
     assert_copies_exactly(isa, sizes, 8, streaming=True)

@@ -279,8 +279,11 @@ void bind_testing(py::module_& m) {
       },
       py::arg("dst"), py::arg("src"), py::arg("bytes"), py::arg("streaming") = false);
   m.def("_use_kernel_isa", [](const std::string& isa) { return kernels::use_kernel_isa(isa.c_str()); });
-  m.def("_use_copy_loop", [](bool two_pages) {
-    kernels::use_copy_loop(two_pages ? kernels::CopyLoop::kTwoPages : kernels::CopyLoop::kOneStream);
+  m.def("_use_copy_loop", [](const std::string& name) {
+    kernels::CopyLoop loop;
+    if (!kernels::copy_loop_from_name(name, &loop)) return false;
+    kernels::use_copy_loop(loop);
+    return true;
   });
 
   m.def("_copy_ways_run", &copy_ways_run, py::arg("bytes"), py::arg("calls"), py::arg("seconds"),

@@ -31,9 +31,7 @@ Communicator::Communicator(long fortran_handle, double timeout_s) {
   tuner_ = Tuner(config_.debug);
   // The streaming copy's loop is one per process (the kernels'); every
   // communicator reads the same environment.
-  if (config_.copy_loop != "auto")
-    kernels::use_copy_loop(config_.copy_loop == "two-pages" ? kernels::CopyLoop::kTwoPages
-                                                            : kernels::CopyLoop::kOneStream);
+  if (kernels::CopyLoop loop; kernels::copy_loop_from_name(config_.copy_loop, &loop)) kernels::use_copy_loop(loop);
 
   MPI_Comm user = MPI_Comm_f2c(static_cast<MPI_Fint>(fortran_handle));
   if (user == MPI_COMM_NULL) throw InvalidArgument("collex.Communicator: comm is MPI.COMM_NULL");

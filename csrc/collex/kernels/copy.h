@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace collex::kernels {
 
@@ -47,6 +48,8 @@ enum class CopyLoop : std::uint8_t { kOneStream, kTwoPages };
 CopyLoop copy_loop();
 void use_copy_loop(CopyLoop loop);
 const char* copy_loop_name(CopyLoop loop);  // "one-stream" or "two-pages"
+// The loop of that name (COLLEX_COPY_LOOP's values but "auto"); false for another name.
+bool copy_loop_from_name(const std::string& name, CopyLoop* loop);
 
 // One compiled copy of the streaming loops per instruction set (see
 // copy_loops.h); null where it has none.

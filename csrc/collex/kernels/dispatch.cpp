@@ -151,6 +151,16 @@ void use_copy_loop(CopyLoop loop) { current_copy_loop().store(loop); }
 
 const char* copy_loop_name(CopyLoop loop) { return loop == CopyLoop::kTwoPages ? "two-pages" : "one-stream"; }
 
+bool copy_loop_from_name(const std::string& name, CopyLoop* loop) {
+  for (const CopyLoop l : {CopyLoop::kOneStream, CopyLoop::kTwoPages}) {
+    if (name == copy_loop_name(l)) {
+      *loop = l;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool use_kernel_isa(const char* isa) {
   const Loops* l = loops_for(isa);
   if (l == nullptr) return false;
