@@ -58,3 +58,16 @@ def agree_settings(comm: Any, where: str, settings: dict, problem: str | Excepti
         return ", ".join(f"{n}={shown(int(w), k)}" for n, w, k in zip(settings, words, kinds))
 
     agree(comm, where, [word(v, k) for v, k in zip(settings.values(), kinds)], problem, describe)
+
+
+def agree_checked(comm: Any, where: str, check: Callable[[], Any], settings: dict) -> None:
+    """agree_settings() after this rank's own check: `check()` raises (TypeError
+    or ValueError) what is wrong with its arguments, which this rank then raises
+    while the others say it is invalid. Constructors that are collective (the
+    layers, ShardedOptimizer) start with it."""
+    problem: str | Exception = ""
+    try:
+        check()
+    except (TypeError, ValueError) as e:
+        problem = e
+    agree_settings(comm, where, settings, problem)

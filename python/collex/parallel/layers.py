@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import regions as rg
-from .agree import agree_settings
+from .agree import agree_checked
 
 
 def init_weight(in_features: int, out_features: int, seed: int, dtype: Any, xp: Any) -> tuple:
@@ -117,12 +117,7 @@ def agree_layer(comm: Any, name: str, check: Callable[[], Any], settings: dict) 
     `settings` (shapes, dtype, flags). A rank that holds another layer, or an
     invalid one, makes every rank raise instead of the group computing with
     shards that do not belong together (a silently wrong product)."""
-    problem: str | Exception = ""
-    try:
-        check()
-    except (TypeError, ValueError) as e:
-        problem = e
-    agree_settings(comm, f"collex.parallel.{name}", settings, problem)
+    agree_checked(comm, f"collex.parallel.{name}", check, settings)
 
 
 def _linear_settings(weight: Any, bias: Any, **flags: bool) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _core
 from .._digest import digest
 from .._dtypes import CODES
-from .agree import agree_settings
+from .agree import agree_checked
 from .regions import array_module
 
 MIB = 1 << 20
@@ -104,11 +104,6 @@ class ShardedOptimizer:
         # Collective: ranks whose parameters or settings differ would shard
         # different buckets and exchange blocks that do not match; every rank
         # raises instead (a rank with invalid arguments raises its own error).
-        problem: str | Exception = ""
-        try:
-            check()
-        except (TypeError, ValueError) as e:
-            problem = e
         settings = {
             "stage": stage if isinstance(stage, int) else -1,
             "bucket_bytes": int(bucket_mb * MIB),
@@ -117,7 +112,7 @@ class ShardedOptimizer:
             "params": len(params),
             "shapes_digest": digest([(tuple(p.shape), str(p.dtype)) for p in params]),
         }
-        agree_settings(comm, "collex.parallel.ShardedOptimizer", settings, problem)
+        agree_checked(comm, "collex.parallel.ShardedOptimizer", check, settings)
         self.optimizer, self.params, self.grads = optimizer, params, grads
         self.stage, self.compression, self.error_feedback = stage, compression, error_feedback
         self._xp = array_module(params[0]) if params else np
