@@ -104,10 +104,11 @@ class ShardedOptimizer:
         # Collective: ranks whose parameters or settings differ would shard
         # different buckets and exchange blocks that do not match; every rank
         # raises instead (a rank with invalid arguments raises its own error).
+        cap, first_cap = int(bucket_mb * MIB), int(min(bucket_mb, first_bucket_mb) * MIB)
         settings = {
             "stage": stage if isinstance(stage, int) else -1,
-            "bucket_bytes": int(bucket_mb * MIB),
-            "first_bucket_bytes": int(min(bucket_mb, first_bucket_mb) * MIB),
+            "bucket_bytes": cap,
+            "first_bucket_bytes": first_cap,
             "compression": COMPRESSIONS.index(compression) if compression in COMPRESSIONS else -1,
             "params": len(params),
             "shapes_digest": digest([(tuple(p.shape), str(p.dtype)) for p in params]),
@@ -116,7 +117,7 @@ class ShardedOptimizer:
         self.optimizer, self.params, self.grads = optimizer, params, grads
         self.stage, self.compression, self.error_feedback = stage, compression, error_feedback
         self._xp = array_module(params[0]) if params else np
-        self._buckets = self._assign(int(bucket_mb * MIB), int(min(bucket_mb, first_bucket_mb) * MIB))
+        self._buckets = self._assign(cap, first_cap)
         xp, rank = self._xp, comm.rank
         self._param_shards, self._grad_shards, self._flats, self._residuals = [], [], [], []
         for b in self._buckets:
